@@ -1,0 +1,302 @@
+// Package apiv1 holds the wire types of fleetpass's native API (/v1). The
+// server, the Go client and the CLI share them, so a field cannot drift
+// between the two ends; the OpenAPI document describes the same shapes.
+package apiv1
+
+import "time"
+
+// Error is the body of every error answer: {"error": {...}}.
+type ErrorBody struct {
+	Error Error `json:"error"`
+}
+
+// Error describes what went wrong. Code is stable and meant for programs;
+// Message is for people. Details carries structured extras, such as the
+// unknown instance ids of a refused request.
+type Error struct {
+	Code      string         `json:"code"`
+	Message   string         `json:"message"`
+	RequestID string         `json:"requestId"`
+	Details   map[string]any `json:"details,omitempty"`
+}
+
+// Instance states (DESIGN §2).
+const (
+	StatePending           = "PENDING"
+	StateRunning           = "RUNNING"
+	StateStopping          = "STOPPING"
+	StateStopped           = "STOPPED"
+	StateStarting          = "STARTING"
+	StateRebooting         = "REBOOTING"
+	StateResettingPassword = "RESETTING_PASSWORD"
+	StateError             = "ERROR"
+)
+
+// Latest-operation states as the big clouds show them on an instance.
+const (
+	OpStateOperating = "OPERATING"
+	OpStateSuccess   = "SUCCESS"
+	OpStateFailed    = "FAILED"
+)
+
+// DriverLink says which driver reaches a machine and at which address.
+type DriverLink struct {
+	Driver  string `json:"driver"`
+	Host    string `json:"host,omitempty"`
+	Address string `json:"address"`
+}
+
+// LatestOperation is the summary an instance carries of its latest operation.
+type LatestOperation struct {
+	ID    string `json:"id"`
+	Kind  string `json:"kind"`
+	State string `json:"state"`
+}
+
+// Instance is a machine whose password fleetpass resets.
+type Instance struct {
+	ID              string           `json:"id"`
+	Name            string           `json:"name"`
+	Tenant          string           `json:"tenant"`
+	OSType          string           `json:"osType"`
+	AdminUser       string           `json:"adminUser"`
+	State           string           `json:"state"`
+	Power           DriverLink       `json:"power"`
+	Guest           DriverLink       `json:"guest"`
+	GuestAlive      bool             `json:"guestAlive"`
+	GuestSeenAt     *time.Time       `json:"guestSeenAt,omitempty"`
+	Busy            bool             `json:"busy"`
+	LatestOperation *LatestOperation `json:"latestOperation,omitempty"`
+	CreatedAt       time.Time        `json:"createdAt"`
+	UpdatedAt       time.Time        `json:"updatedAt"`
+}
+
+// InstanceCreate registers an instance.
+type InstanceCreate struct {
+	Name      string     `json:"name"`
+	Tenant    string     `json:"tenant,omitempty"` // admin only; defaults to the caller's tenant
+	OSType    string     `json:"osType"`
+	AdminUser string     `json:"adminUser,omitempty"` // defaults to root or Administrator
+	Power     DriverLink `json:"power"`
+	Guest     DriverLink `json:"guest"`
+}
+
+// InstanceList is one page of instances. NextCursor is empty on the last page.
+type InstanceList struct {
+	Instances  []Instance `json:"instances"`
+	NextCursor string     `json:"nextCursor,omitempty"`
+}
+
+// Reset modes (DESIGN §3).
+const (
+	ModeAuto    = "auto"
+	ModeOnline  = "online"
+	ModeOffline = "offline"
+)
+
+// PasswordReset asks for the password of one or more instances to change.
+// Exactly one of Password and Generate must be given.
+type PasswordReset struct {
+	InstanceIDs []string `json:"instanceIds"`
+	// User defaults to each instance's admin user (root or Administrator).
+	User string `json:"user,omitempty"`
+	Mode string `json:"mode,omitempty"`
+	// ForceStop is the caller's consent to shut running instances down, and
+	// to cut their power if a graceful shutdown times out.
+	ForceStop bool   `json:"forceStop,omitempty"`
+	Password  string `json:"password,omitempty"`
+	Generate  bool   `json:"generate,omitempty"`
+}
+
+// Power actions.
+const (
+	ActionStart  = "start"
+	ActionStop   = "stop"
+	ActionReboot = "reboot"
+)
+
+// Stop modes.
+const (
+	StopSoft         = "soft"
+	StopHard         = "hard"
+	StopSoftThenHard = "soft-then-hard"
+)
+
+// PowerAction asks for instances to be started, stopped or rebooted.
+type PowerAction struct {
+	Action      string   `json:"action"`
+	InstanceIDs []string `json:"instanceIds"`
+	// StopMode applies to stop and reboot; default soft-then-hard.
+	StopMode string `json:"stopMode,omitempty"`
+}
+
+// Operation kinds.
+const (
+	KindResetPassword = "reset_password"
+	KindStart         = "start"
+	KindStop          = "stop"
+	KindReboot        = "reboot"
+)
+
+// Operation statuses.
+const (
+	OperationRunning   = "running"
+	OperationSucceeded = "succeeded"
+	OperationFailed    = "failed"
+	OperationPartial   = "partial" // some items succeeded, some failed
+)
+
+// Item states.
+const (
+	ItemPending   = "pending"
+	ItemRunning   = "running"
+	ItemSucceeded = "succeeded"
+	ItemFailed    = "failed"
+)
+
+// Item steps, in the order an offline reset goes through them. An online
+// reset goes queued, applying, done.
+const (
+	StepQueued        = "queued"
+	StepShuttingDown  = "shutting_down"
+	StepForceStopping = "force_stopping"
+	StepStopped       = "stopped"
+	StepStaging       = "staging"
+	StepStarting      = "starting"
+	StepWaitingGuest  = "waiting_for_guest"
+	StepApplying      = "applying"
+	StepDone          = "done"
+)
+
+// Item is one instance's part of an operation.
+type Item struct {
+	InstanceID   string     `json:"instanceId"`
+	InstanceName string     `json:"instanceName"`
+	State        string     `json:"state"`
+	Step         string     `json:"step"`
+	Mode         string     `json:"mode,omitempty"`
+	User         string     `json:"user,omitempty"`
+	ErrorCode    string     `json:"errorCode,omitempty"`
+	Message      string     `json:"message,omitempty"`
+	Attempts     int        `json:"attempts"`
+	StartedAt    *time.Time `json:"startedAt,omitempty"`
+	FinishedAt   *time.Time `json:"finishedAt,omitempty"`
+}
+
+// Requester records who asked for an operation, and from where.
+type Requester struct {
+	Kind    string `json:"kind"` // "key" or "user"
+	ID      string `json:"id"`
+	Address string `json:"address"`
+}
+
+// Operation is one accepted request and its per-instance items.
+type Operation struct {
+	ID          string     `json:"id"`
+	Kind        string     `json:"kind"`
+	Tenant      string     `json:"tenant"`
+	Status      string     `json:"status"`
+	RequestedBy Requester  `json:"requestedBy"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	FinishedAt  *time.Time `json:"finishedAt,omitempty"`
+	Summary     Summary    `json:"summary"`
+	Items       []Item     `json:"items"`
+	// GeneratedPassword is present only in the answer to the request that
+	// asked for generate: true, and never again.
+	GeneratedPassword string `json:"generatedPassword,omitempty"`
+}
+
+// Summary counts an operation's items by state.
+type Summary struct {
+	Total     int `json:"total"`
+	Pending   int `json:"pending"`
+	Running   int `json:"running"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+}
+
+// OperationList is one page of operations, newest first.
+type OperationList struct {
+	Operations []Operation `json:"operations"`
+	NextCursor string      `json:"nextCursor,omitempty"`
+}
+
+// Tenant owns instances, keys and console users.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// TenantCreate creates a tenant (admin only).
+type TenantCreate struct {
+	Name string `json:"name"`
+}
+
+// TenantList lists tenants.
+type TenantList struct {
+	Tenants []Tenant `json:"tenants"`
+}
+
+// Key is an API key as listed: never with its secret.
+type Key struct {
+	ID        string     `json:"id"`
+	Tenant    string     `json:"tenant"`
+	Name      string     `json:"name"`
+	Admin     bool       `json:"admin"`
+	CreatedAt time.Time  `json:"createdAt"`
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+	LastUsed  *time.Time `json:"lastUsedAt,omitempty"`
+}
+
+// KeyCreate creates a key in a tenant (defaults to the caller's).
+type KeyCreate struct {
+	Name   string `json:"name"`
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// KeyCreated is the answer to KeyCreate: the only time the secret is shown.
+type KeyCreated struct {
+	Key
+	Secret string `json:"secret"`
+}
+
+// KeyList lists keys.
+type KeyList struct {
+	Keys []Key `json:"keys"`
+}
+
+// AuditEntry is one line of the audit trail.
+type AuditEntry struct {
+	ID          int64     `json:"id"`
+	Time        time.Time `json:"time"`
+	Tenant      string    `json:"tenant"`
+	Actor       Requester `json:"actor"`
+	Action      string    `json:"action"`
+	Target      string    `json:"target,omitempty"`
+	OperationID string    `json:"operationId,omitempty"`
+	RequestID   string    `json:"requestId,omitempty"`
+}
+
+// AuditList is one page of the audit trail, newest first.
+type AuditList struct {
+	Entries    []AuditEntry `json:"entries"`
+	NextCursor string       `json:"nextCursor,omitempty"`
+}
+
+// Event is one Server-Sent Event of /v1/events. Type is "operation", "item"
+// or "instance"; exactly the matching field is set.
+type Event struct {
+	ID        int64      `json:"id"`
+	Type      string     `json:"type"`
+	Time      time.Time  `json:"time"`
+	Operation *Operation `json:"operation,omitempty"`
+	Item      *ItemEvent `json:"item,omitempty"`
+	Instance  *Instance  `json:"instance,omitempty"`
+}
+
+// ItemEvent is an item change with the operation it belongs to.
+type ItemEvent struct {
+	OperationID string `json:"operationId"`
+	Item
+}

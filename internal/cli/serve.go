@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/server"
+)
+
+// newServeCmd builds `fleetpass serve`.
+func newServeCmd() *cobra.Command {
+	cfg := server.Config{Engine: engine.DefaultConfig()}
+	var logLevel, logFormat string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the fleetpass server",
+		Long: `Run the fleetpass server: the native API (/v1), metrics (/metrics) and health
+checks (/healthz, /readyz), on SQLite in the data directory.
+
+The first start creates an admin API key and writes it to
+<data-dir>/admin-credentials (mode 0600); set FLEETPASS_ADMIN_KEY_ID and
+FLEETPASS_ADMIN_KEY_SECRET at the first start to choose it instead.
+
+--demo adds a tenant "demo" with a simulated fleet (Linux and Windows,
+running and stopped, one with a dead guest agent, one whose graceful shutdown
+hangs) to try every path of the API and CLI.
+
+Listening on a non-loopback address without --tls-cert/--tls-key makes the
+server create a self-signed certificate in the data directory and print its
+fingerprint. SIGINT or SIGTERM stops it gracefully; work in flight resumes at
+the next start.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageErrorf("--log-level: %v", err)
+			}
+			opts := &slog.HandlerOptions{Level: level}
+			switch logFormat {
+			case "text":
+				cfg.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), opts))
+			case "json":
+				cfg.Log = slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), opts))
+			default:
+				return usageErrorf("--log-format must be text or json")
+			}
+			cfg.Out = cmd.OutOrStdout()
+			srv, err := server.Open(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			if cfg.Demo {
+				fmt.Fprintf(cfg.Out, "demo: tenant %q has simulated instances; try: fleetpass instances list\n", "demo")
+			}
+			return srv.Serve(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", envOr("FLEETPASS_LISTEN", "127.0.0.1:8080"), "address to listen on")
+	f.StringVar(&cfg.DataDir, "data-dir", envOr("FLEETPASS_DATA_DIR", "./fleetpass-data"), "data directory (database, keys, credentials)")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL for replicated mode (not yet supported)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key file (PEM)")
+	f.BoolVar(&cfg.Demo, "demo", false, "seed a simulated demo fleet")
+	f.BoolVar(&cfg.Sim, "sim", false, "enable the simulated drivers (load tests) without the demo fleet")
+	f.IntVar(&cfg.SimLoad, "sim-instances", 0, "seed this many zero-latency simulated instances in tenant \"load\" (load tests)")
+	f.DurationVar(&cfg.DemoBoot, "demo-boot-time", 3*time.Second, "boot time of the demo's simulated machines")
+	f.DurationVar(&cfg.DemoShutdown, "demo-shutdown-time", 2*time.Second, "graceful shutdown time of the demo's simulated machines")
+	f.DurationVar(&cfg.Engine.ShutdownTimeout, "shutdown-timeout", 60*time.Second, "graceful shutdown time allowed before a forced stop (with consent) or a failure")
+	f.DurationVar(&cfg.Engine.BootTimeout, "boot-timeout", 5*time.Minute, "time allowed for an instance to start")
+	f.DurationVar(&cfg.Engine.GuestTimeout, "guest-timeout", 5*time.Minute, "time allowed for the guest agent to answer after a boot")
+	f.IntVar(&cfg.Engine.MaxWorkers, "max-concurrency", 200, "items worked at once by this server")
+	f.IntVar(&cfg.Engine.PerHostLimit, "per-host-concurrency", 100, "items worked at once against one host")
+	f.Float64Var(&cfg.API.RateLimit, "rate-limit", 50, "requests per second allowed per API key (0: no limit)")
+	f.IntVar(&cfg.API.Burst, "rate-burst", 200, "burst of requests allowed per API key")
+	f.DurationVar(&cfg.SyncInterval, "sync-interval", 15*time.Second, "how often idle instances' states are read from their drivers")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

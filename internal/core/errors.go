@@ -1,0 +1,71 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes of the core service. Dialects map them to their own wire
+// codes; the native API uses them as they are (see docs/api.md).
+const (
+	CodeInvalidArgument       = "INVALID_ARGUMENT"
+	CodeEmptyInstanceList     = "EMPTY_INSTANCE_LIST"
+	CodeDuplicateInstanceID   = "DUPLICATE_INSTANCE_ID"
+	CodeTooManyInstances      = "TOO_MANY_INSTANCES"
+	CodeInstanceNotFound      = "INSTANCE_NOT_FOUND"
+	CodeOperationNotFound     = "OPERATION_NOT_FOUND"
+	CodeKeyNotFound           = "KEY_NOT_FOUND"
+	CodeTenantNotFound        = "TENANT_NOT_FOUND"
+	CodeTenantExists          = "TENANT_EXISTS"
+	CodeInstanceExists        = "INSTANCE_EXISTS"
+	CodePasswordPolicy        = "PASSWORD_POLICY_VIOLATION"
+	CodeConsentRequired       = "FORCED_SHUTDOWN_CONSENT_REQUIRED"
+	CodeInstanceBusy          = "INSTANCE_BUSY"
+	CodeIdempotencyKeyReused  = "IDEMPOTENCY_KEY_REUSED"
+	CodeUnauthenticated       = "UNAUTHENTICATED"
+	CodeForbidden             = "FORBIDDEN"
+	CodeUnknownDriver         = "UNKNOWN_DRIVER"
+	CodeInternal              = "INTERNAL"
+	CodeStoreUnavailable      = "STORE_UNAVAILABLE"
+	CodeInstanceNotRunning    = "INSTANCE_NOT_RUNNING"
+	CodeInstanceNotStopped    = "INSTANCE_NOT_STOPPED"
+	CodeGuestNotAlive         = "GUEST_NOT_ALIVE"
+)
+
+// Error is a failure the caller can act on: a stable code, a message for
+// people that never contains a secret, and optional structured details
+// (the unknown ids, the broken password rules).
+type Error struct {
+	Code    string
+	Message string
+	Details map[string]any
+	// Err is the underlying cause, kept for logs (never shown to callers
+	// for internal errors).
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Code + ": " + e.Message + ": " + e.Err.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func internal(err error) *Error {
+	return &Error{Code: CodeStoreUnavailable, Message: "the server's database failed; nothing was changed", Err: err}
+}
+
+// CodeOf returns the code of a core error, or CodeInternal.
+func CodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}

@@ -1,0 +1,509 @@
+package core
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/password"
+	"github.com/fleetpass/fleetpass/internal/sealer"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// ResetRequest asks for new passwords. Password is wiped by ResetPassword.
+type ResetRequest struct {
+	InstanceIDs []string
+	// User defaults to each instance's admin user.
+	User string
+	// Mode is auto, online or offline.
+	Mode      string
+	ForceStop bool
+	Password  []byte
+	Generate  bool
+	// Policy overrides the password rule (a dialect's own document rule);
+	// nil means the strictest rule for the instances' OS types.
+	Policy *password.Policy
+	// Require, if set, refuses the whole request when an instance is not
+	// ready for the mode (dialects whose documents refuse such requests):
+	// RequireStopped, RequireRunningGuest.
+	Require string
+	// IdempotencyKey makes a retried request return the first one's
+	// operation; Fingerprint identifies the request's content.
+	IdempotencyKey string
+	Fingerprint    []byte
+}
+
+// Preconditions a dialect may require of every instance at request time.
+const (
+	RequireStopped      = "stopped"
+	RequireRunningGuest = "running_guest"
+)
+
+// PowerRequest asks for a power action.
+type PowerRequest struct {
+	Action         string
+	InstanceIDs    []string
+	StopMode       string
+	Require        string
+	IdempotencyKey string
+	Fingerprint    []byte
+}
+
+// checkIDs applies the rules every batch shares.
+func checkIDs(ids []string) error {
+	if len(ids) == 0 {
+		return errorf(CodeEmptyInstanceList, "instanceIds: name at least one instance")
+	}
+	if len(ids) > MaxBatch {
+		return errorf(CodeTooManyInstances, "instanceIds: at most %d instances a request, got %d", MaxBatch, len(ids))
+	}
+	seen := make(map[string]bool, len(ids))
+	var dups, malformed []string
+	for _, id := range ids {
+		if seen[id] {
+			dups = append(dups, id)
+		}
+		seen[id] = true
+		if !ValidInstanceID(id) {
+			malformed = append(malformed, id)
+		}
+	}
+	if len(dups) > 0 {
+		return &Error{Code: CodeDuplicateInstanceID, Message: "instanceIds: each instance may appear once",
+			Details: map[string]any{"duplicateIds": dups}}
+	}
+	if len(malformed) > 0 {
+		return &Error{Code: CodeInstanceNotFound, Message: fmt.Sprintf("%d instance(s) not found", len(malformed)),
+			Details: map[string]any{"unknownIds": malformed}}
+	}
+	return nil
+}
+
+// loadInstances reads the named instances p may see; any other id refuses
+// the whole request, listing the unknown ids.
+func (s *Service) loadInstances(ctx context.Context, p Principal, ids []string) ([]apiv1.Instance, error) {
+	found, err := s.store.GetInstances(ctx, s.store.DB, ids)
+	if err != nil {
+		return nil, internal(err)
+	}
+	var unknown []string
+	out := make([]apiv1.Instance, 0, len(ids))
+	for _, id := range ids {
+		in, ok := found[id]
+		if !ok || (!p.Admin && in.Tenant != p.Tenant) {
+			unknown = append(unknown, id)
+			continue
+		}
+		out = append(out, in)
+	}
+	if len(unknown) > 0 {
+		return nil, &Error{Code: CodeInstanceNotFound, Message: fmt.Sprintf("%d instance(s) not found", len(unknown)),
+			Details: map[string]any{"unknownIds": unknown}}
+	}
+	return out, nil
+}
+
+// poweredOn reports whether an instance's recorded state may mean the
+// machine is on: shutting it down then needs consent.
+func poweredOn(state string) bool {
+	return state != apiv1.StateStopped && state != apiv1.StateStopping
+}
+
+// ResetPassword accepts a password reset and returns its operation. With
+// Generate, the answer carries the generated password, once.
+func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetRequest) (apiv1.Operation, error) {
+	defer sealer.Wipe(req.Password)
+	if err := checkIDs(req.InstanceIDs); err != nil {
+		return apiv1.Operation{}, err
+	}
+	mode := req.Mode
+	if mode == "" {
+		mode = apiv1.ModeAuto
+	}
+	if mode != apiv1.ModeAuto && mode != apiv1.ModeOnline && mode != apiv1.ModeOffline {
+		return apiv1.Operation{}, errorf(CodeInvalidArgument, "mode: must be auto, online or offline")
+	}
+	if req.User != "" && !userNameRe.MatchString(req.User) {
+		return apiv1.Operation{}, errorf(CodeInvalidArgument, "user: not a valid user name")
+	}
+	if req.Generate == (len(req.Password) > 0) {
+		return apiv1.Operation{}, errorf(CodeInvalidArgument, "give either a password or generate: true")
+	}
+	if op, ok, err := s.replay(ctx, p, req.IdempotencyKey, req.Fingerprint); ok || err != nil {
+		return op, err
+	}
+	insts, err := s.loadInstances(ctx, p, req.InstanceIDs)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
+
+	policy := req.Policy
+	if policy == nil {
+		var osTypes []string
+		for _, in := range insts {
+			osTypes = append(osTypes, in.OSType)
+		}
+		pol := password.Strictest(osTypes...)
+		policy = &pol
+	}
+	var generated []byte
+	if req.Generate {
+		if generated, err = password.Generate(*policy); err != nil {
+			return apiv1.Operation{}, &Error{Code: CodeInternal, Message: "could not generate a password", Err: err}
+		}
+		req.Password = generated
+	}
+	users := make([]string, len(insts))
+	for i, in := range insts {
+		users[i] = req.User
+		if users[i] == "" {
+			users[i] = in.AdminUser
+		}
+		if err := password.Check(*policy, req.Password, users[i]); err != nil {
+			var pe *password.Error
+			if errors.As(err, &pe) {
+				return apiv1.Operation{}, &Error{Code: CodePasswordPolicy, Message: pe.Error(),
+					Details: map[string]any{"policy": policy.Name, "violations": pe.Violations, "rules": policy.Describe()}}
+			}
+			return apiv1.Operation{}, &Error{Code: CodePasswordPolicy, Message: "the password breaks the rule"}
+		}
+	}
+
+	// Resolve each instance's mode and check consent and preconditions.
+	modes := make([]string, len(insts))
+	var needConsent, notReady []string
+	for i, in := range insts {
+		m := mode
+		if m == apiv1.ModeAuto {
+			m = apiv1.ModeOffline
+			if in.State == apiv1.StateRunning && in.GuestAlive {
+				m = apiv1.ModeOnline
+			}
+		}
+		modes[i] = m
+		if m == apiv1.ModeOffline && poweredOn(in.State) && !req.ForceStop {
+			needConsent = append(needConsent, in.ID)
+		}
+		switch req.Require {
+		case RequireStopped:
+			if in.State != apiv1.StateStopped {
+				notReady = append(notReady, in.ID)
+			}
+		case RequireRunningGuest:
+			if in.State != apiv1.StateRunning || !in.GuestAlive {
+				notReady = append(notReady, in.ID)
+			}
+		}
+	}
+	if len(notReady) > 0 {
+		code, msg := CodeInstanceNotStopped, "these instances must be stopped"
+		if req.Require == RequireRunningGuest {
+			code, msg = CodeInstanceNotRunning, "these instances must be running with a live guest agent"
+			if allRunning(insts, notReady) {
+				code = CodeGuestNotAlive
+				msg = "the guest agent of these instances is not alive"
+			}
+		}
+		return apiv1.Operation{}, &Error{Code: code, Message: msg, Details: map[string]any{"instanceIds": notReady}}
+	}
+	if len(needConsent) > 0 {
+		return apiv1.Operation{}, &Error{Code: CodeConsentRequired,
+			Message: "these instances are running and must be shut down for an offline reset; consent to a forced shutdown (forceStop) to go on",
+			Details: map[string]any{"instanceIds": needConsent}}
+	}
+
+	op := s.newOperation(p, apiv1.KindResetPassword)
+	items := make([]store.ItemWork, len(insts))
+	for i, in := range insts {
+		sealed, err := s.sealer.Seal(req.Password, []byte(op.ID+"/"+in.ID))
+		if err != nil {
+			return apiv1.Operation{}, &Error{Code: CodeInternal, Message: "could not seal the password", Err: err}
+		}
+		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
+			Step: apiv1.StepQueued, Mode: modes[i], User: users[i]}, Seq: i, ForceStop: req.ForceStop, SealedSecret: sealed}
+	}
+	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
+	if generated != nil {
+		created.GeneratedPassword = string(generated)
+		sealer.Wipe(generated)
+	}
+	return created, nil
+}
+
+func allRunning(insts []apiv1.Instance, ids []string) bool {
+	for _, in := range insts {
+		if slices.Contains(ids, in.ID) && in.State != apiv1.StateRunning {
+			return false
+		}
+	}
+	return true
+}
+
+// PowerAction accepts a start, stop or reboot.
+func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest) (apiv1.Operation, error) {
+	var kind string
+	switch req.Action {
+	case apiv1.ActionStart:
+		kind = apiv1.KindStart
+	case apiv1.ActionStop:
+		kind = apiv1.KindStop
+	case apiv1.ActionReboot:
+		kind = apiv1.KindReboot
+	default:
+		return apiv1.Operation{}, errorf(CodeInvalidArgument, "action: must be start, stop or reboot")
+	}
+	stopMode := req.StopMode
+	if stopMode == "" {
+		stopMode = apiv1.StopSoft
+	}
+	if stopMode != apiv1.StopSoft && stopMode != apiv1.StopHard && stopMode != apiv1.StopSoftThenHard {
+		return apiv1.Operation{}, errorf(CodeInvalidArgument, "stopMode: must be soft, hard or soft-then-hard")
+	}
+	if err := checkIDs(req.InstanceIDs); err != nil {
+		return apiv1.Operation{}, err
+	}
+	if op, ok, err := s.replay(ctx, p, req.IdempotencyKey, req.Fingerprint); ok || err != nil {
+		return op, err
+	}
+	insts, err := s.loadInstances(ctx, p, req.InstanceIDs)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
+	var notReady []string
+	for _, in := range insts {
+		switch {
+		case req.Require == RequireStopped && in.State != apiv1.StateStopped:
+			notReady = append(notReady, in.ID)
+		case req.Require == RequireRunningGuest && in.State != apiv1.StateRunning:
+			notReady = append(notReady, in.ID)
+		}
+	}
+	if len(notReady) > 0 {
+		code := CodeInstanceNotStopped
+		if req.Require == RequireRunningGuest {
+			code = CodeInstanceNotRunning
+		}
+		return apiv1.Operation{}, &Error{Code: code, Message: "these instances are not in a state that allows the action",
+			Details: map[string]any{"instanceIds": notReady}}
+	}
+	op := s.newOperation(p, kind)
+	items := make([]store.ItemWork, len(insts))
+	for i, in := range insts {
+		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
+			Step: apiv1.StepQueued}, Seq: i, StopMode: stopMode}
+	}
+	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+}
+
+func (s *Service) newOperation(p Principal, kind string) apiv1.Operation {
+	return apiv1.Operation{ID: NewID("op", 16), Kind: kind, Tenant: p.Tenant, Status: apiv1.OperationRunning,
+		RequestedBy: p.requester(), CreatedAt: s.store.Now().UTC().Truncate(time.Millisecond)}
+}
+
+func idemPrincipal(p Principal) string { return p.Kind + ":" + p.ID }
+
+// replay returns the operation a retried request made the first time.
+func (s *Service) replay(ctx context.Context, p Principal, key string, fingerprint []byte) (apiv1.Operation, bool, error) {
+	if key == "" {
+		return apiv1.Operation{}, false, nil
+	}
+	if len(key) > 200 {
+		return apiv1.Operation{}, false, errorf(CodeInvalidArgument, "Idempotency-Key: at most 200 characters")
+	}
+	r, err := s.store.GetIdempotency(ctx, s.store.DB, idemPrincipal(p), key)
+	if errors.Is(err, store.ErrNotFound) {
+		return apiv1.Operation{}, false, nil
+	}
+	if err != nil {
+		return apiv1.Operation{}, false, internal(err)
+	}
+	return s.replayed(ctx, r, fingerprint)
+}
+
+func (s *Service) replayed(ctx context.Context, r store.Idempotency, fingerprint []byte) (apiv1.Operation, bool, error) {
+	if string(r.RequestHash) != string(fingerprint) {
+		return apiv1.Operation{}, false, errorf(CodeIdempotencyKeyReused,
+			"this Idempotency-Key was used for a different request")
+	}
+	op, err := s.store.GetOperation(ctx, s.store.DB, r.OperationID)
+	if err != nil {
+		return apiv1.Operation{}, false, internal(err)
+	}
+	return op, true, nil
+}
+
+// createOperation writes the operation, its items, the instance locks, the
+// item jobs, the idempotency record, the audit line and the events in one
+// transaction: a request is accepted whole or not at all.
+func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Operation, items []store.ItemWork,
+	idemKey string, fingerprint []byte) (apiv1.Operation, error) {
+	ids := make([]string, len(items))
+	for i := range items {
+		items[i].OperationID, items[i].Tenant, items[i].Kind = op.ID, op.Tenant, op.Kind
+		ids[i] = items[i].InstanceID
+	}
+	// The operation belongs to the instances' tenant (an admin acting on a
+	// tenant's instances makes that tenant's operation).
+	if insts, err := s.store.GetInstances(ctx, s.store.DB, ids[:1]); err == nil {
+		if in, ok := insts[ids[0]]; ok {
+			op.Tenant = in.Tenant
+		}
+	}
+	var replayed *apiv1.Operation
+	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+		if idemKey != "" {
+			r, err := s.store.GetIdempotency(ctx, tx, idemPrincipal(p), idemKey)
+			if err == nil {
+				prev, _, err := s.replayed(ctx, r, fingerprint)
+				replayed = &prev
+				return err
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if err := s.store.PutIdempotency(ctx, tx, idemPrincipal(p), idemKey,
+				store.Idempotency{RequestHash: fingerprint, OperationID: op.ID}); err != nil {
+				return err
+			}
+		}
+		busy, err := s.store.LockInstances(ctx, tx, op.ID, op.Kind, ids)
+		if err != nil {
+			return err
+		}
+		if len(busy) > 0 {
+			return &Error{Code: CodeInstanceBusy, Message: fmt.Sprintf("%d instance(s) already have an operation in progress", len(busy)),
+				Details: map[string]any{"busyIds": busy}}
+		}
+		if err := s.store.CreateOperation(ctx, tx, op, p.RequestID, items); err != nil {
+			return err
+		}
+		if err := s.engine.EnqueueTx(ctx, tx, op.ID, ids); err != nil {
+			return err
+		}
+		if err := s.audit(ctx, tx, p, op.Tenant, "operation."+op.Kind, strings.Join(ids, ","), op.ID); err != nil {
+			return err
+		}
+		full, err := s.store.GetOperation(ctx, tx, op.ID)
+		if err != nil {
+			return err
+		}
+		op = full
+		if err := events.EmitOperation(ctx, tx, s.store, op); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if err := events.EmitInstance(ctx, tx, s.store, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if replayed != nil && err == nil {
+		return *replayed, nil
+	}
+	if err != nil {
+		return apiv1.Operation{}, wrapStore(err)
+	}
+	s.bus.Poke()
+	s.log.Info("operation accepted", "operation_id", op.ID, "kind", op.Kind, "items", len(items),
+		"request_id", p.RequestID, "principal", p.ID)
+	return op, nil
+}
+
+// GetOperation reads an operation p may see.
+func (s *Service) GetOperation(ctx context.Context, p Principal, id string) (apiv1.Operation, error) {
+	op, err := s.store.GetOperation(ctx, s.store.DB, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && op.Tenant != p.Tenant) {
+		return apiv1.Operation{}, errorf(CodeOperationNotFound, "operation %q not found", id)
+	}
+	if err != nil {
+		return apiv1.Operation{}, internal(err)
+	}
+	return op, nil
+}
+
+// OperationQuery filters a list of operations.
+type OperationQuery struct {
+	InstanceID, Status string
+	Cursor             string
+	Limit              int
+}
+
+type operationCursor struct {
+	Created int64  `json:"c"`
+	ID      string `json:"i"`
+}
+
+// ListOperations lists operations p may see, newest first.
+func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQuery) (apiv1.OperationList, error) {
+	f := store.OperationFilter{Tenant: p.scope(), InstanceID: q.InstanceID, Status: q.Status, Limit: clampLimit(q.Limit) + 1}
+	if f.Limit > 201 {
+		f.Limit = 201 // operations carry their items: keep pages small
+	}
+	if q.Cursor != "" {
+		var c operationCursor
+		if err := decodeCursor(q.Cursor, &c); err != nil {
+			return apiv1.OperationList{}, err
+		}
+		f.BeforeCreated, f.BeforeID = c.Created, c.ID
+	}
+	ops, err := s.store.ListOperations(ctx, f)
+	if err != nil {
+		return apiv1.OperationList{}, internal(err)
+	}
+	out := apiv1.OperationList{Operations: ops}
+	if out.Operations == nil {
+		out.Operations = []apiv1.Operation{}
+	}
+	if limit := f.Limit - 1; len(ops) > limit {
+		out.Operations = ops[:limit]
+		last := ops[limit-1]
+		out.NextCursor = encodeCursor(operationCursor{Created: last.CreatedAt.UnixMilli(), ID: last.ID})
+	}
+	return out, nil
+}
+
+// WaitOperation returns the operation once it has ended, or as it is when
+// timeout passes.
+func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, timeout time.Duration) (apiv1.Operation, error) {
+	ctx2, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		cursor := s.bus.Last()
+		op, err := s.GetOperation(ctx, p, id)
+		if err != nil || op.Status != apiv1.OperationRunning {
+			return op, err
+		}
+		if err := s.bus.Wait(ctx2, cursor); err != nil {
+			if ctx.Err() != nil {
+				return op, ctx.Err()
+			}
+			return s.GetOperation(ctx, p, id)
+		}
+		// Many events come in bursts; read the operation once per burst.
+		select {
+		case <-ctx2.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Fingerprint is the idempotency fingerprint of a request body: a MAC, so a
+// body holding a password leaves no guessable trace in the database.
+func (s *Service) Fingerprint(parts ...[]byte) []byte { return s.sealer.MAC(parts...) }
+
+// EventVisible reports whether p may see an event of tenant.
+func EventVisible(p Principal, tenant string) bool { return p.Admin || p.Tenant == tenant }
+
+// MarshalEvent is the JSON of an event for the wire.
+func MarshalEvent(ev apiv1.Event) ([]byte, error) { return json.Marshal(ev) }

@@ -1,0 +1,118 @@
+// Package driver defines the two small interfaces that connect fleetpass to
+// machines: Power (switch a machine on and off and read its power state) and
+// Guest (reach the operating system inside it to change a password).
+//
+// Implementations live in sub-packages (sim, and later qga, agent, libvirt).
+// Every implementation must pass the shared conformance suite in
+// package drivertest, so the engine can treat them all alike.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// PowerState is a machine's power state as its power driver reads it.
+type PowerState string
+
+// Power states. Transitional states exist because real shutdowns and boots
+// take time; the engine polls State until a stable state is reached.
+const (
+	PowerRunning  PowerState = "running"
+	PowerStopped  PowerState = "stopped"
+	PowerStopping PowerState = "stopping"
+	PowerStarting PowerState = "starting"
+	PowerUnknown  PowerState = "unknown"
+)
+
+// Ref tells a driver which machine an operation is for.
+type Ref struct {
+	// InstanceID is fleetpass's id of the instance (for logs and errors).
+	InstanceID string
+	// Host groups machines that share a physical or virtual host; the engine
+	// bounds concurrency per host. Empty means the driver's default host.
+	Host string
+	// Address is the driver's own address of the machine: a sim machine id,
+	// a libvirt domain UUID, a guest agent socket path.
+	Address string
+}
+
+// Power controls a machine's power. All methods return once the request was
+// accepted by the machine or its host; they do not wait for the transition to
+// end (the engine polls State for that, durably, so a restart of fleetpass in
+// the middle of a long shutdown loses nothing).
+type Power interface {
+	// State reads the current power state.
+	State(ctx context.Context, ref Ref) (PowerState, error)
+	// Shutdown asks the operating system to shut down gracefully. The guest
+	// may ignore it. Calling it on a stopped or stopping machine is a no-op.
+	Shutdown(ctx context.Context, ref Ref) error
+	// Stop cuts the power (forced stop). Calling it on a stopped machine is a
+	// no-op.
+	Stop(ctx context.Context, ref Ref) error
+	// Start powers the machine on. Calling it on a running or starting
+	// machine is a no-op.
+	Start(ctx context.Context, ref Ref) error
+}
+
+// Guest reaches the operating system inside a running machine.
+type Guest interface {
+	// Ping reports whether the guest channel is alive: nil when it is,
+	// an error wrapping ErrGuestNotAlive when it is not.
+	Ping(ctx context.Context, ref Ref) error
+	// SetPassword sets user's password and returns nil only once the guest
+	// confirmed the change. Setting the same password twice is harmless, so
+	// the engine may call it again after a crash. The caller wipes password
+	// after the call; implementations must not keep a reference to it.
+	SetPassword(ctx context.Context, ref Ref, user string, password []byte) error
+}
+
+// Stager is implemented by guest channels that can hand a password to a
+// machine that is not running, to be applied while it boots (the fleetpass
+// agent applies staged passwords at start-up before it reports ready). The
+// engine stages the password while the machine is stopped and still calls
+// SetPassword once the guest is up, which then confirms the staged change.
+type Stager interface {
+	Stage(ctx context.Context, ref Ref, user string, password []byte) error
+}
+
+// Errors drivers return, wrapped with %w and a message of their own. The
+// engine maps them to item error codes.
+var (
+	// ErrGuestNotAlive: the guest channel (agent) does not answer.
+	ErrGuestNotAlive = errors.New("guest agent is not alive")
+	// ErrUserNotFound: the user whose password should change does not exist.
+	ErrUserNotFound = errors.New("user does not exist")
+	// ErrMachineNotFound: the driver does not know the machine.
+	ErrMachineNotFound = errors.New("machine not found")
+	// ErrNotRunning: the operation needs a running machine.
+	ErrNotRunning = errors.New("machine is not running")
+)
+
+// TransientError marks a failure worth retrying (a dropped connection, a busy
+// host). The engine retries transient errors with backoff and fails the item
+// on any other error.
+type TransientError struct{ Err error }
+
+func (e *TransientError) Error() string { return "transient: " + e.Err.Error() }
+func (e *TransientError) Unwrap() error { return e.Err }
+
+// Transient wraps err as a TransientError.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &TransientError{Err: err}
+}
+
+// Transientf formats a TransientError.
+func Transientf(format string, args ...any) error {
+	return &TransientError{Err: fmt.Errorf(format, args...)}
+}
+
+// IsTransient reports whether err is or wraps a TransientError.
+func IsTransient(err error) bool {
+	var t *TransientError
+	return errors.As(err, &t)
+}

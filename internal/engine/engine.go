@@ -1,0 +1,285 @@
+// Package engine runs operations: it advances each item of an operation
+// (one instance's part) through the steps of a password reset or a power
+// action, on durable River jobs.
+//
+// Every item is one River job. The job re-reads the item's durable step on
+// each execution and drives it forward, recording its intent before each
+// action and re-reading the machine's real power state on every pass, so a
+// job resumed after a crash re-issues only idempotent actions (a second
+// shutdown request, a second start, the same password set again) and never
+// leaves a machine stopped that was to be started again. Waits (a shutdown
+// in progress, a boot) are polled within one execution for a while, then
+// handed back to River as a snooze, so a long wait holds no worker.
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/metrics"
+	"github.com/fleetpass/fleetpass/internal/sealer"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// Config tunes the engine. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	// ShutdownTimeout bounds a graceful shutdown before a forced stop (with
+	// consent) or a SHUTDOWN_TIMEOUT failure (without).
+	ShutdownTimeout time.Duration
+	// StopTimeout bounds a forced stop.
+	StopTimeout time.Duration
+	// BootTimeout bounds a start.
+	BootTimeout time.Duration
+	// GuestTimeout bounds the wait for the guest channel after a boot.
+	GuestTimeout time.Duration
+	// PollInterval is how often a waiting item reads the machine's state.
+	PollInterval time.Duration
+	// ExecBudget is how long one job execution may wait before it snoozes.
+	ExecBudget time.Duration
+	// MaxWorkers bounds items worked at once by this process.
+	MaxWorkers int
+	// PerHostLimit bounds items worked at once against one host.
+	PerHostLimit int
+	// MaxAttempts bounds retries of transient driver errors per item.
+	MaxAttempts int
+	// RetryBase is the first backoff after a transient error; it doubles.
+	RetryBase time.Duration
+	// FetchPoll is how often River looks for new jobs when not woken.
+	FetchPoll time.Duration
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		ShutdownTimeout: 60 * time.Second,
+		StopTimeout:     60 * time.Second,
+		BootTimeout:     5 * time.Minute,
+		GuestTimeout:    5 * time.Minute,
+		PollInterval:    250 * time.Millisecond,
+		ExecBudget:      20 * time.Second,
+		MaxWorkers:      200,
+		PerHostLimit:    100,
+		MaxAttempts:     6,
+		RetryBase:       500 * time.Millisecond,
+		FetchPoll:       50 * time.Millisecond,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	set := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	set(&c.ShutdownTimeout, d.ShutdownTimeout)
+	set(&c.StopTimeout, d.StopTimeout)
+	set(&c.BootTimeout, d.BootTimeout)
+	set(&c.GuestTimeout, d.GuestTimeout)
+	set(&c.PollInterval, d.PollInterval)
+	set(&c.ExecBudget, d.ExecBudget)
+	set(&c.RetryBase, d.RetryBase)
+	set(&c.FetchPoll, d.FetchPoll)
+	if c.MaxWorkers <= 0 {
+		c.MaxWorkers = d.MaxWorkers
+	}
+	if c.PerHostLimit <= 0 {
+		c.PerHostLimit = d.PerHostLimit
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
+	return c
+}
+
+// Drivers maps driver names (as instances name them) to implementations.
+type Drivers struct {
+	Power map[string]driver.Power
+	Guest map[string]driver.Guest
+}
+
+// Engine executes operation items.
+type Engine struct {
+	store   *store.Store
+	drivers Drivers
+	sealer  *sealer.Sealer
+	bus     *events.Bus
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	cfg     Config
+
+	river *river.Client[*sql.Tx]
+
+	hostMu sync.Mutex
+	hosts  map[string]chan struct{}
+}
+
+// ItemArgs are the arguments of an item's job.
+type ItemArgs struct {
+	OperationID string `json:"op"`
+	InstanceID  string `json:"ins"`
+}
+
+// Kind is River's job kind for items.
+func (ItemArgs) Kind() string { return "fleetpass_item" }
+
+const queue = "items"
+
+// New makes an engine over s and migrates River's tables in s's database.
+func New(ctx context.Context, s *store.Store, d Drivers, seal *sealer.Sealer, bus *events.Bus, m *metrics.Metrics,
+	log *slog.Logger, cfg Config) (*Engine, error) {
+	cfg = cfg.withDefaults()
+	e := &Engine{store: s, drivers: d, sealer: seal, bus: bus, metrics: m, log: log, cfg: cfg,
+		hosts: make(map[string]chan struct{})}
+	drv := riversqlite.New(s.DB)
+	migrator, err := rivermigrate.New(drv, &rivermigrate.Config{Logger: quietLogger(log)})
+	if err != nil {
+		return nil, fmt.Errorf("river migrate: %w", err)
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return nil, fmt.Errorf("river migrate: %w", err)
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, river.WorkFunc(e.work))
+	client, err := river.NewClient(drv, &river.Config{
+		Queues:            map[string]river.QueueConfig{queue: {MaxWorkers: cfg.MaxWorkers}},
+		Workers:           workers,
+		Logger:            quietLogger(log),
+		FetchCooldown:     min(cfg.FetchPoll, 5*time.Millisecond),
+		FetchPollInterval: cfg.FetchPoll,
+		// One execution waits at most ExecBudget before snoozing, so a job
+		// running much longer than that belongs to a dead process.
+		JobTimeout:                  cfg.ExecBudget + time.Minute,
+		RescueStuckJobsAfter:        cfg.ExecBudget + 2*time.Minute,
+		MaxAttempts:                 1000,
+		CompletedJobRetentionPeriod: time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	e.river = client
+	return e, nil
+}
+
+// quietLogger keeps River's own info chatter out of the operator's log.
+func quietLogger(log *slog.Logger) *slog.Logger {
+	return slog.New(levelFilter{log.Handler(), slog.LevelWarn})
+}
+
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+
+// Start reclaims the jobs a killed process left running and starts working.
+// The caller guarantees no other process works this database's jobs (the
+// SQLite data directory is locked), so every running job is an orphan.
+func (e *Engine) Start(ctx context.Context) error {
+	if err := e.reclaimOrphans(ctx); err != nil {
+		return err
+	}
+	if err := e.river.Start(ctx); err != nil {
+		return fmt.Errorf("river start: %w", err)
+	}
+	return nil
+}
+
+func (e *Engine) reclaimOrphans(ctx context.Context) error {
+	exec := e.river.Driver().GetExecutor()
+	now := time.Now().UTC()
+	var after int64
+	for {
+		stuck, err := exec.JobGetStuck(ctx, &riverdriver.JobGetStuckParams{
+			AfterID: after, Max: 500, StuckHorizon: now.Add(time.Hour),
+		})
+		if err != nil {
+			return fmt.Errorf("find orphaned jobs: %w", err)
+		}
+		if len(stuck) == 0 {
+			return nil
+		}
+		p := riverdriver.JobRescueManyParams{StuckHorizon: now.Add(time.Hour)}
+		for _, j := range stuck {
+			p.ID = append(p.ID, j.ID)
+			p.Error = append(p.Error, []byte(fmt.Sprintf(`{"at":%q,"attempt":%d,"error":"orphaned by a stopped server","trace":""}`,
+				now.Format(time.RFC3339Nano), j.Attempt)))
+			p.FinalizedAt = append(p.FinalizedAt, nil)
+			p.ScheduledAt = append(p.ScheduledAt, now)
+			p.State = append(p.State, string(rivertype.JobStateAvailable))
+			after = j.ID
+		}
+		if _, err := exec.JobRescueMany(ctx, &p); err != nil {
+			return fmt.Errorf("reclaim orphaned jobs: %w", err)
+		}
+		e.log.Info("resumed work left by the previous run", "jobs", len(stuck))
+	}
+}
+
+// Stop stops fetching jobs and waits for running executions to end; past
+// ctx's deadline it cancels them (their items resume at the next start).
+func (e *Engine) Stop(ctx context.Context) error {
+	err := e.river.Stop(ctx)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return e.river.StopAndCancel(cctx)
+	}
+	return err
+}
+
+// EnqueueTx inserts the jobs of an operation's items in the transaction that
+// creates the operation, so an accepted operation always has its jobs.
+func (e *Engine) EnqueueTx(ctx context.Context, tx *sql.Tx, opID string, instanceIDs []string) error {
+	params := make([]river.InsertManyParams, len(instanceIDs))
+	for i, id := range instanceIDs {
+		params[i] = river.InsertManyParams{
+			Args:       ItemArgs{OperationID: opID, InstanceID: id},
+			InsertOpts: &river.InsertOpts{Queue: queue, MaxAttempts: 1000},
+		}
+	}
+	if _, err := e.river.InsertManyFastTx(ctx, tx, params); err != nil {
+		return fmt.Errorf("enqueue items: %w", err)
+	}
+	return nil
+}
+
+// QueueDepth counts items waiting for or in execution (for /metrics).
+func (e *Engine) QueueDepth(ctx context.Context) (int, error) {
+	var n int
+	err := e.store.DB.QueryRowContext(ctx, `SELECT count(*) FROM river_job WHERE state IN ('available', 'running', 'retryable', 'scheduled')`).Scan(&n)
+	return n, err
+}
+
+// hostSlot bounds concurrent work per host.
+func (e *Engine) hostSlot(ctx context.Context, host string) (release func(), err error) {
+	e.hostMu.Lock()
+	ch, ok := e.hosts[host]
+	if !ok {
+		ch = make(chan struct{}, e.cfg.PerHostLimit)
+		e.hosts[host] = ch
+	}
+	e.hostMu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

@@ -1,0 +1,543 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/sealer"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// Item error codes. They are part of the native API (an item's errorCode)
+// and the dialects map them to their own.
+const (
+	CodeGuestNotAlive      = "GUEST_NOT_ALIVE"
+	CodeUserNotFound       = "USER_NOT_FOUND"
+	CodeShutdownTimeout    = "SHUTDOWN_TIMEOUT"
+	CodeStopTimeout        = "STOP_TIMEOUT"
+	CodeStartTimeout       = "START_TIMEOUT"
+	CodeGuestTimeout       = "GUEST_TIMEOUT"
+	CodeInstanceNotRunning = "INSTANCE_NOT_RUNNING"
+	CodeMachineNotFound    = "MACHINE_NOT_FOUND"
+	CodeNoDriver           = "NO_DRIVER"
+	CodeDriverError        = "DRIVER_ERROR"
+	CodeSecretUnavailable  = "SECRET_UNAVAILABLE"
+	CodeInstanceGone       = "INSTANCE_GONE"
+)
+
+// machine is what one execution knows of the item's instance.
+type machine struct {
+	power driver.Power
+	guest driver.Guest
+	ref   driver.Ref
+	gref  driver.Ref
+	inst  apiv1.Instance
+}
+
+// itemFailure ends an item with a code and a message for people.
+type itemFailure struct {
+	code, msg string
+}
+
+func (f *itemFailure) Error() string { return f.code + ": " + f.msg }
+
+func fail(code, format string, args ...any) error {
+	return &itemFailure{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// errWait asks the loop to wait d and call the step again.
+type errWait struct{ d time.Duration }
+
+func (w errWait) Error() string { return "wait" }
+
+func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
+	args := job.Args
+	log := e.log.With("operation_id", args.OperationID, "instance_id", args.InstanceID)
+	w, err := e.store.GetItem(ctx, e.store.DB, args.OperationID, args.InstanceID)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Warn("job for an unknown item; dropping it")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if w.Terminal() {
+		return nil
+	}
+	inst, err := e.store.GetInstance(ctx, e.store.DB, w.InstanceID)
+	if errors.Is(err, store.ErrNotFound) {
+		w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, CodeInstanceGone, "the instance was removed"
+		return e.finish(ctx, &w, log)
+	}
+	if err != nil {
+		return err
+	}
+	m := machine{inst: inst,
+		ref:  driver.Ref{InstanceID: inst.ID, Host: inst.Power.Host, Address: inst.Power.Address},
+		gref: driver.Ref{InstanceID: inst.ID, Host: inst.Guest.Host, Address: inst.Guest.Address}}
+	m.power = e.drivers.Power[inst.Power.Driver]
+	m.guest = e.drivers.Guest[inst.Guest.Driver]
+
+	release, err := e.hostSlot(ctx, inst.Power.Driver+"/"+inst.Power.Host)
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	if w.State == apiv1.ItemPending {
+		now := e.store.Now()
+		w.State, w.StartedAt = apiv1.ItemRunning, &now
+		if err := e.save(ctx, &w, "", true); err != nil {
+			return err
+		}
+	}
+	budget := time.Now().Add(e.cfg.ExecBudget)
+	for {
+		if m.power == nil {
+			err = fail(CodeNoDriver, "no power driver %q is configured on this server", inst.Power.Driver)
+		} else {
+			err = e.step(ctx, &w, &m)
+		}
+		var wait errWait
+		var failure *itemFailure
+		switch {
+		case err == nil:
+			if w.Step == apiv1.StepDone {
+				w.State = apiv1.ItemSucceeded
+				return e.finish(ctx, &w, log)
+			}
+		case errors.As(err, &wait):
+			if time.Now().Add(wait.d).After(budget) {
+				// Waiting longer would hold a worker: hand the wait back to
+				// River. The durable step and deadline carry over.
+				return river.JobSnooze(wait.d)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait.d):
+			}
+		case errors.As(err, &failure):
+			w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, failure.code, failure.msg
+			return e.finish(ctx, &w, log)
+		case driver.IsTransient(err):
+			w.Attempts++
+			if w.Attempts >= e.cfg.MaxAttempts {
+				w.State, w.ErrorCode = apiv1.ItemFailed, CodeDriverError
+				w.Message = fmt.Sprintf("gave up after %d attempts: %v", w.Attempts, err)
+				return e.finish(ctx, &w, log)
+			}
+			log.Warn("transient driver error; retrying", "step", w.Step, "attempt", w.Attempts, "err", err)
+			if err := e.save(ctx, &w, "", false); err != nil {
+				return err
+			}
+			backoff := e.cfg.RetryBase << min(w.Attempts-1, 6)
+			if time.Now().Add(backoff).After(budget) {
+				return river.JobSnooze(backoff)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+		default:
+			// Database trouble or a cancelled context: let River retry the
+			// job; the item's durable step is intact.
+			return err
+		}
+	}
+}
+
+// to moves the item to step, recording it (and the instance state) before
+// the caller acts, so a crash after the action re-enters the same step.
+func (e *Engine) to(ctx context.Context, w *store.ItemWork, step, instState string, deadline time.Duration) error {
+	prev, since := w.Step, w.StepSince
+	w.Step = step
+	w.Deadline = nil
+	if deadline > 0 {
+		d := e.store.Now().Add(deadline)
+		w.Deadline = &d
+	}
+	now := e.store.Now()
+	e.metrics.StepDuration.WithLabelValues(w.Kind, prev).Observe(now.Sub(since).Seconds())
+	w.StepSince = now
+	return e.save(ctx, w, instState, true)
+}
+
+// save persists the item, optionally with an instance state, and emits the
+// events in the same transaction.
+func (e *Engine) save(ctx context.Context, w *store.ItemWork, instState string, emit bool) error {
+	err := e.store.InTx(ctx, func(tx *sql.Tx) error {
+		if err := e.store.SaveItem(ctx, tx, w); err != nil {
+			return err
+		}
+		if emit {
+			if err := events.EmitItem(ctx, tx, e.store, w); err != nil {
+				return err
+			}
+		}
+		return e.setInstanceState(ctx, tx, w.InstanceID, instState)
+	})
+	if err == nil && emit {
+		e.bus.Poke()
+	}
+	return err
+}
+
+func (e *Engine) setInstanceState(ctx context.Context, tx *sql.Tx, id, state string) error {
+	if state == "" {
+		return nil
+	}
+	changed, err := e.store.SetInstanceState(ctx, tx, id, state, false)
+	if err != nil || !changed {
+		return err
+	}
+	return events.EmitInstance(ctx, tx, e.store, id)
+}
+
+// finish ends the item: the instance's state is read from its power driver
+// so the record matches the machine, whatever step the item failed in.
+func (e *Engine) finish(ctx context.Context, w *store.ItemWork, log *slog.Logger) error {
+	instState := ""
+	if inst, err := e.store.GetInstance(ctx, e.store.DB, w.InstanceID); err == nil {
+		if p := e.drivers.Power[inst.Power.Driver]; p != nil {
+			ps, err := p.State(ctx, driver.Ref{InstanceID: inst.ID, Host: inst.Power.Host, Address: inst.Power.Address})
+			if err == nil {
+				instState = InstanceState(ps)
+			}
+		}
+		if w.ErrorCode == CodeStartTimeout {
+			instState = apiv1.StateError
+		}
+	}
+	if w.State == apiv1.ItemSucceeded {
+		w.Step, w.ErrorCode, w.Message = apiv1.StepDone, "", ""
+	}
+	var opStatus string
+	err := e.store.InTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if opStatus, err = e.store.FinishItem(ctx, tx, w); err != nil {
+			return err
+		}
+		if err := events.EmitItem(ctx, tx, e.store, w); err != nil {
+			return err
+		}
+		if err := e.setInstanceState(ctx, tx, w.InstanceID, instState); err != nil {
+			return err
+		}
+		// The instance's latest-operation state changed with the release.
+		if err := events.EmitInstance(ctx, tx, e.store, w.InstanceID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if opStatus != apiv1.OperationRunning {
+			op, err := e.store.GetOperation(ctx, tx, w.OperationID)
+			if err != nil {
+				return err
+			}
+			return events.EmitOperation(ctx, tx, e.store, op)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	e.bus.Poke()
+	result := "succeeded"
+	if w.State == apiv1.ItemFailed {
+		result = "failed"
+		log.Info("item failed", "step", w.Step, "code", w.ErrorCode, "message", w.Message)
+	}
+	e.metrics.Items.WithLabelValues(w.Kind, result, w.ErrorCode).Inc()
+	if w.StartedAt != nil {
+		e.metrics.ItemDuration.WithLabelValues(w.Kind, result).Observe(time.Since(*w.StartedAt).Seconds())
+	}
+	if opStatus != apiv1.OperationRunning {
+		e.metrics.Operations.WithLabelValues(w.Kind, opStatus).Inc()
+		log.Info("operation ended", "status", opStatus)
+	}
+	return nil
+}
+
+// InstanceState is the instance state that a power state reads as.
+func InstanceState(ps driver.PowerState) string {
+	switch ps {
+	case driver.PowerRunning:
+		return apiv1.StateRunning
+	case driver.PowerStopped:
+		return apiv1.StateStopped
+	case driver.PowerStopping:
+		return apiv1.StateStopping
+	case driver.PowerStarting:
+		return apiv1.StateStarting
+	}
+	return apiv1.StateError
+}
+
+// mapDriverError turns a driver error into an item failure, or passes a
+// transient one through for retry.
+func mapDriverError(err error, what string) error {
+	switch {
+	case err == nil:
+		return nil
+	case driver.IsTransient(err):
+		return err
+	case errors.Is(err, driver.ErrGuestNotAlive):
+		return fail(CodeGuestNotAlive, "the guest agent is not alive (%s)", what)
+	case errors.Is(err, driver.ErrUserNotFound):
+		return fail(CodeUserNotFound, "the user does not exist on the instance")
+	case errors.Is(err, driver.ErrMachineNotFound):
+		return fail(CodeMachineNotFound, "the machine is unknown to its driver (%s)", what)
+	case errors.Is(err, driver.ErrNotRunning):
+		return fail(CodeInstanceNotRunning, "the instance is not running (%s)", what)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	return fail(CodeDriverError, "%s: %v", what, err)
+}
+
+// step performs at most one action of the item's current step and moves it
+// on. It returns nil when the item advanced (or is done), errWait to poll
+// again, an itemFailure to end the item, or another error to retry the job.
+func (e *Engine) step(ctx context.Context, w *store.ItemWork, m *machine) error {
+	switch w.Kind {
+	case apiv1.KindResetPassword:
+		if w.Mode == apiv1.ModeOnline {
+			return e.stepOnlineReset(ctx, w, m)
+		}
+		return e.stepOfflineReset(ctx, w, m)
+	case apiv1.KindStart:
+		return e.stepStart(ctx, w, m, apiv1.StepDone)
+	case apiv1.KindStop:
+		return e.stepStop(ctx, w, m, apiv1.StepDone)
+	case apiv1.KindReboot:
+		return e.stepReboot(ctx, w, m)
+	}
+	return fail(CodeDriverError, "unknown operation kind %q", w.Kind)
+}
+
+func (e *Engine) readPower(ctx context.Context, m *machine) (driver.PowerState, error) {
+	ps, err := m.power.State(ctx, m.ref)
+	return ps, mapDriverError(err, "read power state")
+}
+
+func (e *Engine) stepOnlineReset(ctx context.Context, w *store.ItemWork, m *machine) error {
+	switch w.Step {
+	case apiv1.StepQueued:
+		ps, err := e.readPower(ctx, m)
+		if err != nil {
+			return err
+		}
+		if ps != driver.PowerRunning {
+			return fail(CodeInstanceNotRunning, "an online reset needs a running instance; it is %s", ps)
+		}
+		return e.to(ctx, w, apiv1.StepApplying, apiv1.StateResettingPassword, 0)
+	case apiv1.StepApplying:
+		return e.apply(ctx, w, m)
+	}
+	return fail(CodeDriverError, "online reset in unexpected step %q", w.Step)
+}
+
+func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *machine) error {
+	switch w.Step {
+	case apiv1.StepQueued, apiv1.StepShuttingDown, apiv1.StepForceStopping:
+		return e.stepStop(ctx, w, m, apiv1.StepStaging)
+	case apiv1.StepStaging:
+		if st, ok := m.guest.(driver.Stager); ok {
+			pw, err := e.password(w)
+			if err != nil {
+				return err
+			}
+			err = st.Stage(ctx, m.gref, w.User, pw)
+			sealer.Wipe(pw)
+			if err := mapDriverError(err, "stage the password"); err != nil {
+				return err
+			}
+		}
+		return e.to(ctx, w, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
+	case apiv1.StepStarting:
+		return e.stepStart(ctx, w, m, apiv1.StepWaitingGuest)
+	case apiv1.StepWaitingGuest:
+		if m.guest == nil {
+			return fail(CodeNoDriver, "no guest channel %q is configured on this server", m.inst.Guest.Driver)
+		}
+		err := m.guest.Ping(ctx, m.gref)
+		if err == nil {
+			return e.to(ctx, w, apiv1.StepApplying, apiv1.StateResettingPassword, 0)
+		}
+		if !errors.Is(err, driver.ErrGuestNotAlive) && !driver.IsTransient(err) {
+			return mapDriverError(err, "reach the guest")
+		}
+		if e.pastDeadline(w) {
+			return fail(CodeGuestTimeout, "the guest agent did not answer within %s of the boot", e.cfg.GuestTimeout)
+		}
+		return errWait{e.cfg.PollInterval}
+	case apiv1.StepApplying:
+		return e.apply(ctx, w, m)
+	}
+	return fail(CodeDriverError, "offline reset in unexpected step %q", w.Step)
+}
+
+// apply sets the password through the guest channel; the item is done when
+// the guest confirmed it.
+func (e *Engine) apply(ctx context.Context, w *store.ItemWork, m *machine) error {
+	if m.guest == nil {
+		return fail(CodeNoDriver, "no guest channel %q is configured on this server", m.inst.Guest.Driver)
+	}
+	pw, err := e.password(w)
+	if err != nil {
+		return err
+	}
+	err = m.guest.SetPassword(ctx, m.gref, w.User, pw)
+	sealer.Wipe(pw)
+	if err := mapDriverError(err, "set the password"); err != nil {
+		return err
+	}
+	w.Step = apiv1.StepDone
+	return nil
+}
+
+func (e *Engine) password(w *store.ItemWork) ([]byte, error) {
+	if w.SealedSecret == nil {
+		return nil, fail(CodeSecretUnavailable, "the new password is no longer available")
+	}
+	pw, err := e.sealer.Open(w.SealedSecret, []byte(w.OperationID+"/"+w.InstanceID))
+	if err != nil {
+		return nil, fail(CodeSecretUnavailable, "the new password cannot be opened with this server's key")
+	}
+	return pw, nil
+}
+
+func (e *Engine) pastDeadline(w *store.ItemWork) bool {
+	return w.Deadline != nil && e.store.Now().After(*w.Deadline)
+}
+
+// stepStop brings the machine to stopped following the item's stop mode
+// (soft, hard, soft-then-hard), then moves to next.
+func (e *Engine) stepStop(ctx context.Context, w *store.ItemWork, m *machine, next string) error {
+	ps, err := e.readPower(ctx, m)
+	if err != nil {
+		return err
+	}
+	stopping := apiv1.StateStopping
+	if w.Kind == apiv1.KindReboot {
+		stopping = apiv1.StateRebooting
+	}
+	if ps == driver.PowerStopped {
+		state := apiv1.StateStopped
+		switch {
+		case w.Kind == apiv1.KindReboot:
+			state = apiv1.StateRebooting
+		case w.Kind == apiv1.KindResetPassword:
+			state = apiv1.StateResettingPassword
+		}
+		if next == apiv1.StepDone {
+			w.Step = apiv1.StepDone
+			return nil
+		}
+		return e.to(ctx, w, next, state, 0)
+	}
+	mode := w.StopMode
+	if w.Kind == apiv1.KindResetPassword {
+		mode = apiv1.StopSoft
+		if w.ForceStop {
+			mode = apiv1.StopSoftThenHard
+		}
+	}
+	switch w.Step {
+	case apiv1.StepQueued:
+		if mode == apiv1.StopHard {
+			if err := e.to(ctx, w, apiv1.StepForceStopping, stopping, e.cfg.StopTimeout); err != nil {
+				return err
+			}
+			return mapDriverError(m.power.Stop(ctx, m.ref), "stop")
+		}
+		if err := e.to(ctx, w, apiv1.StepShuttingDown, stopping, e.cfg.ShutdownTimeout); err != nil {
+			return err
+		}
+		return mapDriverError(m.power.Shutdown(ctx, m.ref), "shut down")
+	case apiv1.StepShuttingDown:
+		if e.pastDeadline(w) {
+			if mode != apiv1.StopSoftThenHard {
+				return fail(CodeShutdownTimeout, "the instance did not shut down within %s and no forced stop was allowed; it was left %s",
+					e.cfg.ShutdownTimeout, ps)
+			}
+			if err := e.to(ctx, w, apiv1.StepForceStopping, stopping, e.cfg.StopTimeout); err != nil {
+				return err
+			}
+			return mapDriverError(m.power.Stop(ctx, m.ref), "stop")
+		}
+		if ps == driver.PowerRunning {
+			// After a crash between recording the step and asking, or a
+			// guest that missed the request: asking again is harmless.
+			if err := mapDriverError(m.power.Shutdown(ctx, m.ref), "shut down"); err != nil {
+				return err
+			}
+		}
+		return errWait{e.cfg.PollInterval}
+	case apiv1.StepForceStopping:
+		if e.pastDeadline(w) {
+			return fail(CodeStopTimeout, "the instance did not stop within %s of a forced stop", e.cfg.StopTimeout)
+		}
+		if ps == driver.PowerRunning || ps == driver.PowerStopping {
+			if err := mapDriverError(m.power.Stop(ctx, m.ref), "stop"); err != nil {
+				return err
+			}
+		}
+		return errWait{e.cfg.PollInterval}
+	}
+	return fail(CodeDriverError, "stop in unexpected step %q", w.Step)
+}
+
+// stepStart brings the machine to running, then moves to next.
+func (e *Engine) stepStart(ctx context.Context, w *store.ItemWork, m *machine, next string) error {
+	ps, err := e.readPower(ctx, m)
+	if err != nil {
+		return err
+	}
+	if ps == driver.PowerRunning {
+		if next == apiv1.StepDone {
+			w.Step = apiv1.StepDone
+			return nil
+		}
+		return e.to(ctx, w, next, apiv1.StateResettingPassword, e.cfg.GuestTimeout)
+	}
+	if w.Step != apiv1.StepStarting {
+		state := apiv1.StateStarting
+		if w.Kind == apiv1.KindReboot {
+			state = apiv1.StateRebooting
+		}
+		if err := e.to(ctx, w, apiv1.StepStarting, state, e.cfg.BootTimeout); err != nil {
+			return err
+		}
+		return mapDriverError(m.power.Start(ctx, m.ref), "start")
+	}
+	if e.pastDeadline(w) {
+		return fail(CodeStartTimeout, "the instance did not start within %s", e.cfg.BootTimeout)
+	}
+	if ps == driver.PowerStopped {
+		// Asked before a crash, or never asked: starting again is harmless.
+		if err := mapDriverError(m.power.Start(ctx, m.ref), "start"); err != nil {
+			return err
+		}
+	}
+	return errWait{e.cfg.PollInterval}
+}
+
+func (e *Engine) stepReboot(ctx context.Context, w *store.ItemWork, m *machine) error {
+	switch w.Step {
+	case apiv1.StepQueued, apiv1.StepShuttingDown, apiv1.StepForceStopping:
+		return e.stepStop(ctx, w, m, apiv1.StepStopped)
+	case apiv1.StepStopped, apiv1.StepStarting:
+		return e.stepStart(ctx, w, m, apiv1.StepDone)
+	}
+	return fail(CodeDriverError, "reboot in unexpected step %q", w.Step)
+}

@@ -1,0 +1,232 @@
+// Package events carries operation, item and instance changes to the
+// clients of /v1/events and to waiters such as /v1/operations/{id}/wait.
+//
+// Events are rows of the database's event log, written in the same
+// transaction as the change they report, so every replica sees every event
+// and none is reported for a change that was rolled back. A Bus per process
+// polls the log and wakes its readers; a local write pokes it so readers of
+// the same process see changes at once.
+package events
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// Event types.
+const (
+	TypeOperation = "operation"
+	TypeItem      = "item"
+	TypeInstance  = "instance"
+)
+
+// ringSize is how many recent events a Bus keeps in memory; readers further
+// behind read the database.
+const ringSize = 8192
+
+// Bus follows the event log.
+type Bus struct {
+	store *store.Store
+	log   *slog.Logger
+	poll  time.Duration
+
+	poke chan struct{}
+
+	mu      sync.Mutex
+	last    int64
+	ring    []store.EventRow // ascending ids, at most ringSize
+	changed chan struct{}    // closed and replaced when last moves
+}
+
+// NewBus makes a Bus reading s's event log every poll (and whenever poked).
+func NewBus(s *store.Store, log *slog.Logger, poll time.Duration) *Bus {
+	return &Bus{store: s, log: log, poll: poll, poke: make(chan struct{}, 1), changed: make(chan struct{})}
+}
+
+// Start reads the position of the log's end; events before it are history.
+func (b *Bus) Start(ctx context.Context) error {
+	last, err := b.store.LastEventID(ctx)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.last = last
+	b.mu.Unlock()
+	return nil
+}
+
+// Run polls the log until ctx ends, and prunes events older than an hour.
+func (b *Bus) Run(ctx context.Context) {
+	t := time.NewTicker(b.poll)
+	defer t.Stop()
+	prune := time.NewTicker(10 * time.Minute)
+	defer prune.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-b.poke:
+		case <-prune.C:
+			if err := b.store.PruneEvents(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
+				b.log.Warn("prune events", "err", err)
+			}
+			continue
+		}
+		if err := b.fetch(ctx); err != nil && ctx.Err() == nil {
+			b.log.Warn("read event log", "err", err)
+		}
+	}
+}
+
+func (b *Bus) fetch(ctx context.Context) error {
+	for {
+		b.mu.Lock()
+		after := b.last
+		b.mu.Unlock()
+		rows, err := b.store.EventsAfter(ctx, after, 1000)
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		b.mu.Lock()
+		b.ring = append(b.ring, rows...)
+		if over := len(b.ring) - ringSize; over > 0 {
+			b.ring = append([]store.EventRow(nil), b.ring[over:]...)
+		}
+		b.last = rows[len(rows)-1].ID
+		close(b.changed)
+		b.changed = make(chan struct{})
+		b.mu.Unlock()
+		if len(rows) < 1000 {
+			return nil
+		}
+	}
+}
+
+// Poke tells the Bus the log has grown (after a local commit).
+func (b *Bus) Poke() {
+	select {
+	case b.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Last is the id of the newest event the Bus has seen.
+func (b *Bus) Last() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last
+}
+
+// Next returns up to limit events with id > after, waiting until there is
+// at least one or ctx ends.
+func (b *Bus) Next(ctx context.Context, after int64, limit int) ([]store.EventRow, error) {
+	for {
+		b.mu.Lock()
+		if b.last > after {
+			if len(b.ring) > 0 && b.ring[0].ID <= after+1 {
+				var out []store.EventRow
+				for _, e := range b.ring {
+					if e.ID > after {
+						out = append(out, e)
+						if len(out) == limit {
+							break
+						}
+					}
+				}
+				b.mu.Unlock()
+				return out, nil
+			}
+			b.mu.Unlock()
+			// Too far behind for the ring (or ids skipped by a rollback
+			// before the ring's start): read the log itself.
+			return b.store.EventsAfter(ctx, after, limit)
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Wait blocks until an event after `after` exists or ctx ends.
+func (b *Bus) Wait(ctx context.Context, after int64) error {
+	b.mu.Lock()
+	if b.last > after {
+		b.mu.Unlock()
+		return nil
+	}
+	ch := b.changed
+	b.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-ch:
+		return nil
+	}
+}
+
+// Decode turns a stored event into its wire form.
+func Decode(row store.EventRow) (apiv1.Event, error) {
+	ev := apiv1.Event{ID: row.ID, Type: row.Type, Time: row.At}
+	var err error
+	switch row.Type {
+	case TypeOperation:
+		ev.Operation = new(apiv1.Operation)
+		err = json.Unmarshal(row.Data, ev.Operation)
+	case TypeItem:
+		ev.Item = new(apiv1.ItemEvent)
+		err = json.Unmarshal(row.Data, ev.Item)
+	case TypeInstance:
+		ev.Instance = new(apiv1.Instance)
+		err = json.Unmarshal(row.Data, ev.Instance)
+	default:
+		err = fmt.Errorf("unknown event type %q", row.Type)
+	}
+	return ev, err
+}
+
+// EmitOperation records an operation event (without its items: item events
+// carry those).
+func EmitOperation(ctx context.Context, tx *sql.Tx, s *store.Store, op apiv1.Operation) error {
+	op.Items = nil
+	op.GeneratedPassword = ""
+	data, err := json.Marshal(op)
+	if err != nil {
+		return fmt.Errorf("event: %w", err)
+	}
+	return s.InsertEvent(ctx, tx, op.Tenant, TypeOperation, op.ID, data)
+}
+
+// EmitItem records an item event.
+func EmitItem(ctx context.Context, tx *sql.Tx, s *store.Store, w *store.ItemWork) error {
+	data, err := json.Marshal(apiv1.ItemEvent{OperationID: w.OperationID, Item: w.Item})
+	if err != nil {
+		return fmt.Errorf("event: %w", err)
+	}
+	return s.InsertEvent(ctx, tx, w.Tenant, TypeItem, w.OperationID, data)
+}
+
+// EmitInstance records an instance event with the instance as it now is.
+func EmitInstance(ctx context.Context, q store.Querier, s *store.Store, id string) error {
+	in, err := s.GetInstance(ctx, q, id)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("event: %w", err)
+	}
+	return s.InsertEvent(ctx, q, in.Tenant, TypeInstance, in.ID, data)
+}

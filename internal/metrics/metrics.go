@@ -1,0 +1,64 @@
+// Package metrics defines fleetpass's Prometheus metrics. A Metrics value is
+// made per server (no global registry), so tests can run several servers in
+// one process.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds the server's collectors.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Operations   *prometheus.CounterVec   // kind, status (at the end)
+	Items        *prometheus.CounterVec   // kind, result, code
+	StepDuration *prometheus.HistogramVec // kind, step
+	ItemDuration *prometheus.HistogramVec // kind, result
+	HTTPRequests *prometheus.CounterVec   // dialect, route, code
+	HTTPDuration *prometheus.HistogramVec // dialect, route
+	RateLimited  *prometheus.CounterVec   // dialect
+}
+
+// New makes the collectors and registers them, with Go and process metrics,
+// in a fresh registry.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Operations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetpass_operations_total", Help: "Operations ended, by kind and final status.",
+		}, []string{"kind", "status"}),
+		Items: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetpass_items_total", Help: "Operation items ended, by kind, result and error code.",
+		}, []string{"kind", "result", "code"}),
+		StepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fleetpass_step_duration_seconds",
+			Help:    "Time an item spent in each step, by operation kind and step.",
+			Buckets: []float64{0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"kind", "step"}),
+		ItemDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fleetpass_item_duration_seconds",
+			Help:    "Time from an item's start to its end, by kind and result.",
+			Buckets: []float64{0.01, 0.05, 0.25, 1, 5, 15, 30, 60, 120, 300, 600},
+		}, []string{"kind", "result"}),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetpass_http_requests_total", Help: "HTTP requests answered, by dialect, route and status code.",
+		}, []string{"dialect", "route", "code"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fleetpass_http_request_duration_seconds", Help: "HTTP request latency by dialect and route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"dialect", "route"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetpass_rate_limited_total", Help: "Requests refused by a rate limit, by dialect.",
+		}, []string{"dialect"}),
+	}
+	m.Registry.MustRegister(m.Operations, m.Items, m.StepDuration, m.ItemDuration, m.HTTPRequests, m.HTTPDuration,
+		m.RateLimited, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// GaugeFunc registers a gauge computed at scrape time (queue depth, counts).
+func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+}

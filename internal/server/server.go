@@ -1,0 +1,402 @@
+// Package server assembles a fleetpass server: it opens the data directory
+// and the database, makes the engine, the core service and the front doors,
+// bootstraps the first admin key, seeds the demo fleet, and serves HTTP(S)
+// until its context ends, then shuts down gracefully. Work in flight is
+// durable and resumes at the next start.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/demo"
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/httpx"
+	"github.com/fleetpass/fleetpass/internal/inventory"
+	"github.com/fleetpass/fleetpass/internal/metrics"
+	"github.com/fleetpass/fleetpass/internal/nativeapi"
+	"github.com/fleetpass/fleetpass/internal/sealer"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// Config is the server's configuration (the flags of `fleetpass serve`).
+type Config struct {
+	Listen      string
+	DataDir     string
+	DatabaseURL string
+	TLSCert     string
+	TLSKey      string
+
+	// Demo seeds the demo tenant's simulated fleet.
+	Demo bool
+	// Sim enables the simulated drivers without the demo fleet; SimLoad
+	// seeds that many zero-latency simulated instances for load tests.
+	Sim     bool
+	SimLoad int
+	// DemoBoot and DemoShutdown are the demo machines' boot and graceful
+	// shutdown times.
+	DemoBoot, DemoShutdown time.Duration
+
+	Engine       engine.Config
+	API          nativeapi.Config
+	SyncInterval time.Duration
+
+	Log *slog.Logger
+	// Out receives the messages meant for the operator at start-up (where
+	// the credentials are, the URL): standard output for `serve`.
+	Out io.Writer
+}
+
+// Server is an assembled server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	lock    *os.File
+	store   *store.Store
+	sim     *sim.Fleet
+	bus     *events.Bus
+	engine  *engine.Engine
+	svc     *core.Service
+	metrics *metrics.Metrics
+	syncer  *inventory.Syncer
+	handler http.Handler
+	ready   bool
+}
+
+// Open prepares a server: data directory, database, engine, bootstrap and
+// demo seed. Serve runs it.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = 15 * time.Second
+	}
+	if cfg.DatabaseURL != "" {
+		return nil, errors.New("--database-url (PostgreSQL) is not supported yet; omit it to use SQLite in the data directory")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Log}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeAll()
+		}
+	}()
+	var err error
+	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	seal, err := sealer.LoadOrCreate(filepath.Join(cfg.DataDir, "secret.key"))
+	if err != nil {
+		return nil, err
+	}
+	if s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
+		return nil, err
+	}
+	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{}}
+	if cfg.Demo || cfg.Sim || cfg.SimLoad > 0 {
+		if s.sim, err = sim.Open(ctx, filepath.Join(cfg.DataDir, "sim-fleet.db"), sim.Options{}); err != nil {
+			return nil, fmt.Errorf("simulated fleet: %w", err)
+		}
+		drivers.Power["sim"], drivers.Guest["sim"] = s.sim, s.sim
+	}
+	s.metrics = metrics.New()
+	s.bus = events.NewBus(s.store, cfg.Log, 250*time.Millisecond)
+	if err := s.bus.Start(ctx); err != nil {
+		return nil, err
+	}
+	if s.engine, err = engine.New(ctx, s.store, drivers, seal, s.bus, s.metrics, cfg.Log, cfg.Engine); err != nil {
+		return nil, err
+	}
+	s.svc = core.New(s.store, s.engine, seal, s.bus, drivers, cfg.Log)
+	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
+	if err := s.bootstrap(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Demo {
+		n, err := demo.Seed(ctx, s.svc, s.sim, cfg.DemoBoot, cfg.DemoShutdown)
+		if err != nil {
+			return nil, fmt.Errorf("demo fleet: %w", err)
+		}
+		if n > 0 {
+			s.log.Info("seeded the demo fleet (simulated machines)", "tenant", demo.Tenant, "instances", n)
+		}
+	}
+	if cfg.SimLoad > 0 {
+		n, err := demo.SeedLoad(ctx, s.svc, s.sim, cfg.SimLoad)
+		if err != nil {
+			return nil, fmt.Errorf("load fleet: %w", err)
+		}
+		if n > 0 {
+			s.log.Info("seeded the load-test fleet (simulated machines)", "tenant", demo.LoadTenant, "instances", n)
+		}
+	}
+	s.metrics.GaugeFunc("fleetpass_queue_depth", "Items waiting for or in execution.", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, _ := s.engine.QueueDepth(ctx)
+		return float64(n)
+	})
+	s.metrics.GaugeFunc("fleetpass_instances", "Registered instances.", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, _ := s.store.CountInstances(ctx, "")
+		return float64(n)
+	})
+	s.handler = s.routes()
+	ok = true
+	return s, nil
+}
+
+// Service is the core service (in-process tests).
+func (s *Server) Service() *core.Service { return s.svc }
+
+// Sim is the simulated fleet, or nil.
+func (s *Server) Sim() *sim.Fleet { return s.sim }
+
+// Store is the database (tests).
+func (s *Server) Store() *store.Store { return s.store }
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	nativeapi.New(s.svc, s.log, s.metrics, s.cfg.API).Register(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !s.ready {
+			http.Error(w, "starting\n", http.StatusServiceUnavailable)
+			return
+		}
+		if err := s.store.DB.PingContext(ctx); err != nil {
+			http.Error(w, "database unavailable\n", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "fleetpass is running. API: /v1 (OpenAPI at /v1/openapi.json), metrics: /metrics.")
+	})
+	return httpx.Middleware(s.log, mux)
+}
+
+// Start starts the background work (engine, event bus, inventory sync)
+// without serving HTTP: in-process tests serve Handler themselves.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.engine.Start(ctx); err != nil {
+		return err
+	}
+	go s.bus.Run(ctx)
+	go s.syncer.Run(ctx)
+	go s.pruneLoop(ctx)
+	s.ready = true
+	return nil
+}
+
+func (s *Server) pruneLoop(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.store.PruneIdempotency(ctx, time.Now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
+				s.log.Warn("prune idempotency keys", "err", err)
+			}
+		}
+	}
+}
+
+// Serve listens and serves until ctx ends, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	tlsCfg, fingerprint, err := s.tlsConfig(ln.Addr())
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	bg, cancelBG := context.WithCancel(context.Background())
+	defer cancelBG()
+	if err := s.Start(bg); err != nil {
+		ln.Close()
+		return err
+	}
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return bg },
+	}
+	scheme := "http"
+	if tlsCfg != nil {
+		hs.TLSConfig = tlsCfg
+		scheme = "https"
+	}
+	url := fmt.Sprintf("%s://%s", scheme, ln.Addr())
+	fmt.Fprintf(s.cfg.Out, "fleetpass is serving at %s\n", url)
+	if fingerprint != "" {
+		fmt.Fprintf(s.cfg.Out, "TLS certificate SHA-256 fingerprint: %s\n", fingerprint)
+	}
+	s.log.Info("serving", "url", url, "data_dir", s.cfg.DataDir)
+	errc := make(chan error, 1)
+	go func() {
+		if tlsCfg != nil {
+			errc <- hs.ServeTLS(ln, "", "")
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cancelBG() // ends event streams and waits, so Shutdown need not wait for them
+	if err := hs.Shutdown(sctx); err != nil {
+		s.log.Warn("http shutdown", "err", err)
+	}
+	if err := s.engine.Stop(sctx); err != nil {
+		s.log.Warn("engine shutdown", "err", err)
+	}
+	return nil
+}
+
+// Close releases the database, the simulated fleet and the data-dir lock.
+func (s *Server) Close() error {
+	if s.engine != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = s.engine.Stop(ctx)
+		cancel()
+	}
+	s.closeAll()
+	return nil
+}
+
+func (s *Server) closeAll() {
+	if s.store != nil {
+		s.store.Close()
+	}
+	if s.sim != nil {
+		s.sim.Close()
+	}
+	if s.lock != nil {
+		s.lock.Close()
+	}
+}
+
+// Credentials is the JSON of <data-dir>/admin-credentials.
+type Credentials struct {
+	KeyID  string `json:"keyId"`
+	Secret string `json:"secret"`
+	Server string `json:"server,omitempty"`
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// bootstrap creates the first admin key on an empty database and writes it
+// to <data-dir>/admin-credentials (mode 0600). It prints the path, never the
+// secret. FLEETPASS_ADMIN_KEY_ID/SECRET, if set, are used instead of random
+// ones (automation).
+func (s *Server) bootstrap(ctx context.Context) error {
+	n, err := s.svc.CountKeys(ctx)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.cfg.DataDir, "admin-credentials")
+	if n > 0 {
+		if _, err := os.Stat(path); err == nil {
+			fmt.Fprintf(s.cfg.Out, "admin credentials: %s\n", path)
+		}
+		return nil
+	}
+	id, secret := core.NewKeyMaterial()
+	if envID, envSecret := os.Getenv("FLEETPASS_ADMIN_KEY_ID"), os.Getenv("FLEETPASS_ADMIN_KEY_SECRET"); envID != "" || envSecret != "" {
+		if envID == "" || envSecret == "" || len(envSecret) < 16 {
+			return errors.New("FLEETPASS_ADMIN_KEY_ID and FLEETPASS_ADMIN_KEY_SECRET must be set together, the secret at least 16 characters")
+		}
+		id, secret = envID, envSecret
+	}
+	if err := s.svc.InsertKey(ctx, id, secret, core.AdminTenant, "bootstrap admin", true); err != nil {
+		return fmt.Errorf("bootstrap admin key: %w", err)
+	}
+	data, _ := json.MarshalIndent(Credentials{KeyID: id, Secret: secret, Server: s.publicURL(), Tenant: core.AdminTenant}, "", "  ")
+	if err := writePrivate(path, append(data, '\n')); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.cfg.Out, "created the admin API key; its credentials are in %s (mode 0600)\n", path)
+	return nil
+}
+
+func (s *Server) publicURL() string {
+	host, port, err := net.SplitHostPort(s.cfg.Listen)
+	if err != nil {
+		return ""
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	scheme := "http"
+	if s.cfg.TLSCert != "" || !isLoopback(host) {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// writePrivate writes a file only its owner can read, atomically.
+func writePrivate(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return os.Rename(tmp, path)
+}

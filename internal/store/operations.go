@@ -1,0 +1,423 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+)
+
+// ItemWork is an item with everything the engine needs to advance it.
+type ItemWork struct {
+	apiv1.Item
+	OperationID string
+	Tenant      string
+	Kind        string
+	Seq         int
+	ForceStop   bool
+	StopMode    string
+	// Deadline bounds the current waiting step (shutdown, boot, guest).
+	Deadline *time.Time
+	// SealedSecret is the sealed new password; nil once the item ended.
+	SealedSecret []byte
+	// StepSince is when the item last changed (step latency metrics).
+	StepSince time.Time
+}
+
+// Terminal reports whether the item has ended.
+func (w *ItemWork) Terminal() bool {
+	return w.State == apiv1.ItemSucceeded || w.State == apiv1.ItemFailed
+}
+
+// CreateOperation inserts an operation and its items.
+func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operation, requestID string, items []ItemWork) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO operations (id, tenant_id, kind, status, requester_kind, requester_id,
+		requester_addr, request_id, total, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		op.ID, op.Tenant, op.Kind, op.Status, op.RequestedBy.Kind, op.RequestedBy.ID, op.RequestedBy.Address,
+		requestID, len(items), ms(op.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("create operation: %w", err)
+	}
+	now := ms(s.now())
+	for _, it := range items {
+		_, err := tx.ExecContext(ctx, `INSERT INTO items (operation_id, instance_id, seq, instance_name, kind, state, step,
+			mode, user_name, force_stop, stop_mode, sealed_secret, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			op.ID, it.InstanceID, it.Seq, it.InstanceName, op.Kind, it.State, it.Step, it.Mode, it.User,
+			boolInt(it.ForceStop), it.StopMode, it.SealedSecret, now)
+		if err != nil {
+			return fmt.Errorf("create item: %w", err)
+		}
+	}
+	return nil
+}
+
+const itemColumns = `i.operation_id, o.tenant_id, i.instance_id, i.seq, i.instance_name, i.kind, i.state, i.step, i.mode,
+	i.user_name, i.force_stop, i.stop_mode, i.deadline, i.error_code, i.message, i.attempts, i.sealed_secret,
+	i.started_at, i.finished_at, i.updated_at`
+
+func scanItem(sc interface{ Scan(...any) error }) (ItemWork, error) {
+	var w ItemWork
+	var force int
+	var deadline, started, finished sql.NullInt64
+	var updated int64
+	err := sc.Scan(&w.OperationID, &w.Tenant, &w.InstanceID, &w.Seq, &w.InstanceName, &w.Kind, &w.State, &w.Step,
+		&w.Mode, &w.User, &force, &w.StopMode, &deadline, &w.ErrorCode, &w.Message, &w.Attempts, &w.SealedSecret,
+		&started, &finished, &updated)
+	if err != nil {
+		return w, err
+	}
+	w.StepSince = fromMS(updated)
+	w.ForceStop = force == 1
+	w.Deadline = fromNullMS(deadline)
+	w.StartedAt = fromNullMS(started)
+	w.FinishedAt = fromNullMS(finished)
+	return w, nil
+}
+
+// GetItem reads one item for the engine.
+func (s *Store) GetItem(ctx context.Context, q Querier, opID, instanceID string) (ItemWork, error) {
+	w, err := scanItem(q.QueryRowContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
+		WHERE i.operation_id = ? AND i.instance_id = ?`, opID, instanceID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return w, fmt.Errorf("item %s/%s: %w", opID, instanceID, ErrNotFound)
+	}
+	if err != nil {
+		return w, fmt.Errorf("get item: %w", err)
+	}
+	return w, nil
+}
+
+// SaveItem writes an item's progress. It does not end the item: see
+// FinishItem.
+func (s *Store) SaveItem(ctx context.Context, q Querier, w *ItemWork) error {
+	_, err := q.ExecContext(ctx, `UPDATE items SET state = ?, step = ?, mode = ?, deadline = ?, error_code = ?, message = ?,
+		attempts = ?, sealed_secret = ?, started_at = ?, finished_at = ?, updated_at = ?
+		WHERE operation_id = ? AND instance_id = ?`,
+		w.State, w.Step, w.Mode, nullMS(w.Deadline), w.ErrorCode, w.Message, w.Attempts, w.SealedSecret,
+		nullMS(w.StartedAt), nullMS(w.FinishedAt), ms(s.now()), w.OperationID, w.InstanceID)
+	if err != nil {
+		return fmt.Errorf("save item: %w", err)
+	}
+	return nil
+}
+
+// FinishItem ends an item (its State must be succeeded or failed): it drops
+// the sealed secret, releases the instance, and counts the item into its
+// operation, ending the operation with its last item. It returns the
+// operation's status after the change.
+func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork) (opStatus string, err error) {
+	now := s.now()
+	w.SealedSecret = nil
+	w.Deadline = nil
+	w.FinishedAt = ptr(fromMS(ms(now)))
+	// Only the transition into a terminal state counts, so a retried
+	// finish after a crash cannot count an item twice.
+	res, err := tx.ExecContext(ctx, `UPDATE items SET state = ?, step = ?, error_code = ?, message = ?, attempts = ?,
+		sealed_secret = NULL, deadline = NULL, finished_at = ?, updated_at = ?
+		WHERE operation_id = ? AND instance_id = ? AND state NOT IN (?, ?)`,
+		w.State, w.Step, w.ErrorCode, w.Message, w.Attempts, ms(now), ms(now), w.OperationID, w.InstanceID,
+		apiv1.ItemSucceeded, apiv1.ItemFailed)
+	if err != nil {
+		return "", fmt.Errorf("finish item: %w", err)
+	}
+	latest := apiv1.OpStateSuccess
+	if w.State == apiv1.ItemFailed {
+		latest = apiv1.OpStateFailed
+	}
+	if err := s.ReleaseInstance(ctx, tx, w.InstanceID, w.OperationID, latest); err != nil {
+		return "", err
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		col := "succeeded"
+		if w.State == apiv1.ItemFailed {
+			col = "failed"
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE operations SET `+col+` = `+col+` + 1 WHERE id = ?`, w.OperationID); err != nil {
+			return "", fmt.Errorf("count item: %w", err)
+		}
+	}
+	var total, succeeded, failed int
+	if err := tx.QueryRowContext(ctx, `SELECT total, succeeded, failed, status FROM operations WHERE id = ?`, w.OperationID).
+		Scan(&total, &succeeded, &failed, &opStatus); err != nil {
+		return "", fmt.Errorf("finish item: %w", err)
+	}
+	if succeeded+failed < total || opStatus != apiv1.OperationRunning {
+		return opStatus, nil
+	}
+	switch {
+	case failed == 0:
+		opStatus = apiv1.OperationSucceeded
+	case succeeded == 0:
+		opStatus = apiv1.OperationFailed
+	default:
+		opStatus = apiv1.OperationPartial
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE operations SET status = ?, finished_at = ? WHERE id = ?`,
+		opStatus, ms(now), w.OperationID); err != nil {
+		return "", fmt.Errorf("finish operation: %w", err)
+	}
+	return opStatus, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+const operationColumns = `id, tenant_id, kind, status, requester_kind, requester_id, requester_addr, total, succeeded, failed,
+	created_at, finished_at`
+
+func scanOperation(sc interface{ Scan(...any) error }) (apiv1.Operation, error) {
+	var op apiv1.Operation
+	var created int64
+	var finished sql.NullInt64
+	err := sc.Scan(&op.ID, &op.Tenant, &op.Kind, &op.Status, &op.RequestedBy.Kind, &op.RequestedBy.ID,
+		&op.RequestedBy.Address, &op.Summary.Total, &op.Summary.Succeeded, &op.Summary.Failed, &created, &finished)
+	op.CreatedAt = fromMS(created)
+	op.FinishedAt = fromNullMS(finished)
+	return op, err
+}
+
+// GetOperation reads an operation with its items.
+func (s *Store) GetOperation(ctx context.Context, q Querier, id string) (apiv1.Operation, error) {
+	op, err := scanOperation(q.QueryRowContext(ctx, `SELECT `+operationColumns+` FROM operations WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return op, fmt.Errorf("operation %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return op, fmt.Errorf("get operation: %w", err)
+	}
+	items, err := s.itemsOf(ctx, q, []string{id})
+	if err != nil {
+		return op, err
+	}
+	op.Items = items[id]
+	fillSummary(&op)
+	return op, nil
+}
+
+func fillSummary(op *apiv1.Operation) {
+	if op.Items == nil {
+		op.Items = []apiv1.Item{}
+	}
+	op.Summary.Pending, op.Summary.Running = 0, 0
+	for _, it := range op.Items {
+		switch it.State {
+		case apiv1.ItemPending:
+			op.Summary.Pending++
+		case apiv1.ItemRunning:
+			op.Summary.Running++
+		}
+	}
+}
+
+func (s *Store) itemsOf(ctx context.Context, q Querier, opIDs []string) (map[string][]apiv1.Item, error) {
+	out := make(map[string][]apiv1.Item, len(opIDs))
+	if len(opIDs) == 0 {
+		return out, nil
+	}
+	rows, err := q.QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
+		WHERE i.operation_id IN (`+placeholders(len(opIDs))+`) ORDER BY i.operation_id, i.seq`, anys(opIDs)...)
+	if err != nil {
+		return nil, fmt.Errorf("items: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		w, err := scanItem(rows)
+		if err != nil {
+			return nil, fmt.Errorf("items: %w", err)
+		}
+		out[w.OperationID] = append(out[w.OperationID], w.Item)
+	}
+	return out, rows.Err()
+}
+
+// OperationFilter selects operations. Empty fields match everything.
+type OperationFilter struct {
+	Tenant     string
+	InstanceID string
+	Status     string
+	// Before is the position before which the page starts (created, id),
+	// newest first.
+	BeforeCreated int64
+	BeforeID      string
+	Limit         int
+}
+
+// ListOperations lists a page of operations newest first, with their items.
+func (s *Store) ListOperations(ctx context.Context, f OperationFilter) ([]apiv1.Operation, error) {
+	var where []string
+	var args []any
+	if f.Tenant != "" {
+		where, args = append(where, "tenant_id = ?"), append(args, f.Tenant)
+	}
+	if f.Status != "" {
+		where, args = append(where, "status = ?"), append(args, f.Status)
+	}
+	if f.InstanceID != "" {
+		where, args = append(where, "id IN (SELECT operation_id FROM items WHERE instance_id = ?)"), append(args, f.InstanceID)
+	}
+	if f.BeforeID != "" {
+		where = append(where, "(created_at < ? OR (created_at = ? AND id < ?))")
+		args = append(args, f.BeforeCreated, f.BeforeCreated, f.BeforeID)
+	}
+	query := `SELECT ` + operationColumns + ` FROM operations`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY created_at DESC, id DESC LIMIT ?"
+	args = append(args, f.Limit)
+	rows, err := s.DB.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list operations: %w", err)
+	}
+	var ops []apiv1.Operation
+	var ids []string
+	for rows.Next() {
+		op, err := scanOperation(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list operations: %w", err)
+		}
+		ops = append(ops, op)
+		ids = append(ids, op.ID)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list operations: %w", err)
+	}
+	items, err := s.itemsOf(ctx, s.DB, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]apiv1.Operation, 0, len(ops))
+	for _, op := range ops {
+		op.Items = items[op.ID]
+		fillSummary(&op)
+		out = append(out, op)
+	}
+	return out, nil
+}
+
+// UnfinishedItems lists the items not yet ended (start-up reconciliation).
+func (s *Store) UnfinishedItems(ctx context.Context) ([]ItemWork, error) {
+	rows, err := s.DB.QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
+		WHERE i.state NOT IN (?, ?)`, apiv1.ItemSucceeded, apiv1.ItemFailed)
+	if err != nil {
+		return nil, fmt.Errorf("unfinished items: %w", err)
+	}
+	defer rows.Close()
+	var out []ItemWork
+	for rows.Next() {
+		w, err := scanItem(rows)
+		if err != nil {
+			return nil, fmt.Errorf("unfinished items: %w", err)
+		}
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
+// Idempotency is a remembered request.
+type Idempotency struct {
+	RequestHash []byte
+	OperationID string
+}
+
+// GetIdempotency looks up a remembered request of principal.
+func (s *Store) GetIdempotency(ctx context.Context, q Querier, principal, key string) (Idempotency, error) {
+	var r Idempotency
+	err := q.QueryRowContext(ctx, `SELECT request_hash, operation_id FROM idempotency_keys WHERE principal = ? AND key = ?`,
+		principal, key).Scan(&r.RequestHash, &r.OperationID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, ErrNotFound
+	}
+	if err != nil {
+		return r, fmt.Errorf("idempotency: %w", err)
+	}
+	return r, nil
+}
+
+// PutIdempotency remembers a request; ErrConflict if the key is taken.
+func (s *Store) PutIdempotency(ctx context.Context, q Querier, principal, key string, r Idempotency) error {
+	res, err := q.ExecContext(ctx, `INSERT INTO idempotency_keys (principal, key, request_hash, operation_id, created_at)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, principal, key, r.RequestHash, r.OperationID, ms(s.now()))
+	if err != nil {
+		return fmt.Errorf("idempotency: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrConflict
+	}
+	return nil
+}
+
+// PruneIdempotency forgets keys older than before.
+func (s *Store) PruneIdempotency(ctx context.Context, before time.Time) error {
+	_, err := s.DB.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE created_at < ?`, ms(before))
+	if err != nil {
+		return fmt.Errorf("prune idempotency: %w", err)
+	}
+	return nil
+}
+
+// EventRow is one row of the event log.
+type EventRow struct {
+	ID     int64
+	Tenant string
+	Type   string
+	Ref    string
+	Data   []byte
+	At     time.Time
+}
+
+// InsertEvent appends to the event log, in the caller's transaction so an
+// event exists exactly when the change it reports was committed.
+func (s *Store) InsertEvent(ctx context.Context, q Querier, tenant, typ, ref string, data []byte) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO events (tenant_id, type, ref, data, created_at) VALUES (?, ?, ?, ?, ?)`,
+		tenant, typ, ref, string(data), ms(s.now()))
+	if err != nil {
+		return fmt.Errorf("insert event: %w", err)
+	}
+	return nil
+}
+
+// EventsAfter reads up to limit events with id > after, oldest first.
+func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) ([]EventRow, error) {
+	rows, err := s.DB.QueryContext(ctx, `SELECT id, tenant_id, type, ref, data, created_at FROM events
+		WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	defer rows.Close()
+	var out []EventRow
+	for rows.Next() {
+		var e EventRow
+		var data string
+		var at int64
+		if err := rows.Scan(&e.ID, &e.Tenant, &e.Type, &e.Ref, &data, &at); err != nil {
+			return nil, fmt.Errorf("events: %w", err)
+		}
+		e.Data, e.At = []byte(data), fromMS(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// LastEventID is the newest event's id (0 when there is none).
+func (s *Store) LastEventID(ctx context.Context) (int64, error) {
+	var id sql.NullInt64
+	if err := s.DB.QueryRowContext(ctx, `SELECT max(id) FROM events`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("last event: %w", err)
+	}
+	return id.Int64, nil
+}
+
+// PruneEvents deletes events older than before.
+func (s *Store) PruneEvents(ctx context.Context, before time.Time) error {
+	_, err := s.DB.ExecContext(ctx, `DELETE FROM events WHERE created_at < ?`, ms(before))
+	if err != nil {
+		return fmt.Errorf("prune events: %w", err)
+	}
+	return nil
+}
