@@ -153,19 +153,21 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 		pol := password.Strictest(osTypes...)
 		policy = &pol
 	}
-	var generated []byte
-	if req.Generate {
-		if generated, err = password.Generate(*policy); err != nil {
-			return apiv1.Operation{}, &Error{Code: CodeInternal, Message: "could not generate a password", Err: err}
-		}
-		req.Password = generated
-	}
 	users := make([]string, len(insts))
 	for i, in := range insts {
 		users[i] = req.User
 		if users[i] == "" {
 			users[i] = in.AdminUser
 		}
+	}
+	var generated []byte
+	if req.Generate {
+		if generated, err = generateFor(*policy, users); err != nil {
+			return apiv1.Operation{}, &Error{Code: CodeInternal, Message: "could not generate a password", Err: err}
+		}
+		req.Password = generated
+	}
+	for i := range insts {
 		if err := password.Check(*policy, req.Password, users[i]); err != nil {
 			var pe *password.Error
 			if errors.As(err, &pe) {
@@ -238,6 +240,29 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 		sealer.Wipe(generated)
 	}
 	return created, nil
+}
+
+// generateFor generates a password that fits policy for every user: a
+// random password may, rarely, contain one of the user names.
+func generateFor(policy password.Policy, users []string) ([]byte, error) {
+	for range 20 {
+		pw, err := password.Generate(policy)
+		if err != nil {
+			return nil, err
+		}
+		ok := true
+		for _, u := range users {
+			if password.Check(policy, pw, u) != nil {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return pw, nil
+		}
+		sealer.Wipe(pw)
+	}
+	return nil, errors.New("no generated password fits the policy")
 }
 
 func allRunning(insts []apiv1.Instance, ids []string) bool {

@@ -57,13 +57,13 @@ func Seed(ctx context.Context, svc *core.Service, f *sim.Fleet, boot, shutdown t
 	return seed(ctx, svc, f, Tenant, "demo-", fleet(), boot, shutdown)
 }
 
-// SeedLoad registers n zero-latency simulated instances in the load tenant.
-func SeedLoad(ctx context.Context, svc *core.Service, f *sim.Fleet, n int) (int, error) {
+// SeedLoad registers n simulated running instances in the load tenant.
+func SeedLoad(ctx context.Context, svc *core.Service, f *sim.Fleet, n int, boot, shutdown time.Duration) (int, error) {
 	specs := make([]spec, n)
 	for i := range specs {
 		specs[i] = spec{name: fmt.Sprintf("load-%05d", i), os: sim.Linux, running: true}
 	}
-	return seed(ctx, svc, f, LoadTenant, "load-", specs, 0, 0)
+	return seed(ctx, svc, f, LoadTenant, "load-", specs, boot, shutdown)
 }
 
 func seed(ctx context.Context, svc *core.Service, f *sim.Fleet, tenant, prefix string, specs []spec,

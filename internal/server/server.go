@@ -48,9 +48,9 @@ type Config struct {
 	// seeds that many zero-latency simulated instances for load tests.
 	Sim     bool
 	SimLoad int
-	// DemoBoot and DemoShutdown are the demo machines' boot and graceful
-	// shutdown times.
-	DemoBoot, DemoShutdown time.Duration
+	// SimBoot and SimShutdown are the simulated machines' boot and graceful
+	// shutdown times (demo and load fleets).
+	SimBoot, SimShutdown time.Duration
 
 	Engine       engine.Config
 	API          nativeapi.Config
@@ -135,7 +135,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Demo {
-		n, err := demo.Seed(ctx, s.svc, s.sim, cfg.DemoBoot, cfg.DemoShutdown)
+		n, err := demo.Seed(ctx, s.svc, s.sim, cfg.SimBoot, cfg.SimShutdown)
 		if err != nil {
 			return nil, fmt.Errorf("demo fleet: %w", err)
 		}
@@ -144,7 +144,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	if cfg.SimLoad > 0 {
-		n, err := demo.SeedLoad(ctx, s.svc, s.sim, cfg.SimLoad)
+		n, err := demo.SeedLoad(ctx, s.svc, s.sim, cfg.SimLoad, cfg.SimBoot, cfg.SimShutdown)
 		if err != nil {
 			return nil, fmt.Errorf("load fleet: %w", err)
 		}
