@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -326,4 +325,3 @@ func (e *env) assertNoSecret(secret string) {
 	})
 }
 
-var _ = fmt.Sprintf
