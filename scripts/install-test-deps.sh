@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the real tests need, and nothing when they
+# are all there (so it is cheap to run before every test run):
+#   openssh-server    sshd for guesttest's throwaway guests
+#   qemu-guest-agent  qemu-ga, the real agent those guests run
+#   chromium          the console's browser tests
+# The system's sshd is not started: guesttest runs sshd of its own, inside
+# each guest. Needs root (or sudo).
+set -euo pipefail
+
+packages=(openssh-server qemu-guest-agent chromium)
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+	if ! command -v sudo >/dev/null; then
+		echo "install-test-deps: run as root (or install sudo)" >&2
+		exit 1
+	fi
+	sudo=(sudo)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+	if [[ $status != installed ]]; then
+		missing+=("$p")
+	fi
+done
+
+if ((${#missing[@]})); then
+	echo "install-test-deps: installing ${missing[*]}" >&2
+	# Keep package scripts from starting services (openssh-server's
+	# postinst would start the system's sshd on port 22). Debian's
+	# policy-rc.d protocol: exit status 101 means "action forbidden".
+	policy=/usr/sbin/policy-rc.d
+	if [[ ! -e $policy ]]; then
+		trap '"${sudo[@]}" rm -f "$policy"' EXIT
+		printf '#!/bin/sh\n# Written by install-test-deps.sh for the duration of an install.\nexit 101\n' |
+			"${sudo[@]}" tee "$policy" >/dev/null
+		"${sudo[@]}" chmod 0755 "$policy"
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo[@]}" apt-get update -qq
+	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# sshd refuses to start without its privilege separation directory, which
+# systemd's tmpfiles would create on a booted system. (guesttest's guests
+# have a private /run of their own and make it there.)
+if [[ ! -d /run/sshd ]]; then
+	"${sudo[@]}" mkdir -p -m 0755 /run/sshd
+fi
