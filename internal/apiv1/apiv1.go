@@ -126,7 +126,8 @@ const (
 type PowerAction struct {
 	Action      string   `json:"action"`
 	InstanceIDs []string `json:"instanceIds"`
-	// StopMode applies to stop and reboot; default soft-then-hard.
+	// StopMode applies to stop and reboot; default soft (a graceful shutdown
+	// that fails the item if the guest ignores it).
 	StopMode string `json:"stopMode,omitempty"`
 }
 

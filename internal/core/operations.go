@@ -499,26 +499,32 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 }
 
 // WaitOperation returns the operation once it has ended, or as it is when
-// timeout passes.
+// timeout passes. It reads the operation again only when the event log
+// reports a change of the operation itself (its end), so many waiters cost
+// little.
 func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, timeout time.Duration) (apiv1.Operation, error) {
 	ctx2, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	cursor := s.bus.Last()
+	op, err := s.GetOperation(ctx, p, id)
+	if err != nil || op.Status != apiv1.OperationRunning {
+		return op, err
+	}
 	for {
-		cursor := s.bus.Last()
-		op, err := s.GetOperation(ctx, p, id)
-		if err != nil || op.Status != apiv1.OperationRunning {
-			return op, err
-		}
-		if err := s.bus.Wait(ctx2, cursor); err != nil {
+		rows, err := s.bus.Next(ctx2, cursor, 1000)
+		if err != nil {
 			if ctx.Err() != nil {
 				return op, ctx.Err()
 			}
 			return s.GetOperation(ctx, p, id)
 		}
-		// Many events come in bursts; read the operation once per burst.
-		select {
-		case <-ctx2.Done():
-		case <-time.After(20 * time.Millisecond):
+		for _, row := range rows {
+			cursor = row.ID
+			if row.Type == events.TypeOperation && row.Ref == id {
+				if op, err = s.GetOperation(ctx, p, id); err != nil || op.Status != apiv1.OperationRunning {
+					return op, err
+				}
+			}
 		}
 	}
 }

@@ -94,11 +94,10 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 	defer release()
 
 	if w.State == apiv1.ItemPending {
+		// Recorded with the first step change (or the end), which follows
+		// at once: one write fewer per item.
 		now := e.store.Now()
 		w.State, w.StartedAt = apiv1.ItemRunning, &now
-		if err := e.save(ctx, &w, "", true); err != nil {
-			return err
-		}
 	}
 	budget := time.Now().Add(e.cfg.ExecBudget)
 	for {
@@ -231,10 +230,12 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, log *slog.Logger
 		if err := events.EmitItem(ctx, tx, e.store, w); err != nil {
 			return err
 		}
-		if err := e.setInstanceState(ctx, tx, w.InstanceID, instState); err != nil {
-			return err
+		if instState != "" {
+			if _, err := e.store.SetInstanceState(ctx, tx, w.InstanceID, instState, false); err != nil {
+				return err
+			}
 		}
-		// The instance's latest-operation state changed with the release.
+		// One instance event for both changes: state and latest operation.
 		if err := events.EmitInstance(ctx, tx, e.store, w.InstanceID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}

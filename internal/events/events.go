@@ -84,8 +84,19 @@ func (b *Bus) Run(ctx context.Context) {
 		if err := b.fetch(ctx); err != nil && ctx.Err() == nil {
 			b.log.Warn("read event log", "err", err)
 		}
+		// Under load every commit pokes: reading the log at most every
+		// few milliseconds turns a storm of tiny reads (and of wake-ups of
+		// every reader) into batches, at a latency nobody notices.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(minFetchGap):
+		}
 	}
 }
+
+// minFetchGap is the least time between two reads of the event log.
+const minFetchGap = 15 * time.Millisecond
 
 func (b *Bus) fetch(ctx context.Context) error {
 	for {

@@ -21,7 +21,7 @@ import (
 )
 
 // buildBinary builds cmd/fleetpass once per test binary run.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fleetpass")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/fleetpass/fleetpass/cmd/fleetpass")
@@ -31,7 +31,7 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,7 +43,7 @@ func freePort(t *testing.T) string {
 
 // proc is a fleetpass server running as a real process.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	cmd  *exec.Cmd
 	addr string
 	log  *os.File
@@ -52,7 +52,7 @@ type proc struct {
 
 const crashKeyID, crashSecret = "fpk-crashtest", "crash-test-admin-secret-0123456789"
 
-func startProc(t *testing.T, bin, dataDir, addr string, logPath string, args ...string) *proc {
+func startProc(t testing.TB, bin, dataDir, addr string, logPath string, args ...string) *proc {
 	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -218,7 +218,7 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	assertNotInDir(t, dataDir, password)
 }
 
-func assertSomeMachines(t *testing.T, dataDir string, pred func(sim.Snapshot) bool, msg string) {
+func assertSomeMachines(t testing.TB, dataDir string, pred func(sim.Snapshot) bool, msg string) {
 	t.Helper()
 	f, err := sim.Open(context.Background(), filepath.Join(dataDir, "sim-fleet.db"), sim.Options{})
 	if err != nil {
@@ -238,7 +238,7 @@ func assertSomeMachines(t *testing.T, dataDir string, pred func(sim.Snapshot) bo
 	t.Logf("%d of %d machines matched at the kill", n, len(snaps))
 }
 
-func assertNotInDir(t *testing.T, dir, secret string) {
+func assertNotInDir(t testing.TB, dir, secret string) {
 	t.Helper()
 	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -251,4 +251,3 @@ func assertNotInDir(t *testing.T, dir, secret string) {
 		return nil
 	})
 }
-

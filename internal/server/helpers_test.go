@@ -42,7 +42,7 @@ func (b *syncBuffer) String() string {
 
 // env is a whole server in process, on SQLite, with the sim drivers.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *Server
 	http    *httptest.Server
 	dataDir string
@@ -72,7 +72,7 @@ func fastEngine() engine.Config {
 	return c
 }
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	if o.engine.PollInterval == 0 {
 		o.engine = fastEngine()
@@ -324,4 +324,3 @@ func (e *env) assertNoSecret(secret string) {
 		return nil
 	})
 }
-

@@ -30,6 +30,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/inventory"
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
+	"github.com/fleetpass/fleetpass/internal/qga"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -121,6 +122,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		drivers.Power["sim"], drivers.Guest["sim"] = s.sim, s.sim
 	}
+	// The QEMU guest agent on a unix socket the host exposes: the address
+	// of an instance's guest link is the socket's path.
+	drivers.Guest["qga"] = &qga.Channel{}
 	s.metrics = metrics.New()
 	s.bus = events.NewBus(s.store, cfg.Log, 250*time.Millisecond)
 	if err := s.bus.Start(ctx); err != nil {
@@ -184,6 +188,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	nativeapi.New(s.svc, s.log, s.metrics, s.cfg.API).Register(mux)
+	s.registerFrontDoors(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

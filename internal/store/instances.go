@@ -42,7 +42,7 @@ func scanInstance(sc interface{ Scan(...any) error }) (apiv1.Instance, error) {
 func (s *Store) CreateInstance(ctx context.Context, q Querier, in *apiv1.Instance) error {
 	now := s.now()
 	in.CreatedAt, in.UpdatedAt = fromMS(ms(now)), fromMS(ms(now))
-	_, err := q.ExecContext(ctx, `INSERT INTO instances (id, tenant_id, name, os_type, admin_user, state,
+	_, err := s.c(q).ExecContext(ctx, `INSERT INTO instances (id, tenant_id, name, os_type, admin_user, state,
 		power_driver, power_host, power_address, guest_driver, guest_host, guest_address, guest_alive, guest_seen_at,
 		created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		in.ID, in.Tenant, in.Name, in.OSType, in.AdminUser, in.State, in.Power.Driver, in.Power.Host, in.Power.Address,
@@ -58,7 +58,7 @@ func (s *Store) CreateInstance(ctx context.Context, q Querier, in *apiv1.Instanc
 
 // GetInstance reads one instance.
 func (s *Store) GetInstance(ctx context.Context, q Querier, id string) (apiv1.Instance, error) {
-	in, err := scanInstance(q.QueryRowContext(ctx, `SELECT `+instanceColumns+` FROM instances WHERE id = ?`, id))
+	in, err := scanInstance(s.c(q).QueryRowContext(ctx, `SELECT `+instanceColumns+` FROM instances WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return in, fmt.Errorf("instance %q: %w", id, ErrNotFound)
 	}
@@ -74,7 +74,7 @@ func (s *Store) GetInstances(ctx context.Context, q Querier, ids []string) (map[
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := q.QueryContext(ctx, `SELECT `+instanceColumns+` FROM instances WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	rows, err := s.c(q).QueryContext(ctx, `SELECT `+instanceColumns+` FROM instances WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return nil, fmt.Errorf("get instances: %w", err)
 	}
@@ -126,7 +126,7 @@ func (s *Store) ListInstances(ctx context.Context, f InstanceFilter) ([]apiv1.In
 	}
 	query += " ORDER BY name, id LIMIT ?"
 	args = append(args, f.Limit)
-	rows, err := s.DB.QueryContext(ctx, query, args...)
+	rows, err := s.c(s.DB).QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
@@ -145,7 +145,7 @@ func (s *Store) ListInstances(ctx context.Context, f InstanceFilter) ([]apiv1.In
 // ListIdleInstances lists instances without an active operation after id
 // (for the background state sync), ordered by id.
 func (s *Store) ListIdleInstances(ctx context.Context, afterID string, limit int) ([]apiv1.Instance, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT `+instanceColumns+` FROM instances
+	rows, err := s.c(s.DB).QueryContext(ctx, `SELECT `+instanceColumns+` FROM instances
 		WHERE active_operation_id IS NULL AND id > ? ORDER BY id LIMIT ?`, afterID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list idle instances: %w", err)
@@ -165,7 +165,7 @@ func (s *Store) ListIdleInstances(ctx context.Context, afterID string, limit int
 // DeleteInstance removes an idle instance; ErrConflict while an operation
 // holds it. Its operations and items stay as history.
 func (s *Store) DeleteInstance(ctx context.Context, q Querier, id string) error {
-	res, err := q.ExecContext(ctx, `DELETE FROM instances WHERE id = ? AND active_operation_id IS NULL`, id)
+	res, err := s.c(q).ExecContext(ctx, `DELETE FROM instances WHERE id = ? AND active_operation_id IS NULL`, id)
 	if err != nil {
 		return fmt.Errorf("delete instance: %w", err)
 	}
@@ -182,7 +182,7 @@ func (s *Store) DeleteInstance(ctx context.Context, q Querier, id string) error 
 // changed, so callers emit an event only for real changes. With onlyIdle,
 // an instance an operation holds is left alone: the engine owns its state.
 func (s *Store) SetInstanceState(ctx context.Context, q Querier, id, state string, onlyIdle bool) (bool, error) {
-	res, err := q.ExecContext(ctx, `UPDATE instances SET state = ?, updated_at = ? WHERE id = ? AND state <> ?
+	res, err := s.c(q).ExecContext(ctx, `UPDATE instances SET state = ?, updated_at = ? WHERE id = ? AND state <> ?
 		AND (? = 0 OR active_operation_id IS NULL)`, state, ms(s.now()), id, state, boolInt(onlyIdle))
 	if err != nil {
 		return false, fmt.Errorf("set instance state: %w", err)
@@ -194,14 +194,14 @@ func (s *Store) SetInstanceState(ctx context.Context, q Querier, id, state strin
 // SetGuestAlive records the guest channel's liveness. It reports whether
 // liveness changed.
 func (s *Store) SetGuestAlive(ctx context.Context, q Querier, id string, alive bool, seen *time.Time) (bool, error) {
-	res, err := q.ExecContext(ctx, `UPDATE instances SET guest_alive = ?, guest_seen_at = COALESCE(?, guest_seen_at), updated_at = ?
+	res, err := s.c(q).ExecContext(ctx, `UPDATE instances SET guest_alive = ?, guest_seen_at = COALESCE(?, guest_seen_at), updated_at = ?
 		WHERE id = ? AND guest_alive <> ?`, boolInt(alive), nullMS(seen), ms(s.now()), id, boolInt(alive))
 	if err != nil {
 		return false, fmt.Errorf("set guest alive: %w", err)
 	}
 	n, _ := res.RowsAffected()
 	if n == 0 && seen != nil {
-		_, err = q.ExecContext(ctx, `UPDATE instances SET guest_seen_at = ? WHERE id = ?`, nullMS(seen), id)
+		_, err = s.c(q).ExecContext(ctx, `UPDATE instances SET guest_seen_at = ? WHERE id = ?`, nullMS(seen), id)
 	}
 	return n > 0, err
 }
@@ -212,7 +212,7 @@ func (s *Store) SetGuestAlive(ctx context.Context, q Querier, id string, alive b
 // keep (the caller rolls back).
 func (s *Store) LockInstances(ctx context.Context, tx *sql.Tx, opID, kind string, ids []string) (busy []string, err error) {
 	args := append([]any{opID, opID, kind, apiv1.OpStateOperating, ms(s.now())}, anys(ids)...)
-	res, err := tx.ExecContext(ctx, `UPDATE instances SET active_operation_id = ?, latest_op_id = ?, latest_op_kind = ?,
+	res, err := s.c(tx).ExecContext(ctx, `UPDATE instances SET active_operation_id = ?, latest_op_id = ?, latest_op_kind = ?,
 		latest_op_state = ?, updated_at = ? WHERE active_operation_id IS NULL AND id IN (`+placeholders(len(ids))+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("lock instances: %w", err)
@@ -220,7 +220,7 @@ func (s *Store) LockInstances(ctx context.Context, tx *sql.Tx, opID, kind string
 	if n, _ := res.RowsAffected(); int(n) == len(ids) {
 		return nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id FROM instances WHERE active_operation_id IS NOT NULL
+	rows, err := s.c(tx).QueryContext(ctx, `SELECT id FROM instances WHERE active_operation_id IS NOT NULL
 		AND active_operation_id <> ? AND id IN (`+placeholders(len(ids))+`) ORDER BY id`, append([]any{opID}, anys(ids)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("lock instances: %w", err)
@@ -239,7 +239,7 @@ func (s *Store) LockInstances(ctx context.Context, tx *sql.Tx, opID, kind string
 // ReleaseInstance clears the per-instance lock held by opID and records the
 // instance's latest operation state.
 func (s *Store) ReleaseInstance(ctx context.Context, q Querier, id, opID, latestState string) error {
-	_, err := q.ExecContext(ctx, `UPDATE instances SET active_operation_id = NULL,
+	_, err := s.c(q).ExecContext(ctx, `UPDATE instances SET active_operation_id = NULL,
 		latest_op_state = CASE WHEN latest_op_id = ? THEN ? ELSE latest_op_state END, updated_at = ?
 		WHERE id = ? AND active_operation_id = ?`, opID, latestState, ms(s.now()), id, opID)
 	if err != nil {
@@ -251,7 +251,7 @@ func (s *Store) ReleaseInstance(ctx context.Context, q Querier, id, opID, latest
 // CountInstances counts instances of a tenant (all when empty).
 func (s *Store) CountInstances(ctx context.Context, tenant string) (int, error) {
 	var n int
-	err := s.DB.QueryRowContext(ctx, `SELECT count(*) FROM instances WHERE (? = '' OR tenant_id = ?)`, tenant, tenant).Scan(&n)
+	err := s.c(s.DB).QueryRowContext(ctx, `SELECT count(*) FROM instances WHERE (? = '' OR tenant_id = ?)`, tenant, tenant).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count instances: %w", err)
 	}

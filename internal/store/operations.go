@@ -35,7 +35,7 @@ func (w *ItemWork) Terminal() bool {
 
 // CreateOperation inserts an operation and its items.
 func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operation, requestID string, items []ItemWork) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO operations (id, tenant_id, kind, status, requester_kind, requester_id,
+	_, err := s.c(tx).ExecContext(ctx, `INSERT INTO operations (id, tenant_id, kind, status, requester_kind, requester_id,
 		requester_addr, request_id, total, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		op.ID, op.Tenant, op.Kind, op.Status, op.RequestedBy.Kind, op.RequestedBy.ID, op.RequestedBy.Address,
 		requestID, len(items), ms(op.CreatedAt))
@@ -44,7 +44,7 @@ func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operat
 	}
 	now := ms(s.now())
 	for _, it := range items {
-		_, err := tx.ExecContext(ctx, `INSERT INTO items (operation_id, instance_id, seq, instance_name, kind, state, step,
+		_, err := s.c(tx).ExecContext(ctx, `INSERT INTO items (operation_id, instance_id, seq, instance_name, kind, state, step,
 			mode, user_name, force_stop, stop_mode, sealed_secret, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			op.ID, it.InstanceID, it.Seq, it.InstanceName, op.Kind, it.State, it.Step, it.Mode, it.User,
 			boolInt(it.ForceStop), it.StopMode, it.SealedSecret, now)
@@ -80,7 +80,7 @@ func scanItem(sc interface{ Scan(...any) error }) (ItemWork, error) {
 
 // GetItem reads one item for the engine.
 func (s *Store) GetItem(ctx context.Context, q Querier, opID, instanceID string) (ItemWork, error) {
-	w, err := scanItem(q.QueryRowContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
+	w, err := scanItem(s.c(q).QueryRowContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
 		WHERE i.operation_id = ? AND i.instance_id = ?`, opID, instanceID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return w, fmt.Errorf("item %s/%s: %w", opID, instanceID, ErrNotFound)
@@ -94,7 +94,7 @@ func (s *Store) GetItem(ctx context.Context, q Querier, opID, instanceID string)
 // SaveItem writes an item's progress. It does not end the item: see
 // FinishItem.
 func (s *Store) SaveItem(ctx context.Context, q Querier, w *ItemWork) error {
-	_, err := q.ExecContext(ctx, `UPDATE items SET state = ?, step = ?, mode = ?, deadline = ?, error_code = ?, message = ?,
+	_, err := s.c(q).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, mode = ?, deadline = ?, error_code = ?, message = ?,
 		attempts = ?, sealed_secret = ?, started_at = ?, finished_at = ?, updated_at = ?
 		WHERE operation_id = ? AND instance_id = ?`,
 		w.State, w.Step, w.Mode, nullMS(w.Deadline), w.ErrorCode, w.Message, w.Attempts, w.SealedSecret,
@@ -116,7 +116,7 @@ func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork) (opStat
 	w.FinishedAt = ptr(fromMS(ms(now)))
 	// Only the transition into a terminal state counts, so a retried
 	// finish after a crash cannot count an item twice.
-	res, err := tx.ExecContext(ctx, `UPDATE items SET state = ?, step = ?, error_code = ?, message = ?, attempts = ?,
+	res, err := s.c(tx).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, error_code = ?, message = ?, attempts = ?,
 		sealed_secret = NULL, deadline = NULL, finished_at = ?, updated_at = ?
 		WHERE operation_id = ? AND instance_id = ? AND state NOT IN (?, ?)`,
 		w.State, w.Step, w.ErrorCode, w.Message, w.Attempts, ms(now), ms(now), w.OperationID, w.InstanceID,
@@ -131,17 +131,18 @@ func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork) (opStat
 	if err := s.ReleaseInstance(ctx, tx, w.InstanceID, w.OperationID, latest); err != nil {
 		return "", err
 	}
+	// Only the transition into a terminal state counts (see above).
+	succ, fail := 0, 0
 	if n, _ := res.RowsAffected(); n > 0 {
-		col := "succeeded"
-		if w.State == apiv1.ItemFailed {
-			col = "failed"
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE operations SET `+col+` = `+col+` + 1 WHERE id = ?`, w.OperationID); err != nil {
-			return "", fmt.Errorf("count item: %w", err)
+		if w.State == apiv1.ItemSucceeded {
+			succ = 1
+		} else {
+			fail = 1
 		}
 	}
 	var total, succeeded, failed int
-	if err := tx.QueryRowContext(ctx, `SELECT total, succeeded, failed, status FROM operations WHERE id = ?`, w.OperationID).
+	if err := s.c(tx).QueryRowContext(ctx, `UPDATE operations SET succeeded = succeeded + ?, failed = failed + ?
+		WHERE id = ? RETURNING total, succeeded, failed, status`, succ, fail, w.OperationID).
 		Scan(&total, &succeeded, &failed, &opStatus); err != nil {
 		return "", fmt.Errorf("finish item: %w", err)
 	}
@@ -156,7 +157,7 @@ func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork) (opStat
 	default:
 		opStatus = apiv1.OperationPartial
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE operations SET status = ?, finished_at = ? WHERE id = ?`,
+	if _, err := s.c(tx).ExecContext(ctx, `UPDATE operations SET status = ?, finished_at = ? WHERE id = ?`,
 		opStatus, ms(now), w.OperationID); err != nil {
 		return "", fmt.Errorf("finish operation: %w", err)
 	}
@@ -181,7 +182,7 @@ func scanOperation(sc interface{ Scan(...any) error }) (apiv1.Operation, error) 
 
 // GetOperation reads an operation with its items.
 func (s *Store) GetOperation(ctx context.Context, q Querier, id string) (apiv1.Operation, error) {
-	op, err := scanOperation(q.QueryRowContext(ctx, `SELECT `+operationColumns+` FROM operations WHERE id = ?`, id))
+	op, err := scanOperation(s.c(q).QueryRowContext(ctx, `SELECT `+operationColumns+` FROM operations WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return op, fmt.Errorf("operation %q: %w", id, ErrNotFound)
 	}
@@ -217,7 +218,7 @@ func (s *Store) itemsOf(ctx context.Context, q Querier, opIDs []string) (map[str
 	if len(opIDs) == 0 {
 		return out, nil
 	}
-	rows, err := q.QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
+	rows, err := s.c(q).QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
 		WHERE i.operation_id IN (`+placeholders(len(opIDs))+`) ORDER BY i.operation_id, i.seq`, anys(opIDs)...)
 	if err != nil {
 		return nil, fmt.Errorf("items: %w", err)
@@ -268,7 +269,7 @@ func (s *Store) ListOperations(ctx context.Context, f OperationFilter) ([]apiv1.
 	}
 	query += " ORDER BY created_at DESC, id DESC LIMIT ?"
 	args = append(args, f.Limit)
-	rows, err := s.DB.QueryContext(ctx, query, args...)
+	rows, err := s.c(s.DB).QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list operations: %w", err)
 	}
@@ -302,7 +303,7 @@ func (s *Store) ListOperations(ctx context.Context, f OperationFilter) ([]apiv1.
 
 // UnfinishedItems lists the items not yet ended (start-up reconciliation).
 func (s *Store) UnfinishedItems(ctx context.Context) ([]ItemWork, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
+	rows, err := s.c(s.DB).QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
 		WHERE i.state NOT IN (?, ?)`, apiv1.ItemSucceeded, apiv1.ItemFailed)
 	if err != nil {
 		return nil, fmt.Errorf("unfinished items: %w", err)
@@ -328,7 +329,7 @@ type Idempotency struct {
 // GetIdempotency looks up a remembered request of principal.
 func (s *Store) GetIdempotency(ctx context.Context, q Querier, principal, key string) (Idempotency, error) {
 	var r Idempotency
-	err := q.QueryRowContext(ctx, `SELECT request_hash, operation_id FROM idempotency_keys WHERE principal = ? AND key = ?`,
+	err := s.c(q).QueryRowContext(ctx, `SELECT request_hash, operation_id FROM idempotency_keys WHERE principal = ? AND key = ?`,
 		principal, key).Scan(&r.RequestHash, &r.OperationID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound
@@ -341,7 +342,7 @@ func (s *Store) GetIdempotency(ctx context.Context, q Querier, principal, key st
 
 // PutIdempotency remembers a request; ErrConflict if the key is taken.
 func (s *Store) PutIdempotency(ctx context.Context, q Querier, principal, key string, r Idempotency) error {
-	res, err := q.ExecContext(ctx, `INSERT INTO idempotency_keys (principal, key, request_hash, operation_id, created_at)
+	res, err := s.c(q).ExecContext(ctx, `INSERT INTO idempotency_keys (principal, key, request_hash, operation_id, created_at)
 		VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, principal, key, r.RequestHash, r.OperationID, ms(s.now()))
 	if err != nil {
 		return fmt.Errorf("idempotency: %w", err)
@@ -354,7 +355,7 @@ func (s *Store) PutIdempotency(ctx context.Context, q Querier, principal, key st
 
 // PruneIdempotency forgets keys older than before.
 func (s *Store) PruneIdempotency(ctx context.Context, before time.Time) error {
-	_, err := s.DB.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE created_at < ?`, ms(before))
+	_, err := s.c(s.DB).ExecContext(ctx, `DELETE FROM idempotency_keys WHERE created_at < ?`, ms(before))
 	if err != nil {
 		return fmt.Errorf("prune idempotency: %w", err)
 	}
@@ -374,7 +375,7 @@ type EventRow struct {
 // InsertEvent appends to the event log, in the caller's transaction so an
 // event exists exactly when the change it reports was committed.
 func (s *Store) InsertEvent(ctx context.Context, q Querier, tenant, typ, ref string, data []byte) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO events (tenant_id, type, ref, data, created_at) VALUES (?, ?, ?, ?, ?)`,
+	_, err := s.c(q).ExecContext(ctx, `INSERT INTO events (tenant_id, type, ref, data, created_at) VALUES (?, ?, ?, ?, ?)`,
 		tenant, typ, ref, string(data), ms(s.now()))
 	if err != nil {
 		return fmt.Errorf("insert event: %w", err)
@@ -384,7 +385,7 @@ func (s *Store) InsertEvent(ctx context.Context, q Querier, tenant, typ, ref str
 
 // EventsAfter reads up to limit events with id > after, oldest first.
 func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) ([]EventRow, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT id, tenant_id, type, ref, data, created_at FROM events
+	rows, err := s.c(s.DB).QueryContext(ctx, `SELECT id, tenant_id, type, ref, data, created_at FROM events
 		WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("events: %w", err)
@@ -407,7 +408,7 @@ func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) ([]Even
 // LastEventID is the newest event's id (0 when there is none).
 func (s *Store) LastEventID(ctx context.Context) (int64, error) {
 	var id sql.NullInt64
-	if err := s.DB.QueryRowContext(ctx, `SELECT max(id) FROM events`).Scan(&id); err != nil {
+	if err := s.c(s.DB).QueryRowContext(ctx, `SELECT max(id) FROM events`).Scan(&id); err != nil {
 		return 0, fmt.Errorf("last event: %w", err)
 	}
 	return id.Int64, nil
@@ -415,7 +416,7 @@ func (s *Store) LastEventID(ctx context.Context) (int64, error) {
 
 // PruneEvents deletes events older than before.
 func (s *Store) PruneEvents(ctx context.Context, before time.Time) error {
-	_, err := s.DB.ExecContext(ctx, `DELETE FROM events WHERE created_at < ?`, ms(before))
+	_, err := s.c(s.DB).ExecContext(ctx, `DELETE FROM events WHERE created_at < ?`, ms(before))
 	if err != nil {
 		return fmt.Errorf("prune events: %w", err)
 	}

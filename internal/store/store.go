@@ -35,7 +35,8 @@ var (
 type Store struct {
 	DB *sql.DB
 	// now is the clock; tests may replace it.
-	now func() time.Time
+	now   func() time.Time
+	stmts stmtCache
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
@@ -45,7 +46,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	// durable across process crashes (only a power loss can drop the last
 	// commits), which is what "kill the server at any moment" needs.
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_pragma=temp_store(memory)&_pragma=locking_mode(EXCLUSIVE)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -82,7 +83,10 @@ func (s *Store) migrate(ctx context.Context) error {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.DB.Close() }
+func (s *Store) Close() error {
+	s.stmts.close()
+	return s.DB.Close()
+}
 
 // SetClock replaces the store's clock (tests).
 func (s *Store) SetClock(now func() time.Time) { s.now = now }

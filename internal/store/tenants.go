@@ -13,7 +13,7 @@ import (
 // CreateTenant inserts a tenant; ErrConflict if the id is taken.
 func (s *Store) CreateTenant(ctx context.Context, q Querier, id, name string) (apiv1.Tenant, error) {
 	now := s.now()
-	_, err := q.ExecContext(ctx, `INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)
+	_, err := s.c(q).ExecContext(ctx, `INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`, id, name, ms(now))
 	if err != nil {
 		return apiv1.Tenant{}, fmt.Errorf("create tenant: %w", err)
@@ -32,7 +32,7 @@ func (s *Store) CreateTenant(ctx context.Context, q Querier, id, name string) (a
 func (s *Store) GetTenant(ctx context.Context, q Querier, id string) (apiv1.Tenant, error) {
 	var t apiv1.Tenant
 	var created int64
-	err := q.QueryRowContext(ctx, `SELECT id, name, created_at FROM tenants WHERE id = ?`, id).
+	err := s.c(q).QueryRowContext(ctx, `SELECT id, name, created_at FROM tenants WHERE id = ?`, id).
 		Scan(&t.ID, &t.Name, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, fmt.Errorf("tenant %q: %w", id, ErrNotFound)
@@ -46,7 +46,7 @@ func (s *Store) GetTenant(ctx context.Context, q Querier, id string) (apiv1.Tena
 
 // ListTenants lists every tenant by id.
 func (s *Store) ListTenants(ctx context.Context) ([]apiv1.Tenant, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT id, name, created_at FROM tenants ORDER BY id`)
+	rows, err := s.c(s.DB).QueryContext(ctx, `SELECT id, name, created_at FROM tenants ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
@@ -73,7 +73,7 @@ type KeyRecord struct {
 
 // CreateKey inserts an API key.
 func (s *Store) CreateKey(ctx context.Context, q Querier, k KeyRecord) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO api_keys (id, tenant_id, name, admin, secret_hash, secret_sealed, created_at)
+	_, err := s.c(q).ExecContext(ctx, `INSERT INTO api_keys (id, tenant_id, name, admin, secret_hash, secret_sealed, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, k.ID, k.Tenant, k.Name, boolInt(k.Admin), k.SecretHash, k.SecretSealed, ms(k.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("create key: %w", err)
@@ -100,7 +100,7 @@ func scanKey(sc interface{ Scan(...any) error }) (KeyRecord, error) {
 
 // GetKey reads one key, revoked or not.
 func (s *Store) GetKey(ctx context.Context, id string) (KeyRecord, error) {
-	k, err := scanKey(s.DB.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))
+	k, err := scanKey(s.c(s.DB).QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return k, fmt.Errorf("key %q: %w", id, ErrNotFound)
 	}
@@ -112,7 +112,7 @@ func (s *Store) GetKey(ctx context.Context, id string) (KeyRecord, error) {
 
 // ListKeys lists keys of one tenant, or of all when tenant is empty.
 func (s *Store) ListKeys(ctx context.Context, tenant string) ([]apiv1.Key, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT `+keyColumns+` FROM api_keys
+	rows, err := s.c(s.DB).QueryContext(ctx, `SELECT `+keyColumns+` FROM api_keys
 		WHERE (? = '' OR tenant_id = ?) ORDER BY created_at, id`, tenant, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
@@ -132,7 +132,7 @@ func (s *Store) ListKeys(ctx context.Context, tenant string) ([]apiv1.Key, error
 // RevokeKey marks a key revoked. ErrNotFound if it does not exist in tenant
 // (any tenant when tenant is empty) or is already revoked.
 func (s *Store) RevokeKey(ctx context.Context, q Querier, tenant, id string) error {
-	res, err := q.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ?
+	res, err := s.c(q).ExecContext(ctx, `UPDATE api_keys SET revoked_at = ?
 		WHERE id = ? AND (? = '' OR tenant_id = ?) AND revoked_at IS NULL`, ms(s.now()), id, tenant, tenant)
 	if err != nil {
 		return fmt.Errorf("revoke key: %w", err)
@@ -145,7 +145,7 @@ func (s *Store) RevokeKey(ctx context.Context, q Querier, tenant, id string) err
 
 // TouchKey records that a key was used. Callers throttle it.
 func (s *Store) TouchKey(ctx context.Context, id string, at time.Time) error {
-	_, err := s.DB.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, ms(at), id)
+	_, err := s.c(s.DB).ExecContext(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, ms(at), id)
 	if err != nil {
 		return fmt.Errorf("touch key: %w", err)
 	}
@@ -155,7 +155,7 @@ func (s *Store) TouchKey(ctx context.Context, id string, at time.Time) error {
 // CountKeys counts keys (bootstrap checks for an empty database).
 func (s *Store) CountKeys(ctx context.Context) (int, error) {
 	var n int
-	if err := s.DB.QueryRowContext(ctx, `SELECT count(*) FROM api_keys`).Scan(&n); err != nil {
+	if err := s.c(s.DB).QueryRowContext(ctx, `SELECT count(*) FROM api_keys`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count keys: %w", err)
 	}
 	return n, nil
@@ -163,7 +163,7 @@ func (s *Store) CountKeys(ctx context.Context) (int, error) {
 
 // InsertAudit appends to the audit trail.
 func (s *Store) InsertAudit(ctx context.Context, q Querier, e apiv1.AuditEntry) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO audit_log (at, tenant_id, actor_kind, actor_id, actor_addr, action, target, operation_id, request_id)
+	_, err := s.c(q).ExecContext(ctx, `INSERT INTO audit_log (at, tenant_id, actor_kind, actor_id, actor_addr, action, target, operation_id, request_id)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, ms(s.now()), e.Tenant, e.Actor.Kind, e.Actor.ID, e.Actor.Address,
 		e.Action, e.Target, e.OperationID, e.RequestID)
 	if err != nil {
@@ -178,7 +178,7 @@ func (s *Store) ListAudit(ctx context.Context, tenant string, before int64, limi
 	if before <= 0 {
 		before = 1<<62 - 1
 	}
-	rows, err := s.DB.QueryContext(ctx, `SELECT id, at, tenant_id, actor_kind, actor_id, actor_addr, action, target, operation_id, request_id
+	rows, err := s.c(s.DB).QueryContext(ctx, `SELECT id, at, tenant_id, actor_kind, actor_id, actor_addr, action, target, operation_id, request_id
 		FROM audit_log WHERE (? = '' OR tenant_id = ?) AND id < ? ORDER BY id DESC LIMIT ?`, tenant, tenant, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
