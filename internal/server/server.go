@@ -125,6 +125,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	// The QEMU guest agent on a unix socket the host exposes: the address
 	// of an instance's guest link is the socket's path.
 	drivers.Guest["qga"] = &qga.Channel{}
+	if err := s.addAgentDrivers(&drivers); err != nil {
+		return nil, err
+	}
 	s.metrics = metrics.New()
 	s.bus = events.NewBus(s.store, cfg.Log, 250*time.Millisecond)
 	if err := s.bus.Start(ctx); err != nil {
