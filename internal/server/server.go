@@ -69,6 +69,7 @@ type Server struct {
 	log     *slog.Logger
 	lock    *os.File
 	store   *store.Store
+	sealer  *sealer.Sealer
 	sim     *sim.Fleet
 	bus     *events.Bus
 	engine  *engine.Engine
@@ -112,6 +113,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.sealer = seal
 	if s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
 		return nil, err
 	}
