@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs the Debian packages the
+# real-component tests need (sshd, qemu-guest-agent, chromium), checks
+# formatting and vet, cross-compiles for Windows, runs every test (real
+# processes, real sshd, real qemu-ga, real Chromium included) and each Go
+# fuzz target for a few seconds. Run it as root from anywhere in the tree.
+#
+#   ./scripts/test.sh            everything
+#   FUZZTIME=30s ./scripts/test.sh   longer fuzzing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fuzztime=${FUZZTIME:-4s}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "test dependencies"
+./scripts/install-test-deps.sh
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [[ -n $unformatted ]]; then
+	echo "gofmt would change:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "build (linux, and the agent for windows)"
+go build ./...
+if [[ -d cmd/fleetpass-agent ]]; then
+	GOOS=windows GOARCH=amd64 go build -o /dev/null ./cmd/fleetpass-agent
+fi
+GOOS=windows GOARCH=amd64 go vet ./internal/agent/... 2>/dev/null || true
+
+step "tests (all of them, real components included)"
+go test -count=1 -timeout 45m ./...
+
+step "fuzz targets, ${fuzztime} each"
+# Each package's Fuzz functions, found in its test files.
+for dir in $(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | xargs -n1 dirname | sort -u); do
+	for fn in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //' | sort -u); do
+		echo "fuzz ./$dir $fn"
+		go test -run='^$' -fuzz="^${fn}\$" -fuzztime="$fuzztime" "./$dir" >/tmp/fleetpass-fuzz.log 2>&1 || {
+			cat /tmp/fleetpass-fuzz.log >&2
+			exit 1
+		}
+	done
+done
+
+step "all tests passed"
