@@ -1,6 +1,16 @@
 package server
 
-import "net/http"
+import (
+	"net/http"
 
-// registerDialects adds the documented API dialects (action API, bare-metal API).
-func (s *Server) registerDialects(mux *http.ServeMux) {}
+	"github.com/fleetpass/fleetpass/internal/dialect/actionapi"
+	"github.com/fleetpass/fleetpass/internal/dialect/baremetal"
+)
+
+// registerDialects adds the documented API dialects (action API, bare-metal
+// API). Both check signatures against the wall clock: a replica whose
+// clock is off refuses requests rather than accepting stale ones.
+func (s *Server) registerDialects(mux *http.ServeMux) {
+	actionapi.New(s.svc, s.log, s.metrics, nil).Register(mux)
+	baremetal.New(s.svc, s.log, s.metrics, nil).Register(mux)
+}

@@ -1,0 +1,163 @@
+package actionapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/sign/zc2"
+)
+
+// Error codes of the action API. They are stable: scripts key on them.
+// docs/api-action.md lists each with its HTTP status.
+const (
+	codeInstanceNotFound   = "INVALID_INSTANCE_NOT_FOUND"
+	codeNotStopped         = "OPERATION_DENIED_INSTANCE_NOT_STOPPED"
+	codeNotRunning         = "OPERATION_DENIED_INSTANCE_NOT_RUNNING"
+	codeInstanceBusy       = "OPERATION_DENIED_INSTANCE_BUSY"
+	codeMissingParameter   = "MISSING_PARAMETER"
+	codeInvalidParameter   = "INVALID_PARAMETER"
+	codeTooManyInstances   = "INVALID_PARAMETER_TOO_MANY_INSTANCES"
+	codeDuplicateInstance  = "INVALID_PARAMETER_DUPLICATE_INSTANCE_ID"
+	codeInvalidPassword    = "INVALID_PASSWORD"
+	codeInvalidAction      = "INVALID_ACTION"
+	codeInvalidJSON        = "INVALID_JSON"
+	codeInvalidContentType = "INVALID_CONTENT_TYPE"
+	codeBodyTooLarge       = "REQUEST_BODY_TOO_LARGE"
+	codeMethodNotAllowed   = "METHOD_NOT_ALLOWED"
+	codeMissingAuth        = "AUTH_FAILURE_MISSING_AUTHORIZATION"
+	codeMalformedAuth      = "AUTH_FAILURE_INVALID_AUTHORIZATION"
+	codeSignatureMethod    = "AUTH_FAILURE_SIGNATURE_METHOD_NOT_SUPPORTED"
+	codeInvalidTimestamp   = "AUTH_FAILURE_INVALID_TIMESTAMP"
+	codeTimestampExpired   = "AUTH_FAILURE_TIMESTAMP_EXPIRED"
+	codeKeyNotFound        = "AUTH_FAILURE_ACCESS_KEY_NOT_FOUND"
+	codeSignatureMismatch  = "AUTH_FAILURE_SIGNATURE_MISMATCH"
+	codeReplayed           = "AUTH_FAILURE_REQUEST_REPLAYED"
+	codeDatabase           = "INTERNAL_ERROR_DATABASE"
+	codeInternal           = "INTERNAL_ERROR"
+)
+
+// Status is the HTTP status of each code.
+var Status = map[string]int{
+	codeInstanceNotFound:   http.StatusNotFound,
+	codeNotStopped:         http.StatusBadRequest,
+	codeNotRunning:         http.StatusForbidden,
+	codeInstanceBusy:       http.StatusConflict,
+	codeMissingParameter:   http.StatusBadRequest,
+	codeInvalidParameter:   http.StatusBadRequest,
+	codeTooManyInstances:   http.StatusBadRequest,
+	codeDuplicateInstance:  http.StatusBadRequest,
+	codeInvalidPassword:    http.StatusBadRequest,
+	codeInvalidAction:      http.StatusBadRequest,
+	codeInvalidJSON:        http.StatusBadRequest,
+	codeInvalidContentType: http.StatusUnsupportedMediaType,
+	codeBodyTooLarge:       http.StatusRequestEntityTooLarge,
+	codeMethodNotAllowed:   http.StatusMethodNotAllowed,
+	codeMissingAuth:        http.StatusUnauthorized,
+	codeMalformedAuth:      http.StatusUnauthorized,
+	codeSignatureMethod:    http.StatusUnauthorized,
+	codeInvalidTimestamp:   http.StatusUnauthorized,
+	codeTimestampExpired:   http.StatusUnauthorized,
+	codeKeyNotFound:        http.StatusUnauthorized,
+	codeSignatureMismatch:  http.StatusUnauthorized,
+	codeReplayed:           http.StatusUnauthorized,
+	codeDatabase:           http.StatusServiceUnavailable,
+	codeInternal:           http.StatusInternalServerError,
+}
+
+// Error is an answer of the action API's own: a code of the table above
+// and a message that never quotes a secret.
+type Error struct {
+	Code    string
+	Message string
+	// Err is the cause, for the server's log only.
+	Err error
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func apiErr(code, msg string) *Error { return &Error{Code: code, Message: msg} }
+
+// fromCore maps a core error to the action API's code. The document's own
+// codes come first; the others are fleetpass's, listed in the docs.
+func fromCore(err error) *Error {
+	var ce *core.Error
+	if !errors.As(err, &ce) {
+		return &Error{Code: codeInternal, Message: "internal error; quote the requestId to the operator", Err: err}
+	}
+	msg := ce.Message
+	switch ce.Code {
+	case core.CodeInstanceNotFound:
+		return &Error{Code: codeInstanceNotFound, Message: withIDs(msg, ce.Details, "unknownIds")}
+	case core.CodeInstanceNotStopped, core.CodeConsentRequired:
+		return &Error{Code: codeNotStopped, Message: withIDs("operations on instances that are not stopped are not supported", ce.Details, "instanceIds")}
+	case core.CodeInstanceNotRunning, core.CodeGuestNotAlive:
+		return &Error{Code: codeNotRunning, Message: withIDs(msg, ce.Details, "instanceIds")}
+	case core.CodeInstanceBusy:
+		return &Error{Code: codeInstanceBusy, Message: withIDs(msg, ce.Details, "busyIds")}
+	case core.CodePasswordPolicy:
+		return &Error{Code: codeInvalidPassword, Message: "password: " + msg}
+	case core.CodeTooManyInstances:
+		return &Error{Code: codeTooManyInstances, Message: msg}
+	case core.CodeEmptyInstanceList:
+		return &Error{Code: codeMissingParameter, Message: msg}
+	case core.CodeDuplicateInstanceID:
+		return &Error{Code: codeDuplicateInstance, Message: withIDs(msg, ce.Details, "duplicateIds")}
+	case core.CodeInvalidArgument:
+		return &Error{Code: codeInvalidParameter, Message: msg}
+	case core.CodeUnauthenticated:
+		return &Error{Code: codeKeyNotFound, Message: "the access key is unknown or revoked"}
+	case core.CodeReplayedRequest:
+		return &Error{Code: codeReplayed, Message: msg}
+	case core.CodeStoreUnavailable:
+		return &Error{Code: codeDatabase, Message: msg, Err: err}
+	}
+	return &Error{Code: codeInternal, Message: "internal error; quote the requestId to the operator", Err: err}
+}
+
+// withIDs appends the instance ids of a core error's details to msg: the
+// action API's error format has no field for them.
+func withIDs(msg string, details map[string]any, key string) string {
+	ids, _ := details[key].([]string)
+	if len(ids) == 0 {
+		return msg
+	}
+	const most = 10
+	list := strings.Join(ids[:min(len(ids), most)], ", ")
+	if len(ids) > most {
+		list += fmt.Sprintf(" and %d more", len(ids)-most)
+	}
+	return msg + ": " + list
+}
+
+// fromSignature maps a zc2 verification error to the action API's code.
+func fromSignature(err error) *Error {
+	for _, m := range []struct {
+		err  error
+		code string
+		msg  string
+	}{
+		{zc2.ErrMissingAuthorization, codeMissingAuth, "the Authorization header is missing; sign the request with ZC2-HMAC-SHA256"},
+		{zc2.ErrMalformedAuthorization, codeMalformedAuth, ""},
+		{zc2.ErrUnsupportedMethod, codeSignatureMethod, ""},
+		{zc2.ErrInvalidTimestamp, codeInvalidTimestamp, "X-ZC-Timestamp must be the signing time in unix seconds"},
+		{zc2.ErrStaleTimestamp, codeTimestampExpired, "X-ZC-Timestamp is more than 5 minutes away from the server's time"},
+		{zc2.ErrUnknownKey, codeKeyNotFound, "the access key is unknown or revoked"},
+		{zc2.ErrBadSignature, codeSignatureMismatch, "the signature does not match the request; check the secret, the Host and Content-Type headers and the body"},
+	} {
+		if errors.Is(err, m.err) {
+			msg := m.msg
+			if msg == "" {
+				// The zc2 errors name the problem without quoting the input.
+				msg = strings.TrimPrefix(err.Error(), "zc2: ")
+			}
+			return &Error{Code: m.code, Message: msg}
+		}
+	}
+	// The key lookup itself failed: a core error from the store.
+	return fromCore(err)
+}

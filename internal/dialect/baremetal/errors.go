@@ -1,0 +1,114 @@
+package baremetal
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/sign/capi2"
+)
+
+// Codes of the bare-metal API. The common ones (4xxx, 6000) are the API 2.0
+// platform's; the module ones (9xxx, 1xxxx) are the document's. Answers are
+// HTTP 200 with the code in the body, as the platform does, except a wrong
+// HTTP method.
+const (
+	codeOK              = 0
+	codeCommonParameter = 4000 // a common parameter is missing or wrong, or the Action is unknown
+	codeAuthFailure     = 4100 // unknown SecretId or a signature that does not match
+	codeReplay          = 4500 // stale Timestamp, or a Nonce already used
+	codeServerInternal  = 6000
+	codeDBError         = 9001  // InternalError.DbError
+	codeInvalidParam    = 10001 // InvalidParameter
+	codeIncorrectStatus = 12002 // OperationDenied.IncorrectInstanceStatus
+	codeAgentNotAlive   = 12006 // OperationDenied.TsysAgentNotAlive
+)
+
+// Error is a refused request: a code, its description and a message that
+// never quotes a parameter value.
+type Error struct {
+	Code    int
+	Desc    string
+	Message string
+	// Err is the cause, for the server's log only.
+	Err error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("(%d)%s: %s", e.Code, e.Desc, e.Message) }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func invalidParameter(msg string) *Error {
+	return &Error{Code: codeInvalidParam, Desc: "InvalidParameter", Message: msg}
+}
+
+// fromCore maps a core error to the document's module codes.
+func fromCore(err error) *Error {
+	var ce *core.Error
+	if !errors.As(err, &ce) {
+		return &Error{Code: codeServerInternal, Desc: "InternalError", Message: "internal error; quote the request id to the operator", Err: err}
+	}
+	switch ce.Code {
+	case core.CodeStoreUnavailable:
+		return &Error{Code: codeDBError, Desc: "InternalError.DbError", Message: ce.Message, Err: err}
+	case core.CodeInstanceNotRunning, core.CodeInstanceNotStopped, core.CodeInstanceBusy:
+		key := "instanceIds"
+		if ce.Code == core.CodeInstanceBusy {
+			key = "busyIds"
+		}
+		return &Error{Code: codeIncorrectStatus, Desc: "OperationDenied.IncorrectInstanceStatus", Message: withIDs(ce.Message, ce.Details, key)}
+	case core.CodeGuestNotAlive:
+		return &Error{Code: codeAgentNotAlive, Desc: "OperationDenied.TsysAgentNotAlive", Message: withIDs(ce.Message, ce.Details, "instanceIds")}
+	case core.CodeInstanceNotFound:
+		return invalidParameter(withIDs("instanceIds.N: "+ce.Message, ce.Details, "unknownIds"))
+	case core.CodeDuplicateInstanceID:
+		return invalidParameter(withIDs("instanceIds.N: "+ce.Message, ce.Details, "duplicateIds"))
+	case core.CodePasswordPolicy:
+		return invalidParameter("passwd: " + ce.Message)
+	case core.CodeInvalidArgument, core.CodeTooManyInstances, core.CodeEmptyInstanceList, core.CodeTaskNotFound:
+		return invalidParameter(ce.Message)
+	case core.CodeUnauthenticated:
+		return &Error{Code: codeAuthFailure, Desc: "AuthFailure.SecretIdNotFound", Message: "the SecretId is unknown or revoked"}
+	case core.CodeReplayedRequest:
+		return &Error{Code: codeReplay, Desc: "AuthFailure.ReplayAttack", Message: "this Nonce was already used with this Timestamp and SecretId"}
+	}
+	return &Error{Code: codeServerInternal, Desc: "InternalError", Message: "internal error; quote the request id to the operator", Err: err}
+}
+
+func withIDs(msg string, details map[string]any, key string) string {
+	ids, _ := details[key].([]string)
+	if len(ids) == 0 {
+		return msg
+	}
+	const most = 10
+	list := strings.Join(ids[:min(len(ids), most)], ", ")
+	if len(ids) > most {
+		list += fmt.Sprintf(" and %d more", len(ids)-most)
+	}
+	return msg + ": " + list
+}
+
+// fromSignature maps a capi2 verification error.
+func fromSignature(err error) *Error {
+	for _, m := range []struct {
+		err  error
+		code int
+		desc string
+	}{
+		{capi2.ErrDuplicateParameter, codeCommonParameter, "InvalidParameter"},
+		{capi2.ErrMissingParameter, codeCommonParameter, "MissingParameter"},
+		{capi2.ErrUnsupportedMethod, codeCommonParameter, "InvalidParameter.SignatureMethod"},
+		{capi2.ErrInvalidTimestamp, codeCommonParameter, "InvalidParameter.Timestamp"},
+		{capi2.ErrInvalidNonce, codeCommonParameter, "InvalidParameter.Nonce"},
+		{capi2.ErrStaleTimestamp, codeReplay, "AuthFailure.RequestExpired"},
+		{capi2.ErrUnknownSecretID, codeAuthFailure, "AuthFailure.SecretIdNotFound"},
+		{capi2.ErrBadSignature, codeAuthFailure, "AuthFailure.SignatureFailure"},
+	} {
+		if errors.Is(err, m.err) {
+			// The capi2 errors name the problem without quoting a value.
+			return &Error{Code: m.code, Desc: m.desc, Message: strings.TrimPrefix(err.Error(), "capi2: ")}
+		}
+	}
+	return fromCore(err)
+}
