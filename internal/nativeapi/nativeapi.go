@@ -47,11 +47,22 @@ type API struct {
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
+
+	authn func(*http.Request) (core.Principal, bool, error)
 }
 
 // New makes the API.
 func New(svc *core.Service, log *slog.Logger, m *metrics.Metrics, cfg Config) *API {
 	return &API{svc: svc, log: log, metrics: m, cfg: cfg, limiters: make(map[string]*rate.Limiter)}
+}
+
+// WithAuthenticator makes the API try f before API keys: f reports whether
+// it recognised the request (ok) and, if so, its principal or why it is
+// refused. The web console mounts the API with its session cookies this
+// way, so it calls the very same handlers as every other client.
+func (a *API) WithAuthenticator(f func(*http.Request) (p core.Principal, ok bool, err error)) *API {
+	a.authn = f
+	return a
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, p core.Principal) error
@@ -147,6 +158,11 @@ func (s *statusRecorder) Flush() {
 // password: `curl -u ID:SECRET`) or `Authorization: Bearer ID:SECRET`.
 // Keys in the URL are never looked at.
 func (a *API) authenticate(r *http.Request) (core.Principal, error) {
+	if a.authn != nil {
+		if p, ok, err := a.authn(r); ok || err != nil {
+			return p, err
+		}
+	}
 	id, secret, ok := r.BasicAuth()
 	if !ok {
 		if tok, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found {

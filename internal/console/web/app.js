@@ -1,0 +1,597 @@
+// The console's application: sign-in, the instance list, the instance
+// detail, the operations history and the live progress of an operation.
+// Routes live in the URL's fragment (#/instances ...): nothing secret ever
+// goes there.
+import { h, clear, badge, stepWords, kindWords, when, announce } from "./dom.js";
+import { call, setCSRF, openEvents, APIError } from "./api.js";
+import { violations } from "./policy.js";
+import { openResetDialog } from "./reset.js";
+
+const main = document.getElementById("main");
+const state = {
+  session: null,
+  events: null,
+  // view-specific hooks for live events
+  onEvent: null,
+  selection: new Map(), // id -> instance, kept across pages
+  list: { namePrefix: "", state: "", os: "", limit: 50, cursors: [""], page: 0 },
+  // The generated password of an operation, shown once on its page.
+  generated: null,
+};
+
+// ---- session
+
+async function boot() {
+  document.getElementById("sign-out").addEventListener("click", signOut);
+  window.addEventListener("hashchange", route);
+  try {
+    const s = await call("GET", "/session");
+    startSession(s);
+  } catch (e) {
+    showSignIn();
+  }
+}
+
+function startSession(s) {
+  state.session = s;
+  setCSRF(s.csrfToken);
+  if (s.mustChangePassword) {
+    showChangePassword();
+    return;
+  }
+  document.getElementById("top").hidden = false;
+  document.getElementById("who").textContent = `Signed in as ${s.user} (tenant ${s.tenant}${s.admin ? ", admin" : ""})`;
+  if (!state.events) state.events = openEvents(dispatchEvent);
+  if (!location.hash || location.hash === "#" || location.hash === "#/sign-in") location.hash = "#/instances";
+  else route();
+}
+
+async function signOut() {
+  try {
+    await call("POST", "/sign-out");
+  } catch (e) {
+    // The session is gone either way on this page.
+  }
+  endSession("You are signed out.");
+}
+
+function endSession(msg) {
+  if (state.events) state.events.close();
+  state.events = null;
+  state.session = null;
+  state.selection.clear();
+  state.generated = null;
+  setCSRF("");
+  document.getElementById("top").hidden = true;
+  history.replaceState(null, "", "#/sign-in");
+  showSignIn(msg);
+}
+
+function failed(e) {
+  if (e instanceof APIError && e.status === 401) {
+    endSession("Your session has ended. Sign in again.");
+    return true;
+  }
+  return false;
+}
+
+function showSignIn(msg) {
+  document.getElementById("top").hidden = true;
+  clear(main);
+  const user = h("input", { id: "signin-user", name: "username", autocomplete: "username", required: true });
+  const pw = h("input", { id: "signin-password", name: "password", type: "password", autocomplete: "current-password", required: true });
+  const err = h("p", { class: "form-error", id: "signin-error", role: "alert", hidden: true });
+  const info = msg ? h("p", { class: "info", id: "signin-info", role: "status" }, msg) : null;
+  const form = h("form", { class: "card narrow", id: "signin-form", novalidate: true },
+    h("h1", {}, "Sign in to fleetpass"), info, err,
+    h("div", { class: "field" }, h("label", { for: user.id }, "User name"), user),
+    h("div", { class: "field" }, h("label", { for: pw.id }, "Password"), pw),
+    h("button", { type: "submit", id: "signin-submit" }, "Sign in"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.hidden = true;
+    try {
+      const s = await call("POST", "/sign-in", { user: user.value, password: pw.value });
+      pw.value = "";
+      startSession(s);
+    } catch (e) {
+      pw.value = "";
+      err.textContent = e.code === "SIGN_IN_FAILED" ? "Wrong user name or password." : e.message;
+      err.hidden = false;
+      pw.focus();
+    }
+  });
+  main.appendChild(form);
+  user.focus();
+}
+
+async function showChangePassword() {
+  clear(main);
+  const spec = await call("GET", "/password-policy?for=console");
+  const cur = h("input", { id: "cp-current", type: "password", autocomplete: "current-password" });
+  const pw = h("input", { id: "cp-new", type: "password", autocomplete: "new-password", "aria-describedby": "cp-rules" });
+  const confirm = h("input", { id: "cp-confirm", type: "password", autocomplete: "new-password" });
+  const err = h("div", { class: "form-error", id: "cp-error", role: "alert", hidden: true });
+  const rules = h("ul", { class: "rules", id: "cp-rules" });
+  const render = () => {
+    clear(rules);
+    const broken = violations(spec, pw.value, [state.session.user]);
+    for (const r of spec.rules) {
+      const st = pw.value === "" ? "todo" : broken.includes(r.code) ? "bad" : "ok";
+      rules.appendChild(h("li", { class: "rule rule-" + st, "data-rule": r.code, "data-state": st }, "The password " + r.message + "."));
+    }
+  };
+  pw.addEventListener("input", render);
+  render();
+  const form = h("form", { class: "card narrow", id: "cp-form", novalidate: true },
+    h("h1", {}, "Choose your own password"),
+    h("p", {}, "This is your first sign-in with the initial password. Choose a new password to continue."),
+    err,
+    h("div", { class: "field" }, h("label", { for: cur.id }, "Current password"), cur),
+    h("div", { class: "field" }, h("label", { for: pw.id }, "New password"), pw),
+    rules,
+    h("div", { class: "field" }, h("label", { for: confirm.id }, "Confirm password"), confirm),
+    h("button", { type: "submit", id: "cp-submit" }, "Change password"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.hidden = true;
+    if (pw.value !== confirm.value) {
+      err.textContent = "The passwords do not match.";
+      err.hidden = false;
+      confirm.focus();
+      return;
+    }
+    try {
+      const s = await call("POST", "/password", { current: cur.value, new: pw.value });
+      cur.value = pw.value = confirm.value = "";
+      startSession(s);
+    } catch (e) {
+      if (failed(e)) return;
+      err.textContent = e.message;
+      err.hidden = false;
+    }
+  });
+  main.appendChild(form);
+  cur.focus();
+}
+
+// ---- routing
+
+function route() {
+  if (!state.session || state.session.mustChangePassword) return;
+  state.onEvent = null;
+  const parts = location.hash.replace(/^#\/?/, "").split("/");
+  for (const a of document.querySelectorAll("nav a")) a.removeAttribute("aria-current");
+  if (parts[0] === "operations" && parts[1]) showOperation(decodeURIComponent(parts[1]));
+  else if (parts[0] === "operations") { mark("nav-operations"); showOperations(); }
+  else if (parts[0] === "instances" && parts[1]) showInstance(decodeURIComponent(parts[1]));
+  else { mark("nav-instances"); showInstances(); }
+  if (!(parts[0] === "operations" && parts[1])) state.generated = null;
+}
+
+function mark(id) {
+  document.getElementById(id).setAttribute("aria-current", "page");
+}
+
+function dispatchEvent(type, ev) {
+  if (state.onEvent) state.onEvent(type, ev);
+}
+
+function title(text) {
+  document.title = text + " · fleetpass";
+  return h("h1", { id: "page-title", tabindex: "-1" }, text);
+}
+
+// ---- instance list
+
+function instanceRow(inst, refresh) {
+  const checked = state.selection.has(inst.id);
+  const cb = h("input", { type: "checkbox", class: "row-select", "aria-label": "Select " + inst.name, checked });
+  cb.addEventListener("change", () => {
+    if (cb.checked) state.selection.set(inst.id, inst);
+    else state.selection.delete(inst.id);
+    refresh();
+  });
+  const tr = h("tr", { "data-id": inst.id },
+    h("td", { class: "col-select" }, cb),
+    h("td", { class: "col-id mono" }, inst.id),
+    h("td", { class: "col-name" }, h("a", { href: "#/instances/" + encodeURIComponent(inst.id) }, inst.name)),
+    h("td", { class: "col-state" }, badge(inst.state)),
+    h("td", { class: "col-os" }, inst.osType === "windows" ? "Windows" : "Linux"),
+    h("td", { class: "col-agent" }, agentCell(inst)),
+    h("td", { class: "col-op" }, latestOp(inst)),
+    h("td", { class: "col-more" }, moreMenu(inst)));
+  return tr;
+}
+
+function agentCell(inst) {
+  return h("span", { class: inst.guestAlive ? "alive" : "dead", "data-alive": String(inst.guestAlive) },
+    inst.guestAlive ? "Alive" : "Not alive");
+}
+
+function latestOp(inst) {
+  const op = inst.latestOperation;
+  if (!op) return h("span", { class: "muted" }, "None");
+  return h("span", {}, h("a", { href: "#/operations/" + encodeURIComponent(op.id) }, kindWords[op.kind] || op.kind), " ", badge(op.state));
+}
+
+// moreMenu is the row's More > Password/key > Reset Password menu.
+function moreMenu(inst) {
+  const wrap = h("div", { class: "menu-wrap" });
+  const btn = h("button", { type: "button", class: "secondary more", "aria-haspopup": "menu", "aria-expanded": "false",
+    "aria-label": "More actions for " + inst.name }, "More");
+  const resetItem = h("button", { type: "button", role: "menuitem", class: "menu-reset" }, "Reset Password");
+  const sub = h("div", { role: "menu", class: "menu submenu", "aria-label": "Password/key", hidden: true }, resetItem);
+  const pwItem = h("button", { type: "button", role: "menuitem", class: "menu-password", "aria-haspopup": "menu", "aria-expanded": "false" }, "Password/key ▸");
+  const menu = h("div", { role: "menu", class: "menu", "aria-label": "More", hidden: true }, pwItem, sub);
+  const close = (focusBtn) => {
+    menu.hidden = true;
+    sub.hidden = true;
+    btn.setAttribute("aria-expanded", "false");
+    pwItem.setAttribute("aria-expanded", "false");
+    document.removeEventListener("click", outside, true);
+    if (focusBtn) btn.focus();
+  };
+  const outside = (ev) => { if (!wrap.contains(ev.target)) close(false); };
+  const openSub = () => { sub.hidden = false; pwItem.setAttribute("aria-expanded", "true"); resetItem.focus(); };
+  btn.addEventListener("click", () => {
+    if (!menu.hidden) { close(false); return; }
+    for (const m of document.querySelectorAll(".menu:not([hidden])")) m.hidden = true;
+    menu.hidden = false;
+    btn.setAttribute("aria-expanded", "true");
+    pwItem.focus();
+    document.addEventListener("click", outside, true);
+  });
+  pwItem.addEventListener("click", openSub);
+  pwItem.addEventListener("keydown", (ev) => { if (ev.key === "ArrowRight") { ev.preventDefault(); openSub(); } });
+  resetItem.addEventListener("keydown", (ev) => { if (ev.key === "ArrowLeft") { ev.preventDefault(); sub.hidden = true; pwItem.focus(); } });
+  wrap.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && !menu.hidden) { ev.stopPropagation(); close(true); } });
+  resetItem.addEventListener("click", () => {
+    close(true);
+    startReset([inst]);
+  });
+  wrap.append(btn, menu);
+  return wrap;
+}
+
+async function startReset(instances) {
+  try {
+    // Read them again: the dialog's steps depend on their current state.
+    const fresh = await Promise.all(instances.map((i) => call("GET", "/v1/instances/" + encodeURIComponent(i.id))));
+    await openResetDialog(fresh, (op) => {
+      state.selection.clear();
+      state.generated = op.generatedPassword ? { op: op.id, password: op.generatedPassword } : null;
+      op.generatedPassword = "";
+      location.hash = "#/operations/" + encodeURIComponent(op.id);
+    });
+  } catch (e) {
+    if (failed(e)) return;
+    announce(e.message);
+    alertBox(e.message);
+  }
+}
+
+function alertBox(msg) {
+  const old = document.getElementById("page-error");
+  if (old) old.remove();
+  main.prepend(h("p", { class: "form-error", id: "page-error", role: "alert" }, msg));
+}
+
+async function showInstances() {
+  const L = state.list;
+  clear(main);
+  const search = h("input", { type: "search", id: "filter-name", value: L.namePrefix, placeholder: "Name starts with…" });
+  const stateSel = h("select", { id: "filter-state" },
+    ["", "RUNNING", "STOPPED", "STOPPING", "STARTING", "RESETTING_PASSWORD", "ERROR", "PENDING"].map((s) =>
+      h("option", { value: s, selected: L.state === s }, s ? s.charAt(0) + s.slice(1).toLowerCase().replace(/_/g, " ") : "All states")));
+  const osSel = h("select", { id: "filter-os" },
+    [["", "All OS types"], ["linux", "Linux"], ["windows", "Windows"]].map(([v, t]) => h("option", { value: v, selected: L.os === v }, t)));
+  const sizeSel = h("select", { id: "page-size" }, [20, 50, 100].map((n) => h("option", { value: n, selected: L.limit === n }, String(n))));
+  const resetBtn = h("button", { type: "button", id: "batch-reset" }, "Reset Password");
+  const selInfo = h("span", { id: "selection-info", class: "muted", "aria-live": "polite" });
+  const tbody = h("tbody", {});
+  const selectAll = h("input", { type: "checkbox", id: "select-page", "aria-label": "Select all instances on this page" });
+  const prev = h("button", { type: "button", class: "secondary", id: "page-prev" }, "Previous");
+  const next = h("button", { type: "button", class: "secondary", id: "page-next" }, "Next");
+  const pageInfo = h("span", { id: "page-info" });
+  const status = h("p", { id: "list-status", class: "muted", role: "status" });
+  let rows = [];
+  let nextCursor = "";
+
+  const refresh = () => {
+    const n = state.selection.size;
+    resetBtn.disabled = n === 0;
+    selInfo.textContent = n === 0 ? "Select instances to reset several at once." : `${n} selected`;
+    selectAll.checked = rows.length > 0 && rows.every((i) => state.selection.has(i.id));
+  };
+  const load = async () => {
+    const q = new URLSearchParams({ limit: String(L.limit) });
+    if (L.namePrefix) q.set("namePrefix", L.namePrefix);
+    if (L.state) q.set("state", L.state);
+    if (L.os) q.set("os", L.os);
+    if (L.cursors[L.page]) q.set("cursor", L.cursors[L.page]);
+    status.textContent = "Loading…";
+    let list;
+    try {
+      list = await call("GET", "/v1/instances?" + q.toString());
+    } catch (e) {
+      if (failed(e)) return;
+      status.textContent = e.message;
+      return;
+    }
+    rows = list.instances;
+    nextCursor = list.nextCursor || "";
+    clear(tbody);
+    for (const inst of rows) tbody.appendChild(instanceRow(inst, refresh));
+    status.textContent = rows.length ? "" : "No instances match.";
+    prev.disabled = L.page === 0;
+    next.disabled = !nextCursor;
+    pageInfo.textContent = `Page ${L.page + 1}`;
+    refresh();
+  };
+  const reload = () => { L.cursors = [""]; L.page = 0; load(); };
+  let timer = null;
+  search.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => { L.namePrefix = search.value.trim(); reload(); }, 250); });
+  stateSel.addEventListener("change", () => { L.state = stateSel.value; reload(); });
+  osSel.addEventListener("change", () => { L.os = osSel.value; reload(); });
+  sizeSel.addEventListener("change", () => { L.limit = Number(sizeSel.value); reload(); });
+  prev.addEventListener("click", () => { if (L.page > 0) { L.page--; load(); } });
+  next.addEventListener("click", () => { if (nextCursor) { L.cursors[L.page + 1] = nextCursor; L.page++; load(); } });
+  selectAll.addEventListener("change", () => {
+    for (const i of rows) {
+      if (selectAll.checked) state.selection.set(i.id, i);
+      else state.selection.delete(i.id);
+    }
+    for (const cb of tbody.querySelectorAll(".row-select")) cb.checked = selectAll.checked;
+    refresh();
+  });
+  resetBtn.addEventListener("click", () => {
+    if (state.selection.size > 100) {
+      alertBox("At most 100 instances can be reset at once; select fewer.");
+      return;
+    }
+    startReset([...state.selection.values()]);
+  });
+
+  state.onEvent = (type, ev) => {
+    if (type !== "instance" || !ev.instance) return;
+    const inst = ev.instance;
+    const i = rows.findIndex((r) => r.id === inst.id);
+    if (i < 0) return;
+    rows[i] = inst;
+    if (state.selection.has(inst.id)) state.selection.set(inst.id, inst);
+    const tr = tbody.querySelector(`tr[data-id="${CSS.escape(inst.id)}"]`);
+    if (tr) tr.replaceWith(instanceRow(inst, refresh));
+  };
+
+  main.append(
+    title("Instances"),
+    h("div", { class: "toolbar" },
+      h("div", { class: "actions" }, resetBtn, selInfo),
+      h("div", { class: "filters", role: "search" },
+        h("label", { for: search.id }, "Search by name"), search,
+        h("label", { for: stateSel.id }, "State"), stateSel,
+        h("label", { for: osSel.id }, "OS"), osSel)),
+    h("div", { class: "table-wrap" },
+      h("table", { class: "list", id: "instances" },
+        h("caption", { class: "visually-hidden" }, "Instances"),
+        h("thead", {}, h("tr", {},
+          h("th", { class: "col-select", scope: "col" }, selectAll),
+          h("th", { class: "col-id", scope: "col" }, "ID"),
+          h("th", { class: "col-name", scope: "col" }, "Name"),
+          h("th", { class: "col-state", scope: "col" }, "State"),
+          h("th", { class: "col-os", scope: "col" }, "OS"),
+          h("th", { class: "col-agent", scope: "col" }, "Agent"),
+          h("th", { class: "col-op", scope: "col" }, "Latest operation"),
+          h("th", { class: "col-more", scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
+        tbody)),
+    status,
+    h("div", { class: "pager" }, prev, pageInfo, next, h("label", { for: sizeSel.id }, "Per page"), sizeSel));
+  refresh();
+  await load();
+}
+
+// ---- instance detail
+
+async function showInstance(id) {
+  clear(main);
+  let inst, ops;
+  try {
+    [inst, ops] = await Promise.all([
+      call("GET", "/v1/instances/" + encodeURIComponent(id)),
+      call("GET", "/v1/operations?limit=50&instanceId=" + encodeURIComponent(id)),
+    ]);
+  } catch (e) {
+    if (failed(e)) return;
+    main.append(title("Instance"), h("p", { class: "form-error", role: "alert" }, e.message));
+    return;
+  }
+  const stateCell = h("dd", { id: "detail-state" }, badge(inst.state));
+  const agentDd = h("dd", { id: "detail-agent" }, agentCell(inst));
+  state.onEvent = (type, ev) => {
+    if (type === "instance" && ev.instance && ev.instance.id === id) {
+      inst = ev.instance;
+      clear(stateCell); stateCell.append(badge(inst.state));
+      clear(agentDd); agentDd.append(agentCell(inst));
+    }
+  };
+  main.append(
+    h("p", {}, h("a", { href: "#/instances" }, "← Instances")),
+    title(inst.name),
+    h("div", { class: "actions" }, h("button", { type: "button", id: "detail-reset", onclick: () => startReset([inst]) }, "Reset Password")),
+    h("dl", { class: "facts" },
+      h("dt", {}, "ID"), h("dd", { class: "mono" }, inst.id),
+      h("dt", {}, "State"), stateCell,
+      h("dt", {}, "OS"), h("dd", {}, inst.osType === "windows" ? "Windows" : "Linux"),
+      h("dt", {}, "Default user"), h("dd", {}, inst.adminUser),
+      h("dt", {}, "Agent"), agentDd,
+      h("dt", {}, "Tenant"), h("dd", {}, inst.tenant),
+      h("dt", {}, "Power"), h("dd", {}, `${inst.power.driver} ${inst.power.host || ""}`.trim()),
+      h("dt", {}, "Guest"), h("dd", {}, `${inst.guest.driver} ${inst.guest.host || ""}`.trim())),
+    h("h2", {}, "Operations"),
+    operationsTable(ops.operations, "instance-operations"));
+}
+
+function operationsTable(ops, id) {
+  if (!ops.length) return h("p", { class: "muted", id }, "No operations yet.");
+  return h("div", { class: "table-wrap" }, h("table", { class: "list", id },
+    h("thead", {}, h("tr", {},
+      h("th", { scope: "col" }, "Operation"), h("th", { scope: "col" }, "Kind"), h("th", { scope: "col" }, "Status"),
+      h("th", { scope: "col" }, "Instances"), h("th", { scope: "col", class: "col-by" }, "Requested by"), h("th", { scope: "col", class: "col-when" }, "Created"))),
+    h("tbody", {}, ops.map((op) => h("tr", { "data-op": op.id },
+      h("td", { class: "mono" }, h("a", { href: "#/operations/" + encodeURIComponent(op.id) }, op.id)),
+      h("td", {}, kindWords[op.kind] || op.kind),
+      h("td", {}, badge(op.status)),
+      h("td", {}, `${op.summary.succeeded} of ${op.summary.total} succeeded` + (op.summary.failed ? `, ${op.summary.failed} failed` : "")),
+      h("td", { class: "col-by" }, op.requestedBy.id),
+      h("td", { class: "col-when" }, when(op.createdAt)))))));
+}
+
+// ---- operations
+
+async function showOperations() {
+  clear(main);
+  const cursors = [""];
+  let page = 0;
+  const holder = h("div", {});
+  const prev = h("button", { type: "button", class: "secondary", id: "ops-prev" }, "Previous");
+  const next = h("button", { type: "button", class: "secondary", id: "ops-next" }, "Next");
+  let nextCursor = "";
+  const load = async () => {
+    const q = new URLSearchParams({ limit: "20" });
+    if (cursors[page]) q.set("cursor", cursors[page]);
+    let list;
+    try {
+      list = await call("GET", "/v1/operations?" + q.toString());
+    } catch (e) {
+      if (failed(e)) return;
+      clear(holder); holder.append(h("p", { class: "form-error", role: "alert" }, e.message));
+      return;
+    }
+    nextCursor = list.nextCursor || "";
+    clear(holder);
+    holder.append(operationsTable(list.operations, "operations"));
+    prev.disabled = page === 0;
+    next.disabled = !nextCursor;
+  };
+  prev.addEventListener("click", () => { if (page > 0) { page--; load(); } });
+  next.addEventListener("click", () => { if (nextCursor) { cursors[page + 1] = nextCursor; page++; load(); } });
+  let pending = null;
+  state.onEvent = (type) => {
+    if (type !== "operation" || page !== 0) return;
+    clearTimeout(pending);
+    pending = setTimeout(load, 300);
+  };
+  main.append(title("Operations"), holder, h("div", { class: "pager" }, prev, next));
+  await load();
+}
+
+// showOperation is the live progress of one operation, item by item.
+async function showOperation(id) {
+  clear(main);
+  let op;
+  try {
+    op = await call("GET", "/v1/operations/" + encodeURIComponent(id));
+  } catch (e) {
+    if (failed(e)) return;
+    main.append(title("Operation"), h("p", { class: "form-error", role: "alert" }, e.message));
+    return;
+  }
+  const items = new Map(op.items.map((it) => [it.instanceId, it]));
+  const statusEl = h("span", { id: "op-status" });
+  const summaryEl = h("p", { id: "op-summary", role: "status" });
+  const tbody = h("tbody", {});
+  const renderItem = (it) => h("tr", { "data-instance": it.instanceId, "data-state": it.state, "data-step": it.step },
+    h("td", {}, h("a", { href: "#/instances/" + encodeURIComponent(it.instanceId) }, it.instanceName), h("br"), h("span", { class: "mono muted" }, it.instanceId)),
+    h("td", { class: "item-step" }, it.state === "failed" ? "Failed" : stepWords[it.step] || it.step),
+    h("td", { class: "item-state" }, badge(it.state)),
+    h("td", { class: "item-message" }, it.state === "failed" ? (it.message || it.errorCode) : it.mode ? (it.mode === "online" ? "Without shutdown" : "With shutdown") + (it.user ? `, user ${it.user}` : "") : ""));
+  const render = () => {
+    clear(statusEl);
+    statusEl.append(badge(op.status));
+    const s = op.summary;
+    summaryEl.textContent = op.status === "running"
+      ? `In progress: ${s.succeeded} done, ${s.failed} failed, ${s.total - s.succeeded - s.failed} to go.`
+      : `Finished: ${s.succeeded} of ${s.total} succeeded` + (s.failed ? `, ${s.failed} failed.` : ".");
+    clear(tbody);
+    for (const it of items.values()) tbody.appendChild(renderItem(it));
+  };
+  const apply = (fresh) => {
+    op = fresh;
+    for (const it of fresh.items || []) items.set(it.instanceId, it);
+    render();
+  };
+  let done = op.status !== "running";
+  state.onEvent = (type, ev) => {
+    if (type === "item" && ev.item && ev.item.operationId === id) {
+      const it = { ...ev.item };
+      delete it.operationId;
+      const old = items.get(it.instanceId);
+      // An item never goes back from an end state.
+      if (old && (old.state === "succeeded" || old.state === "failed") && it.state !== old.state) return;
+      items.set(it.instanceId, it);
+      render();
+    } else if (type === "operation" && ev.operation && ev.operation.id === id) {
+      const prevStatus = op.status;
+      op = { ...op, ...ev.operation, items: op.items };
+      if (ev.operation.items && ev.operation.items.length) apply(ev.operation);
+      else render();
+      if (prevStatus === "running" && op.status !== "running") announce("The operation finished: " + op.status);
+    }
+  };
+  // The stream drives the steps; a long-poll makes sure the end state is
+  // shown even if an event was missed.
+  const follow = async () => {
+    while (!done && location.hash === "#/operations/" + encodeURIComponent(id)) {
+      try {
+        const fresh = await call("GET", "/v1/operations/" + encodeURIComponent(id) + "/wait?timeout=20s");
+        if (location.hash !== "#/operations/" + encodeURIComponent(id)) return;
+        apply(fresh);
+        done = fresh.status !== "running";
+      } catch (e) {
+        if (failed(e)) return;
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    }
+  };
+  let generatedBox = null;
+  if (state.generated && state.generated.op === id) {
+    const code = h("code", { id: "generated-password" }, state.generated.password);
+    const copied = h("span", { id: "copy-status", role: "status" });
+    generatedBox = h("div", { class: "generated", id: "generated", role: "region", "aria-label": "Generated password" },
+      h("p", {}, h("strong", {}, "The generated password. "), "It is shown only this once: copy it now and keep it somewhere safe."),
+      h("p", {}, code),
+      h("button", { type: "button", id: "copy-password", onclick: async () => {
+        try {
+          await navigator.clipboard.writeText(code.textContent);
+          copied.textContent = "Copied.";
+        } catch (e) {
+          const r = document.createRange();
+          r.selectNodeContents(code);
+          getSelection().removeAllRanges();
+          getSelection().addRange(r);
+          copied.textContent = "Select and copy it by hand (Ctrl+C).";
+        }
+      } }, "Copy"),
+      " ",
+      h("button", { type: "button", class: "secondary", id: "hide-password", onclick: () => { code.textContent = ""; generatedBox.remove(); state.generated = null; } }, "I have saved it"),
+      " ", copied);
+    state.generated = null;
+  }
+  main.append(
+    h("p", {}, h("a", { href: "#/operations" }, "← Operations")),
+    title(`${kindWords[op.kind] || op.kind} · ${op.id}`),
+    h("p", {}, "Status: ", statusEl, ` · requested by ${op.requestedBy.id} on ${when(op.createdAt)}`),
+    summaryEl,
+    generatedBox,
+    h("div", { class: "table-wrap" }, h("table", { class: "list", id: "progress" },
+      h("caption", { class: "visually-hidden" }, "Progress per instance"),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Instance"), h("th", { scope: "col" }, "Step"),
+        h("th", { scope: "col" }, "State"), h("th", { scope: "col" }, "Details"))),
+      tbody)));
+  render();
+  document.getElementById("page-title").focus();
+  follow();
+}
+
+boot();

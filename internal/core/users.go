@@ -1,0 +1,406 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/fleetpass/fleetpass/internal/password"
+	"github.com/fleetpass/fleetpass/internal/sealer"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// Error codes of console users and sessions.
+const (
+	CodeSignInFailed           = "SIGN_IN_FAILED"
+	CodeSignInLocked           = "SIGN_IN_LOCKED"
+	CodeSessionExpired         = "SESSION_EXPIRED"
+	CodePasswordChangeRequired = "PASSWORD_CHANGE_REQUIRED"
+	CodeUserExists             = "USER_EXISTS"
+)
+
+// ConsoleAdmin is the name of the console user made at first start.
+const ConsoleAdmin = "admin"
+
+// Session lifetimes: a session ends after SessionIdle without use, and
+// SessionMax after sign-in whatever its use.
+const (
+	SessionIdle = time.Hour
+	SessionMax  = 12 * time.Hour
+)
+
+// Limits on failed sign-ins, counted in the database so every replica
+// shares them. A user name is locked after UserFailureLimit failures in
+// FailureWindow; an address after AddrFailureLimit (it may front several
+// people, so it gets more room).
+const (
+	UserFailureLimit = 5
+	AddrFailureLimit = 20
+	FailureWindow    = 15 * time.Minute
+	LockDuration     = 15 * time.Minute
+)
+
+// argon2id parameters: OWASP's minimum for argon2id (19 MiB, 2 passes, one
+// lane), which keeps a sign-in around 50 ms on a small server.
+const (
+	argonTime    = 2
+	argonMemory  = 19 * 1024
+	argonThreads = 1
+	argonKeyLen  = 32
+)
+
+var consoleUserRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ConsolePasswordPolicy is the rule for console users' own passwords.
+func ConsolePasswordPolicy() password.Policy {
+	var allowed strings.Builder
+	for c := byte(' '); c <= '~'; c++ {
+		allowed.WriteByte(c)
+	}
+	return password.Policy{Name: "console", MinLength: 12, MaxLength: 128, Allowed: allowed.String(), ForbidUser: true}
+}
+
+// ConsoleUser is a console user as shown to admins.
+type ConsoleUser struct {
+	Name       string    `json:"name"`
+	Tenant     string    `json:"tenant"`
+	Admin      bool      `json:"admin"`
+	MustChange bool      `json:"mustChangePassword"`
+	CreatedAt  time.Time `json:"createdAt"`
+}
+
+// Session is a signed-in console session. Token is the cookie's value; it
+// is stored only hashed.
+type Session struct {
+	Token      string
+	User       string
+	Tenant     string
+	Admin      bool
+	MustChange bool
+	ExpiresAt  time.Time
+}
+
+func hashConsolePassword(pw []byte) (string, error) {
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("salt: %w", err)
+	}
+	key := argon2.IDKey(pw, salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	enc := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+		enc.EncodeToString(salt), enc.EncodeToString(key)), nil
+}
+
+// verifyConsolePassword checks pw against an encoded hash, using the
+// parameters the hash was made with (so they can be raised later).
+func verifyConsolePassword(encoded string, pw []byte) bool {
+	parts := strings.Split(encoded, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" {
+		return false
+	}
+	var m, t uint32
+	var p uint8
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
+		return false
+	}
+	enc := base64.RawStdEncoding
+	salt, err1 := enc.DecodeString(parts[4])
+	want, err2 := enc.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(want) == 0 {
+		return false
+	}
+	got := argon2.IDKey(pw, salt, t, m, p, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// dummyHash is verified against when the user does not exist, so an
+// unknown name costs the same time as a wrong password.
+var dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$" +
+	"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+func checkConsolePassword(pw []byte, user string) error {
+	pol := ConsolePasswordPolicy()
+	if err := password.Check(pol, pw, user); err != nil {
+		var pe *password.Error
+		if errors.As(err, &pe) {
+			return &Error{Code: CodePasswordPolicy, Message: pe.Error(),
+				Details: map[string]any{"policy": pol.Name, "violations": pe.Violations, "rules": pol.Describe()}}
+		}
+		return &Error{Code: CodePasswordPolicy, Message: "the password breaks the rule"}
+	}
+	return nil
+}
+
+// CreateConsoleUser makes a console user in tenant (admins only). The user
+// must change the password at first sign-in.
+func (s *Service) CreateConsoleUser(ctx context.Context, p Principal, name, tenant string, admin bool, pw []byte) (ConsoleUser, error) {
+	defer sealer.Wipe(pw)
+	if !p.Admin {
+		return ConsoleUser{}, errorf(CodeForbidden, "only an admin may create console users")
+	}
+	if tenant == "" {
+		tenant = p.Tenant
+	}
+	if !consoleUserRe.MatchString(name) {
+		return ConsoleUser{}, errorf(CodeInvalidArgument, "name: 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+	}
+	if err := checkConsolePassword(pw, name); err != nil {
+		return ConsoleUser{}, err
+	}
+	hash, err := hashConsolePassword(pw)
+	if err != nil {
+		return ConsoleUser{}, &Error{Code: CodeInternal, Message: "could not hash the password", Err: err}
+	}
+	now := s.store.Now().UTC().Truncate(time.Millisecond)
+	u := store.ConsoleUser{Name: name, Tenant: tenant, Admin: admin, PasswordHash: hash, MustChange: true,
+		CreatedAt: now, PasswordChangedAt: now}
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+			}
+			return err
+		}
+		if err := s.store.CreateConsoleUser(ctx, tx, u); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return errorf(CodeUserExists, "console user %q already exists", name)
+			}
+			return err
+		}
+		return s.audit(ctx, tx, p, tenant, "console_user.create", name, "")
+	})
+	if err != nil {
+		return ConsoleUser{}, wrapStore(err)
+	}
+	return ConsoleUser{Name: name, Tenant: tenant, Admin: admin, MustChange: true, CreatedAt: now}, nil
+}
+
+// ListConsoleUsers lists the console users p may see.
+func (s *Service) ListConsoleUsers(ctx context.Context, p Principal) ([]ConsoleUser, error) {
+	us, err := s.store.ListConsoleUsers(ctx, p.scope())
+	if err != nil {
+		return nil, internal(err)
+	}
+	out := make([]ConsoleUser, len(us))
+	for i, u := range us {
+		out[i] = ConsoleUser{Name: u.Name, Tenant: u.Tenant, Admin: u.Admin, MustChange: u.MustChange, CreatedAt: u.CreatedAt}
+	}
+	return out, nil
+}
+
+// EnsureConsoleAdmin makes the console's admin user when there is no
+// console user at all, with a random password it returns once (the server
+// writes it to a private file). created is false if users existed.
+func (s *Service) EnsureConsoleAdmin(ctx context.Context) (name, pw string, created bool, err error) {
+	n, err := s.store.CountConsoleUsers(ctx)
+	if err != nil || n > 0 {
+		return "", "", false, wrapStore(err)
+	}
+	if err := s.EnsureTenant(ctx, AdminTenant); err != nil {
+		return "", "", false, internal(err)
+	}
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", false, fmt.Errorf("console admin password: %w", err)
+	}
+	pw = base64.RawURLEncoding.EncodeToString(b)
+	system := Principal{Kind: "system", ID: "bootstrap", Tenant: AdminTenant, Admin: true, Address: "local"}
+	if _, err := s.CreateConsoleUser(ctx, system, ConsoleAdmin, AdminTenant, true, []byte(pw)); err != nil {
+		return "", "", false, err
+	}
+	return ConsoleAdmin, pw, true, nil
+}
+
+func tokenHash(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// SignIn checks a console user's password and opens a session. Failures
+// are counted per user name and per address; past the limits, sign-in is
+// refused for a while without looking at the password.
+func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requestID string) (Session, error) {
+	defer sealer.Wipe(pw)
+	now := s.store.Now()
+	subjects := []string{"user:" + strings.ToLower(name), "addr:" + addr}
+	for _, sub := range subjects {
+		f, err := s.store.GetSignInFailures(ctx, s.store.DB, sub)
+		if err != nil {
+			return Session{}, internal(err)
+		}
+		if now.Before(f.LockedUntil) {
+			mins := int(f.LockedUntil.Sub(now).Minutes()) + 1
+			return Session{}, errorf(CodeSignInLocked, "too many failed sign-ins; try again in %d minute(s)", mins)
+		}
+	}
+	u, err := s.store.GetConsoleUser(ctx, s.store.DB, name)
+	found := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return Session{}, internal(err)
+	}
+	hash := dummyHash
+	if found {
+		hash = u.PasswordHash
+	}
+	if !verifyConsolePassword(hash, pw) || !found {
+		if err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+			for i, sub := range subjects {
+				limit := UserFailureLimit
+				if i == 1 {
+					limit = AddrFailureLimit
+				}
+				f, err := s.store.GetSignInFailures(ctx, tx, sub)
+				if err != nil {
+					return err
+				}
+				if now.Sub(f.WindowStart) > FailureWindow {
+					f = store.SignInFailures{WindowStart: now}
+				}
+				f.Failures++
+				if f.Failures >= limit {
+					f.LockedUntil = now.Add(LockDuration)
+				}
+				if err := s.store.PutSignInFailures(ctx, tx, sub, f); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return Session{}, internal(err)
+		}
+		s.log.Info("console sign-in failed", "user", name, "address", addr)
+		return Session{}, errorf(CodeSignInFailed, "wrong user name or password")
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return Session{}, fmt.Errorf("session token: %w", err)
+	}
+	token := base64.RawURLEncoding.EncodeToString(b)
+	sess := store.ConsoleSession{TokenHash: tokenHash(token), User: u.Name, CreatedAt: now, LastSeenAt: now,
+		ExpiresAt: now.Add(SessionMax)}
+	p := Principal{Kind: "user", ID: u.Name, Tenant: u.Tenant, Admin: u.Admin, Address: addr, RequestID: requestID}
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		// Only the user's count is forgiven: a success must not let one
+		// address keep guessing at other names.
+		if err := s.store.ClearSignInFailures(ctx, tx, subjects[0]); err != nil {
+			return err
+		}
+		if err := s.store.CreateConsoleSession(ctx, tx, sess); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, p, u.Tenant, "console.sign_in", u.Name, "")
+	})
+	if err != nil {
+		return Session{}, wrapStore(err)
+	}
+	return Session{Token: token, User: u.Name, Tenant: u.Tenant, Admin: u.Admin, MustChange: u.MustChange,
+		ExpiresAt: sess.ExpiresAt}, nil
+}
+
+// SessionPrincipal resolves a session token to the principal it acts as.
+// Expired, idle and unknown sessions give the same error.
+func (s *Service) SessionPrincipal(ctx context.Context, token, addr, requestID string) (Principal, Session, error) {
+	expired := errorf(CodeSessionExpired, "your session has ended; sign in again")
+	if token == "" {
+		return Principal{}, Session{}, expired
+	}
+	th := tokenHash(token)
+	sess, err := s.store.GetConsoleSession(ctx, th)
+	if errors.Is(err, store.ErrNotFound) {
+		return Principal{}, Session{}, expired
+	}
+	if err != nil {
+		return Principal{}, Session{}, internal(err)
+	}
+	now := s.store.Now()
+	if now.After(sess.ExpiresAt) || now.Sub(sess.LastSeenAt) > SessionIdle {
+		_ = s.store.DeleteConsoleSession(ctx, s.store.DB, th)
+		return Principal{}, Session{}, expired
+	}
+	u, err := s.store.GetConsoleUser(ctx, s.store.DB, sess.User)
+	if errors.Is(err, store.ErrNotFound) {
+		return Principal{}, Session{}, expired
+	}
+	if err != nil {
+		return Principal{}, Session{}, internal(err)
+	}
+	// Writing on every request would serialise reads behind SQLite's
+	// single writer; a minute's precision is plenty for an idle timeout.
+	if now.Sub(sess.LastSeenAt) > time.Minute {
+		if err := s.store.TouchConsoleSession(ctx, th, now); err != nil {
+			s.log.Warn("record console session use", "err", err)
+		}
+	}
+	p := Principal{Kind: "user", ID: u.Name, Tenant: u.Tenant, Admin: u.Admin, Address: addr, RequestID: requestID}
+	return p, Session{Token: token, User: u.Name, Tenant: u.Tenant, Admin: u.Admin, MustChange: u.MustChange,
+		ExpiresAt: sess.ExpiresAt}, nil
+}
+
+// SignOut ends a session. Ending an unknown session is not an error.
+func (s *Service) SignOut(ctx context.Context, token string) error {
+	if token == "" {
+		return nil
+	}
+	return wrapStore(s.store.DeleteConsoleSession(ctx, s.store.DB, tokenHash(token)))
+}
+
+// ChangeConsolePassword changes the signed-in user's own password after
+// checking the current one, and ends the user's other sessions.
+func (s *Service) ChangeConsolePassword(ctx context.Context, p Principal, token string, current, next []byte) error {
+	defer sealer.Wipe(current)
+	defer sealer.Wipe(next)
+	if p.Kind != "user" {
+		return errorf(CodeForbidden, "only a console user has a console password")
+	}
+	u, err := s.store.GetConsoleUser(ctx, s.store.DB, p.ID)
+	if err != nil {
+		return wrapStore(err)
+	}
+	if !verifyConsolePassword(u.PasswordHash, current) {
+		return &Error{Code: CodeSignInFailed, Message: "the current password is wrong",
+			Details: map[string]any{"field": "current"}}
+	}
+	if subtle.ConstantTimeCompare(current, next) == 1 {
+		return &Error{Code: CodeInvalidArgument, Message: "the new password must differ from the current one",
+			Details: map[string]any{"field": "new"}}
+	}
+	if err := checkConsolePassword(next, u.Name); err != nil {
+		return err
+	}
+	hash, err := hashConsolePassword(next)
+	if err != nil {
+		return &Error{Code: CodeInternal, Message: "could not hash the password", Err: err}
+	}
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		if err := s.store.SetConsolePassword(ctx, tx, u.Name, hash, false); err != nil {
+			return err
+		}
+		if err := s.store.DeleteConsoleSessionsOf(ctx, tx, u.Name, tokenHash(token)); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, p, u.Tenant, "console_user.password_change", u.Name, "")
+	})
+	return wrapStore(err)
+}
+
+// CSRFToken is the anti-forgery token of a session: a MAC of its token, so
+// it needs no storage and dies with the session.
+func (s *Service) CSRFToken(sessionToken string) string {
+	return base64.RawURLEncoding.EncodeToString(s.sealer.MAC([]byte("console-csrf\x00"), []byte(sessionToken)))
+}
+
+// CheckCSRF reports whether got is the anti-forgery token of the session.
+func (s *Service) CheckCSRF(sessionToken, got string) bool {
+	want := s.CSRFToken(sessionToken)
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
