@@ -100,7 +100,7 @@ func fromCore(err error) *Error {
 	case core.CodeInstanceBusy:
 		return &Error{Code: codeInstanceBusy, Message: withIDs(msg, ce.Details, "busyIds")}
 	case core.CodePasswordPolicy:
-		return &Error{Code: codeInvalidPassword, Message: "password: " + msg}
+		return &Error{Code: codeInvalidPassword, Message: msg}
 	case core.CodeTooManyInstances:
 		return &Error{Code: codeTooManyInstances, Message: msg}
 	case core.CodeEmptyInstanceList:

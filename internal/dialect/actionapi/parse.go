@@ -112,9 +112,9 @@ func Parse(action, contentType string, data []byte) (Request, error) {
 			clear(pw)
 			var pe *password.Error
 			if errors.As(err, &pe) {
-				return req, apiErr(codeInvalidPassword, "password: "+pe.Error())
+				return req, apiErr(codeInvalidPassword, explain(pe))
 			}
-			return req, apiErr(codeInvalidPassword, "password: breaks the rule: "+password.ActionAPI().Describe())
+			return req, apiErr(codeInvalidPassword, "the password breaks the rule: "+password.ActionAPI().Describe())
 		}
 		req.Password = pw
 	case ActionDescribeInstances, ActionDescribeInstancesStatus:
@@ -176,4 +176,14 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// explain says which rules a password broke, in words and by their stable
+// rule codes, without any trace of the password.
+func explain(pe *password.Error) string {
+	codes := make([]string, len(pe.Violations))
+	for i, v := range pe.Violations {
+		codes[i] = v.Rule
+	}
+	return pe.Error() + " (rules broken: " + strings.Join(codes, ", ") + ")"
 }

@@ -74,7 +74,11 @@ func Parse(params url.Values) (Request, error) {
 			clear(b)
 			var pe *password.Error
 			if errors.As(err, &pe) {
-				return req, invalidParameter("passwd: " + pe.Error())
+				codes := make([]string, len(pe.Violations))
+				for i, v := range pe.Violations {
+					codes[i] = v.Rule
+				}
+				return req, invalidParameter("passwd: " + pe.Error() + " (rules broken: " + strings.Join(codes, ", ") + ")")
 			}
 			return req, invalidParameter("passwd: breaks the rule: " + password.BareMetal().Describe())
 		}
