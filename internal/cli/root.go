@@ -122,6 +122,7 @@ Passwords are never taken from command-line flags.
 		a.newKeysCmd(),
 		a.newTenantsCmd(),
 		a.newAuditCmd(),
+		a.newAgentsCmd(),
 		a.newVersionCmd(),
 	)
 	return root

@@ -1,0 +1,269 @@
+package agentserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/agentproto"
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/httpx"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// maxBody bounds request bodies: the largest is an enrolment.
+const maxBody = 16 << 10
+
+// API serves the agent endpoints and /v1/agent-tokens.
+type API struct {
+	svc   *core.Service
+	store *store.Store
+	ch    *Channel
+	log   *slog.Logger
+}
+
+// NewAPI makes the endpoints over the service and the channel.
+func NewAPI(svc *core.Service, s *store.Store, ch *Channel, log *slog.Logger) *API {
+	return &API{svc: svc, store: s, ch: ch, log: log}
+}
+
+// Register adds the routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+agentproto.PathEnroll, a.enroll)
+	mux.HandleFunc("POST "+agentproto.PathPoll, a.poll)
+	mux.HandleFunc("POST "+agentproto.PathAck, a.ack)
+	mux.HandleFunc("POST /v1/agent-tokens", a.createToken)
+}
+
+// statusOf maps the core codes these endpoints return to HTTP statuses.
+func statusOf(code string) int {
+	switch code {
+	case core.CodeInvalidArgument, core.CodeUnknownDriver:
+		return http.StatusBadRequest
+	case core.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case core.CodeForbidden:
+		return http.StatusForbidden
+	case core.CodeTenantNotFound:
+		return http.StatusNotFound
+	case core.CodeStoreUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	code, msg := core.CodeInternal, "internal error; see the server log for the request id"
+	var ce *core.Error
+	if errors.As(err, &ce) {
+		code, msg = ce.Code, ce.Message
+	}
+	status := statusOf(code)
+	if status >= 500 {
+		a.log.ErrorContext(r.Context(), "agent endpoint failed", "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, status, apiv1.ErrorBody{Error: apiv1.Error{Code: code, Message: msg, RequestID: httpx.RequestID(r.Context())}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	if err := dec.Decode(v); err != nil {
+		return &core.Error{Code: core.CodeInvalidArgument, Message: "the request body is not valid JSON for this call"}
+	}
+	return nil
+}
+
+// bearer reads `Authorization: Bearer ID:SECRET` (or HTTP Basic).
+func bearer(r *http.Request) (id, secret string, ok bool) {
+	if id, secret, ok = r.BasicAuth(); ok {
+		return id, secret, id != ""
+	}
+	tok, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !found {
+		return "", "", false
+	}
+	id, secret, ok = strings.Cut(strings.TrimSpace(tok), ":")
+	return id, secret, ok && id != ""
+}
+
+// createToken is POST /v1/agent-tokens, authenticated like the native API.
+func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
+	id, secret, ok := bearer(r)
+	if !ok {
+		a.writeErr(w, r, &core.Error{Code: core.CodeUnauthenticated,
+			Message: "authenticate with an API key: HTTP Basic (key id and secret) or 'Authorization: Bearer ID:SECRET'"})
+		return
+	}
+	p, err := a.svc.Authenticate(r.Context(), id, []byte(secret), httpx.ClientAddr(r), httpx.RequestID(r.Context()))
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	var req apiv1.AgentTokenCreate
+	if err := decode(w, r, &req); err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	out, err := a.svc.CreateAgentToken(r.Context(), p, req)
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
+	var req agentproto.EnrollRequest
+	if err := decode(w, r, &req); err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	id, err := a.svc.EnrollAgent(r.Context(), core.AgentEnrolment{Token: req.Token, Hostname: req.Hostname,
+		OSType: req.OS, Version: req.Version, PublicKey: req.PublicKey, Address: httpx.ClientAddr(r)})
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	a.log.InfoContext(r.Context(), "agent enrolled", "agent_id", id.AgentID, "instance_id", id.InstanceID,
+		"tenant", id.Tenant, "hostname", req.Hostname)
+	writeJSON(w, http.StatusCreated, agentproto.EnrollResponse{AgentID: id.AgentID, InstanceID: id.InstanceID,
+		Tenant: id.Tenant, Secret: id.Secret})
+}
+
+func (a *API) authAgent(r *http.Request) (store.Agent, error) {
+	id, secret, ok := bearer(r)
+	if !ok {
+		return store.Agent{}, &core.Error{Code: core.CodeUnauthenticated, Message: "authenticate as an agent: 'Authorization: Bearer AGENT_ID:SECRET'"}
+	}
+	return a.svc.AuthenticateAgent(r.Context(), id, []byte(secret))
+}
+
+// observe records the agent's machine as running with its guest alive or
+// not, for the engine, the dialects and the instance list.
+func (a *API) observe(ctx context.Context, ag store.Agent, alive bool) {
+	state := ""
+	if alive {
+		state = apiv1.StateRunning
+	}
+	if err := a.svc.SetInstanceObserved(ctx, ag.InstanceID, state, &alive); err != nil && ctx.Err() == nil {
+		a.log.Warn("record agent liveness", "agent_id", ag.ID, "err", err)
+	}
+}
+
+func (a *API) poll(w http.ResponseWriter, r *http.Request) {
+	ag, err := a.authAgent(r)
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	var req agentproto.PollRequest
+	if err := decode(w, r, &req); err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	if len(req.Session) > 64 || len(req.Version) > 64 {
+		a.writeErr(w, r, &core.Error{Code: core.CodeInvalidArgument, Message: "session and version: at most 64 characters"})
+		return
+	}
+	ctx := r.Context()
+	// Subscribe before reading, so a command stored meanwhile wakes us.
+	wake, cancel := a.ch.polls.subscribe(ag.ID)
+	defer cancel()
+	seq, changed, err := a.store.AgentPolled(ctx, a.store.DB, ag.ID, req.Session, req.Ready, req.Version)
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	if changed {
+		a.observe(ctx, ag, req.Ready)
+	}
+	hold := time.NewTimer(a.ch.cfg.PollHold)
+	defer hold.Stop()
+	tick := time.NewTicker(a.ch.cfg.Recheck)
+	defer tick.Stop()
+	for {
+		cmds, err := a.store.TakeAgentCommands(ctx, a.store.DB, ag.ID)
+		if err != nil {
+			a.writeErr(w, r, err)
+			return
+		}
+		// An agent that is starting gets an answer at once, even empty: it
+		// reports ready only after this one.
+		if len(cmds) > 0 || !req.Ready {
+			out := agentproto.PollResponse{Commands: make([]agentproto.Command, len(cmds))}
+			for i, c := range cmds {
+				out.Commands[i] = agentproto.Command{ID: c.ID, Kind: c.Kind, User: c.User, Sealed: c.Sealed}
+			}
+			writeJSON(w, http.StatusOK, out)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			// The agent went away (killed, powered off, network cut).
+			gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if gone, err := a.store.AgentGone(gctx, a.store.DB, ag.ID, seq); err == nil && gone {
+				a.observe(gctx, ag, false)
+			}
+			gcancel()
+			return
+		case <-hold.C:
+			writeJSON(w, http.StatusOK, agentproto.PollResponse{Commands: []agentproto.Command{}})
+			return
+		case <-wake:
+		case <-tick.C:
+			// Another replica may have stored a command.
+			if has, err := a.store.HasAgentCommands(ctx, a.store.DB, ag.ID); err != nil || !has {
+				continue
+			}
+		}
+	}
+}
+
+func (a *API) ack(w http.ResponseWriter, r *http.Request) {
+	ag, err := a.authAgent(r)
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	var req agentproto.Ack
+	if err := decode(w, r, &req); err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	switch req.Result {
+	case agentproto.ResultOK, agentproto.ResultUserNotFound, agentproto.ResultFailed, agentproto.ResultBadCommand:
+	default:
+		a.writeErr(w, r, &core.Error{Code: core.CodeInvalidArgument, Message: "result: unknown"})
+		return
+	}
+	if len(req.Message) > 1024 {
+		req.Message = req.Message[:1024]
+	}
+	err = a.store.AckAgentCommand(r.Context(), a.store.DB, ag.ID, req.ID, req.Result, req.ExitCode, req.Message)
+	if errors.Is(err, store.ErrNotFound) {
+		// Superseded or already acknowledged: nothing waits for it.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	a.ch.acks.notify(req.ID)
+	a.log.InfoContext(r.Context(), "agent command acknowledged", "agent_id", ag.ID, "command_id", req.ID, "result", req.Result)
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,327 @@
+// Package agentserver is the server side of the fleetpass agent (DESIGN
+// §8): the guest channel "agent" that the engine drives (Ping, SetPassword,
+// Stage), the power driver "manual" of machines only the agent reaches, and
+// the HTTP endpoints the agents call (enrol, long-poll, acknowledge) plus
+// the native API's /v1/agent-tokens.
+//
+// The channel and the endpoints share nothing but the database: a command
+// is a row sealed to the agent's key until the agent acknowledges it, and
+// an agent's liveness is its last poll, so an agent may poll any replica
+// and either side may restart without losing a command. In-process wake-ups
+// only make the common single-replica case fast.
+package agentserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/agentproto"
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// Config tunes the agent channel. Zero fields take DefaultConfig's values.
+type Config struct {
+	// Silence is how long an agent may stay unheard before it counts as not
+	// alive. It must exceed PollHold.
+	Silence time.Duration
+	// PollHold is how long a poll with nothing to deliver is held open.
+	PollHold time.Duration
+	// AckTimeout bounds the wait for an agent's acknowledgement.
+	AckTimeout time.Duration
+	// Recheck is how often waiters read the database, for changes made by
+	// another replica that no in-process wake-up announces.
+	Recheck time.Duration
+}
+
+// DefaultConfig is the production configuration.
+func DefaultConfig() Config {
+	return Config{Silence: 45 * time.Second, PollHold: 25 * time.Second, AckTimeout: 2 * time.Minute, Recheck: time.Second}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Silence <= 0 {
+		c.Silence = d.Silence
+	}
+	if c.PollHold <= 0 {
+		c.PollHold = min(d.PollHold, c.Silence*2/3)
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = d.AckTimeout
+	}
+	if c.Recheck <= 0 {
+		c.Recheck = d.Recheck
+	}
+	return c
+}
+
+// Channel is the "agent" guest channel. A machine's address is its agent id.
+type Channel struct {
+	store *store.Store
+	cfg   Config
+	// polls wakes the poll of an agent (by agent id) with new commands;
+	// acks wakes the SetPassword waiting for a command (by command id).
+	polls, acks notifier
+}
+
+// NewChannel makes the channel over s.
+func NewChannel(s *store.Store, cfg Config) *Channel {
+	return &Channel{store: s, cfg: cfg.withDefaults()}
+}
+
+// Config is the channel's configuration with defaults applied.
+func (c *Channel) Config() Config { return c.cfg }
+
+// Alive reports whether a is alive now: connected, ready since its start,
+// and heard from within the silence.
+func (c *Channel) Alive(a store.Agent) bool {
+	return a.Connected && a.Ready && a.LastSeenAt != nil && c.store.Now().Sub(*a.LastSeenAt) < c.cfg.Silence
+}
+
+func (c *Channel) agent(ctx context.Context, ref driver.Ref) (store.Agent, error) {
+	a, err := c.store.GetAgent(ctx, c.store.DB, ref.Address)
+	if errors.Is(err, store.ErrNotFound) {
+		return a, fmt.Errorf("agent %q: %w", ref.Address, driver.ErrMachineNotFound)
+	}
+	if err != nil {
+		return a, driver.Transient(fmt.Errorf("agent %q: %w", ref.Address, err))
+	}
+	return a, nil
+}
+
+func (c *Channel) notAlive(a store.Agent) error {
+	switch {
+	case a.LastSeenAt == nil:
+		return fmt.Errorf("agent %s has never connected: %w", a.ID, driver.ErrGuestNotAlive)
+	case !a.Connected:
+		return fmt.Errorf("agent %s is disconnected: %w", a.ID, driver.ErrGuestNotAlive)
+	case !a.Ready:
+		return fmt.Errorf("agent %s is starting (not ready yet): %w", a.ID, driver.ErrGuestNotAlive)
+	}
+	return fmt.Errorf("agent %s has not been heard from for %s: %w", a.ID,
+		c.store.Now().Sub(*a.LastSeenAt).Round(time.Second), driver.ErrGuestNotAlive)
+}
+
+// Ping implements driver.Guest.
+func (c *Channel) Ping(ctx context.Context, ref driver.Ref) error {
+	a, err := c.agent(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if !c.Alive(a) {
+		return c.notAlive(a)
+	}
+	return nil
+}
+
+// validUser keeps what chpasswd reads unambiguous: one line, one colon.
+func validUser(user string) error {
+	if user == "" || len(user) > 256 || strings.ContainsAny(user, ":\n\r\x00") {
+		return errors.New("the user name is empty or holds ':', a line break or NUL, which the agent cannot pass to chpasswd")
+	}
+	return nil
+}
+
+// command seals password for a and stores it as a command.
+func (c *Channel) command(ctx context.Context, a store.Agent, user string, password []byte, staged bool) (string, error) {
+	sealed, err := agentproto.Seal(a.PublicKey, password)
+	if err != nil {
+		return "", fmt.Errorf("agent %s: seal the password: %w", a.ID, err)
+	}
+	id := core.NewID("cmd", 16)
+	err = c.store.InsertAgentCommand(ctx, c.store.DB, store.AgentCommand{ID: id, AgentID: a.ID,
+		Kind: agentproto.KindSetPassword, User: user, Staged: staged, Sealed: sealed})
+	if err != nil {
+		return "", driver.Transient(fmt.Errorf("agent %s: store the command: %w", a.ID, err))
+	}
+	c.polls.notify(a.ID)
+	return id, nil
+}
+
+// Stage implements driver.Stager: the command waits in the database and
+// the agent applies it when it starts, before it reports ready.
+func (c *Channel) Stage(ctx context.Context, ref driver.Ref, user string, password []byte) error {
+	if err := validUser(user); err != nil {
+		return err
+	}
+	a, err := c.agent(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if _, err := c.command(ctx, a, user, password, true); err != nil {
+		return err
+	}
+	// A machine is staged for while it is off: whatever the database last
+	// heard from its agent is stale, and the guest must not count as alive
+	// before the agent has started again and applied the staged password.
+	if err := c.store.AgentNotReady(ctx, c.store.DB, a.ID); err != nil {
+		return driver.Transient(fmt.Errorf("agent %s: %w", a.ID, err))
+	}
+	return nil
+}
+
+// SetPassword implements driver.Guest: it sends the command to the live
+// agent and returns once the agent acknowledged it.
+func (c *Channel) SetPassword(ctx context.Context, ref driver.Ref, user string, password []byte) error {
+	if err := validUser(user); err != nil {
+		return err
+	}
+	a, err := c.agent(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if !c.Alive(a) {
+		return c.notAlive(a)
+	}
+	// Subscribe before the command exists, so an ack cannot slip between.
+	id := core.NewID("cmd", 16)
+	acked, cancel := c.acks.subscribe(id)
+	defer cancel()
+	sealed, err := agentproto.Seal(a.PublicKey, password)
+	if err != nil {
+		return fmt.Errorf("agent %s: seal the password: %w", a.ID, err)
+	}
+	if err := c.store.InsertAgentCommand(ctx, c.store.DB, store.AgentCommand{ID: id, AgentID: a.ID,
+		Kind: agentproto.KindSetPassword, User: user, Sealed: sealed}); err != nil {
+		return driver.Transient(fmt.Errorf("agent %s: store the command: %w", a.ID, err))
+	}
+	c.polls.notify(a.ID)
+	giveUp := func() {
+		// A command nobody waits for must not be applied later, after a
+		// newer password: drop it unless the agent already answered.
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer dcancel()
+		_ = c.store.DeleteAgentCommand(dctx, c.store.DB, id)
+	}
+	deadline := time.NewTimer(c.cfg.AckTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(c.cfg.Recheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			giveUp()
+			return ctx.Err()
+		case <-deadline.C:
+			giveUp()
+			return driver.Transientf("agent %s did not acknowledge the command within %s", a.ID, c.cfg.AckTimeout)
+		case <-acked:
+		case <-tick.C:
+		}
+		cmd, err := c.store.GetAgentCommand(ctx, c.store.DB, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return driver.Transientf("agent %s: the command was superseded by a newer one", a.ID)
+		}
+		if err != nil {
+			continue // the database is busy; the deadline still holds
+		}
+		if cmd.State == store.CommandPending || cmd.State == store.CommandSent {
+			if cur, err := c.store.GetAgent(ctx, c.store.DB, a.ID); err == nil && !c.Alive(cur) {
+				giveUp()
+				// The agent went away, or restarted and is applying what
+				// waited for it: either way it is not alive right now.
+				return c.notAlive(cur)
+			}
+			continue
+		}
+		return resultError(a.ID, cmd)
+	}
+}
+
+// resultError maps an agent's result to the driver's errors.
+func resultError(agentID string, cmd store.AgentCommand) error {
+	switch cmd.State {
+	case agentproto.ResultOK:
+		return nil
+	case agentproto.ResultUserNotFound:
+		return fmt.Errorf("agent %s: user %q: %w", agentID, cmd.User, driver.ErrUserNotFound)
+	case agentproto.ResultFailed:
+		return fmt.Errorf("agent %s: setting the password failed (exit code %d): %s", agentID, cmd.ExitCode, cmd.Message)
+	case agentproto.ResultBadCommand:
+		return fmt.Errorf("agent %s could not open the command: %s", agentID, cmd.Message)
+	}
+	return fmt.Errorf("agent %s: unknown result %q", agentID, cmd.State)
+}
+
+// notifier wakes waiters by key. A wake-up carries no data: the waiter
+// reads the database, the one source of truth.
+type notifier struct {
+	mu sync.Mutex
+	m  map[string]map[chan struct{}]struct{}
+}
+
+func (n *notifier) subscribe(key string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	n.mu.Lock()
+	if n.m == nil {
+		n.m = make(map[string]map[chan struct{}]struct{})
+	}
+	if n.m[key] == nil {
+		n.m[key] = make(map[chan struct{}]struct{})
+	}
+	n.m[key][ch] = struct{}{}
+	n.mu.Unlock()
+	return ch, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		delete(n.m[key], ch)
+		if len(n.m[key]) == 0 {
+			delete(n.m, key)
+		}
+	}
+}
+
+func (n *notifier) notify(key string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for ch := range n.m[key] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Manual is the power driver of machines fleetpass cannot power on or off
+// (a bare-metal server reached only through its agent): it reads running
+// while the agent is alive, and refuses power actions with a clear error,
+// so only online resets work on such machines.
+type Manual struct{ ch *Channel }
+
+// NewManual makes the "manual" power driver over the agent channel.
+func NewManual(ch *Channel) *Manual { return &Manual{ch: ch} }
+
+// State implements driver.Power: running while the agent is alive,
+// unknown otherwise (the machine may be off, or its agent dead).
+func (m *Manual) State(ctx context.Context, ref driver.Ref) (driver.PowerState, error) {
+	a, err := m.ch.agent(ctx, ref)
+	if err != nil {
+		return driver.PowerUnknown, err
+	}
+	if m.ch.Alive(a) {
+		return driver.PowerRunning, nil
+	}
+	return driver.PowerUnknown, nil
+}
+
+func (m *Manual) refuse(ref driver.Ref, action string) error {
+	return fmt.Errorf("instance %s has no power control (power driver %q): %s it by hand, or reset its password online",
+		ref.InstanceID, core.ManualPowerDriver, action)
+}
+
+// Shutdown implements driver.Power by refusing.
+func (m *Manual) Shutdown(ctx context.Context, ref driver.Ref) error {
+	return m.refuse(ref, "shut down")
+}
+
+// Stop implements driver.Power by refusing.
+func (m *Manual) Stop(ctx context.Context, ref driver.Ref) error { return m.refuse(ref, "stop") }
+
+// Start implements driver.Power by refusing.
+func (m *Manual) Start(ctx context.Context, ref driver.Ref) error { return m.refuse(ref, "start") }

@@ -1,0 +1,182 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// Names of the fleetpass agent's drivers: its guest channel, and the power
+// driver of machines that only the agent reaches (no power control).
+const (
+	AgentGuestDriver  = "agent"
+	ManualPowerDriver = "manual"
+)
+
+// Limits of enrolment tokens.
+const (
+	DefaultAgentTokenTTL = time.Hour
+	MaxAgentTokenTTL     = 30 * 24 * time.Hour
+)
+
+// agentTokenPrefix makes tokens recognisable in a leaked log or paste.
+const agentTokenPrefix = "fpat_"
+
+// GuestDriver returns the guest channel registered under name, or nil.
+// The agent's HTTP endpoints reach their channel through it.
+func (s *Service) GuestDriver(name string) driver.Guest { return s.drivers.Guest[name] }
+
+// CreateAgentToken makes a single-use enrolment token for the fleetpass
+// agent, bound to a tenant (the caller's own unless admin) and optionally
+// to an instance name. The token is returned once; the store keeps its hash.
+func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.AgentTokenCreate) (apiv1.AgentTokenCreated, error) {
+	tenant := req.Tenant
+	if tenant == "" {
+		tenant = p.Tenant
+	}
+	if tenant != p.Tenant && !p.Admin {
+		return apiv1.AgentTokenCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+	}
+	name := strings.TrimSpace(req.InstanceName)
+	if len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
+		return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "instanceName: at most 128 printable characters")
+	}
+	ttl := DefaultAgentTokenTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > MaxAgentTokenTTL {
+			return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "ttl: a duration such as 1h, more than 0 and at most %s", MaxAgentTokenTTL)
+		}
+		ttl = d
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return apiv1.AgentTokenCreated{}, &Error{Code: CodeInternal, Message: "could not make a token", Err: err}
+	}
+	token := agentTokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+	now := s.store.Now().UTC().Truncate(time.Millisecond)
+	rec := store.AgentToken{ID: NewID("fpt", 12), Tenant: tenant, InstanceName: name, TokenHash: hashSecret([]byte(token)),
+		CreatedBy: p.ID, CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+			}
+			return err
+		}
+		if err := s.store.CreateAgentToken(ctx, tx, rec); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, p, tenant, "agent_token.create", rec.ID, "")
+	})
+	if err != nil {
+		return apiv1.AgentTokenCreated{}, wrapStore(err)
+	}
+	return apiv1.AgentTokenCreated{ID: rec.ID, Token: token, Tenant: tenant, InstanceName: name, ExpiresAt: rec.ExpiresAt}, nil
+}
+
+// AgentEnrolment is what an agent tells about itself when it enrols.
+type AgentEnrolment struct {
+	Token     string
+	Hostname  string
+	OSType    string
+	Version   string
+	PublicKey []byte
+	Address   string // the agent's network address, for the audit trail
+}
+
+// AgentIdentity is what an enrolled agent gets back.
+type AgentIdentity struct {
+	AgentID, InstanceID, Tenant, Secret string
+}
+
+// EnrollAgent spends an enrolment token: it registers the agent's machine
+// as an instance (guest channel "agent", power "manual") and the agent's
+// identity, in one transaction. Unknown, used and expired tokens are
+// refused alike.
+func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdentity, error) {
+	if e.OSType != OSLinux && e.OSType != OSWindows {
+		return AgentIdentity{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
+	}
+	if len(e.PublicKey) != 32 {
+		return AgentIdentity{}, errorf(CodeInvalidArgument, "publicKey: an X25519 public key of 32 bytes")
+	}
+	host := strings.TrimSpace(e.Hostname)
+	if host == "" || len(host) > 128 || strings.ContainsAny(host, "\x00\n\r\t") {
+		return AgentIdentity{}, errorf(CodeInvalidArgument, "hostname: 1-128 printable characters")
+	}
+	if len(e.Version) > 64 {
+		return AgentIdentity{}, errorf(CodeInvalidArgument, "version: at most 64 characters")
+	}
+	if _, ok := s.drivers.Guest[AgentGuestDriver]; !ok {
+		return AgentIdentity{}, errorf(CodeUnknownDriver, "this server has no agent channel")
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return AgentIdentity{}, &Error{Code: CodeInternal, Message: "could not make the agent's secret", Err: err}
+	}
+	id := AgentIdentity{AgentID: NewID("agt", 16), InstanceID: NewID("ins", 10), Secret: base64.RawURLEncoding.EncodeToString(secret)}
+	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+		tok, err := s.store.UseAgentToken(ctx, tx, hashSecret([]byte(strings.TrimSpace(e.Token))), id.AgentID, s.store.Now())
+		if errors.Is(err, store.ErrNotFound) {
+			return errorf(CodeUnauthenticated, "the enrolment token is unknown, used or expired")
+		}
+		if err != nil {
+			return err
+		}
+		id.Tenant = tok.Tenant
+		name := tok.InstanceName
+		if name == "" {
+			name = host
+		}
+		in := apiv1.Instance{ID: id.InstanceID, Tenant: tok.Tenant, Name: name, OSType: e.OSType,
+			AdminUser: DefaultAdminUser(e.OSType), State: apiv1.StatePending,
+			Power: apiv1.DriverLink{Driver: ManualPowerDriver, Address: id.AgentID},
+			Guest: apiv1.DriverLink{Driver: AgentGuestDriver, Address: id.AgentID}}
+		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+			return err
+		}
+		if err := s.store.CreateAgent(ctx, tx, store.Agent{ID: id.AgentID, InstanceID: in.ID, Tenant: tok.Tenant,
+			PublicKey: e.PublicKey, SecretHash: hashSecret([]byte(id.Secret)), Hostname: host, OSType: e.OSType,
+			Version: e.Version, CreatedAt: s.store.Now()}); err != nil {
+			return err
+		}
+		if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
+			return err
+		}
+		p := Principal{Kind: "agent-token", ID: tok.ID, Tenant: tok.Tenant, Address: e.Address}
+		return s.audit(ctx, tx, p, tok.Tenant, "agent.enroll", in.ID, "")
+	})
+	if err != nil {
+		return AgentIdentity{}, wrapStore(err)
+	}
+	s.bus.Poke()
+	return id, nil
+}
+
+// AuthenticateAgent checks an agent's credentials and returns its record.
+// Unknown agents and wrong secrets give the same answer.
+func (s *Service) AuthenticateAgent(ctx context.Context, agentID string, secret []byte) (store.Agent, error) {
+	unauth := errorf(CodeUnauthenticated, "unknown agent or wrong secret")
+	a, err := s.store.GetAgent(ctx, s.store.DB, agentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Agent{}, unauth
+	}
+	if err != nil {
+		return store.Agent{}, internal(err)
+	}
+	if subtle.ConstantTimeCompare(hashSecret(secret), a.SecretHash) != 1 {
+		return store.Agent{}, unauth
+	}
+	return a, nil
+}
