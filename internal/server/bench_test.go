@@ -120,10 +120,10 @@ func BenchmarkServerMemory(b *testing.B) {
 		addr := freePort(b)
 		p := startProc(b, bin, dataDir, addr, filepath.Join(b.TempDir(), "log"),
 			"--sim-instances", "10000", "--sim-shutdown-time", "10m", "--shutdown-timeout", "20m")
-		var list apiv1.InstanceList
 		var insts []apiv1.Instance
 		cursor := ""
 		for {
+			var list apiv1.InstanceList
 			p.api("GET", "/v1/instances?tenant=load&limit=1000&cursor="+cursor, nil, &list)
 			insts = append(insts, list.Instances...)
 			if cursor = list.NextCursor; cursor == "" {
