@@ -204,6 +204,19 @@ function instanceRow(inst, refresh) {
   return tr;
 }
 
+// updateRow changes a row's live cells in place, so an open menu, the
+// focus and the checkbox survive the event.
+function updateRow(tr, inst) {
+  const set = (sel, node) => {
+    const td = tr.querySelector(sel);
+    clear(td);
+    td.appendChild(node);
+  };
+  set(".col-state", badge(inst.state));
+  set(".col-agent", agentCell(inst));
+  set(".col-op", latestOp(inst));
+}
+
 function agentCell(inst) {
   return h("span", { class: inst.guestAlive ? "alive" : "dead", "data-alive": String(inst.guestAlive) },
     inst.guestAlive ? "Alive" : "Not alive");
@@ -361,7 +374,7 @@ async function showInstances() {
     rows[i] = inst;
     if (state.selection.has(inst.id)) state.selection.set(inst.id, inst);
     const tr = tbody.querySelector(`tr[data-id="${CSS.escape(inst.id)}"]`);
-    if (tr) tr.replaceWith(instanceRow(inst, refresh));
+    if (tr) updateRow(tr, inst);
   };
 
   main.append(
@@ -583,7 +596,7 @@ async function showOperation(id) {
     title(`${kindWords[op.kind] || op.kind} · ${op.id}`),
     h("p", {}, "Status: ", statusEl, ` · requested by ${op.requestedBy.id} on ${when(op.createdAt)}`),
     summaryEl,
-    generatedBox,
+    generatedBox || "",
     h("div", { class: "table-wrap" }, h("table", { class: "list", id: "progress" },
       h("caption", { class: "visually-hidden" }, "Progress per instance"),
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Instance"), h("th", { scope: "col" }, "Step"),

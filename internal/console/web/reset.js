@@ -234,7 +234,9 @@ export async function openResetDialog(instances, onAccepted) {
     } else if (ie && e.details && Array.isArray(e.details[ie[0]])) {
       for (const iid of e.details[ie[0]]) instErrors.set(iid, ie[1]);
       renderInstances();
-      renderFooter();
+      // Step one lists every selected instance, so each reason shows.
+      if (step !== 1) goStep(1);
+      else renderFooter();
       const first = dlg.querySelector(".inst-error");
       generalError.textContent = "Some instances cannot be reset; see the reason beside each.";
       generalError.hidden = false;

@@ -1,0 +1,654 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/console"
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
+)
+
+// The console's tests drive a real Chromium (Debian's chromium package,
+// installed by scripts/install-test-deps.sh) against the whole server in
+// process. Each saves screenshots of its steps in its artifact directory
+// (go test -artifacts), or under $FLEETPASS_SCREENSHOTS.
+
+const consolePassword = "Very-secret-console-9"
+
+// chromiumPath finds the browser, failing (not skipping) without one: CI
+// must run these tests.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("browser test; skipped with -short")
+	}
+	if p := os.Getenv("FLEETPASS_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("chromium is not installed: run scripts/install-test-deps.sh (Debian package chromium), or set FLEETPASS_CHROMIUM")
+	return ""
+}
+
+type browser struct {
+	t    *testing.T
+	e    *env
+	ctx  context.Context
+	base string
+	dir  string
+	shot int
+}
+
+// newBrowser starts a fresh headless Chromium with a viewport of w×h.
+func newBrowser(t *testing.T, e *env, w, h int) *browser {
+	t.Helper()
+	path := chromiumPath(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox, // tests run as root in CI containers
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(w, h),
+	)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelA() })
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(w), int64(h))); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	dir := t.ArtifactDir()
+	if d := os.Getenv("FLEETPASS_SCREENSHOTS"); d != "" {
+		dir = filepath.Join(d, t.Name())
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &browser{t: t, e: e, ctx: ctx, base: e.http.URL, dir: dir}
+}
+
+// do runs steps, each bounded, and on failure saves a screenshot.
+func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.screenshot("failed-" + what)
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func (b *browser) eval(js string) string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", js, err)
+	}
+	return v
+}
+
+// waitFor polls a JavaScript predicate.
+func (b *browser) waitFor(what, js string) {
+	b.t.Helper()
+	b.do(what, chromedp.Action[chromedp.Void](func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(25*time.Second),
+			chromedp.WithPollingInterval(50*time.Millisecond))(ctx, t)
+		return chromedp.Void{}, err
+	}))
+}
+
+func (b *browser) screenshot(name string) {
+	b.shot++
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	p := filepath.Join(b.dir, fmt.Sprintf("%02d-%s.png", b.shot, name))
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+	}
+}
+
+// clearInputs empties fields the way a user selecting and deleting would.
+func (b *browser) clearInputs(sels ...string) {
+	b.t.Helper()
+	for _, sel := range sels {
+		b.eval(`(() => { const el = document.querySelector(` + jsString(sel) + `); el.value = "";
+			el.dispatchEvent(new Event("input", {bubbles: true})); return ""; })()`)
+	}
+}
+
+func click(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
+
+func typeIn(sel, text string) chromedp.Action[chromedp.Void] {
+	return chromedp.SendKeys(chromedp.CSS(sel), text)
+}
+
+func visible(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// consoleUser makes a console user who has already chosen a password.
+func (e *env) consoleUser(name, tenant string, admin bool) {
+	e.t.Helper()
+	ctx := context.Background()
+	svc := e.srv.Service()
+	if err := svc.EnsureTenant(ctx, tenant); err != nil {
+		e.t.Fatal(err)
+	}
+	const initial = "Initial-pass-1234"
+	sys := core.Principal{Kind: "system", ID: "test", Tenant: core.AdminTenant, Admin: true}
+	if _, err := svc.CreateConsoleUser(ctx, sys, name, tenant, admin, []byte(initial)); err != nil {
+		e.t.Fatal(err)
+	}
+	s, err := svc.SignIn(ctx, name, []byte(initial), "setup", "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p, _, err := svc.SessionPrincipal(ctx, s.Token, "setup", "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := svc.ChangeConsolePassword(ctx, p, s.Token, []byte(initial), []byte(consolePassword)); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := svc.SignOut(ctx, s.Token); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// signIn signs in through the form and waits for the instance list.
+func (b *browser) signIn(user, pw string) {
+	b.t.Helper()
+	b.do("open the console", chromedp.Navigate(b.base+"/console/"), visible("#signin-user"))
+	b.do("sign in", typeIn("#signin-user", user), typeIn("#signin-password", pw), click("#signin-submit"))
+}
+
+func (b *browser) waitList() {
+	b.t.Helper()
+	b.waitFor("instance list", `document.querySelector("#instances tbody tr") !== null`)
+}
+
+func rowSel(id string) string { return `tr[data-id="` + id + `"]` }
+
+// openRowReset opens the dialog through the row's More > Password/key >
+// Reset Password.
+func (b *browser) openRowReset(id string) {
+	b.t.Helper()
+	b.do("open More", click(rowSel(id)+" button.more"), visible(rowSel(id)+" .menu-password"))
+	b.do("open Password/key", click(rowSel(id)+" .menu-password"), visible(rowSel(id)+" .menu-reset"))
+	b.screenshot("row-menu")
+	b.do("choose Reset Password", click(rowSel(id)+" .menu-reset"), visible("#reset-dialog #reset-password"))
+}
+
+// waitOperationEnd waits for the progress view to show the end.
+func (b *browser) waitOperationEnd() {
+	b.t.Helper()
+	b.waitFor("operation end", `(() => { const s = document.querySelector("#op-status .badge");
+		return s && s.dataset.state !== "running"; })()`)
+}
+
+func (b *browser) itemState(id string) string {
+	return b.eval(`document.querySelector('#progress tr[data-instance="` + id + `"]').dataset.state`)
+}
+
+// assertNoTrace checks that pw is nowhere the browser keeps things: the
+// URL, the history's entries, cookies (HttpOnly ones too), local and
+// session storage, and the DOM including input values.
+func (b *browser) assertNoTrace(pw string) {
+	b.t.Helper()
+	got := b.eval(`(() => { const pw = ` + jsString(pw) + `;
+		const found = [];
+		if (location.href.includes(pw)) found.push("URL");
+		if (document.cookie.includes(pw)) found.push("document.cookie");
+		for (const st of [localStorage, sessionStorage]) for (let i = 0; i < st.length; i++) {
+			const k = st.key(i); if (k.includes(pw) || st.getItem(k).includes(pw)) found.push("storage");
+		}
+		if (document.documentElement.outerHTML.includes(pw)) found.push("DOM");
+		for (const el of document.querySelectorAll("input, textarea")) if (el.value.includes(pw)) found.push("input " + el.id);
+		if (document.body.innerText.includes(pw)) found.push("text");
+		return found.join(", "); })()`)
+	if got != "" {
+		b.t.Errorf("the password is still in: %s", got)
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{b.base + "/console/"}})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	for _, c := range res.Cookies {
+		if strings.Contains(c.Value, pw) || strings.Contains(c.Name, pw) {
+			b.t.Errorf("the password is in cookie %s", c.Name)
+		}
+	}
+}
+
+func (b *browser) sessionCookie() *network.Cookie {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{b.base + "/console/"}})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	for _, c := range res.Cookies {
+		if c.Name == console.CookieName {
+			return c
+		}
+	}
+	return nil
+}
+
+func TestConsoleSingleResetOfStoppedInstance(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	in := e.addMachine(machineOpts{name: "web-01", boot: 200 * time.Millisecond})
+	e.addMachine(machineOpts{name: "db-01", running: true})
+	e.consoleUser("alice", "acme", false)
+	b := newBrowser(t, e, 1280, 800)
+	b.signIn("alice", consolePassword)
+	b.waitList()
+	b.screenshot("instance-list")
+	b.openRowReset(in.ID)
+	// All selected instances are stopped: Reset Password is on step one.
+	if n := b.eval(`String(document.querySelectorAll("#reset-next").length)`); n != "0" {
+		t.Errorf("a stopped instance's dialog shows Next")
+	}
+	if got := b.eval(`document.querySelector("#reset-user").value`); got != "root" {
+		t.Errorf("OS default user = %q, want root", got)
+	}
+	// Keyboard focus stays in the dialog.
+	for range 12 {
+		b.do("tab", chromedp.KeyEvent("\t"))
+	}
+	if b.eval(`String(document.getElementById("reset-dialog").contains(document.activeElement))`) != "true" {
+		t.Errorf("Tab moved the focus out of the dialog")
+	}
+	const pw = "Blue-Harbor-71x!"
+	b.do("type the password", typeIn("#reset-password", pw))
+	b.waitFor("rules met", `[...document.querySelectorAll("#reset-rules li")].every(li => li.dataset.state === "ok")`)
+	b.do("confirm", typeIn("#reset-confirm", pw))
+	b.screenshot("dialog-filled")
+	b.do("submit", click("#reset-submit"))
+	b.waitFor("progress view", `document.querySelector("#progress") !== null`)
+	b.screenshot("progress")
+	b.waitOperationEnd()
+	b.screenshot("progress-done")
+	if s := b.itemState(in.ID); s != "succeeded" {
+		t.Fatalf("item state %q, want succeeded", s)
+	}
+	if !e.checkPassword(in, "root", pw) {
+		t.Errorf("the instance did not get the new password")
+	}
+	b.assertNoTrace(pw)
+	// The history and the instance's page show the operation.
+	b.do("operations page", chromedp.Navigate(b.base+"/console/#/operations"))
+	b.waitFor("operations list", `document.querySelector("#operations tbody tr") !== null`)
+	b.screenshot("operations")
+	b.do("instance page", chromedp.Navigate(b.base+"/console/#/instances/"+in.ID))
+	b.waitFor("instance operations", `document.querySelector("#instance-operations tbody tr") !== null`)
+	b.screenshot("instance-detail")
+	b.assertNoTrace(pw)
+}
+
+func TestConsoleBatchResetNeedsConsent(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	r1 := e.addMachine(machineOpts{name: "app-01", running: true, shutdown: 100 * time.Millisecond})
+	r2 := e.addMachine(machineOpts{name: "app-02", running: true, os: sim.Windows})
+	s1 := e.addMachine(machineOpts{name: "app-03"})
+	e.consoleUser("bob", "acme", false)
+	b := newBrowser(t, e, 1280, 900)
+	b.signIn("bob", consolePassword)
+	b.waitList()
+	if b.eval(`String(document.querySelector("#batch-reset").disabled)`) != "true" {
+		t.Errorf("Reset Password above the list is enabled with nothing selected")
+	}
+	for _, in := range []apiv1.Instance{r1, r2, s1} {
+		b.do("select "+in.Name, click(rowSel(in.ID)+" .row-select"))
+	}
+	b.screenshot("selected")
+	b.do("batch reset", click("#batch-reset"), visible("#reset-dialog #reset-password"))
+	// Windows among them: the strictest rule (12+ characters) applies.
+	const pw = "Quiet-Meadow-2024"
+	b.do("type", typeIn("#reset-password", pw), typeIn("#reset-confirm", pw))
+	b.screenshot("step1")
+	b.do("next", click("#reset-next"), visible("#reset-step2"))
+	running := b.eval(`[...document.querySelectorAll("#reset-running li")].map(li => li.dataset.id).sort().join(",")`)
+	want := []string{r1.ID, r2.ID}
+	if running != strings.Join(sortedCopy(want), ",") {
+		t.Errorf("step 2 lists %q, want the running %v", running, want)
+	}
+	if b.eval(`String(document.querySelector("#reset-submit").disabled)`) != "true" {
+		t.Fatalf("Reset Password is enabled before consent")
+	}
+	b.screenshot("step2-no-consent")
+	b.do("agree", click("#reset-consent"))
+	b.waitFor("enabled", `!document.querySelector("#reset-submit").disabled`)
+	b.screenshot("step2-consent")
+	b.do("submit", click("#reset-submit"))
+	b.waitFor("progress view", `document.querySelector("#progress") !== null`)
+	b.waitOperationEnd()
+	b.screenshot("done")
+	for _, in := range []apiv1.Instance{r1, r2, s1} {
+		if s := b.itemState(in.ID); s != "succeeded" {
+			t.Errorf("%s: %s, want succeeded", in.Name, s)
+		}
+		if !e.checkPassword(in, in.AdminUser, pw) {
+			t.Errorf("%s did not get the password", in.Name)
+		}
+	}
+	b.assertNoTrace(pw)
+}
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+func TestConsolePasswordMistakes(t *testing.T) {
+	cfg := fastEngine()
+	cfg.BootTimeout = time.Minute // keeps the busy instance busy while the dialog is used
+	e := newEnv(t, envOpts{engine: cfg})
+	in := e.addMachine(machineOpts{name: "files-01"})
+	busy := e.addMachine(machineOpts{name: "files-02", boot: 20 * time.Second})
+	e.consoleUser("carol", "acme", false)
+	b := newBrowser(t, e, 1280, 800)
+	b.signIn("carol", consolePassword)
+	b.waitList()
+
+	// A mismatched confirmation is shown beside the field; nothing is sent.
+	b.openRowReset(in.ID)
+	b.do("mismatch", typeIn("#reset-password", "Green-Valley-88"), typeIn("#reset-confirm", "Green-Valley-89"), click("#reset-submit"))
+	b.waitFor("mismatch error", `!document.querySelector("#reset-confirm-error").hidden`)
+	if got := b.eval(`document.querySelector("#reset-confirm-error").textContent`); got != "The passwords do not match." {
+		t.Errorf("confirmation error %q", got)
+	}
+	b.screenshot("mismatch")
+
+	// A rule violation: too short, no digit; the rules say which.
+	b.clearInputs("#reset-password", "#reset-confirm")
+	b.do("short", typeIn("#reset-password", "short"), typeIn("#reset-confirm", "short"))
+	b.waitFor("length rule broken", `document.querySelector('#reset-rules li[data-rule="length"]').dataset.state === "bad"`)
+	b.do("submit", click("#reset-submit"))
+	b.waitFor("rule error", `!document.querySelector("#reset-password-error").hidden`)
+	if got := b.eval(`document.querySelector("#reset-password-error").textContent`); !strings.Contains(got, "characters long") {
+		t.Errorf("rule error %q does not name the length rule", got)
+	}
+	b.screenshot("rule-violation")
+	var ops apiv1.OperationList
+	e.mustDo(e.admin, "GET", "/v1/operations", nil, http.StatusOK, &ops)
+	if len(ops.Operations) != 0 {
+		t.Errorf("%d operations were created by refused forms", len(ops.Operations))
+	}
+	b.do("cancel", click("#reset-cancel"), chromedp.WaitNotPresent(chromedp.CSS("#reset-dialog")))
+
+	// A refusal of the server (the instance is busy) is shown beside the
+	// instance, in words.
+	op := e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: []string{busy.ID}, Password: "Other-pass-1234"})
+	b.openRowReset(busy.ID)
+	b.do("type", typeIn("#reset-password", "Green-Valley-88"), typeIn("#reset-confirm", "Green-Valley-88"))
+	b.do("consent", click("#reset-next"), visible("#reset-consent"), click("#reset-consent"), click("#reset-submit"))
+	b.waitFor("busy error", `document.querySelector("#reset-instances .inst-error") !== null`)
+	if got := b.eval(`document.querySelector("#reset-instances .inst-error").textContent`); !strings.Contains(got, "Another operation") {
+		t.Errorf("busy error %q", got)
+	}
+	b.screenshot("busy")
+	if op.Status != apiv1.OperationRunning {
+		t.Errorf("the other operation is %s; the test needs it running", op.Status)
+	}
+}
+
+func TestConsoleProgressWithAFailure(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	good := e.addMachine(machineOpts{name: "ok-01", boot: 300 * time.Millisecond})
+	dead := e.addMachine(machineOpts{name: "dead-agent-01", faults: sim.Faults{AgentDead: true}})
+	e.consoleUser("dave", "acme", false)
+	b := newBrowser(t, e, 1280, 800)
+	b.signIn("dave", consolePassword)
+	b.waitList()
+	b.do("select", click(rowSel(good.ID)+" .row-select"), click(rowSel(dead.ID)+" .row-select"))
+	b.do("batch reset", click("#batch-reset"), visible("#reset-dialog #reset-password"))
+	const pw = "Amber-Lantern-55"
+	b.do("type", typeIn("#reset-password", pw), typeIn("#reset-confirm", pw), click("#reset-submit"))
+	b.waitFor("progress view", `document.querySelector("#progress") !== null`)
+	b.screenshot("progress")
+	b.waitOperationEnd()
+	b.screenshot("progress-one-failed")
+	if s := b.itemState(good.ID); s != "succeeded" {
+		t.Errorf("healthy instance: %s", s)
+	}
+	if s := b.itemState(dead.ID); s != "failed" {
+		t.Fatalf("instance with a dead agent: %s, want failed", s)
+	}
+	reason := b.eval(`document.querySelector('#progress tr[data-instance="` + dead.ID + `"] .item-message').textContent`)
+	if strings.TrimSpace(reason) == "" {
+		t.Errorf("the failed item shows no reason")
+	}
+	t.Logf("failure reason shown: %s", reason)
+	if got := b.eval(`document.querySelector("#op-status .badge").dataset.state`); got != apiv1.OperationPartial {
+		t.Errorf("operation status %q, want partial", got)
+	}
+	b.assertNoTrace(pw)
+}
+
+func TestConsoleSignInCSRFSignOut(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.addMachine(machineOpts{name: "web-01"})
+	var creds ConsoleCredentials
+	data, err := os.ReadFile(filepath.Join(e.dataDir, "console-credentials"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(e.dataDir, "console-credentials")); fi.Mode().Perm() != 0o600 {
+		t.Errorf("console-credentials mode %v, want 0600", fi.Mode().Perm())
+	}
+	if err := json.Unmarshal(data, &creds); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, e, 1280, 800)
+	b.do("open", chromedp.Navigate(b.base+"/console/"), visible("#signin-user"))
+	b.screenshot("sign-in")
+	b.do("wrong password", typeIn("#signin-user", creds.User), typeIn("#signin-password", "not-the-password"), click("#signin-submit"))
+	b.waitFor("error", `!document.querySelector("#signin-error").hidden`)
+	b.screenshot("sign-in-failed")
+	b.clearInputs("#signin-user")
+	b.do("sign in", typeIn("#signin-user", creds.User), typeIn("#signin-password", creds.Password), click("#signin-submit"))
+	// First sign-in: the initial password must be changed.
+	b.do("change form", visible("#cp-new"))
+	b.screenshot("change-password")
+	const next = "Fresh-start-pass-2026"
+	b.do("change", typeIn("#cp-current", creds.Password), typeIn("#cp-new", next), typeIn("#cp-confirm", next), click("#cp-submit"))
+	b.waitList()
+	b.screenshot("signed-in")
+	ck := b.sessionCookie()
+	if ck == nil || !ck.HTTPOnly || ck.SameSite != network.CookieSameSiteStrict {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict", ck)
+	}
+
+	// CSRF: the page's own fetch without the token is refused; so is a
+	// request with the token from another origin.
+	got := b.eval(`fetch("/console/api/v1/password-resets", {method: "POST", headers: {"Content-Type": "application/json"},
+		body: JSON.stringify({instanceIds: ["ins-aaaaaaaa"], password: "x"})}).then(async r => r.status + " " + (await r.json()).error.code)`)
+	if got != "403 CSRF_REFUSED" {
+		t.Errorf("POST without the CSRF token: %s", got)
+	}
+	csrf := b.eval(`fetch("/console/api/session").then(r => r.json()).then(s => s.csrfToken)`)
+	post := func(origin, token string) int {
+		req, _ := http.NewRequest("POST", e.http.URL+"/console/api/v1/password-resets", strings.NewReader(`{"instanceIds":[]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		if token != "" {
+			req.Header.Set(console.CSRFHeader, token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := post("https://evil.example", csrf); s != http.StatusForbidden {
+		t.Errorf("cross-origin POST with the token: %d, want 403", s)
+	}
+	if s := post(e.http.URL, ""); s != http.StatusForbidden {
+		t.Errorf("same-origin POST without the token: %d, want 403", s)
+	}
+	if s := post(e.http.URL, "wrong"+csrf); s != http.StatusForbidden {
+		t.Errorf("same-origin POST with a wrong token: %d, want 403", s)
+	}
+	if s := post(e.http.URL, csrf); s != http.StatusBadRequest { // the empty list is refused by the core
+		t.Errorf("same-origin POST with the token: %d, want 400", s)
+	}
+
+	b.do("sign out", click("#sign-out"), visible("#signin-user"))
+	b.screenshot("signed-out")
+	req, _ := http.NewRequest("GET", e.http.URL+"/console/api/v1/instances", nil)
+	req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the session still works after sign-out: %d", resp.StatusCode)
+	}
+}
+
+func TestConsoleTenantSeesOnlyItsInstances(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	mine := e.addMachine(machineOpts{name: "acme-web", tenant: "acme"})
+	theirs := e.addMachine(machineOpts{name: "globex-web", tenant: "globex"})
+	e.consoleUser("erin", "acme", false)
+	b := newBrowser(t, e, 1280, 800)
+	b.signIn("erin", consolePassword)
+	b.waitList()
+	ids := b.eval(`[...document.querySelectorAll("#instances tbody tr")].map(tr => tr.dataset.id).join(",")`)
+	if ids != mine.ID {
+		t.Errorf("the list shows %q, want only %s", ids, mine.ID)
+	}
+	b.screenshot("own-instances")
+	b.do("other tenant's instance", chromedp.Navigate(b.base+"/console/#/instances/"+theirs.ID))
+	b.waitFor("not found", `(document.querySelector("main .form-error") || {}).textContent?.includes("not found")`)
+	b.screenshot("other-tenant-not-found")
+	got := b.eval(`fetch("/console/api/v1/instances/` + theirs.ID + `").then(r => String(r.status))`)
+	if got != "404" {
+		t.Errorf("GET another tenant's instance: %s, want 404", got)
+	}
+}
+
+// TestConsoleNarrowOnlineGenerate uses a phone-sized window: the online
+// mode (every selected instance has a live agent) and a generated password
+// shown once with a copy button.
+func TestConsoleNarrowOnlineGenerate(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	in := e.addMachine(machineOpts{name: "api-01", running: true})
+	e.consoleUser("frank", "acme", false)
+	b := newBrowser(t, e, 390, 844)
+	b.signIn("frank", consolePassword)
+	b.waitList()
+	b.screenshot("list-390")
+	if w := b.eval(`String(document.documentElement.scrollWidth <= window.innerWidth + 1)`); w != "true" {
+		t.Errorf("the page scrolls sideways at 390 px")
+	}
+	b.openRowReset(in.ID)
+	b.do("online", click("#reset-online"), click("#reset-generate"))
+	if n := b.eval(`String(document.querySelectorAll("#reset-next").length)`); n != "0" {
+		t.Errorf("online mode still asks for a shutdown step")
+	}
+	b.screenshot("dialog-390")
+	b.do("submit", click("#reset-submit"))
+	b.waitFor("generated password", `document.querySelector("#generated-password") !== null`)
+	pw := b.eval(`document.querySelector("#generated-password").textContent`)
+	b.waitOperationEnd()
+	b.screenshot("generated-390")
+	if it := b.eval(`document.querySelector('#progress tr[data-instance="` + in.ID + `"] .item-message').textContent`); !strings.Contains(it, "Without shutdown") {
+		t.Errorf("item mode: %q", it)
+	}
+	if !e.checkPassword(in, "root", pw) {
+		t.Errorf("the generated password was not applied")
+	}
+	b.do("saved", click("#hide-password"), chromedp.WaitNotPresent(chromedp.CSS("#generated")))
+	b.assertNoTrace(pw)
+}
+
+// TestConsoleSignInLimit checks the durable limit on failed sign-ins.
+func TestConsoleSignInLimit(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.consoleUser("gina", "acme", false)
+	try := func(pw string) (int, string) {
+		body := fmt.Sprintf(`{"user":"gina","password":%s}`, jsString(pw))
+		req, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-in", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Origin", e.http.URL)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var eb apiv1.ErrorBody
+		_ = json.NewDecoder(resp.Body).Decode(&eb)
+		return resp.StatusCode, eb.Error.Code
+	}
+	if s, _ := try(consolePassword); s != http.StatusOK {
+		t.Fatalf("good sign-in: %d", s)
+	}
+	for i := range core.UserFailureLimit {
+		if s, code := try("wrong-" + fmt.Sprint(i)); s != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d %s", i, s, code)
+		}
+	}
+	if s, code := try(consolePassword); s != http.StatusTooManyRequests || code != core.CodeSignInLocked {
+		t.Fatalf("after %d failures the right password gave %d %s, want 429 %s", core.UserFailureLimit, s, code, core.CodeSignInLocked)
+	}
+	// Without the Origin of this server, sign-in is refused outright.
+	req, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-in", strings.NewReader(`{}`))
+	req.Header.Set("Origin", "https://evil.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cross-origin sign-in: %d, want 403", resp.StatusCode)
+	}
+}
