@@ -509,8 +509,10 @@ type bmCall struct {
 	params url.Values
 	at     time.Time
 	nonce  string
-	// edit changes the parameters after signing (tampering).
-	edit func(url.Values)
+	// edit changes the parameters after signing (tampering); editReq the
+	// HTTP request.
+	edit    func(url.Values)
+	editReq func(*http.Request)
 }
 
 func newNonce() string {
@@ -551,6 +553,9 @@ func (e *env) sendBM(c bmCall) (reply, bmAnswer) {
 	}
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if c.editReq != nil {
+		c.editReq(req)
 	}
 	r := e.send(req)
 	var a bmAnswer
@@ -772,6 +777,10 @@ func TestBareMetalErrorCodes(t *testing.T) {
 		{"stopped and dead devices", bmCall{key: k, params: devicePasswd(pw, down.ID, dead.ID)}, 200, 12002},
 		{"agent not alive", bmCall{key: k, params: devicePasswd(pw, dead.ID)}, 200, 12006},
 		{"wrong method", bmCall{key: k, method: "PUT", params: list}, 405, 4000},
+		{"parameters in both query and form", bmCall{key: k, method: "POST", params: list,
+			editReq: func(r *http.Request) { r.URL.RawQuery = "Action=DescribeDeviceList" }}, 200, 4000},
+		{"POST that is not a form", bmCall{key: k, method: "POST", params: list,
+			editReq: func(r *http.Request) { r.Header.Set("Content-Type", "application/json") }}, 200, 4000},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r, a := e.sendBM(c.call)
