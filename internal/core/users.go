@@ -298,6 +298,14 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 		if err := s.store.CreateConsoleSession(ctx, tx, sess); err != nil {
 			return err
 		}
+		// Sign-ins are rare enough to carry the clean-up of ended
+		// sessions and old failure counts, so no background job is needed.
+		if err := s.store.PruneConsoleSessions(ctx, tx, now); err != nil {
+			return err
+		}
+		if err := s.store.PruneSignInFailures(ctx, tx, now.Add(-FailureWindow)); err != nil {
+			return err
+		}
 		return s.audit(ctx, tx, p, u.Tenant, "console.sign_in", u.Name, "")
 	})
 	if err != nil {

@@ -161,10 +161,21 @@ func (s *Store) DeleteConsoleSessionsOf(ctx context.Context, q Querier, user str
 	return nil
 }
 
-// PruneConsoleSessions deletes expired sessions.
-func (s *Store) PruneConsoleSessions(ctx context.Context, before time.Time) error {
-	if _, err := s.c(s.DB).ExecContext(ctx, `DELETE FROM console_sessions WHERE expires_at < ?`, ms(before)); err != nil {
+// PruneConsoleSessions deletes the sessions that expired before now.
+func (s *Store) PruneConsoleSessions(ctx context.Context, q Querier, now time.Time) error {
+	if _, err := s.c(q).ExecContext(ctx, `DELETE FROM console_sessions WHERE expires_at < ?`, ms(now)); err != nil {
 		return fmt.Errorf("prune console sessions: %w", err)
+	}
+	return nil
+}
+
+// PruneSignInFailures deletes failure counts whose window began before
+// windowStart and whose lock, if any, has ended.
+func (s *Store) PruneSignInFailures(ctx context.Context, q Querier, windowStart time.Time) error {
+	_, err := s.c(q).ExecContext(ctx, `DELETE FROM console_signin_failures WHERE window_start < ? AND locked_until < ?`,
+		ms(windowStart), ms(s.now()))
+	if err != nil {
+		return fmt.Errorf("prune sign-in failures: %w", err)
 	}
 	return nil
 }

@@ -177,6 +177,12 @@ function dispatchEvent(type, ev) {
   if (state.onEvent) state.onEvent(type, ev);
 }
 
+// sentence capitalises a server message to read as a sentence.
+function sentence(s) {
+  s = String(s || "");
+  return s.charAt(0).toUpperCase() + s.slice(1) + (/[.!?]$/.test(s) ? "" : ".");
+}
+
 function title(text) {
   document.title = text + " · fleetpass";
   return h("h1", { id: "page-title", tabindex: "-1" }, text);
@@ -516,9 +522,9 @@ async function showOperation(id) {
   const tbody = h("tbody", {});
   const renderItem = (it) => h("tr", { "data-instance": it.instanceId, "data-state": it.state, "data-step": it.step },
     h("td", {}, h("a", { href: "#/instances/" + encodeURIComponent(it.instanceId) }, it.instanceName), h("br"), h("span", { class: "mono muted" }, it.instanceId)),
-    h("td", { class: "item-step" }, it.state === "failed" ? "Failed" : stepWords[it.step] || it.step),
+    h("td", { class: "item-step" }, it.state === "failed" ? `Failed while: ${(stepWords[it.step] || it.step).toLowerCase()}` : stepWords[it.step] || it.step),
     h("td", { class: "item-state" }, badge(it.state)),
-    h("td", { class: "item-message" }, it.state === "failed" ? (it.message || it.errorCode) : it.mode ? (it.mode === "online" ? "Without shutdown" : "With shutdown") + (it.user ? `, user ${it.user}` : "") : ""));
+    h("td", { class: "item-message" }, it.state === "failed" ? sentence(it.message || it.errorCode) : it.mode ? (it.mode === "online" ? "Without shutdown" : "With shutdown") + (it.user ? `, user ${it.user}` : "") : ""));
   const render = () => {
     clear(statusEl);
     statusEl.append(badge(op.status));

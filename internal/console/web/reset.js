@@ -144,6 +144,7 @@ export async function openResetDialog(instances, onAccepted) {
 
   function renderFooter() {
     clear(footer);
+    title.textContent = needConsent() ? `Reset Password (step ${step} of 2)` : "Reset Password";
     const cancel = h("button", { type: "button", class: "secondary", id: id("cancel"), onclick: () => dlg.close() }, "Cancel");
     if (step === 1) {
       if (needConsent()) {
@@ -161,6 +162,7 @@ export async function openResetDialog(instances, onAccepted) {
 
   function goStep(s) {
     step = s;
+    title.textContent = needConsent() ? `Reset Password (step ${s} of 2)` : "Reset Password";
     step1.hidden = s !== 1;
     step2.hidden = s !== 2;
     renderFooter();
