@@ -245,7 +245,7 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, requestID string,
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return 499 // the client went away; nobody reads an answer
 	}
-	status, ok := Status[e.Code]
+	status, ok := statusOf[e.Code]
 	if !ok {
 		status = http.StatusInternalServerError
 	}

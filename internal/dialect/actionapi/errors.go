@@ -39,8 +39,8 @@ const (
 	codeInternal           = "INTERNAL_ERROR"
 )
 
-// Status is the HTTP status of each code.
-var Status = map[string]int{
+// statusOf is the HTTP status of each code.
+var statusOf = map[string]int{
 	codeInstanceNotFound:   http.StatusNotFound,
 	codeNotStopped:         http.StatusBadRequest,
 	codeNotRunning:         http.StatusForbidden,

@@ -93,7 +93,7 @@ func FuzzParse(f *testing.F) {
 			if !errors.As(err, &e) {
 				t.Fatalf("not an *Error: %v", err)
 			}
-			if _, ok := Status[e.Code]; !ok {
+			if _, ok := statusOf[e.Code]; !ok {
 				t.Fatalf("code %q has no status", e.Code)
 			}
 			if strings.Contains(e.Message, canary) && !strings.Contains(action, canary) {
