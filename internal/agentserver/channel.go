@@ -222,10 +222,12 @@ func (c *Channel) SetPassword(ctx context.Context, ref driver.Ref, user string, 
 			continue // the database is busy; the deadline still holds
 		}
 		if cmd.State == store.CommandPending || cmd.State == store.CommandSent {
-			if cur, err := c.store.GetAgent(ctx, c.store.DB, a.ID); err == nil && !c.Alive(cur) {
+			// An agent applying a command is silent (it polls again only
+			// after its ack), so silence alone is no sign of death here:
+			// a dropped connection or a new session is; a hang is left to
+			// the ack deadline.
+			if cur, err := c.store.GetAgent(ctx, c.store.DB, a.ID); err == nil && (!cur.Connected || cur.Session != a.Session) {
 				giveUp()
-				// The agent went away, or restarted and is applying what
-				// waited for it: either way it is not alive right now.
 				return c.notAlive(cur)
 			}
 			continue
