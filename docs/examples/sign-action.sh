@@ -19,25 +19,25 @@ creds="$data/admin-credentials"
 key_id=$(sed -n 's/.*"keyId": *"\([^"]*\)".*/\1/p' "$creds")
 secret=$(sed -n 's/.*"secret": *"\([^"]*\)".*/\1/p' "$creds")
 
-body=$(mktemp)
-trap 'rm -f "$body"' EXIT
-cat >"$body"
+# Held in a shell variable, not a temporary file; printf is a shell
+# builtin, so the body never becomes a process argument either.
+body=$(cat)
 
 host=${url#*://}
 host=${host%%/*}
 ts=$(date +%s)
 ct=application/json
-body_hash=$(openssl dgst -sha256 -r "$body" | cut -d' ' -f1)
+body_hash=$(printf '%s' "$body" | openssl dgst -sha256 -r | cut -d' ' -f1)
 canonical_hash=$(printf 'POST\n/\n\ncontent-type:%s\nhost:%s\n\ncontent-type;host\n%s' "$ct" "$host" "$body_hash" |
 	openssl dgst -sha256 -r | cut -d' ' -f1)
 signature=$(printf 'ZC2-HMAC-SHA256\n%s\n%s' "$ts" "$canonical_hash" |
 	openssl dgst -sha256 -hmac "$secret" -r | cut -d' ' -f1)
 
-curl -sS -X POST "$url/api/v2/$product" \
+printf '%s' "$body" | curl -sS -X POST "$url/api/v2/$product" \
 	-H "Content-Type: $ct" \
 	-H "X-ZC-Action: $action" \
 	-H "X-ZC-Version: 2022-11-20" \
 	-H "X-ZC-Timestamp: $ts" \
 	-H "X-ZC-Signature-Method: ZC2-HMAC-SHA256" \
 	-H "Authorization: ZC2-HMAC-SHA256 Credential=$key_id, SignedHeaders=content-type;host, Signature=$signature" \
-	--data-binary @"$body"
+	--data-binary @-
