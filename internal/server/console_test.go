@@ -274,6 +274,7 @@ func (b *browser) sessionCookie() *network.Cookie {
 }
 
 func TestConsoleSingleResetOfStoppedInstance(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOpts{})
 	in := e.addMachine(machineOpts{name: "web-01", boot: 200 * time.Millisecond})
 	e.addMachine(machineOpts{name: "db-01", running: true})
@@ -325,6 +326,7 @@ func TestConsoleSingleResetOfStoppedInstance(t *testing.T) {
 }
 
 func TestConsoleBatchResetNeedsConsent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOpts{})
 	r1 := e.addMachine(machineOpts{name: "app-01", running: true, shutdown: 100 * time.Millisecond})
 	r2 := e.addMachine(machineOpts{name: "app-02", running: true, os: sim.Windows})
@@ -386,6 +388,7 @@ func sortedCopy(s []string) []string {
 }
 
 func TestConsolePasswordMistakes(t *testing.T) {
+	t.Parallel()
 	cfg := fastEngine()
 	cfg.BootTimeout = time.Minute // keeps the busy instance busy while the dialog is used
 	e := newEnv(t, envOpts{engine: cfg})
@@ -439,6 +442,7 @@ func TestConsolePasswordMistakes(t *testing.T) {
 }
 
 func TestConsoleProgressWithAFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOpts{})
 	good := e.addMachine(machineOpts{name: "ok-01", boot: 300 * time.Millisecond})
 	dead := e.addMachine(machineOpts{name: "dead-agent-01", faults: sim.Faults{AgentDead: true}})
@@ -472,6 +476,7 @@ func TestConsoleProgressWithAFailure(t *testing.T) {
 }
 
 func TestConsoleSignInCSRFSignOut(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOpts{})
 	e.addMachine(machineOpts{name: "web-01"})
 	var creds ConsoleCredentials
@@ -558,6 +563,7 @@ func TestConsoleSignInCSRFSignOut(t *testing.T) {
 }
 
 func TestConsoleTenantSeesOnlyItsInstances(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOpts{})
 	mine := e.addMachine(machineOpts{name: "acme-web", tenant: "acme"})
 	theirs := e.addMachine(machineOpts{name: "globex-web", tenant: "globex"})
@@ -583,6 +589,7 @@ func TestConsoleTenantSeesOnlyItsInstances(t *testing.T) {
 // mode (every selected instance has a live agent) and a generated password
 // shown once with a copy button.
 func TestConsoleNarrowOnlineGenerate(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOpts{})
 	in := e.addMachine(machineOpts{name: "api-01", running: true})
 	e.consoleUser("frank", "acme", false)
@@ -616,6 +623,7 @@ func TestConsoleNarrowOnlineGenerate(t *testing.T) {
 
 // TestConsoleSignInLimit checks the durable limit on failed sign-ins.
 func TestConsoleSignInLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOpts{})
 	e.consoleUser("gina", "acme", false)
 	try := func(pw string) (int, string) {
@@ -659,6 +667,7 @@ func TestConsoleSignInLimit(t *testing.T) {
 // TestConsoleTenThousandInstances pages and searches a tenant of 10,000
 // instances: each page is one keyset query, however deep.
 func TestConsoleTenThousandInstances(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
 	svc := e.srv.Service()
@@ -708,4 +717,62 @@ func TestConsoleTenThousandInstances(t *testing.T) {
 	b.waitFor("search results", `document.querySelectorAll("#instances tbody tr").length === 10`)
 	t.Logf("search answered in %v", time.Since(t0))
 	b.screenshot("search")
+}
+
+// TestConsoleAdminCreatesUser: an admin creates a tenant's user in the
+// Users page; the user must choose a password at the first sign-in and
+// then sees that tenant only.
+func TestConsoleAdminCreatesUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	in := e.addMachine(machineOpts{name: "web-01", tenant: "acme"})
+	e.addMachine(machineOpts{name: "web-02", tenant: "globex"})
+	e.consoleUser("root-admin", core.AdminTenant, true)
+	b := newBrowser(t, e, 1280, 800)
+	b.signIn("root-admin", consolePassword)
+	b.waitList()
+	b.do("users page", click("#nav-users"), visible("#user-form"))
+	const initial = "Welcome-aboard-2026"
+	b.do("create", typeIn("#user-name", "ivy"), typeIn("#user-tenant", "acme"), typeIn("#user-password", initial), click("#user-submit"))
+	b.waitFor("created", `document.querySelector('#users tr[data-user="ivy"]') !== null`)
+	b.screenshot("users")
+	b.do("sign out", click("#sign-out"), visible("#signin-user"))
+	b.do("sign in as ivy", typeIn("#signin-user", "ivy"), typeIn("#signin-password", initial), click("#signin-submit"), visible("#cp-new"))
+	const mine = "Own-secret-pass-77"
+	b.do("change", typeIn("#cp-current", initial), typeIn("#cp-new", mine), typeIn("#cp-confirm", mine), click("#cp-submit"))
+	b.waitList()
+	if ids := b.eval(`[...document.querySelectorAll("#instances tbody tr")].map(tr => tr.dataset.id).join(",")`); ids != in.ID {
+		t.Errorf("ivy sees %q, want only %s", ids, in.ID)
+	}
+	if b.eval(`String(document.querySelector("#nav-users").hidden)`) != "true" {
+		t.Errorf("a tenant user is offered the Users page")
+	}
+}
+
+// TestConsoleUnknownUser: a custom user name that does not exist on the
+// machine fails that instance, with the reason in words.
+func TestConsoleUnknownUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	in := e.addMachine(machineOpts{name: "db-01"})
+	e.consoleUser("judy", "acme", false)
+	b := newBrowser(t, e, 1280, 800)
+	b.signIn("judy", consolePassword)
+	b.waitList()
+	b.openRowReset(in.ID)
+	b.do("custom user", click("#reset-user-custom"))
+	b.waitFor("editable", `!document.querySelector("#reset-user").readOnly`)
+	const pw = "Silver-Harbor-42"
+	b.do("type", typeIn("#reset-user", "nobody"), typeIn("#reset-password", pw), typeIn("#reset-confirm", pw), click("#reset-submit"))
+	b.waitFor("progress view", `document.querySelector("#progress") !== null`)
+	b.waitOperationEnd()
+	b.screenshot("unknown-user")
+	if s := b.itemState(in.ID); s != "failed" {
+		t.Fatalf("item %s, want failed", s)
+	}
+	reason := b.eval(`document.querySelector('#progress tr[data-instance="` + in.ID + `"] .item-message').textContent`)
+	if !strings.Contains(reason, "user does not exist") {
+		t.Errorf("reason %q does not say the user does not exist", reason)
+	}
+	b.assertNoTrace(pw)
 }

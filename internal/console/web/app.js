@@ -40,6 +40,7 @@ function startSession(s) {
     return;
   }
   document.getElementById("top").hidden = false;
+  document.getElementById("nav-users").hidden = !s.admin;
   document.getElementById("who").textContent = `Signed in as ${s.user} (tenant ${s.tenant}${s.admin ? ", admin" : ""})`;
   if (!state.events) state.events = openEvents(dispatchEvent);
   if (!location.hash || location.hash === "#" || location.hash === "#/sign-in") location.hash = "#/instances";
@@ -147,7 +148,7 @@ async function showChangePassword() {
       startSession(s);
     } catch (e) {
       if (failed(e)) return;
-      err.textContent = e.message;
+      err.textContent = sentence(e.message);
       err.hidden = false;
     }
   });
@@ -164,6 +165,7 @@ function route() {
   for (const a of document.querySelectorAll("nav a")) a.removeAttribute("aria-current");
   if (parts[0] === "operations" && parts[1]) showOperation(decodeURIComponent(parts[1]));
   else if (parts[0] === "operations") { mark("nav-operations"); showOperations(); }
+  else if (parts[0] === "users" && state.session.admin) { mark("nav-users"); showUsers(); }
   else if (parts[0] === "instances" && parts[1]) showInstance(decodeURIComponent(parts[1]));
   else { mark("nav-instances"); showInstances(); }
   if (!(parts[0] === "operations" && parts[1])) state.generated = null;
@@ -611,6 +613,63 @@ async function showOperation(id) {
   render();
   document.getElementById("page-title").focus();
   follow();
+}
+
+// ---- console users (admins)
+
+async function showUsers() {
+  clear(main);
+  const holder = h("div", {});
+  const load = async () => {
+    let list;
+    try {
+      list = await call("GET", "/users");
+    } catch (e) {
+      if (failed(e)) return;
+      clear(holder); holder.append(h("p", { class: "form-error", role: "alert" }, e.message));
+      return;
+    }
+    clear(holder);
+    holder.append(h("div", { class: "table-wrap" }, h("table", { class: "list", id: "users" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "User"), h("th", { scope: "col" }, "Tenant"),
+        h("th", { scope: "col" }, "Role"), h("th", { scope: "col" }, "Password"), h("th", { scope: "col", class: "col-when" }, "Created"))),
+      h("tbody", {}, list.users.map((u) => h("tr", { "data-user": u.name },
+        h("td", {}, u.name), h("td", {}, u.tenant), h("td", {}, u.admin ? "Admin" : "Tenant user"),
+        h("td", {}, u.mustChangePassword ? "Initial (must change)" : "Chosen"), h("td", { class: "col-when" }, when(u.createdAt))))))));
+  };
+  const name = h("input", { id: "user-name", autocomplete: "off", spellcheck: "false" });
+  const tenant = h("input", { id: "user-tenant", autocomplete: "off", spellcheck: "false", value: "" });
+  const admin = h("input", { type: "checkbox", id: "user-admin" });
+  const pw = h("input", { id: "user-password", type: "password", autocomplete: "new-password" });
+  const err = h("div", { class: "form-error", id: "user-error", role: "alert", hidden: true });
+  const ok = h("p", { class: "info", id: "user-created", role: "status", hidden: true });
+  const form = h("form", { class: "card", id: "user-form", novalidate: true },
+    h("h2", {}, "New console user"),
+    h("p", { class: "muted" }, "The user signs in with this initial password and must change it at once. Give it to them over a safe channel."),
+    err, ok,
+    h("div", { class: "field" }, h("label", { for: name.id }, "User name"), name),
+    h("div", { class: "field" }, h("label", { for: tenant.id }, "Tenant"), tenant),
+    h("div", { class: "check" }, h("label", {}, admin, " Admin (sees and manages every tenant)")),
+    h("div", { class: "field" }, h("label", { for: pw.id }, "Initial password (12 or more characters)"), pw),
+    h("button", { type: "submit", id: "user-submit" }, "Create user"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.hidden = ok.hidden = true;
+    try {
+      const u = await call("POST", "/users", { name: name.value.trim(), tenant: tenant.value.trim(), admin: admin.checked, password: pw.value });
+      pw.value = "";
+      ok.textContent = `Created ${u.name} in tenant ${u.tenant}.`;
+      ok.hidden = false;
+      name.value = "";
+      load();
+    } catch (e) {
+      if (failed(e)) return;
+      err.textContent = e.message;
+      err.hidden = false;
+    }
+  });
+  main.append(title("Console users"), holder, form);
+  await load();
 }
 
 boot();
