@@ -57,7 +57,7 @@ func Run(ctx context.Context, st *State, o Options) error {
 		o.MinBackoff = 200 * time.Millisecond
 	}
 	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 30 * time.Second
+		o.MaxBackoff = 10 * time.Second
 	}
 	if o.PollTimeout <= 0 {
 		o.PollTimeout = 90 * time.Second

@@ -213,6 +213,11 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-ctx.Done():
+			if serverClosing(r) {
+				// Not the agent's doing: it reconnects to the next server
+				// run (or another replica) well within the silence.
+				return
+			}
 			// The agent went away (killed, powered off, network cut).
 			gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			if gone, err := a.store.AgentGone(gctx, a.store.DB, ag.ID, seq); err == nil && gone {
@@ -266,4 +271,15 @@ func (a *API) ack(w http.ResponseWriter, r *http.Request) {
 	a.ch.acks.notify(req.ID)
 	a.log.InfoContext(r.Context(), "agent command acknowledged", "agent_id", ag.ID, "command_id", req.ID, "result", req.Result)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// serverClosing reports whether the request ended because the server is
+// shutting down rather than because the client left: both cancel the
+// request's context, but only shutdown ends the server's base context.
+func serverClosing(r *http.Request) bool {
+	hs, ok := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if !ok || hs.BaseContext == nil {
+		return false
+	}
+	return hs.BaseContext(nil).Err() != nil
 }

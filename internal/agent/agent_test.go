@@ -1,0 +1,236 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf16"
+
+	"github.com/fleetpass/fleetpass/internal/agentproto"
+)
+
+// fakeTools writes a fake getent and chpasswd: getent knows the users in
+// known; chpasswd copies its standard input to a file, then runs script,
+// in which {stdin} names that file.
+func fakeTools(t *testing.T, known []string, script string) (lookPaths, string) {
+	t.Helper()
+	dir := t.TempDir()
+	got := filepath.Join(dir, "stdin")
+	getent := "#!/bin/sh\ncase \"$3\" in\n"
+	for _, u := range known {
+		getent += u + ") echo " + u + ":x:1000:1000::/home/" + u + ":/bin/sh; exit 0;;\n"
+	}
+	getent += "esac\nexit 2\n"
+	chp := "#!/bin/sh\ncat >" + got + "\necho \"args:$*\" >" + got + ".args\n" + strings.ReplaceAll(script, "{stdin}", got) + "\n"
+	for name, body := range map[string]string{"getent": getent, "chpasswd": chp} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lookPaths{getent: filepath.Join(dir, "getent"), chpasswd: filepath.Join(dir, "chpasswd")}, got
+}
+
+func TestChpasswdGetsTheLineOnStdinAndReportsEachOutcome(t *testing.T) {
+	const pw = "S3cret-Pw!x"
+	tests := []struct {
+		name     string
+		user     string
+		script   string
+		wantCode string
+		wantExit int
+		wantMsg  string
+		wantLine bool
+	}{
+		{name: "success", user: "alice", script: "exit 0", wantCode: agentproto.ResultOK, wantLine: true},
+		{name: "unknown user is found before chpasswd runs", user: "ghost", script: "exit 0",
+			wantCode: agentproto.ResultUserNotFound, wantMsg: "does not exist"},
+		{name: "failure reports exit code and stderr without the password", user: "alice",
+			// A (hypothetical) chatty PAM module echoing its input.
+			script:   "echo \"chpasswd: PAM: Authentication token manipulation error for $(cat {stdin})\" >&2; exit 1",
+			wantCode: agentproto.ResultFailed, wantExit: 1, wantMsg: "[redacted]", wantLine: true},
+		{name: "user removed between look-up and chpasswd", user: "alice",
+			script:   "echo \"chpasswd: user 'alice' does not exist\" >&2; exit 1",
+			wantCode: agentproto.ResultUserNotFound, wantExit: 1, wantLine: true},
+		{name: "user name with a colon is refused", user: "al:ice", script: "exit 0", wantCode: agentproto.ResultFailed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, got := fakeTools(t, []string{"alice"}, tc.script)
+			password := []byte(pw)
+			res := chpasswd(context.Background(), p, tc.user, password)
+			if res.Code != tc.wantCode || res.ExitCode != tc.wantExit {
+				t.Fatalf("result %+v, want code %s exit %d", res, tc.wantCode, tc.wantExit)
+			}
+			if !strings.Contains(res.Message, tc.wantMsg) {
+				t.Errorf("message %q, want it to contain %q", res.Message, tc.wantMsg)
+			}
+			if strings.Contains(res.Message, pw) {
+				t.Errorf("message shows the password: %q", res.Message)
+			}
+			line, err := os.ReadFile(got)
+			if tc.wantLine {
+				if err != nil || string(line) != tc.user+":"+pw+"\n" {
+					t.Errorf("chpasswd read %q (%v), want the user:password line", line, err)
+				}
+				args, _ := os.ReadFile(got + ".args")
+				if bytes.Contains(args, []byte(pw)) {
+					t.Errorf("chpasswd's arguments hold the password: %q", args)
+				}
+			} else if err == nil {
+				t.Errorf("chpasswd ran, want it not to")
+			}
+		})
+	}
+}
+
+func TestPasswordUTF16ConvertsAndRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []byte
+		want string // "" means nil
+	}{
+		{"ascii", []byte("Abc-123!"), "Abc-123!"},
+		{"non-ascii", []byte("Pässwörd€1"), "Pässwörd€1"},
+		{"astral", []byte("key🔑Z9"), "key🔑Z9"},
+		{"NUL is refused", []byte("ab\x00cd"), ""},
+		{"invalid UTF-8 is refused", []byte{'a', 0xff, 'b'}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := passwordUTF16(tc.in)
+			if tc.want == "" {
+				if got != nil {
+					t.Fatalf("got %v, want nil", got)
+				}
+				return
+			}
+			want := append(utf16.Encode([]rune(tc.want)), 0)
+			if len(got) != len(want) {
+				t.Fatalf("got %v, want %v", got, want)
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("got %v, want %v", got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestNetUserResultMapsWindowsStatuses(t *testing.T) {
+	tests := []struct {
+		status   uint32
+		wantCode string
+	}{
+		{0, agentproto.ResultOK},
+		{2221, agentproto.ResultUserNotFound},
+		{2245, agentproto.ResultFailed},
+		{5, agentproto.ResultFailed},
+		{87, agentproto.ResultFailed},
+	}
+	for _, tc := range tests {
+		res := netUserResult("Administrator", tc.status)
+		if res.Code != tc.wantCode {
+			t.Errorf("status %d: code %s, want %s", tc.status, res.Code, tc.wantCode)
+		}
+		if tc.status != 0 && res.ExitCode != int(tc.status) {
+			t.Errorf("status %d: exit code %d", tc.status, res.ExitCode)
+		}
+	}
+}
+
+func TestPlainHTTPOnlyOnLoopback(t *testing.T) {
+	tests := []struct {
+		url    string
+		wantOK bool
+	}{
+		{"http://127.0.0.1:8080", true},
+		{"http://[::1]:8080", true},
+		{"http://localhost:8080", true},
+		{"http://10.0.0.5:8080", false},
+		{"http://fleetpass.example", false},
+		{"https://fleetpass.example", true},
+		{"ftp://fleetpass.example", false},
+	}
+	for _, tc := range tests {
+		_, err := newHTTPClient(tc.url, "")
+		if (err == nil) != tc.wantOK {
+			t.Errorf("%s: err %v, want ok=%v", tc.url, err, tc.wantOK)
+		}
+	}
+}
+
+func TestPinnedFingerprintAcceptsOnlyThatCertificate(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"commands":[]}`))
+	}))
+	defer srv.Close()
+	sum := sha256.Sum256(srv.Certificate().Raw)
+	good := strings.ToUpper(hex.EncodeToString(sum[:]))
+	var colons []string
+	for i := 0; i < len(good); i += 2 {
+		colons = append(colons, good[i:i+2])
+	}
+	bad := strings.Repeat("00", 32)
+	tests := []struct {
+		name, fp string
+		wantOK   bool
+	}{
+		{"pinned, with colons", strings.Join(colons, ":"), true},
+		{"pinned, plain hex", strings.ToLower(good), true},
+		{"another certificate", bad, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := newHTTPClient(srv.URL, tc.fp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out agentproto.PollResponse
+			err = post(context.Background(), c, srv.URL, agentproto.PathPoll, "", agentproto.PollRequest{}, &out)
+			if (err == nil) != tc.wantOK {
+				t.Fatalf("err %v, want ok=%v", err, tc.wantOK)
+			}
+		})
+	}
+	if _, err := normalizeFingerprint("abc"); err == nil {
+		t.Error("a short fingerprint was accepted")
+	}
+}
+
+func TestStateRoundTripsPrivately(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "state.json")
+	pub, priv, err := agentproto.NewKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &State{Server: "https://x", AgentID: "agt-1", InstanceID: "ins-1", Tenant: "t", Secret: "s",
+		PublicKey: pub[:], PrivateKey: priv[:]}
+	if err := st.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v, want 0600", fi.Mode().Perm())
+	}
+	got, err := LoadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AgentID != st.AgentID || !bytes.Equal(got.PrivateKey, st.PrivateKey) {
+		t.Errorf("loaded %+v", got)
+	}
+	if _, err := LoadState(filepath.Join(t.TempDir(), "none")); err == nil || !strings.Contains(err.Error(), "enrol") {
+		t.Errorf("missing state: %v, want a hint to enrol", err)
+	}
+}

@@ -1,0 +1,197 @@
+package realguest
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/client"
+	"github.com/fleetpass/fleetpass/internal/guesttest"
+)
+
+// serverProc is `fleetpass serve` as a real process.
+type serverProc struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startServerProc(t *testing.T, bin, dataDir, addr, logPath string) *serverProc {
+	t.Helper()
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr, "--rate-limit", "0", "--sync-interval", "1s",
+		"--log-level", "debug")
+	cmd.Env = append(os.Environ(), "FLEETPASS_ADMIN_KEY_ID="+adminKeyID, "FLEETPASS_ADMIN_KEY_SECRET="+adminSecret,
+		"FLEETPASS_AGENT_SILENCE=5s", "FLEETPASS_AGENT_POLL_HOLD=1s")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serverProc{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() { p.kill() })
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("server not ready: %v\n%s", err, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *serverProc) kill() {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		p.cmd.ProcessState = &os.ProcessState{}
+	}
+}
+
+func buildServer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "fleetpass")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/fleetpass/fleetpass/cmd/fleetpass").CombinedOutput(); err != nil {
+		t.Fatalf("build fleetpass: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// A real server process is killed with SIGKILL in the middle of a batch of
+// online resets through the agent channel and started again: the agents
+// reconnect, every item finishes once, and every guest has the new
+// password.
+func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
+	guesttest.EnsureTools(t)
+	srvBin, agentBin := buildServer(t), buildAgent(t)
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	logPath := filepath.Join(dir, "server.log")
+	data := filepath.Join(dir, "data")
+	p := startServerProc(t, srvBin, data, addr, logPath)
+	c, err := client.New("http://"+addr, adminKeyID, adminSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := c.CreateTenant(ctx, apiv1.TenantCreate{Name: tenant}); err != nil {
+		t.Fatal(err)
+	}
+	old, pw := newPassword(), newPassword()
+	const n = 12
+	ms := make([]*machine, n)
+	for i := range ms {
+		g := guesttest.Start(t, guesttest.Options{Users: []guesttest.UserSpec{{Name: user, Password: old}}})
+		tok, err := c.CreateAgentToken(ctx, apiv1.AgentTokenCreate{Tenant: tenant, InstanceName: "crash-" + string(rune('a'+i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := g.RunInput([]byte(tok.Token+"\n"), agentBin, "enroll", "--server", "http://"+addr, "--token-file", "-",
+			"--state", agentState)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sm := enrolled.FindStringSubmatch(out)
+		if sm == nil {
+			t.Fatalf("enroll said %q", out)
+		}
+		ms[i] = &machine{name: "crash-" + string(rune('a'+i)), g: g, instance: sm[1], agentID: sm[2], agentBin: agentBin}
+		if err := ms[i].startAgent(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := make([]string, n)
+	for i, m := range ms {
+		ids[i] = m.instance
+		waitInstance(t, c, m, func(in *apiv1.Instance) bool { return in.State == apiv1.StateRunning && in.GuestAlive })
+	}
+	argv := watchArgv(t)
+	argv.add(pw)
+	op, err := c.ResetPassword(ctx, apiv1.PasswordReset{InstanceIDs: ids, User: user, Mode: apiv1.ModeOnline, Password: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Kill as soon as the batch is under way, before it can finish.
+	time.Sleep(20 * time.Millisecond)
+	p.kill()
+	if cur, err := c.GetOperation(ctx, op.ID); err == nil {
+		t.Logf("killed the server with the operation at %s", cur.Status)
+	}
+	before, _ := os.ReadFile(logPath)
+	t.Logf("server log lines before the kill: %d", strings.Count(string(before), "\n"))
+	time.Sleep(time.Second)
+	startServerProc(t, srvBin, data, addr, logPath)
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	var final *apiv1.Operation
+	for {
+		final, err = c.WaitOperationFor(wctx, op.ID, 30*time.Second)
+		if err == nil && final.Status != apiv1.OperationRunning {
+			break
+		}
+		if wctx.Err() != nil {
+			t.Fatalf("operation did not finish after the restart: %v", err)
+		}
+	}
+	argv.check(t)
+	for _, m := range ms {
+		wantItem(t, final, m, apiv1.ItemSucceeded, "")
+		wantLogins(t, m, pw, old)
+	}
+	logs, _ := os.ReadFile(logPath)
+	places := map[string]string{"server log": string(logs)}
+	for _, m := range ms {
+		places[m.name+" agent log"] = m.agentLogs()
+	}
+	files, _ := filepath.Glob(filepath.Join(data, "fleetpass.db*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		places[filepath.Base(f)] = string(b)
+	}
+	for where, text := range places {
+		if strings.Contains(text, pw) || strings.Contains(text, old) {
+			t.Errorf("a password is in the %s", where)
+		}
+	}
+	if !regexp.MustCompile(`connected to the server`).MatchString(ms[0].agentLogs()) {
+		t.Errorf("agent log shows no connection:\n%s", ms[0].agentLogs())
+	}
+}
+
+func waitInstance(t *testing.T, c *client.Client, m *machine, ok func(*apiv1.Instance) bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		in, err := c.GetInstance(t.Context(), m.instance)
+		if err == nil && ok(in) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: instance never got there (last %+v, %v)\nagent log:\n%s", m.name, in, err, m.agentLogs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
