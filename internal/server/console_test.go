@@ -576,6 +576,19 @@ func TestConsoleTenantSeesOnlyItsInstances(t *testing.T) {
 		t.Errorf("the list shows %q, want only %s", ids, mine.ID)
 	}
 	b.screenshot("own-instances")
+	// Badges follow the events stream, without a reload.
+	alive := true
+	if err := e.srv.Service().SetInstanceObserved(context.Background(), mine.ID, apiv1.StateRunning, &alive); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor("live badge", `document.querySelector('`+rowSel(mine.ID)+` .col-state .badge').dataset.state === "RUNNING" &&
+		document.querySelector('`+rowSel(mine.ID)+` .col-agent span').dataset.alive === "true"`)
+	// Searching by another tenant's instance id finds nothing.
+	b.do("search by id", typeIn("#filter-name", theirs.ID))
+	b.waitFor("no match", `document.querySelector("#list-status").textContent === "No instances match."`)
+	b.clearInputs("#filter-name")
+	b.do("search own id", typeIn("#filter-name", mine.ID))
+	b.waitFor("one match", `document.querySelectorAll("#instances tbody tr").length === 1 && document.querySelector("#list-status").textContent === ""`)
 	b.do("other tenant's instance", chromedp.Navigate(b.base+"/console/#/instances/"+theirs.ID))
 	b.waitFor("not found", `(document.querySelector("main .form-error") || {}).textContent?.includes("not found")`)
 	b.screenshot("other-tenant-not-found")

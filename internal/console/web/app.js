@@ -301,7 +301,7 @@ function alertBox(msg) {
 async function showInstances() {
   const L = state.list;
   clear(main);
-  const search = h("input", { type: "search", id: "filter-name", value: L.namePrefix, placeholder: "Name starts with…" });
+  const search = h("input", { type: "search", id: "filter-name", value: L.namePrefix, placeholder: "Name prefix or instance ID" });
   const stateSel = h("select", { id: "filter-state" },
     ["", "RUNNING", "STOPPED", "STOPPING", "STARTING", "RESETTING_PASSWORD", "ERROR", "PENDING"].map((s) =>
       h("option", { value: s, selected: L.state === s }, s ? s.charAt(0) + s.slice(1).toLowerCase().replace(/_/g, " ") : "All states")));
@@ -334,7 +334,14 @@ async function showInstances() {
     status.textContent = "Loading…";
     let list;
     try {
-      list = await call("GET", "/v1/instances?" + q.toString());
+      if (/^ins-[a-z0-9]{8,12}$/.test(L.namePrefix)) {
+        // An instance id in the search box finds that instance.
+        list = await call("GET", "/v1/instances/" + L.namePrefix)
+          .then((i) => ({ instances: [i] }))
+          .catch((e) => { if (e.code === "INSTANCE_NOT_FOUND") return { instances: [] }; throw e; });
+      } else {
+        list = await call("GET", "/v1/instances?" + q.toString());
+      }
     } catch (e) {
       if (failed(e)) return;
       status.textContent = e.message;
@@ -390,7 +397,7 @@ async function showInstances() {
     h("div", { class: "toolbar" },
       h("div", { class: "actions" }, resetBtn, selInfo),
       h("div", { class: "filters", role: "search" },
-        h("label", { for: search.id }, "Search by name"), search,
+        h("label", { for: search.id }, "Search"), search,
         h("label", { for: stateSel.id }, "State"), stateSel,
         h("label", { for: osSel.id }, "OS"), osSel)),
     h("div", { class: "table-wrap" },
