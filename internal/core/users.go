@@ -216,6 +216,10 @@ func (s *Service) EnsureConsoleAdmin(ctx context.Context) (name, pw string, crea
 	pw = base64.RawURLEncoding.EncodeToString(b)
 	system := Principal{Kind: "system", ID: "bootstrap", Tenant: AdminTenant, Admin: true, Address: "local"}
 	if _, err := s.CreateConsoleUser(ctx, system, ConsoleAdmin, AdminTenant, true, []byte(pw)); err != nil {
+		if CodeOf(err) == CodeUserExists {
+			// Another replica made it first; its file holds the password.
+			return "", "", false, nil
+		}
 		return "", "", false, err
 	}
 	return ConsoleAdmin, pw, true, nil
