@@ -425,6 +425,28 @@ func TestConsolePasswordMistakes(t *testing.T) {
 	}
 	b.do("cancel", click("#reset-cancel"), chromedp.WaitNotPresent(chromedp.CSS("#reset-dialog")))
 
+	// The server's own refusal of a password reaches the same place: make
+	// the page's copy of the rule lax, so only the server catches it.
+	b.eval(`(() => { const orig = window.fetch;
+		window.fetch = async (u, init) => {
+			const r = await orig(u, init);
+			if (!String(u).includes("/password-policy")) return r;
+			const s = await r.json();
+			s.minLength = 1; s.minClasses = 0;
+			return new Response(JSON.stringify(s), {status: 200, headers: {"Content-Type": "application/json"}});
+		}; return ""; })()`)
+	b.openRowReset(in.ID)
+	b.do("lax", typeIn("#reset-password", "abc"), typeIn("#reset-confirm", "abc"), click("#reset-submit"))
+	b.waitFor("server rule error", `document.querySelector("#reset-password-error").textContent.includes("server refused")`)
+	if got := b.eval(`document.querySelector("#reset-password-error").textContent`); !strings.Contains(got, "characters long") {
+		t.Errorf("the server's rule error %q does not name the length rule", got)
+	}
+	if got := b.eval(`document.querySelector("#reset-submit").textContent`); got != "Reset Password" {
+		t.Errorf("after a refusal the button reads %q", got)
+	}
+	b.screenshot("server-rule-violation")
+	b.do("cancel", click("#reset-cancel"), chromedp.WaitNotPresent(chromedp.CSS("#reset-dialog")))
+
 	// A refusal of the server (the instance is busy) is shown beside the
 	// instance, in words.
 	op := e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: []string{busy.ID}, Password: "Other-pass-1234"})

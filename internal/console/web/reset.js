@@ -216,6 +216,7 @@ export async function openResetDialog(instances, onAccepted) {
       op = await call("POST", "/v1/password-resets", body, { "Idempotency-Key": newIdempotencyKey() });
     } catch (e) {
       busy = false;
+      renderFooter();
       showServerError(e);
       return;
     } finally {
