@@ -794,6 +794,19 @@ func TestConsoleUnknownUser(t *testing.T) {
 	b := newBrowser(t, e, 1280, 800)
 	b.signIn("judy", consolePassword)
 	b.waitList()
+
+	// The keyboard alone opens the row menu, the dialog, and closes it,
+	// with the focus back where it was.
+	more := rowSel(in.ID) + " button.more"
+	b.do("focus More", chromedp.Focus(chromedp.CSS(more)), chromedp.KeyEvent("\r"))
+	b.waitFor("menu focused", `document.activeElement.classList.contains("menu-password")`)
+	b.do("open submenu", chromedp.KeyEvent("\r"))
+	b.waitFor("submenu focused", `document.activeElement.classList.contains("menu-reset")`)
+	b.do("choose", chromedp.KeyEvent("\r"), visible("#reset-dialog #reset-password"))
+	b.waitFor("focus in dialog", `document.getElementById("reset-dialog").contains(document.activeElement)`)
+	b.do("escape", chromedp.KeyEvent("\x1b"), chromedp.WaitNotPresent(chromedp.CSS("#reset-dialog")))
+	b.waitFor("focus back on More", `document.activeElement.matches(`+jsString(more)+`)`)
+
 	b.openRowReset(in.ID)
 	b.do("custom user", click("#reset-user-custom"))
 	b.waitFor("editable", `!document.querySelector("#reset-user").readOnly`)
