@@ -178,5 +178,11 @@ func (s *Service) AuthenticateAgent(ctx context.Context, agentID string, secret 
 	if subtle.ConstantTimeCompare(hashSecret(secret), a.SecretHash) != 1 {
 		return store.Agent{}, unauth
 	}
+	// Deleting its instance revokes the agent.
+	if _, err := s.store.GetInstance(ctx, s.store.DB, a.InstanceID); errors.Is(err, store.ErrNotFound) {
+		return store.Agent{}, unauth
+	} else if err != nil {
+		return store.Agent{}, internal(err)
+	}
 	return a, nil
 }

@@ -70,16 +70,9 @@ func waitPing(t testing.TB, g driver.Guest, ref driver.Ref, want error) {
 
 func (h *agentHarness) CheckPassword(t testing.TB, ref driver.Ref, u string, password []byte) bool {
 	t.Helper()
-	h.e.power.mu.Lock()
-	var m *machine
-	for _, c := range h.e.power.m {
-		if c.agentID == ref.Address {
-			m = c
-		}
-	}
-	h.e.power.mu.Unlock()
-	if m == nil {
-		t.Fatalf("no guest for %s", ref.Address)
+	m, err := h.e.power.machine(ref)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return m.g.CheckLogin(u, string(password)) == nil
 }

@@ -88,7 +88,7 @@ func buildAgent(t testing.TB) string {
 // a power driver for the test guests, on a fixed loopback address so that
 // agents find it again after a restart.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	addr     string
 	url      string
@@ -118,7 +118,7 @@ type envOpts struct {
 	engine engine.Config
 }
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	guesttest.EnsureTools(t)
 	if o.agent == (agentserver.Config{}) {
@@ -320,6 +320,10 @@ func (p *guestPower) add(m *machine) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.m[m.name] = m
+	if m.agentID != "" {
+		// The conformance suite gives one ref to both drivers.
+		p.m[m.agentID] = m
+	}
 }
 
 func (p *guestPower) machine(ref driver.Ref) (*machine, error) {

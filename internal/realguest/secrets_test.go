@@ -93,7 +93,7 @@ func redact(s string, secrets [][]byte) string {
 
 // noSecretsAnywhere fails t if any password is in the server's log, an
 // agent's or qemu-ga's log, or the database files (records, the WAL).
-func (e *env) noSecretsAnywhere(t *testing.T, ms []*machine, passwords ...string) {
+func (e *env) noSecretsAnywhere(t testing.TB, ms []*machine, passwords ...string) {
 	t.Helper()
 	places := map[string]string{"server log": e.logs.String()}
 	for _, m := range ms {

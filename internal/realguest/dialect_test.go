@@ -1,0 +1,207 @@
+package realguest
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/sign/capi2"
+	"github.com/fleetpass/fleetpass/internal/sign/zc2"
+)
+
+// The dialects reset the default admin user (root on Linux), within the
+// documents' narrower password rules.
+
+func dialectPassword() string {
+	const alnum = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := []byte("Fp")
+	for range 10 {
+		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alnum))))
+		b = append(b, alnum[n.Int64()])
+	}
+	return string(b) + "9!"
+}
+
+type apiKey struct{ id, secret string }
+
+func (e *env) tenantKey() apiKey {
+	e.t.Helper()
+	k, err := e.client.CreateKey(e.t.Context(), apiv1.KeyCreate{Name: "dialects", Tenant: tenant})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return apiKey{k.ID, k.Secret}
+}
+
+func (e *env) setRoot(m *machine, pw string) {
+	e.t.Helper()
+	if err := m.g.SetPassword("root", pw); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// zec calls the action API's ZEC path and returns the HTTP status and body.
+func (e *env) zec(k apiKey, action string, body any) (int, map[string]any) {
+	e.t.Helper()
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodPost, e.url+"/api/v2/zec", strings.NewReader(string(b)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("X-ZC-Action", action)
+	req.Header.Set("X-ZC-Version", "2022-11-20")
+	zc2.SignRequest(req, b, k.id, []byte(k.secret), time.Now())
+	return e.sendJSON(req)
+}
+
+func (e *env) sendJSON(req *http.Request) (int, map[string]any) {
+	e.t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		e.t.Fatalf("%v: %s", err, data)
+	}
+	return resp.StatusCode, m
+}
+
+// bareMetal calls the bare-metal API (GET, HmacSHA256).
+func (e *env) bareMetal(k apiKey, params url.Values) map[string]any {
+	e.t.Helper()
+	n, _ := rand.Int(rand.Reader, big.NewInt(1<<40))
+	params.Set("Timestamp", strconv.FormatInt(time.Now().Unix(), 10))
+	params.Set("Nonce", strconv.FormatInt(n.Int64()+1, 10))
+	params.Set("SecretId", k.id)
+	params.Set("SignatureMethod", "HmacSHA256")
+	u, _ := url.Parse(e.url)
+	if err := capi2.Sign(http.MethodGet, u.Host, "/v2/index.php", params, []byte(k.secret)); err != nil {
+		e.t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodGet, e.url+"/v2/index.php?"+params.Encode(), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_, m := e.sendJSON(req)
+	return m
+}
+
+// waitLatest waits for the instance's latest operation to end.
+func (e *env) waitLatest(m *machine) *apiv1.Operation {
+	e.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		in, err := e.client.GetInstance(e.t.Context(), m.instance)
+		if err == nil && in.LatestOperation != nil {
+			return e.wait(in.LatestOperation.ID)
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s has no operation: %v", m.name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestZECResetsRunningGuestOnline(t *testing.T) {
+	for _, c := range channels {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{})
+			k := e.tenantKey()
+			old, pw := dialectPassword(), dialectPassword()
+			m := c.newGuest(e, "zec-"+c.name, newPassword())
+			e.setRoot(m, old)
+			argv := watchArgv(t)
+			argv.add(pw)
+			status, body := e.zec(k, "ResetInstancesPassword", map[string]any{"instanceIds": []string{m.instance}, "password": pw})
+			if status != http.StatusOK {
+				t.Fatalf("ZEC ResetInstancesPassword: %d %v", status, body)
+			}
+			op := e.waitLatest(m)
+			argv.check(t)
+			wantItem(t, op, m, apiv1.ItemSucceeded, "")
+			if !m.g.Running() {
+				t.Error("the ZEC path powered the guest off")
+			}
+			if err := m.g.CheckLogin("root", pw); err != nil {
+				t.Errorf("root login with the new password: %v", err)
+			}
+			if err := m.g.CheckLogin("root", old); err == nil {
+				t.Error("root login with the old password still works")
+			}
+			e.noSecretsAnywhere(t, []*machine{m}, pw, old)
+		})
+	}
+}
+
+func TestZECRefusesGuestWhoseAgentIsDead(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.tenantKey()
+	m := e.newAgentGuest("zec-dead", newPassword())
+	m.killAgent(t)
+	waitInstance(t, e.client, m, func(in *apiv1.Instance) bool { return !in.GuestAlive })
+	status, body := e.zec(k, "ResetInstancesPassword", map[string]any{"instanceIds": []string{m.instance}, "password": dialectPassword()})
+	if status != http.StatusForbidden || body["code"] != "OPERATION_DENIED_INSTANCE_NOT_RUNNING" {
+		t.Fatalf("got %d %v, want 403 OPERATION_DENIED_INSTANCE_NOT_RUNNING", status, body)
+	}
+}
+
+func TestBareMetalResetsThroughTheAgent(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.tenantKey()
+	old, pw := dialectPassword(), dialectPassword()
+	m := e.newAgentGuest("bm-agent", newPassword())
+	e.setRoot(m, old)
+	argv := watchArgv(t)
+	argv.add(pw)
+	a := e.bareMetal(k, url.Values{"Action": {"ResetDevicePasswd"}, "instanceIds.1": {m.instance}, "passwd": {pw}})
+	if a["code"] != float64(0) {
+		t.Fatalf("ResetDevicePasswd: %v", a)
+	}
+	task := fmt.Sprint(int64(a["data"].(map[string]any)["taskId"].(float64)))
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r := e.bareMetal(k, url.Values{"Action": {"DescribeOperationResult"}, "taskId": {task}})
+		data, _ := r["data"].(map[string]any)
+		if st, _ := data["status"].(float64); st == 1 {
+			break
+		} else if st != 4 && st != 5 && st != 6 && st != 7 {
+			t.Fatalf("task ended with %v", r)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task did not end: %v", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	argv.check(t)
+	if err := m.g.CheckLogin("root", pw); err != nil {
+		t.Errorf("root login with the new password: %v", err)
+	}
+	if err := m.g.CheckLogin("root", old); err == nil {
+		t.Error("root login with the old password still works")
+	}
+	e.noSecretsAnywhere(t, []*machine{m}, pw, old)
+}
+
+func TestBareMetalAnswersAgentNotAliveForDeadAgent(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.tenantKey()
+	m := e.newAgentGuest("bm-dead", newPassword())
+	m.killAgent(t)
+	waitInstance(t, e.client, m, func(in *apiv1.Instance) bool { return !in.GuestAlive })
+	a := e.bareMetal(k, url.Values{"Action": {"ResetDevicePasswd"}, "instanceIds.1": {m.instance}, "passwd": {dialectPassword()}})
+	if a["code"] != float64(12006) {
+		t.Fatalf("got %v, want code 12006 (OperationDenied.TsysAgentNotAlive)", a)
+	}
+}
