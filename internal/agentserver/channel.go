@@ -35,13 +35,14 @@ type Config struct {
 	// AckTimeout bounds the wait for an agent's acknowledgement.
 	AckTimeout time.Duration
 	// Recheck is how often waiters read the database, for changes made by
-	// another replica that no in-process wake-up announces.
+	// another replica that no in-process wake-up announces. Each held poll
+	// reads once per Recheck, so it sets the idle cost of many agents.
 	Recheck time.Duration
 }
 
 // DefaultConfig is the production configuration.
 func DefaultConfig() Config {
-	return Config{Silence: 45 * time.Second, PollHold: 25 * time.Second, AckTimeout: 2 * time.Minute, Recheck: time.Second}
+	return Config{Silence: 45 * time.Second, PollHold: 25 * time.Second, AckTimeout: 2 * time.Minute, Recheck: 5 * time.Second}
 }
 
 func (c Config) withDefaults() Config {

@@ -254,7 +254,9 @@ func BenchmarkAgentChannelServerWithThousandAgents(b *testing.B) {
 	dir := b.TempDir()
 	addr := freeAddr(b)
 	logPath := filepath.Join(dir, "server.log")
-	p := startServerProc(b, srvBin, filepath.Join(dir, "data"), addr, logPath, "FLEETPASS_AGENT_SILENCE=", "FLEETPASS_AGENT_POLL_HOLD=")
+	// The production defaults: 15 s inventory sync, 45 s silence, 25 s hold.
+	p := startServerProc(b, srvBin, filepath.Join(dir, "data"), addr, logPath, "15s",
+		"FLEETPASS_AGENT_SILENCE=", "FLEETPASS_AGENT_POLL_HOLD=")
 	c, err := client.New("http://"+addr, adminKeyID, adminSecret)
 	if err != nil {
 		b.Fatal(err)

@@ -24,14 +24,15 @@ type serverProc struct {
 	done chan error
 }
 
-// startServerProc starts the server; env entries override the defaults.
-func startServerProc(t testing.TB, bin, dataDir, addr, logPath string, env ...string) *serverProc {
+// startServerProc starts the server, reading idle instances' states every
+// sync; env entries override the default environment.
+func startServerProc(t testing.TB, bin, dataDir, addr, logPath, sync string, env ...string) *serverProc {
 	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr, "--rate-limit", "0", "--sync-interval", "1s",
+	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr, "--rate-limit", "0", "--sync-interval", sync,
 		"--log-level", "debug")
 	cmd.Env = append(os.Environ(), "FLEETPASS_ADMIN_KEY_ID="+adminKeyID, "FLEETPASS_ADMIN_KEY_SECRET="+adminSecret,
 		"FLEETPASS_AGENT_SILENCE=5s", "FLEETPASS_AGENT_POLL_HOLD=1s")
@@ -93,7 +94,7 @@ func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 	ln.Close()
 	logPath := filepath.Join(dir, "server.log")
 	data := filepath.Join(dir, "data")
-	p := startServerProc(t, srvBin, data, addr, logPath)
+	p := startServerProc(t, srvBin, data, addr, logPath, "1s")
 	c, err := client.New("http://"+addr, adminKeyID, adminSecret)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +143,7 @@ func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 	before, _ := os.ReadFile(logPath)
 	t.Logf("server log lines before the kill: %d", strings.Count(string(before), "\n"))
 	time.Sleep(time.Second)
-	startServerProc(t, srvBin, data, addr, logPath)
+	startServerProc(t, srvBin, data, addr, logPath, "1s")
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	var final *apiv1.Operation

@@ -159,6 +159,12 @@ func (s *Store) InsertAgentCommand(ctx context.Context, q Querier, c AgentComman
 		c.AgentID, c.User, CommandPending, CommandSent); err != nil {
 		return fmt.Errorf("supersede agent commands: %w", err)
 	}
+	// Acknowledged commands are kept a day as a record (results, never
+	// secrets), pruned per agent here so no sweeper is needed.
+	if _, err := s.c(q).ExecContext(ctx, `DELETE FROM agent_commands WHERE agent_id = ? AND acked_at < ?`,
+		c.AgentID, ms(s.now().Add(-24*time.Hour))); err != nil {
+		return fmt.Errorf("prune agent commands: %w", err)
+	}
 	_, err := s.c(q).ExecContext(ctx, `INSERT INTO agent_commands (id, agent_id, kind, user_name, staged, sealed, state,
 		created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.AgentID, c.Kind, c.User, boolInt(c.Staged), c.Sealed, CommandPending, ms(s.now()))
@@ -254,15 +260,6 @@ func (s *Store) DeleteAgentCommand(ctx context.Context, q Querier, id string) er
 	_, err := s.c(q).ExecContext(ctx, `DELETE FROM agent_commands WHERE id = ? AND state IN (?, ?)`, id, CommandPending, CommandSent)
 	if err != nil {
 		return fmt.Errorf("delete agent command: %w", err)
-	}
-	return nil
-}
-
-// PruneAgentCommands deletes acknowledged commands older than before.
-func (s *Store) PruneAgentCommands(ctx context.Context, before time.Time) error {
-	_, err := s.DB.ExecContext(ctx, `DELETE FROM agent_commands WHERE acked_at IS NOT NULL AND acked_at < ?`, ms(before))
-	if err != nil {
-		return fmt.Errorf("prune agent commands: %w", err)
 	}
 	return nil
 }
