@@ -37,11 +37,13 @@ const stateWords = {
   PENDING: "Pending", RUNNING: "Running", STOPPING: "Stopping", STOPPED: "Stopped", STARTING: "Starting",
   REBOOTING: "Rebooting", RESETTING_PASSWORD: "Resetting password", ERROR: "Error",
   SUCCESS: "Success", OPERATING: "Operating", FAILED: "Failed",
-  running: "Running", succeeded: "Succeeded", failed: "Failed", partial: "Partly failed", pending: "Pending",
+  running: "In progress", succeeded: "Succeeded", failed: "Failed", partial: "Partly failed", pending: "Pending",
 };
 
 export function badge(state) {
-  const cls = String(state).toLowerCase().replace(/_/g, "-");
+  // Lowercase "running" is an item or an operation still at work, not a
+  // machine that is up: it gets the colour of work in progress.
+  const cls = state === "running" ? "in-progress" : String(state).toLowerCase().replace(/_/g, "-");
   return h("span", { class: "badge badge-" + cls, "data-state": state }, stateWords[state] || state);
 }
 
