@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -49,13 +51,16 @@ func (s *Server) bootstrapConsole() error {
 		url += console.Prefix + "/"
 	}
 	if !created {
+		if _, err := os.Stat(path); err == nil {
+			fmt.Fprintf(s.cfg.Out, "console: %s (first credentials in %s)\n", url, path)
+		}
 		return nil
 	}
 	data, _ := json.MarshalIndent(ConsoleCredentials{User: name, Password: pw, URL: url}, "", "  ")
 	if err := writePrivate(path, append(data, '\n')); err != nil {
 		return err
 	}
-	s.cfg.Out.Write([]byte("created the console user \"" + name + "\"; its initial password is in " + path +
-		" (mode 0600), to be changed at first sign-in; console: " + url + "\n"))
+	fmt.Fprintf(s.cfg.Out, "created the console user %q; its initial password is in %s (mode 0600), "+
+		"to be changed at first sign-in; console: %s\n", name, path, url)
 	return nil
 }
