@@ -93,7 +93,7 @@ func newBrowser(t *testing.T, e *env, w, h int) *browser {
 // do runs steps, each bounded, and on failure saves a screenshot.
 func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		b.screenshot("failed-" + what)
@@ -103,7 +103,7 @@ func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 
 func (b *browser) eval(js string) string {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
 	defer cancel()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
 	if err != nil {
@@ -116,7 +116,7 @@ func (b *browser) eval(js string) string {
 func (b *browser) waitFor(what, js string) {
 	b.t.Helper()
 	b.do(what, chromedp.Action[chromedp.Void](func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-		_, err := chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(25*time.Second),
+		_, err := chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(45*time.Second),
 			chromedp.WithPollingInterval(50*time.Millisecond))(ctx, t)
 		return chromedp.Void{}, err
 	}))
