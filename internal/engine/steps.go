@@ -76,7 +76,7 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 	inst, err := e.store.GetInstance(ctx, e.store.DB, w.InstanceID)
 	if errors.Is(err, store.ErrNotFound) {
 		w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, CodeInstanceGone, "the instance was removed"
-		return e.finish(ctx, &w, log)
+		return e.finish(ctx, &w, nil, log)
 	}
 	if err != nil {
 		return err
@@ -112,7 +112,7 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 		case err == nil:
 			if w.Step == apiv1.StepDone {
 				w.State = apiv1.ItemSucceeded
-				return e.finish(ctx, &w, log)
+				return e.finish(ctx, &w, &m, log)
 			}
 		case errors.As(err, &wait):
 			if time.Now().Add(wait.d).After(budget) {
@@ -127,16 +127,16 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 			}
 		case errors.As(err, &failure):
 			w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, failure.code, failure.msg
-			return e.finish(ctx, &w, log)
+			return e.finish(ctx, &w, &m, log)
 		case driver.IsTransient(err):
 			w.Attempts++
 			if w.Attempts >= e.cfg.MaxAttempts {
 				w.State, w.ErrorCode = apiv1.ItemFailed, CodeDriverError
 				w.Message = fmt.Sprintf("gave up after %d attempts: %v", w.Attempts, err)
-				return e.finish(ctx, &w, log)
+				return e.finish(ctx, &w, &m, log)
 			}
 			log.Warn("transient driver error; retrying", "step", w.Step, "attempt", w.Attempts, "err", err)
-			if err := e.save(ctx, &w, "", false); err != nil {
+			if err := e.save(ctx, &w, nil, "", false); err != nil {
 				return err
 			}
 			backoff := e.cfg.RetryBase << min(w.Attempts-1, 6)
@@ -158,7 +158,7 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 
 // to moves the item to step, recording it (and the instance state) before
 // the caller acts, so a crash after the action re-enters the same step.
-func (e *Engine) to(ctx context.Context, w *store.ItemWork, step, instState string, deadline time.Duration) error {
+func (e *Engine) to(ctx context.Context, w *store.ItemWork, m *machine, step, instState string, deadline time.Duration) error {
 	prev, since := w.Step, w.StepSince
 	w.Step = step
 	w.Deadline = nil
@@ -169,12 +169,12 @@ func (e *Engine) to(ctx context.Context, w *store.ItemWork, step, instState stri
 	now := e.store.Now()
 	e.metrics.StepDuration.WithLabelValues(w.Kind, prev).Observe(now.Sub(since).Seconds())
 	w.StepSince = now
-	return e.save(ctx, w, instState, true)
+	return e.save(ctx, w, m, instState, true)
 }
 
 // save persists the item, optionally with an instance state, and emits the
 // events in the same transaction.
-func (e *Engine) save(ctx context.Context, w *store.ItemWork, instState string, emit bool) error {
+func (e *Engine) save(ctx context.Context, w *store.ItemWork, m *machine, instState string, emit bool) error {
 	err := e.store.InTx(ctx, func(tx *sql.Tx) error {
 		if err := e.store.SaveItem(ctx, tx, w); err != nil {
 			return err
@@ -184,7 +184,15 @@ func (e *Engine) save(ctx context.Context, w *store.ItemWork, instState string, 
 				return err
 			}
 		}
-		return e.setInstanceState(ctx, tx, w.InstanceID, instState)
+		if instState == "" || m == nil || m.inst.State == instState {
+			return nil
+		}
+		changed, err := e.store.SetInstanceState(ctx, tx, w.InstanceID, instState, false)
+		if err != nil || !changed {
+			return err
+		}
+		m.inst.State, m.inst.UpdatedAt = instState, e.store.Now().UTC()
+		return events.EmitInstanceValue(ctx, tx, e.store, m.inst)
 	})
 	if err == nil && emit {
 		e.bus.Poke()
@@ -192,27 +200,14 @@ func (e *Engine) save(ctx context.Context, w *store.ItemWork, instState string, 
 	return err
 }
 
-func (e *Engine) setInstanceState(ctx context.Context, tx *sql.Tx, id, state string) error {
-	if state == "" {
-		return nil
-	}
-	changed, err := e.store.SetInstanceState(ctx, tx, id, state, false)
-	if err != nil || !changed {
-		return err
-	}
-	return events.EmitInstance(ctx, tx, e.store, id)
-}
-
-// finish ends the item: the instance's state is read from its power driver
-// so the record matches the machine, whatever step the item failed in.
-func (e *Engine) finish(ctx context.Context, w *store.ItemWork, log *slog.Logger) error {
+// finish ends the item. The instance's state is read from its power driver
+// so the record matches the machine, whatever step the item failed in. m is
+// nil when the instance no longer exists.
+func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log *slog.Logger) error {
 	instState := ""
-	if inst, err := e.store.GetInstance(ctx, e.store.DB, w.InstanceID); err == nil {
-		if p := e.drivers.Power[inst.Power.Driver]; p != nil {
-			ps, err := p.State(ctx, driver.Ref{InstanceID: inst.ID, Host: inst.Power.Host, Address: inst.Power.Address})
-			if err == nil {
-				instState = InstanceState(ps)
-			}
+	if m != nil && m.power != nil {
+		if ps, err := m.power.State(ctx, m.ref); err == nil {
+			instState = InstanceState(ps)
 		}
 		if w.ErrorCode == CodeStartTimeout {
 			instState = apiv1.StateError
@@ -224,20 +219,29 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, log *slog.Logger
 	var opStatus string
 	err := e.store.InTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		if opStatus, err = e.store.FinishItem(ctx, tx, w); err != nil {
+		if opStatus, err = e.store.FinishItem(ctx, tx, w, instState); err != nil {
 			return err
 		}
 		if err := events.EmitItem(ctx, tx, e.store, w); err != nil {
 			return err
 		}
-		if instState != "" {
-			if _, err := e.store.SetInstanceState(ctx, tx, w.InstanceID, instState, false); err != nil {
+		if m != nil {
+			// One instance event for all that changed: the lock, the state
+			// and the latest operation's state. m.inst was read after the
+			// operation took the lock, so it only needs these updates.
+			if instState != "" {
+				m.inst.State = instState
+			}
+			m.inst.Busy, m.inst.UpdatedAt = false, e.store.Now().UTC()
+			if lo := m.inst.LatestOperation; lo != nil && lo.ID == w.OperationID {
+				lo.State = apiv1.OpStateSuccess
+				if w.State == apiv1.ItemFailed {
+					lo.State = apiv1.OpStateFailed
+				}
+			}
+			if err := events.EmitInstanceValue(ctx, tx, e.store, m.inst); err != nil {
 				return err
 			}
-		}
-		// One instance event for both changes: state and latest operation.
-		if err := events.EmitInstance(ctx, tx, e.store, w.InstanceID); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
 		}
 		if opStatus != apiv1.OperationRunning {
 			op, err := e.store.GetOperation(ctx, tx, w.OperationID)
@@ -340,7 +344,7 @@ func (e *Engine) stepOnlineReset(ctx context.Context, w *store.ItemWork, m *mach
 		if ps != driver.PowerRunning {
 			return fail(CodeInstanceNotRunning, "an online reset needs a running instance; it is %s", ps)
 		}
-		return e.to(ctx, w, apiv1.StepApplying, apiv1.StateResettingPassword, 0)
+		return e.to(ctx, w, m, apiv1.StepApplying, apiv1.StateResettingPassword, 0)
 	case apiv1.StepApplying:
 		return e.apply(ctx, w, m)
 	}
@@ -363,7 +367,7 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 				return err
 			}
 		}
-		return e.to(ctx, w, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
+		return e.to(ctx, w, m, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
 	case apiv1.StepStarting:
 		return e.stepStart(ctx, w, m, apiv1.StepWaitingGuest)
 	case apiv1.StepWaitingGuest:
@@ -372,7 +376,7 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 		}
 		err := m.guest.Ping(ctx, m.gref)
 		if err == nil {
-			return e.to(ctx, w, apiv1.StepApplying, apiv1.StateResettingPassword, 0)
+			return e.to(ctx, w, m, apiv1.StepApplying, apiv1.StateResettingPassword, 0)
 		}
 		if !errors.Is(err, driver.ErrGuestNotAlive) && !driver.IsTransient(err) {
 			return mapDriverError(err, "reach the guest")
@@ -444,7 +448,7 @@ func (e *Engine) stepStop(ctx context.Context, w *store.ItemWork, m *machine, ne
 			w.Step = apiv1.StepDone
 			return nil
 		}
-		return e.to(ctx, w, next, state, 0)
+		return e.to(ctx, w, m, next, state, 0)
 	}
 	mode := w.StopMode
 	if w.Kind == apiv1.KindResetPassword {
@@ -456,12 +460,12 @@ func (e *Engine) stepStop(ctx context.Context, w *store.ItemWork, m *machine, ne
 	switch w.Step {
 	case apiv1.StepQueued:
 		if mode == apiv1.StopHard {
-			if err := e.to(ctx, w, apiv1.StepForceStopping, stopping, e.cfg.StopTimeout); err != nil {
+			if err := e.to(ctx, w, m, apiv1.StepForceStopping, stopping, e.cfg.StopTimeout); err != nil {
 				return err
 			}
 			return mapDriverError(m.power.Stop(ctx, m.ref), "stop")
 		}
-		if err := e.to(ctx, w, apiv1.StepShuttingDown, stopping, e.cfg.ShutdownTimeout); err != nil {
+		if err := e.to(ctx, w, m, apiv1.StepShuttingDown, stopping, e.cfg.ShutdownTimeout); err != nil {
 			return err
 		}
 		return mapDriverError(m.power.Shutdown(ctx, m.ref), "shut down")
@@ -471,7 +475,7 @@ func (e *Engine) stepStop(ctx context.Context, w *store.ItemWork, m *machine, ne
 				return fail(CodeShutdownTimeout, "the instance did not shut down within %s and no forced stop was allowed; it was left %s",
 					e.cfg.ShutdownTimeout, ps)
 			}
-			if err := e.to(ctx, w, apiv1.StepForceStopping, stopping, e.cfg.StopTimeout); err != nil {
+			if err := e.to(ctx, w, m, apiv1.StepForceStopping, stopping, e.cfg.StopTimeout); err != nil {
 				return err
 			}
 			return mapDriverError(m.power.Stop(ctx, m.ref), "stop")
@@ -509,14 +513,14 @@ func (e *Engine) stepStart(ctx context.Context, w *store.ItemWork, m *machine, n
 			w.Step = apiv1.StepDone
 			return nil
 		}
-		return e.to(ctx, w, next, apiv1.StateResettingPassword, e.cfg.GuestTimeout)
+		return e.to(ctx, w, m, next, apiv1.StateResettingPassword, e.cfg.GuestTimeout)
 	}
 	if w.Step != apiv1.StepStarting {
 		state := apiv1.StateStarting
 		if w.Kind == apiv1.KindReboot {
 			state = apiv1.StateRebooting
 		}
-		if err := e.to(ctx, w, apiv1.StepStarting, state, e.cfg.BootTimeout); err != nil {
+		if err := e.to(ctx, w, m, apiv1.StepStarting, state, e.cfg.BootTimeout); err != nil {
 			return err
 		}
 		return mapDriverError(m.power.Start(ctx, m.ref), "start")

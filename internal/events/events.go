@@ -235,6 +235,12 @@ func EmitInstance(ctx context.Context, q store.Querier, s *store.Store, id strin
 	if err != nil {
 		return err
 	}
+	return EmitInstanceValue(ctx, q, s, in)
+}
+
+// EmitInstanceValue records an instance event with in, which the caller
+// keeps up to date with what its transaction changed (saving a read).
+func EmitInstanceValue(ctx context.Context, q store.Querier, s *store.Store, in apiv1.Instance) error {
 	data, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("event: %w", err)

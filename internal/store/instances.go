@@ -237,11 +237,12 @@ func (s *Store) LockInstances(ctx context.Context, tx *sql.Tx, opID, kind string
 }
 
 // ReleaseInstance clears the per-instance lock held by opID and records the
-// instance's latest operation state.
-func (s *Store) ReleaseInstance(ctx context.Context, q Querier, id, opID, latestState string) error {
+// instance's latest operation state and, if state is not empty, its state.
+func (s *Store) ReleaseInstance(ctx context.Context, q Querier, id, opID, latestState, state string) error {
 	_, err := s.c(q).ExecContext(ctx, `UPDATE instances SET active_operation_id = NULL,
-		latest_op_state = CASE WHEN latest_op_id = ? THEN ? ELSE latest_op_state END, updated_at = ?
-		WHERE id = ? AND active_operation_id = ?`, opID, latestState, ms(s.now()), id, opID)
+		latest_op_state = CASE WHEN latest_op_id = ? THEN ? ELSE latest_op_state END,
+		state = CASE WHEN ? = '' THEN state ELSE ? END, updated_at = ?
+		WHERE id = ? AND active_operation_id = ?`, opID, latestState, state, state, ms(s.now()), id, opID)
 	if err != nil {
 		return fmt.Errorf("release instance: %w", err)
 	}

@@ -106,10 +106,11 @@ func (s *Store) SaveItem(ctx context.Context, q Querier, w *ItemWork) error {
 }
 
 // FinishItem ends an item (its State must be succeeded or failed): it drops
-// the sealed secret, releases the instance, and counts the item into its
+// the sealed secret, releases the instance (recording instState, the state
+// its machine was found in, unless empty), and counts the item into its
 // operation, ending the operation with its last item. It returns the
 // operation's status after the change.
-func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork) (opStatus string, err error) {
+func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork, instState string) (opStatus string, err error) {
 	now := s.now()
 	w.SealedSecret = nil
 	w.Deadline = nil
@@ -128,7 +129,7 @@ func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork) (opStat
 	if w.State == apiv1.ItemFailed {
 		latest = apiv1.OpStateFailed
 	}
-	if err := s.ReleaseInstance(ctx, tx, w.InstanceID, w.OperationID, latest); err != nil {
+	if err := s.ReleaseInstance(ctx, tx, w.InstanceID, w.OperationID, latest, instState); err != nil {
 		return "", err
 	}
 	// Only the transition into a terminal state counts (see above).
