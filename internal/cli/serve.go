@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetpass/fleetpass/internal/agentserver"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/server"
 )
@@ -80,9 +81,24 @@ the next start.`,
 	f.Float64Var(&cfg.API.RateLimit, "rate-limit", 50, "requests per second allowed per API key (0: no limit)")
 	f.IntVar(&cfg.API.Burst, "rate-burst", 200, "burst of requests allowed per API key")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 15*time.Second, "how often idle instances' states are read from their drivers")
+	agentDefaults := agentserver.DefaultConfig()
+	f.DurationVar(&cfg.Agent.Silence, "agent-silence", envDuration("FLEETPASS_AGENT_SILENCE", agentDefaults.Silence),
+		"an agent unheard for this long counts as not alive")
+	f.DurationVar(&cfg.Agent.PollHold, "agent-poll-hold", envDuration("FLEETPASS_AGENT_POLL_HOLD", agentDefaults.PollHold),
+		"how long an agent's poll with nothing to deliver is held open (shorter than --agent-silence)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+// envDuration reads a duration from the environment, or def when unset or
+// malformed (the flag's own parsing reports a bad value given on the
+// command line).
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
+		return d
+	}
+	return def
 }
 
 func envOr(name, def string) string {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/fleetpass/fleetpass/internal/agentserver"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
@@ -53,8 +54,10 @@ type Config struct {
 	// shutdown times (demo and load fleets).
 	SimBoot, SimShutdown time.Duration
 
-	Engine       engine.Config
-	API          nativeapi.Config
+	Engine engine.Config
+	API    nativeapi.Config
+	// Agent tunes the fleetpass agent channel; zero fields take defaults.
+	Agent        agentserver.Config
 	SyncInterval time.Duration
 
 	Log *slog.Logger
