@@ -415,6 +415,12 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		if err := s.engine.EnqueueTx(ctx, tx, op.ID, ids); err != nil {
 			return err
 		}
+		// Dialects that poll tasks by integer (the bare-metal API) read
+		// this number; giving it here means an accepted operation can
+		// never lack one.
+		if err := s.store.NumberTask(ctx, tx, op.ID); err != nil {
+			return err
+		}
 		if err := s.audit(ctx, tx, p, op.Tenant, "operation."+op.Kind, strings.Join(ids, ","), op.ID); err != nil {
 			return err
 		}

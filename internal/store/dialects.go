@@ -38,15 +38,25 @@ func (s *Store) UseReplayKey(ctx context.Context, key string, expires time.Time)
 	return fresh, err
 }
 
+// NumberTask gives an operation the next integer task id, in the
+// transaction that creates it, so an accepted operation always has its
+// number. Numbering an operation again does nothing.
+func (s *Store) NumberTask(ctx context.Context, q Querier, opID string) error {
+	if _, err := s.c(q).ExecContext(ctx,
+		`INSERT INTO dialect_tasks (operation_id, created_at) VALUES (?, ?) ON CONFLICT (operation_id) DO NOTHING`,
+		opID, ms(s.now())); err != nil {
+		return fmt.Errorf("number task: %w", err)
+	}
+	return nil
+}
+
 // TaskNumber returns the integer task id of an operation, making one (the
-// next in sequence) the first time it is asked.
+// next in sequence) for an operation older than numbering at creation.
 func (s *Store) TaskNumber(ctx context.Context, opID string) (int64, error) {
 	var n int64
 	err := s.InTx(ctx, func(tx *sql.Tx) error {
-		if _, err := s.c(tx).ExecContext(ctx,
-			`INSERT INTO dialect_tasks (operation_id, created_at) VALUES (?, ?) ON CONFLICT (operation_id) DO NOTHING`,
-			opID, ms(s.now())); err != nil {
-			return fmt.Errorf("number task: %w", err)
+		if err := s.NumberTask(ctx, tx, opID); err != nil {
+			return err
 		}
 		if err := s.c(tx).QueryRowContext(ctx, `SELECT id FROM dialect_tasks WHERE operation_id = ?`, opID).Scan(&n); err != nil {
 			return fmt.Errorf("number task: %w", err)
