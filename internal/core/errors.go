@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Error codes of the core service. Dialects map them to their own wire
@@ -68,4 +69,20 @@ func CodeOf(err error) string {
 		return e.Code
 	}
 	return CodeInternal
+}
+
+// AppendIDs appends the instance ids found under key in a core error's
+// details to msg, at most ten of them: for wire formats that have no field
+// for the ids (the documented API dialects).
+func AppendIDs(msg string, details map[string]any, key string) string {
+	ids, _ := details[key].([]string)
+	if len(ids) == 0 {
+		return msg
+	}
+	const most = 10
+	list := strings.Join(ids[:min(len(ids), most)], ", ")
+	if len(ids) > most {
+		list += fmt.Sprintf(" and %d more", len(ids)-most)
+	}
+	return msg + ": " + list
 }

@@ -2,7 +2,6 @@ package actionapi
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 
@@ -92,13 +91,13 @@ func fromCore(err error) *Error {
 	msg := ce.Message
 	switch ce.Code {
 	case core.CodeInstanceNotFound:
-		return &Error{Code: codeInstanceNotFound, Message: withIDs(msg, ce.Details, "unknownIds")}
+		return &Error{Code: codeInstanceNotFound, Message: core.AppendIDs(msg, ce.Details, "unknownIds")}
 	case core.CodeInstanceNotStopped, core.CodeConsentRequired:
-		return &Error{Code: codeNotStopped, Message: withIDs("operations on instances that are not stopped are not supported", ce.Details, "instanceIds")}
+		return &Error{Code: codeNotStopped, Message: core.AppendIDs("operations on instances that are not stopped are not supported", ce.Details, "instanceIds")}
 	case core.CodeInstanceNotRunning, core.CodeGuestNotAlive:
-		return &Error{Code: codeNotRunning, Message: withIDs(msg, ce.Details, "instanceIds")}
+		return &Error{Code: codeNotRunning, Message: core.AppendIDs(msg, ce.Details, "instanceIds")}
 	case core.CodeInstanceBusy:
-		return &Error{Code: codeInstanceBusy, Message: withIDs(msg, ce.Details, "busyIds")}
+		return &Error{Code: codeInstanceBusy, Message: core.AppendIDs(msg, ce.Details, "busyIds")}
 	case core.CodePasswordPolicy:
 		return &Error{Code: codeInvalidPassword, Message: msg}
 	case core.CodeTooManyInstances:
@@ -106,7 +105,7 @@ func fromCore(err error) *Error {
 	case core.CodeEmptyInstanceList:
 		return &Error{Code: codeMissingParameter, Message: msg}
 	case core.CodeDuplicateInstanceID:
-		return &Error{Code: codeDuplicateInstance, Message: withIDs(msg, ce.Details, "duplicateIds")}
+		return &Error{Code: codeDuplicateInstance, Message: core.AppendIDs(msg, ce.Details, "duplicateIds")}
 	case core.CodeInvalidArgument:
 		return &Error{Code: codeInvalidParameter, Message: msg}
 	case core.CodeUnauthenticated:
@@ -117,21 +116,6 @@ func fromCore(err error) *Error {
 		return &Error{Code: codeDatabase, Message: msg, Err: err}
 	}
 	return &Error{Code: codeInternal, Message: "internal error; quote the requestId to the operator", Err: err}
-}
-
-// withIDs appends the instance ids of a core error's details to msg: the
-// action API's error format has no field for them.
-func withIDs(msg string, details map[string]any, key string) string {
-	ids, _ := details[key].([]string)
-	if len(ids) == 0 {
-		return msg
-	}
-	const most = 10
-	list := strings.Join(ids[:min(len(ids), most)], ", ")
-	if len(ids) > most {
-		list += fmt.Sprintf(" and %d more", len(ids)-most)
-	}
-	return msg + ": " + list
 }
 
 // fromSignature maps a zc2 verification error to the action API's code.

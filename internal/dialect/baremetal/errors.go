@@ -57,13 +57,13 @@ func fromCore(err error) *Error {
 		if ce.Code == core.CodeInstanceBusy {
 			key = "busyIds"
 		}
-		return &Error{Code: codeIncorrectStatus, Desc: "OperationDenied.IncorrectInstanceStatus", Message: withIDs(ce.Message, ce.Details, key)}
+		return &Error{Code: codeIncorrectStatus, Desc: "OperationDenied.IncorrectInstanceStatus", Message: core.AppendIDs(ce.Message, ce.Details, key)}
 	case core.CodeGuestNotAlive:
-		return &Error{Code: codeAgentNotAlive, Desc: "OperationDenied.TsysAgentNotAlive", Message: withIDs(ce.Message, ce.Details, "instanceIds")}
+		return &Error{Code: codeAgentNotAlive, Desc: "OperationDenied.TsysAgentNotAlive", Message: core.AppendIDs(ce.Message, ce.Details, "instanceIds")}
 	case core.CodeInstanceNotFound:
-		return invalidParameter(withIDs("instanceIds.N: "+ce.Message, ce.Details, "unknownIds"))
+		return invalidParameter(core.AppendIDs("instanceIds.N: "+ce.Message, ce.Details, "unknownIds"))
 	case core.CodeDuplicateInstanceID:
-		return invalidParameter(withIDs("instanceIds.N: "+ce.Message, ce.Details, "duplicateIds"))
+		return invalidParameter(core.AppendIDs("instanceIds.N: "+ce.Message, ce.Details, "duplicateIds"))
 	case core.CodePasswordPolicy:
 		return invalidParameter("passwd: " + ce.Message)
 	case core.CodeInvalidArgument, core.CodeTooManyInstances, core.CodeEmptyInstanceList, core.CodeTaskNotFound:
@@ -74,19 +74,6 @@ func fromCore(err error) *Error {
 		return &Error{Code: codeReplay, Desc: "AuthFailure.ReplayAttack", Message: "this Nonce was already used with this Timestamp and SecretId"}
 	}
 	return &Error{Code: codeServerInternal, Desc: "InternalError", Message: "internal error; quote the request id to the operator", Err: err}
-}
-
-func withIDs(msg string, details map[string]any, key string) string {
-	ids, _ := details[key].([]string)
-	if len(ids) == 0 {
-		return msg
-	}
-	const most = 10
-	list := strings.Join(ids[:min(len(ids), most)], ", ")
-	if len(ids) > most {
-		list += fmt.Sprintf(" and %d more", len(ids)-most)
-	}
-	return msg + ": " + list
 }
 
 // fromSignature maps a capi2 verification error.
