@@ -16,9 +16,9 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/httpx"
+	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/password"
 )
 
@@ -79,7 +79,7 @@ func (c *Console) Register(mux *http.ServeMux, api http.Handler) {
 	mux.Handle("POST "+Prefix+"/api/users", c.headers(c.protect(http.HandlerFunc(c.createUser))))
 	mux.Handle(Prefix+"/api/v1/", c.headers(c.protect(http.StripPrefix(Prefix+"/api", api))))
 	mux.Handle(Prefix+"/api/", c.headers(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, r, http.StatusNotFound, "NOT_FOUND", "no such route: "+r.Method+" "+r.URL.Path, nil)
+		nativeapi.WriteError(w, r, http.StatusNotFound, "NOT_FOUND", "no such route: "+r.Method+" "+r.URL.Path, nil)
 	})))
 }
 
@@ -124,12 +124,12 @@ func (c *Console) protect(h http.Handler) http.Handler {
 			return
 		}
 		if !sameOrigin(r) {
-			writeError(w, r, http.StatusForbidden, "CSRF_REFUSED", "this request did not come from the console's own pages", nil)
+			nativeapi.WriteError(w, r, http.StatusForbidden, "CSRF_REFUSED", "this request did not come from the console's own pages", nil)
 			return
 		}
 		ck, err := r.Cookie(CookieName)
 		if err != nil || !c.svc.CheckCSRF(ck.Value, r.Header.Get(CSRFHeader)) {
-			writeError(w, r, http.StatusForbidden, "CSRF_REFUSED",
+			nativeapi.WriteError(w, r, http.StatusForbidden, "CSRF_REFUSED",
 				"the request lacks the console's anti-forgery token; reload the page and try again", nil)
 			return
 		}
@@ -191,7 +191,7 @@ func (c *Console) session(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c.info(s))
+	httpx.WriteJSON(w, http.StatusOK, c.info(s))
 }
 
 func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
@@ -207,7 +207,7 @@ type signInRequest struct {
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	// A forged sign-in would put the victim in the attacker's account.
 	if !sameOrigin(r) {
-		writeError(w, r, http.StatusForbidden, "CSRF_REFUSED", "this request did not come from the console's own pages", nil)
+		nativeapi.WriteError(w, r, http.StatusForbidden, "CSRF_REFUSED", "this request did not come from the console's own pages", nil)
 		return
 	}
 	var req signInRequest
@@ -220,7 +220,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.setCookie(w, r, s.Token, int(core.SessionMax.Seconds()))
-	writeJSON(w, http.StatusOK, c.info(s))
+	httpx.WriteJSON(w, http.StatusOK, c.info(s))
 }
 
 func (c *Console) signOut(w http.ResponseWriter, r *http.Request) {
@@ -254,7 +254,7 @@ func (c *Console) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.MustChange = false
-	writeJSON(w, http.StatusOK, c.info(s))
+	httpx.WriteJSON(w, http.StatusOK, c.info(s))
 }
 
 // passwordPolicy answers the rule the console mirrors as the user types:
@@ -278,7 +278,7 @@ func (c *Console) passwordPolicy(w http.ResponseWriter, r *http.Request) {
 		}
 		pol = password.Strictest(oses...)
 	}
-	writeJSON(w, http.StatusOK, pol.Spec())
+	httpx.WriteJSON(w, http.StatusOK, pol.Spec())
 }
 
 func (c *Console) listUsers(w http.ResponseWriter, r *http.Request) {
@@ -295,7 +295,7 @@ func (c *Console) listUsers(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"users": users})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"users": users})
 }
 
 type userCreate struct {
@@ -323,7 +323,7 @@ func (c *Console) createUser(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, u)
+	httpx.WriteJSON(w, http.StatusCreated, u)
 }
 
 // statusOf maps the core codes the console's own routes return.
@@ -347,7 +347,7 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ce *core.Error
 	if !errors.As(err, &ce) {
 		c.log.ErrorContext(r.Context(), "console request failed", "err", err)
-		writeError(w, r, http.StatusInternalServerError, core.CodeInternal, "internal error; see the server log for the request id", nil)
+		nativeapi.WriteError(w, r, http.StatusInternalServerError, core.CodeInternal, "internal error; see the server log for the request id", nil)
 		return
 	}
 	status, ok := statusOf[ce.Code]
@@ -357,7 +357,7 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 500 {
 		c.log.ErrorContext(r.Context(), "console request failed", "code", ce.Code, "err", err)
 	}
-	writeError(w, r, status, ce.Code, ce.Message, ce.Details)
+	nativeapi.WriteError(w, r, status, ce.Code, ce.Message, ce.Details)
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -365,21 +365,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		// Never quote the input: it holds a password.
-		writeError(w, r, http.StatusBadRequest, "INVALID_JSON", "the request body is not the JSON object this call expects", nil)
+		nativeapi.WriteError(w, r, http.StatusBadRequest, "INVALID_JSON", "the request body is not the JSON object this call expects", nil)
 		return false
 	}
 	return true
-}
-
-func writeError(w http.ResponseWriter, r *http.Request, status int, code, msg string, details map[string]any) {
-	writeJSON(w, status, apiv1.ErrorBody{Error: apiv1.Error{Code: code, Message: msg,
-		RequestID: httpx.RequestID(r.Context()), Details: details}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
 }

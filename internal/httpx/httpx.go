@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -127,4 +128,14 @@ func Middleware(log *slog.Logger, next http.Handler) http.Handler {
 		la.mu.Unlock()
 		log.LogAttrs(ctx, slog.LevelInfo, "http request", attrs...)
 	})
+}
+
+// WriteJSON answers v as JSON with status. HTML escaping is off: the
+// answers are data for programs, and escaping would mangle messages.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
 }

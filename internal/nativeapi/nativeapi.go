@@ -107,7 +107,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	})
 	// Anything else under /v1 answers in the API's error format.
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, r, http.StatusNotFound, codeNotFound, "no such route: "+r.Method+" "+r.URL.Path, nil)
+		WriteError(w, r, http.StatusNotFound, codeNotFound, "no such route: "+r.Method+" "+r.URL.Path, nil)
 	})
 }
 
@@ -245,10 +245,10 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &rl):
 		secs := int(rl.retry/time.Second) + 1
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		writeError(w, r, http.StatusTooManyRequests, codeRateLimited,
+		WriteError(w, r, http.StatusTooManyRequests, codeRateLimited,
 			fmt.Sprintf("too many requests for this key; retry after %d s", secs), nil)
 	case errors.As(err, &mbe):
-		writeError(w, r, http.StatusRequestEntityTooLarge, codeBodyTooLarge,
+		WriteError(w, r, http.StatusRequestEntityTooLarge, codeBodyTooLarge,
 			fmt.Sprintf("the request body exceeds %d bytes", mbe.Limit), nil)
 	case errors.As(err, &ce):
 		status, ok := statusOf[ce.Code]
@@ -258,26 +258,20 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		if status >= 500 {
 			a.log.ErrorContext(r.Context(), "request failed", "code", ce.Code, "err", err)
 		}
-		writeError(w, r, status, ce.Code, ce.Message, ce.Details)
+		WriteError(w, r, status, ce.Code, ce.Message, ce.Details)
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads an answer.
 	default:
 		a.log.ErrorContext(r.Context(), "request failed", "err", err)
-		writeError(w, r, http.StatusInternalServerError, core.CodeInternal, "internal error; see the server log for the request id", nil)
+		WriteError(w, r, http.StatusInternalServerError, core.CodeInternal, "internal error; see the server log for the request id", nil)
 	}
 }
 
-func writeError(w http.ResponseWriter, r *http.Request, status int, code, msg string, details map[string]any) {
-	writeJSON(w, status, apiv1.ErrorBody{Error: apiv1.Error{Code: code, Message: msg,
+// WriteError answers an error in the native API's format; the console uses
+// it too, so both speak the same errors.
+func WriteError(w http.ResponseWriter, r *http.Request, status int, code, msg string, details map[string]any) {
+	httpx.WriteJSON(w, status, apiv1.ErrorBody{Error: apiv1.Error{Code: code, Message: msg,
 		RequestID: httpx.RequestID(r.Context()), Details: details}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
 }
 
 // decode reads a JSON body strictly: one object, no unknown fields.
@@ -343,7 +337,7 @@ func (a *API) listInstances(w http.ResponseWriter, r *http.Request, p core.Princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, list)
+	httpx.WriteJSON(w, http.StatusOK, list)
 	return nil
 }
 
@@ -368,7 +362,7 @@ func (a *API) createInstance(w http.ResponseWriter, r *http.Request, p core.Prin
 		return err
 	}
 	w.Header().Set("Location", "/v1/instances/"+in.ID)
-	writeJSON(w, http.StatusCreated, in)
+	httpx.WriteJSON(w, http.StatusCreated, in)
 	return nil
 }
 
@@ -377,7 +371,7 @@ func (a *API) getInstance(w http.ResponseWriter, r *http.Request, p core.Princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, in)
+	httpx.WriteJSON(w, http.StatusOK, in)
 	return nil
 }
 
@@ -391,7 +385,7 @@ func (a *API) deleteInstance(w http.ResponseWriter, r *http.Request, p core.Prin
 
 func (a *API) accepted(w http.ResponseWriter, op apiv1.Operation) {
 	w.Header().Set("Location", "/v1/operations/"+op.ID)
-	writeJSON(w, http.StatusAccepted, op)
+	httpx.WriteJSON(w, http.StatusAccepted, op)
 }
 
 func (a *API) resetPassword(w http.ResponseWriter, r *http.Request, p core.Principal) error {
@@ -439,7 +433,7 @@ func (a *API) listOperations(w http.ResponseWriter, r *http.Request, p core.Prin
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, list)
+	httpx.WriteJSON(w, http.StatusOK, list)
 	return nil
 }
 
@@ -448,7 +442,7 @@ func (a *API) getOperation(w http.ResponseWriter, r *http.Request, p core.Princi
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, op)
+	httpx.WriteJSON(w, http.StatusOK, op)
 	return nil
 }
 
@@ -473,7 +467,7 @@ func (a *API) waitOperation(w http.ResponseWriter, r *http.Request, p core.Princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, op)
+	httpx.WriteJSON(w, http.StatusOK, op)
 	return nil
 }
 
@@ -482,7 +476,7 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request, p core.Principal)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiv1.KeyList{Keys: keys})
+	httpx.WriteJSON(w, http.StatusOK, apiv1.KeyList{Keys: keys})
 	return nil
 }
 
@@ -496,7 +490,7 @@ func (a *API) createKey(w http.ResponseWriter, r *http.Request, p core.Principal
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, k)
+	httpx.WriteJSON(w, http.StatusCreated, k)
 	return nil
 }
 
@@ -513,7 +507,7 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request, p core.Princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiv1.TenantList{Tenants: ts})
+	httpx.WriteJSON(w, http.StatusOK, apiv1.TenantList{Tenants: ts})
 	return nil
 }
 
@@ -526,7 +520,7 @@ func (a *API) createTenant(w http.ResponseWriter, r *http.Request, p core.Princi
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, t)
+	httpx.WriteJSON(w, http.StatusCreated, t)
 	return nil
 }
 
@@ -539,7 +533,7 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request, p core.Principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, list)
+	httpx.WriteJSON(w, http.StatusOK, list)
 	return nil
 }
 

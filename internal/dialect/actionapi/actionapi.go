@@ -11,7 +11,6 @@ package actionapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -256,11 +255,8 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, requestID string,
 	return status
 }
 
+// writeJSON answers v; answers may carry instance data, so no cache keeps them.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
+	httpx.WriteJSON(w, status, v)
 }

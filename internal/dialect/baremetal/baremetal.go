@@ -10,7 +10,6 @@ package baremetal
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -337,11 +336,8 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) int {
 	return status
 }
 
+// writeJSON answers v; answers may carry instance data, so no cache keeps them.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
+	httpx.WriteJSON(w, status, v)
 }
