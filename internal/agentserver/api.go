@@ -13,6 +13,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/httpx"
+	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
 
@@ -40,23 +41,6 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/agent-tokens", a.createToken)
 }
 
-// statusOf maps the core codes these endpoints return to HTTP statuses.
-func statusOf(code string) int {
-	switch code {
-	case core.CodeInvalidArgument, core.CodeUnknownDriver:
-		return http.StatusBadRequest
-	case core.CodeUnauthenticated:
-		return http.StatusUnauthorized
-	case core.CodeForbidden:
-		return http.StatusForbidden
-	case core.CodeTenantNotFound:
-		return http.StatusNotFound
-	case core.CodeStoreUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) {
 		return
@@ -66,18 +50,14 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &ce) {
 		code, msg = ce.Code, ce.Message
 	}
-	status := statusOf(code)
+	status := nativeapi.StatusOf(code)
 	if status >= 500 {
 		a.log.ErrorContext(r.Context(), "agent endpoint failed", "path", r.URL.Path, "err", err)
 	}
-	writeJSON(w, status, apiv1.ErrorBody{Error: apiv1.Error{Code: code, Message: msg, RequestID: httpx.RequestID(r.Context())}})
+	nativeapi.WriteError(w, r, status, code, msg, nil)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { httpx.WriteJSON(w, status, v) }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))

@@ -227,6 +227,16 @@ var statusOf = map[string]int{
 	codeUnsupportedMediaType:      http.StatusUnsupportedMediaType,
 }
 
+// StatusOf is the HTTP status the native API answers a core error code
+// with: every /v1 route, wherever it is registered, answers alike. A code
+// the table does not know is the caller's mistake (400).
+func StatusOf(code string) int {
+	if status, ok := statusOf[code]; ok {
+		return status
+	}
+	return http.StatusBadRequest
+}
+
 // Codes of the native API's own (wire-level) errors.
 const (
 	codeInvalidJSON          = "INVALID_JSON"
@@ -251,10 +261,7 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		WriteError(w, r, http.StatusRequestEntityTooLarge, codeBodyTooLarge,
 			fmt.Sprintf("the request body exceeds %d bytes", mbe.Limit), nil)
 	case errors.As(err, &ce):
-		status, ok := statusOf[ce.Code]
-		if !ok {
-			status = http.StatusBadRequest
-		}
+		status := StatusOf(ce.Code)
 		if status >= 500 {
 			a.log.ErrorContext(r.Context(), "request failed", "code", ce.Code, "err", err)
 		}
