@@ -88,7 +88,19 @@ var (
 	ErrMachineNotFound = errors.New("machine not found")
 	// ErrNotRunning: the operation needs a running machine.
 	ErrNotRunning = errors.New("machine is not running")
+	// ErrNoGuestChannel: the machine has no guest channel at all (a libvirt
+	// domain defined without a guest-agent channel), so no password can
+	// reach it however long one waits.
+	ErrNoGuestChannel = errors.New("machine has no guest agent channel")
 )
+
+// Preflighter is implemented by guest channels that can tell, before the
+// engine touches a machine's power, that a password will never reach it
+// (ErrNoGuestChannel). The engine asks before the first power action, so an
+// offline reset of such a machine fails without shutting it down.
+type Preflighter interface {
+	Preflight(ctx context.Context, ref Ref) error
+}
 
 // TransientError marks a failure worth retrying (a dropped connection, a busy
 // host). The engine retries transient errors with backoff and fails the item

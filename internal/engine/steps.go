@@ -21,6 +21,7 @@ import (
 // and the dialects map them to their own.
 const (
 	CodeGuestNotAlive      = "GUEST_NOT_ALIVE"
+	CodeNoGuestChannel     = "NO_GUEST_CHANNEL"
 	CodeUserNotFound       = "USER_NOT_FOUND"
 	CodeShutdownTimeout    = "SHUTDOWN_TIMEOUT"
 	CodeStopTimeout        = "STOP_TIMEOUT"
@@ -295,6 +296,8 @@ func mapDriverError(err error, what string) error {
 		return nil
 	case driver.IsTransient(err):
 		return err
+	case errors.Is(err, driver.ErrNoGuestChannel):
+		return fail(CodeNoGuestChannel, "the machine has no guest agent channel, so no password can reach it (%s)", what)
 	case errors.Is(err, driver.ErrGuestNotAlive):
 		return fail(CodeGuestNotAlive, "the guest agent is not alive (%s)", what)
 	case errors.Is(err, driver.ErrUserNotFound):
@@ -315,6 +318,11 @@ func mapDriverError(err error, what string) error {
 func (e *Engine) step(ctx context.Context, w *store.ItemWork, m *machine) error {
 	switch w.Kind {
 	case apiv1.KindResetPassword:
+		if w.Step == apiv1.StepQueued {
+			if err := e.preflight(ctx, m); err != nil {
+				return err
+			}
+		}
 		if w.Mode == apiv1.ModeOnline {
 			return e.stepOnlineReset(ctx, w, m)
 		}
@@ -327,6 +335,18 @@ func (e *Engine) step(ctx context.Context, w *store.ItemWork, m *machine) error 
 		return e.stepReboot(ctx, w, m)
 	}
 	return fail(CodeDriverError, "unknown operation kind %q", w.Kind)
+}
+
+// preflight fails a reset before any power action when the guest channel
+// knows the password can never reach the machine.
+func (e *Engine) preflight(ctx context.Context, m *machine) error {
+	if m.guest == nil {
+		return fail(CodeNoDriver, "no guest channel %q is configured on this server", m.inst.Guest.Driver)
+	}
+	if p, ok := m.guest.(driver.Preflighter); ok {
+		return mapDriverError(p.Preflight(ctx, m.gref), "check the guest channel")
+	}
+	return nil
 }
 
 func (e *Engine) readPower(ctx context.Context, m *machine) (driver.PowerState, error) {
