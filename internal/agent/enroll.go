@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/agentproto"
 )
@@ -48,10 +49,24 @@ func Enroll(ctx context.Context, o EnrollOptions) (*State, error) {
 	}
 	var resp agentproto.EnrollResponse
 	err = post(ctx, c, o.Server, agentproto.PathEnroll, "", agentproto.EnrollRequest{Token: o.Token, Hostname: host,
-		OS: runtime.GOOS, Version: Version, PublicKey: pub[:]}, &resp)
+		OS: runtime.GOOS, Version: Version, PublicKey: pub[:], MachineID: machineID()}, &resp)
 	if err != nil {
 		return nil, fmt.Errorf("enrol: %w", err)
 	}
 	return &State{Server: o.Server, Fingerprint: fp, AgentID: resp.AgentID, InstanceID: resp.InstanceID,
 		Tenant: resp.Tenant, Secret: resp.Secret, PublicKey: pub[:], PrivateKey: priv[:]}, nil
+}
+
+// machineID reads the SMBIOS system UUID (Linux; root may read it). It is
+// empty where there is none, and on other systems for now.
+func machineID() string {
+	b, err := os.ReadFile("/sys/class/dmi/id/product_uuid")
+	if err != nil {
+		return ""
+	}
+	id := strings.ToLower(strings.TrimSpace(string(b)))
+	if len(id) != 36 {
+		return ""
+	}
+	return id
 }

@@ -47,6 +47,11 @@ type EnrollRequest struct {
 	// PublicKey is the agent's X25519 public key (32 bytes); its private
 	// key never leaves the machine.
 	PublicKey []byte `json:"publicKey"`
+	// MachineID is the machine's SMBIOS system UUID when it has one. A
+	// virtual machine's is its hypervisor's domain UUID, so the server can
+	// attach the agent to the instance the hypervisor's inventory made
+	// instead of registering the machine twice.
+	MachineID string `json:"machineId,omitempty"`
 }
 
 // EnrollResponse gives the agent its identity.

@@ -20,7 +20,7 @@ import (
 // maxBody bounds request bodies: the largest is an enrolment.
 const maxBody = 16 << 10
 
-// API serves the agent endpoints and /v1/agent-tokens.
+// API serves the agent endpoints (the native API serves /v1/agent-tokens).
 type API struct {
 	svc   *core.Service
 	store *store.Store
@@ -38,7 +38,6 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+agentproto.PathEnroll, a.enroll)
 	mux.HandleFunc("POST "+agentproto.PathPoll, a.poll)
 	mux.HandleFunc("POST "+agentproto.PathAck, a.ack)
-	mux.HandleFunc("POST /v1/agent-tokens", a.createToken)
 }
 
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
@@ -80,32 +79,6 @@ func bearer(r *http.Request) (id, secret string, ok bool) {
 	return id, secret, ok && id != ""
 }
 
-// createToken is POST /v1/agent-tokens, authenticated like the native API.
-func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
-	id, secret, ok := bearer(r)
-	if !ok {
-		a.writeErr(w, r, &core.Error{Code: core.CodeUnauthenticated,
-			Message: "authenticate with an API key: HTTP Basic (key id and secret) or 'Authorization: Bearer ID:SECRET'"})
-		return
-	}
-	p, err := a.svc.Authenticate(r.Context(), id, []byte(secret), httpx.ClientAddr(r), httpx.RequestID(r.Context()))
-	if err != nil {
-		a.writeErr(w, r, err)
-		return
-	}
-	var req apiv1.AgentTokenCreate
-	if err := decode(w, r, &req); err != nil {
-		a.writeErr(w, r, err)
-		return
-	}
-	out, err := a.svc.CreateAgentToken(r.Context(), p, req)
-	if err != nil {
-		a.writeErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, out)
-}
-
 func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 	var req agentproto.EnrollRequest
 	if err := decode(w, r, &req); err != nil {
@@ -113,7 +86,8 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := a.svc.EnrollAgent(r.Context(), core.AgentEnrolment{Token: req.Token, Hostname: req.Hostname,
-		OSType: req.OS, Version: req.Version, PublicKey: req.PublicKey, Address: httpx.ClientAddr(r)})
+		OSType: req.OS, Version: req.Version, PublicKey: req.PublicKey, MachineID: req.MachineID,
+		Address: httpx.ClientAddr(r)})
 	if err != nil {
 		a.writeErr(w, r, err)
 		return

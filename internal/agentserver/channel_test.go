@@ -21,6 +21,8 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver/drivertest"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/metrics"
+	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -59,6 +61,8 @@ func newFixture(t *testing.T, cfg agentserver.Config) *fixture {
 	}
 	mux := http.NewServeMux()
 	agentserver.NewAPI(svc, st, ch, log).Register(mux)
+	// Tokens are made through the native API, as in the server.
+	nativeapi.New(svc, log, metrics.New(), nativeapi.Config{}).Register(mux)
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	return &fixture{t: t, store: st, svc: svc, ch: ch, url: hs.URL}

@@ -123,6 +123,7 @@ Passwords are never taken from command-line flags.
 		a.newTenantsCmd(),
 		a.newAuditCmd(),
 		a.newAgentsCmd(),
+		a.newHostsCmd(),
 		a.newVersionCmd(),
 	)
 	return root

@@ -92,6 +92,8 @@ type AgentEnrolment struct {
 	OSType    string
 	Version   string
 	PublicKey []byte
+	// MachineID is the SMBIOS system UUID the agent read, if any.
+	MachineID string
 	Address   string // the agent's network address, for the audit trail
 }
 
@@ -102,8 +104,10 @@ type AgentIdentity struct {
 
 // EnrollAgent spends an enrolment token: it registers the agent's machine
 // as an instance (guest channel "agent", power "manual") and the agent's
-// identity, in one transaction. Unknown, used and expired tokens are
-// refused alike.
+// identity, in one transaction. When the machine is a VM the tenant's
+// libvirt inventory knows already (its SMBIOS UUID is a domain's UUID), the
+// agent becomes that instance's guest channel instead, and libvirt keeps
+// its power. Unknown, used and expired tokens are refused alike.
 func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdentity, error) {
 	if e.OSType != OSLinux && e.OSType != OSWindows {
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
@@ -139,11 +143,22 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 		if name == "" {
 			name = host
 		}
-		in := apiv1.Instance{ID: id.InstanceID, Tenant: tok.Tenant, Name: name, OSType: e.OSType,
-			AdminUser: DefaultAdminUser(e.OSType), State: apiv1.StatePending,
-			Power: apiv1.DriverLink{Driver: ManualPowerDriver, Address: id.AgentID},
-			Guest: apiv1.DriverLink{Driver: AgentGuestDriver, Address: id.AgentID}}
-		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+		guest := apiv1.DriverLink{Driver: AgentGuestDriver, Address: id.AgentID}
+		in, err := s.vmInstance(ctx, tx, tok.Tenant, e.MachineID)
+		switch {
+		case err == nil:
+			id.InstanceID = in.ID
+			if err := s.store.SetInstanceGuest(ctx, tx, in.ID, guest); err != nil {
+				return err
+			}
+		case errors.Is(err, store.ErrNotFound):
+			in = apiv1.Instance{ID: id.InstanceID, Tenant: tok.Tenant, Name: name, OSType: e.OSType,
+				AdminUser: DefaultAdminUser(e.OSType), State: apiv1.StatePending,
+				Power: apiv1.DriverLink{Driver: ManualPowerDriver, Address: id.AgentID}, Guest: guest}
+			if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+				return err
+			}
+		default:
 			return err
 		}
 		if err := s.store.CreateAgent(ctx, tx, store.Agent{ID: id.AgentID, InstanceID: in.ID, Tenant: tok.Tenant,
@@ -162,6 +177,23 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 	}
 	s.bus.Poke()
 	return id, nil
+}
+
+// vmInstance finds the tenant's libvirt instance whose domain UUID is
+// machineID. A machine that already has an agent is not taken over: its
+// agent must be removed with its instance first.
+func (s *Service) vmInstance(ctx context.Context, tx *sql.Tx, tenant, machineID string) (apiv1.Instance, error) {
+	if machineID == "" {
+		return apiv1.Instance{}, store.ErrNotFound
+	}
+	in, err := s.store.FindInstanceByPowerAddress(ctx, tx, tenant, LibvirtDriver, strings.ToLower(machineID))
+	if err != nil {
+		return in, err
+	}
+	if in.Guest.Driver == AgentGuestDriver {
+		return apiv1.Instance{}, errorf(CodeInstanceExists, "the virtual machine %s has an enrolled agent already", in.Name)
+	}
+	return in, nil
 }
 
 // AuthenticateAgent checks an agent's credentials and returns its record.

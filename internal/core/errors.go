@@ -31,6 +31,8 @@ const (
 	CodeInstanceNotRunning   = "INSTANCE_NOT_RUNNING"
 	CodeInstanceNotStopped   = "INSTANCE_NOT_STOPPED"
 	CodeGuestNotAlive        = "GUEST_NOT_ALIVE"
+	CodeHostNotFound         = "HOST_NOT_FOUND"
+	CodeHostExists           = "HOST_EXISTS"
 )
 
 // Error is a failure the caller can act on: a stable code, a message for

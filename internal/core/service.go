@@ -64,6 +64,7 @@ type Service struct {
 	bus     *events.Bus
 	log     *slog.Logger
 	drivers engine.Drivers
+	hosts   HostConnector
 
 	touchMu sync.Mutex
 	touched map[string]time.Time

@@ -267,6 +267,22 @@ func (e *Engine) QueueDepth(ctx context.Context) (int, error) {
 	return n, err
 }
 
+// SetHostLimit sets the bound on items worked at once against one host
+// (key is "driver/host", as the engine groups machines), in place of
+// Config.PerHostLimit. Items already holding a slot finish under the old
+// bound.
+func (e *Engine) SetHostLimit(key string, n int) {
+	if n <= 0 {
+		n = e.cfg.PerHostLimit
+	}
+	e.hostMu.Lock()
+	defer e.hostMu.Unlock()
+	if ch, ok := e.hosts[key]; ok && cap(ch) == n {
+		return
+	}
+	e.hosts[key] = make(chan struct{}, n)
+}
+
 // hostSlot bounds concurrent work per host.
 func (e *Engine) hostSlot(ctx context.Context, host string) (release func(), err error) {
 	e.hostMu.Lock()

@@ -1,11 +1,14 @@
 // Package inventory keeps the recorded state of idle instances in step with
 // their machines: it reads each instance's power state and guest liveness
-// through its drivers, soon after registration and then periodically.
-// Instances with an operation in progress are the engine's to update.
+// through its drivers, soon after registration and then periodically, and
+// turns the machines of hypervisor hosts (libvirt domains) into instances,
+// following the hosts' change events. Instances with an operation in
+// progress are the engine's to update.
 package inventory
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -109,6 +112,9 @@ func (y *Syncer) SyncOne(ctx context.Context, in apiv1.Instance) {
 		switch {
 		case err == nil:
 			state = engine.InstanceState(ps)
+		case errors.Is(err, driver.ErrMachineNotFound):
+			// Gone from its host: marked, never deleted with its history.
+			state = apiv1.StateMissing
 		case driver.IsTransient(err):
 			// Keep the last known state; the next pass tries again.
 		default:

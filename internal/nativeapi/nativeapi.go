@@ -87,6 +87,11 @@ func (a *API) Routes() []Route {
 		{"GET", "/v1/tenants", a.listTenants},
 		{"POST", "/v1/tenants", a.createTenant},
 		{"GET", "/v1/audit", a.listAudit},
+		{"GET", "/v1/hosts", a.listHosts},
+		{"POST", "/v1/hosts", a.addHost},
+		{"GET", "/v1/hosts/{id}", a.getHost},
+		{"DELETE", "/v1/hosts/{id}", a.removeHost},
+		{"POST", "/v1/agent-tokens", a.createAgentToken},
 	}
 }
 
@@ -214,6 +219,8 @@ var statusOf = map[string]int{
 	core.CodeOperationNotFound:    http.StatusNotFound,
 	core.CodeKeyNotFound:          http.StatusNotFound,
 	core.CodeTenantNotFound:       http.StatusNotFound,
+	core.CodeHostNotFound:         http.StatusNotFound,
+	core.CodeHostExists:           http.StatusConflict,
 	core.CodeTenantExists:         http.StatusConflict,
 	core.CodeInstanceExists:       http.StatusConflict,
 	core.CodeConsentRequired:      http.StatusConflict,

@@ -689,7 +689,7 @@ func TestOpenAPISchemasMirrorAPIv1Types(t *testing.T) {
 func TestOpenAPIEnumsAreTheAPIv1Constants(t *testing.T) {
 	d := loadOpenAPI(t)
 	states := []string{apiv1.StatePending, apiv1.StateRunning, apiv1.StateStopping, apiv1.StateStopped,
-		apiv1.StateStarting, apiv1.StateRebooting, apiv1.StateResettingPassword, apiv1.StateError}
+		apiv1.StateStarting, apiv1.StateRebooting, apiv1.StateResettingPassword, apiv1.StateError, apiv1.StateUnknown, apiv1.StateMissing}
 	kinds := []string{apiv1.KindResetPassword, apiv1.KindStart, apiv1.KindStop, apiv1.KindReboot}
 	opStatuses := []string{apiv1.OperationRunning, apiv1.OperationSucceeded, apiv1.OperationFailed, apiv1.OperationPartial}
 	itemStates := []string{apiv1.ItemPending, apiv1.ItemRunning, apiv1.ItemSucceeded, apiv1.ItemFailed}

@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+)
+
+func (a *app) newHostsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "hosts",
+		Aliases: []string{"host"},
+		Short:   "Add, list and remove libvirt hosts",
+		Long: `A host is a libvirt connection whose domains become instances. fleetpass keeps
+the connection open (reconnecting with backoff), follows libvirt's lifecycle
+events, and resyncs the whole host periodically.`,
+	}
+	cmd.AddCommand(a.newHostsAddCmd(), a.newHostsListCmd(), a.newHostsRemoveCmd())
+	return cmd
+}
+
+func (a *app) newHostsAddCmd() *cobra.Command {
+	var in apiv1.HostCreate
+	cmd := &cobra.Command{
+		Use:   "add URI [--name NAME] [--tenant TENANT] [--max-concurrency N] [--default-os linux|windows]",
+		Short: "Add a libvirt host by URI",
+		Long: `Add a libvirt host by its connection URI (admin keys only):
+
+  qemu:///system                       libvirtd on the server's own machine
+  qemu+ssh://root@kvm1/system?keyfile=/etc/fleetpass/id_ed25519&known_hosts=/etc/fleetpass/known_hosts
+  qemu+tls://kvm2/system?pkipath=/etc/fleetpass/pki
+
+The URI must not hold a password. See docs/libvirt.md.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in.URI = args[0]
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			h, err := c.AddHost(cmd.Context(), in)
+			if err != nil {
+				return fmt.Errorf("adding host: %w", err)
+			}
+			if a.jsonOutput() {
+				return writeJSON(a.stdout, h)
+			}
+			fmt.Fprintf(a.stdout, "Added host %s (%s): %s\n", h.ID, h.Name, connState(*h))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&in.Name, "name", "", "name of the host (default: the URI's host name, or local)")
+	cmd.Flags().StringVar(&in.Tenant, "tenant", "", "tenant of the host's instances (default: your own)")
+	cmd.Flags().IntVar(&in.MaxConcurrency, "max-concurrency", 0, "items worked at once on this host (default 4)")
+	cmd.Flags().StringVar(&in.DefaultOSType, "default-os", "", "OS type of domains whose metadata tells none (default linux)")
+	return cmd
+}
+
+func connState(h apiv1.Host) string {
+	switch {
+	case h.Connected:
+		return "connected"
+	case h.Error != "":
+		return "not connected: " + h.Error
+	}
+	return "connecting"
+}
+
+func (a *app) newHostsListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List hosts and their connection state",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			l, err := c.ListHosts(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("listing hosts: %w", err)
+			}
+			if a.jsonOutput() {
+				l.Hosts = nonNil(l.Hosts)
+				return writeJSON(a.stdout, l)
+			}
+			tw := newTable(a.stdout)
+			row(tw, "ID", "NAME", "URI", "TENANT", "INSTANCES", "MAX", "STATE")
+			for _, h := range l.Hosts {
+				row(tw, h.ID, h.Name, h.URI, h.Tenant, strconv.Itoa(h.Instances), strconv.Itoa(h.MaxConcurrency), connState(h))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func (a *app) newHostsRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove HOST...",
+		Short: "Remove hosts and their instances (their operations stay as history)",
+		Args:  minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			var errs []error
+			for _, id := range args {
+				if err := c.RemoveHost(cmd.Context(), id); err != nil {
+					errs = append(errs, fmt.Errorf("removing host %s: %w", id, err))
+					continue
+				}
+				if !a.jsonOutput() {
+					fmt.Fprintf(a.stdout, "Removed %s\n", id)
+				}
+			}
+			return errors.Join(errs...)
+		},
+	}
+}

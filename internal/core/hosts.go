@@ -1,0 +1,312 @@
+package core
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/url"
+	"strings"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// LibvirtDriver is the name of the libvirt power driver and guest channel.
+const LibvirtDriver = "libvirt"
+
+// Host limits.
+const (
+	DefaultHostConcurrency = 4
+	MaxHostConcurrency     = 256
+)
+
+// HostConnector opens and closes the connections to hosts. The libvirt
+// driver implements it (through the server's adapter, which also applies
+// the host's concurrency limit to the engine).
+type HostConnector interface {
+	// Connect validates uri and starts connecting to it in the background.
+	// It fails only when the URI cannot work (unsupported scheme, bad
+	// parameters), not when the host is unreachable right now.
+	Connect(h apiv1.Host) error
+	Disconnect(id string)
+	// Status fills the host's live fields (connected, error, version).
+	Status(h *apiv1.Host)
+}
+
+// SetHostConnector installs the host connector; without one, adding a host
+// is refused.
+func (s *Service) SetHostConnector(c HostConnector) { s.hosts = c }
+
+// AddHost registers a libvirt host (admin only) and starts connecting to
+// it; its domains become instances of the host's tenant as the inventory
+// sync finds them.
+func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate) (apiv1.Host, error) {
+	if !p.Admin {
+		return apiv1.Host{}, errorf(CodeForbidden, "only an admin key may add hosts")
+	}
+	if s.hosts == nil {
+		return apiv1.Host{}, errorf(CodeUnknownDriver, "this server has no libvirt driver")
+	}
+	h := apiv1.Host{ID: NewID("hst", 10), Driver: LibvirtDriver, URI: strings.TrimSpace(req.URI), Tenant: req.Tenant,
+		Name: strings.TrimSpace(req.Name), MaxConcurrency: req.MaxConcurrency, DefaultOSType: req.DefaultOSType}
+	if h.Tenant == "" {
+		h.Tenant = p.Tenant
+	}
+	u, err := url.Parse(h.URI)
+	if h.URI == "" || err != nil || u.Scheme == "" {
+		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: a libvirt connection URI such as qemu:///system or qemu+ssh://root@host/system")
+	}
+	if _, hasPassword := u.User.Password(); hasPassword {
+		// A URI is shown in lists and logs: it must not carry a secret.
+		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: must not contain a password; use an SSH key (keyfile=) or TLS certificates")
+	}
+	if h.Name == "" {
+		h.Name = u.Hostname()
+		if h.Name == "" {
+			h.Name = "local"
+		}
+	}
+	if len(h.Name) > 128 || strings.ContainsAny(h.Name, "\x00\n\r\t") {
+		return apiv1.Host{}, errorf(CodeInvalidArgument, "name: at most 128 printable characters")
+	}
+	switch {
+	case h.MaxConcurrency == 0:
+		h.MaxConcurrency = DefaultHostConcurrency
+	case h.MaxConcurrency < 0 || h.MaxConcurrency > MaxHostConcurrency:
+		return apiv1.Host{}, errorf(CodeInvalidArgument, "maxConcurrency: 1 to %d", MaxHostConcurrency)
+	}
+	switch h.DefaultOSType {
+	case "":
+		h.DefaultOSType = OSLinux
+	case OSLinux, OSWindows:
+	default:
+		return apiv1.Host{}, errorf(CodeInvalidArgument, "defaultOsType: linux or windows")
+	}
+	if err := s.hosts.Connect(h); err != nil {
+		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: %v", err)
+	}
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.store.GetTenant(ctx, tx, h.Tenant); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return errorf(CodeTenantNotFound, "tenant %q not found", h.Tenant)
+			}
+			return err
+		}
+		if err := s.store.CreateHost(ctx, tx, &h); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return errorf(CodeHostExists, "a host with URI %q exists already", h.URI)
+			}
+			return err
+		}
+		return s.audit(ctx, tx, p, h.Tenant, "host.add", h.ID, "")
+	})
+	if err != nil {
+		s.hosts.Disconnect(h.ID)
+		return apiv1.Host{}, wrapStore(err)
+	}
+	s.hosts.Status(&h)
+	return h, nil
+}
+
+// ListHosts lists the hosts p may see with their live connection state.
+func (s *Service) ListHosts(ctx context.Context, p Principal) ([]apiv1.Host, error) {
+	list, err := s.store.ListHosts(ctx, p.scope())
+	if err != nil {
+		return nil, internal(err)
+	}
+	if s.hosts != nil {
+		for i := range list {
+			s.hosts.Status(&list[i])
+		}
+	}
+	return list, nil
+}
+
+// GetHost reads a host p may see.
+func (s *Service) GetHost(ctx context.Context, p Principal, id string) (apiv1.Host, error) {
+	h, err := s.store.GetHost(ctx, s.store.DB, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && h.Tenant != p.Tenant) {
+		return apiv1.Host{}, errorf(CodeHostNotFound, "host %q not found", id)
+	}
+	if err != nil {
+		return apiv1.Host{}, internal(err)
+	}
+	if s.hosts != nil {
+		s.hosts.Status(&h)
+	}
+	return h, nil
+}
+
+// RemoveHost disconnects a host and removes it with its instances (admin
+// only). Their operations stay as history. Refused while an operation
+// holds one of its instances.
+func (s *Service) RemoveHost(ctx context.Context, p Principal, id string) error {
+	if !p.Admin {
+		return errorf(CodeForbidden, "only an admin key may remove hosts")
+	}
+	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+		h, err := s.store.GetHost(ctx, tx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return errorf(CodeHostNotFound, "host %q not found", id)
+		}
+		if err != nil {
+			return err
+		}
+		list, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
+		if err != nil {
+			return err
+		}
+		if err := s.store.DeleteHost(ctx, tx, h); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				var busy []string
+				for _, in := range list {
+					if in.Busy {
+						busy = append(busy, in.ID)
+					}
+				}
+				return &Error{Code: CodeInstanceBusy, Message: "an operation is in progress on one of the host's instances",
+					Details: map[string]any{"busyIds": busy}}
+			}
+			return err
+		}
+		return s.audit(ctx, tx, p, h.Tenant, "host.remove", h.ID, "")
+	})
+	if err != nil {
+		return wrapStore(err)
+	}
+	if s.hosts != nil {
+		s.hosts.Disconnect(id)
+	}
+	return nil
+}
+
+// HostDomain is what a host's inventory reports of one machine.
+type HostDomain struct {
+	// UUID is the machine's address on its host.
+	UUID, Name string
+	// OSType is empty when the machine's metadata tells none.
+	OSType string
+	// State is an instance state (RUNNING, STOPPED, ...).
+	State string
+}
+
+// ReconcileHost brings a host's instances in line with the full list of its
+// machines: new machines become instances, renamed ones are renamed, idle
+// ones take the state the host reports, and machines the host no longer has
+// are marked MISSING, never deleted with their history.
+func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []HostDomain) error {
+	h, err := s.store.GetHost(ctx, s.store.DB, hostID)
+	if err != nil {
+		return err
+	}
+	changed := false
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		existing, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
+		if err != nil {
+			return err
+		}
+		byUUID := make(map[string]apiv1.Instance, len(existing))
+		for _, in := range existing {
+			byUUID[in.Power.Address] = in
+		}
+		seen := make(map[string]bool, len(domains))
+		for _, d := range domains {
+			seen[d.UUID] = true
+			osType := d.OSType
+			if osType == "" {
+				osType = h.DefaultOSType
+			}
+			in, ok := byUUID[d.UUID]
+			if !ok {
+				link := apiv1.DriverLink{Driver: h.Driver, Host: h.ID, Address: d.UUID}
+				in = apiv1.Instance{ID: NewID("ins", 10), Tenant: h.Tenant, Name: d.Name, OSType: osType,
+					AdminUser: DefaultAdminUser(osType), State: d.State, Power: link, Guest: link}
+				if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+					return err
+				}
+				if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
+					return err
+				}
+				changed = true
+				continue
+			}
+			c1, err := s.store.UpdateInstanceInventory(ctx, tx, in.ID, d.Name, osType)
+			if err != nil {
+				return err
+			}
+			c2, err := s.store.SetInstanceState(ctx, tx, in.ID, d.State, true)
+			if err != nil {
+				return err
+			}
+			if c1 || c2 {
+				if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
+					return err
+				}
+				changed = true
+			}
+		}
+		for _, in := range existing {
+			if seen[in.Power.Address] {
+				continue
+			}
+			c, err := s.store.SetInstanceState(ctx, tx, in.ID, apiv1.StateMissing, true)
+			if err != nil {
+				return err
+			}
+			if c {
+				if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
+					return err
+				}
+				changed = true
+			}
+		}
+		return nil
+	})
+	if changed {
+		s.bus.Poke()
+	}
+	return err
+}
+
+// MarkHostUnreachable sets every idle instance of a host whose connection
+// is down to UNKNOWN (except those already MISSING): their state cannot be
+// known until the connection is back.
+func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string) error {
+	h, err := s.store.GetHost(ctx, s.store.DB, hostID)
+	if err != nil {
+		return err
+	}
+	changed := false
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		list, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
+		if err != nil {
+			return err
+		}
+		for _, in := range list {
+			if in.State == apiv1.StateMissing {
+				continue
+			}
+			c, err := s.store.SetInstanceState(ctx, tx, in.ID, apiv1.StateUnknown, true)
+			if err != nil {
+				return err
+			}
+			if c {
+				if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
+					return err
+				}
+				changed = true
+			}
+		}
+		return nil
+	})
+	if changed {
+		s.bus.Poke()
+	}
+	return err
+}
+
+// HostsForSync lists every host (for the inventory loop at start-up).
+func (s *Service) HostsForSync(ctx context.Context) ([]apiv1.Host, error) {
+	return s.store.ListHosts(ctx, "")
+}
