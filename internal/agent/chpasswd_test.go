@@ -46,13 +46,14 @@ func TestChpasswdGetsTheLineOnStdinAndReportsEachOutcome(t *testing.T) {
 		wantLine bool
 	}{
 		{name: "success", user: "alice", script: "exit 0", wantCode: agentproto.ResultOK, wantLine: true},
-		{name: "unknown user is found before chpasswd runs", user: "ghost", script: "exit 0",
-			wantCode: agentproto.ResultUserNotFound, wantMsg: "does not exist"},
+		{name: "unknown user, as Debian's chpasswd words it, is classified by getent", user: "ghost",
+			script:   "echo \"chpasswd: (user ghost) pw_locate() failed\" >&2; echo 'chpasswd: error detected, changes ignored' >&2; exit 1",
+			wantCode: agentproto.ResultUserNotFound, wantExit: 1, wantMsg: "does not exist", wantLine: true},
 		{name: "failure reports exit code and stderr without the password", user: "alice",
 			// A (hypothetical) chatty PAM module echoing its input.
 			script:   "echo \"chpasswd: PAM: Authentication token manipulation error for $(cat {stdin})\" >&2; exit 1",
 			wantCode: agentproto.ResultFailed, wantExit: 1, wantMsg: "[redacted]", wantLine: true},
-		{name: "user removed between look-up and chpasswd", user: "alice",
+		{name: "chpasswd's own words for a missing user are enough", user: "alice",
 			script:   "echo \"chpasswd: user 'alice' does not exist\" >&2; exit 1",
 			wantCode: agentproto.ResultUserNotFound, wantExit: 1, wantLine: true},
 		{name: "user name with a colon is refused", user: "al:ice", script: "exit 0", wantCode: agentproto.ResultFailed},

@@ -35,12 +35,6 @@ func chpasswd(ctx context.Context, p lookPaths, name string, password []byte) Re
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	switch exists, err := userExists(ctx, p.getent, name); {
-	case err != nil:
-		return Result{Code: agentproto.ResultFailed, Message: "look up the user: " + err.Error()}
-	case !exists:
-		return Result{Code: agentproto.ResultUserNotFound, Message: fmt.Sprintf("user %q does not exist", name)}
-	}
 	line := make([]byte, 0, len(name)+len(password)+2)
 	line = append(line, name...)
 	line = append(line, ':')
@@ -63,9 +57,15 @@ func chpasswd(ctx context.Context, p lookPaths, name string, password []byte) Re
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	}
-	// The user may have gone between the look-up and chpasswd.
+	// Only a failure pays for the look-up (a process of its own): chpasswd's
+	// own wording for a missing user differs between PAM stacks, getent's
+	// exit status does not.
 	if strings.Contains(msg, "does not exist") || strings.Contains(msg, "unknown user") {
 		return Result{Code: agentproto.ResultUserNotFound, ExitCode: code, Message: msg}
+	}
+	switch exists, lerr := userExists(ctx, p.getent, name); {
+	case lerr == nil && !exists:
+		return Result{Code: agentproto.ResultUserNotFound, ExitCode: code, Message: fmt.Sprintf("user %q does not exist", name)}
 	}
 	if msg == "" {
 		msg = err.Error()
