@@ -1,0 +1,570 @@
+// Package libvirt is fleetpass's driver for virtual machines managed by
+// libvirt (QEMU/KVM domains): it switches them on and off (driver.Power),
+// reaches their QEMU guest agent through libvirt to ping it and set
+// passwords (driver.Guest), and tells the engine beforehand when a domain
+// has no guest agent channel at all (driver.Preflighter).
+//
+// A Driver keeps one connection per libvirt host, reconnecting with
+// backoff when it drops (a libvirtd restart, a network outage), and reports
+// what changes on its hosts through Changes so that the inventory can
+// follow domains being defined, started and stopped. A driver.Ref names a
+// domain by its host's id (Ref.Host) and the domain's UUID (Ref.Address).
+//
+// Calls on a host that is not connected fail with a driver.TransientError,
+// which the engine retries with backoff, so an operation survives a libvirtd
+// restart.
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	lv "github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
+
+	"github.com/fleetpass/fleetpass/internal/driver"
+)
+
+// Config tunes the driver; zero values take defaults.
+type Config struct {
+	// Log receives connect and disconnect lines. Nil discards them.
+	Log *slog.Logger
+	// DialTimeout bounds opening a connection (TCP, SSH, TLS). Default 10s.
+	DialTimeout time.Duration
+	// CallTimeout bounds each libvirt call. Default 30s.
+	CallTimeout time.Duration
+	// AgentTimeout bounds the wait for the guest agent. Zero means 10s for
+	// guest-ping and 60s for setting a password (chpasswd in a busy guest
+	// can take a while); any other value is used for both.
+	AgentTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the exponential backoff between
+	// connection attempts. Default 500ms and 30s.
+	ReconnectMin, ReconnectMax time.Duration
+	// ResyncInterval is the period of the full-resync Change each
+	// connected host sends, and of its connection health check. Default
+	// 60s.
+	ResyncInterval time.Duration
+}
+
+// Defaults for Config's zero fields.
+const (
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultCallTimeout      = 30 * time.Second
+	DefaultPingTimeout      = 10 * time.Second
+	DefaultPasswordTimeout  = 60 * time.Second
+	DefaultReconnectMin     = 500 * time.Millisecond
+	DefaultReconnectMax     = 30 * time.Second
+	DefaultResyncInterval   = 60 * time.Second
+	defaultChangesBuffer    = 1024
+	pendingResyncRetryDelay = time.Second
+)
+
+// Host is one libvirt host the driver connects to.
+type Host struct {
+	// ID is fleetpass's id of the host: the Host field of a driver.Ref.
+	ID string
+	// URI is the libvirt connection URI: qemu:///system,
+	// qemu+unix:///system?socket=PATH, qemu+ssh://[user@]host[:port]/system,
+	// qemu+tls://host[:port]/system, or test:///default (libvirt's mock
+	// driver, for tests). See SetHost.
+	URI string
+}
+
+// HostStatus is the state of a host's connection.
+type HostStatus struct {
+	Connected bool
+	// Error is the last connection error while not connected (it holds no
+	// secrets: URIs with passwords are refused).
+	Error string
+	// Since is when the connection was last established or lost.
+	Since time.Time
+	// LibvirtVersion is the daemon's libvirt version while connected,
+	// e.g. "9.0.0".
+	LibvirtVersion string
+}
+
+// Domain is one libvirt domain as Domains lists it.
+type Domain struct {
+	// UUID in canonical lowercase 8-4-4-4-12 form: a driver.Ref's Address.
+	UUID  string
+	Name  string
+	State driver.PowerState
+	// OSType is "linux" or "windows" as the domain's fleetpass metadata
+	// says (<fleetpass:instance><os>), else as its libosinfo metadata
+	// says, else "".
+	OSType string
+	// AgentChannel tells whether the domain has a QEMU guest agent
+	// channel (target name org.qemu.guest_agent.0).
+	AgentChannel bool
+}
+
+// Change tells that something changed on a host.
+type Change struct {
+	HostID string
+	// UUID is the domain that changed; "" asks for a resync of the whole
+	// host (after a connect or reconnect, periodically, and after changes
+	// were dropped because nobody read them).
+	UUID string
+	// Connected is the host's connection state when the change was sent.
+	Connected bool
+}
+
+// Driver is a driver.Power, driver.Guest and driver.Preflighter for
+// libvirt domains on any number of hosts. Create it with New, add hosts
+// with SetHost and call Run.
+type Driver struct {
+	cfg             Config
+	log             *slog.Logger
+	pingTimeout     time.Duration
+	passwordTimeout time.Duration
+	changes         chan Change
+
+	mu      sync.Mutex
+	hosts   map[string]*host
+	runCtx  context.Context // set by Run; nil before
+	stopped bool            // Run has returned or is returning
+	wg      sync.WaitGroup  // host loops
+}
+
+var (
+	_ driver.Power       = (*Driver)(nil)
+	_ driver.Guest       = (*Driver)(nil)
+	_ driver.Preflighter = (*Driver)(nil)
+)
+
+// host is one host's connection state. Its loop owns the connection; calls
+// borrow it under mu.
+type host struct {
+	id     string
+	t      target
+	cancel context.CancelFunc // stops the loop; nil until started
+
+	mu            sync.Mutex
+	conn          *lv.Libvirt // nil while not connected
+	status        HostStatus
+	resyncPending bool // a Change was dropped: a resync must follow
+}
+
+// New returns a Driver with cfg's zero fields set to their defaults.
+func New(cfg Config) *Driver {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.DialTimeout, DefaultDialTimeout)
+	def(&cfg.CallTimeout, DefaultCallTimeout)
+	def(&cfg.ReconnectMin, DefaultReconnectMin)
+	def(&cfg.ReconnectMax, DefaultReconnectMax)
+	def(&cfg.ResyncInterval, DefaultResyncInterval)
+	if cfg.ReconnectMax < cfg.ReconnectMin {
+		cfg.ReconnectMax = cfg.ReconnectMin
+	}
+	d := &Driver{
+		cfg:             cfg,
+		log:             cfg.Log,
+		pingTimeout:     cfg.AgentTimeout,
+		passwordTimeout: cfg.AgentTimeout,
+		changes:         make(chan Change, defaultChangesBuffer),
+		hosts:           make(map[string]*host),
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AgentTimeout <= 0 {
+		d.pingTimeout, d.passwordTimeout = DefaultPingTimeout, DefaultPasswordTimeout
+	}
+	return d
+}
+
+// Run keeps the hosts' connections until ctx ends, then closes them and
+// returns. Hosts may be added before or while Run runs. Call Run once.
+func (d *Driver) Run(ctx context.Context) {
+	d.mu.Lock()
+	if d.runCtx != nil {
+		d.mu.Unlock()
+		d.log.Error("libvirt: Run called twice; ignoring the second call")
+		return
+	}
+	d.runCtx = ctx
+	for _, h := range d.hosts {
+		d.start(h)
+	}
+	d.mu.Unlock()
+
+	<-ctx.Done()
+	d.mu.Lock()
+	d.stopped = true
+	for _, h := range d.hosts {
+		h.cancel()
+	}
+	d.mu.Unlock()
+	d.wg.Wait()
+}
+
+// start starts h's connection loop. d.mu must be held.
+func (d *Driver) start(h *host) {
+	ctx, cancel := context.WithCancel(d.runCtx)
+	h.cancel = cancel
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.loop(ctx, h)
+	}()
+}
+
+// SetHost adds a host or replaces the one with the same ID, and starts
+// connecting to it (once Run runs). It fails on an empty ID or a URI the
+// driver cannot use; the error says why. Setting a host to the URI it
+// already has changes nothing.
+func (d *Driver) SetHost(h Host) error {
+	if h.ID == "" {
+		return errors.New("libvirt: empty host id")
+	}
+	t, err := parseURI(h.URI)
+	if err != nil {
+		return fmt.Errorf("libvirt: host %s: %w", h.ID, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old, ok := d.hosts[h.ID]; ok {
+		if old.t == t {
+			return nil
+		}
+		if old.cancel != nil {
+			old.cancel()
+		}
+	}
+	nh := &host{id: h.ID, t: t, status: HostStatus{Error: "not connected yet", Since: time.Now()}}
+	d.hosts[h.ID] = nh
+	if d.runCtx != nil && !d.stopped {
+		d.start(nh)
+	}
+	return nil
+}
+
+// RemoveHost forgets a host and closes its connection. Unknown ids are
+// ignored.
+func (d *Driver) RemoveHost(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h, ok := d.hosts[id]; ok {
+		if h.cancel != nil {
+			h.cancel()
+		}
+		delete(d.hosts, id)
+	}
+}
+
+// HostStatus returns the state of a host's connection. For an unknown id it
+// returns a status whose Error says so.
+func (d *Driver) HostStatus(id string) HostStatus {
+	d.mu.Lock()
+	h, ok := d.hosts[id]
+	d.mu.Unlock()
+	if !ok {
+		return HostStatus{Error: "unknown host"}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.status
+}
+
+// Changes returns the channel of changes on the hosts. The driver never
+// waits for a reader: when the buffer is full it drops changes and sends a
+// resync of the host as soon as there is room again.
+func (d *Driver) Changes() <-chan Change {
+	return d.changes
+}
+
+// emit sends c without blocking. A change that does not fit is dropped and
+// remembered as a pending resync of the host, which covers it.
+func (d *Driver) emit(h *host, c Change) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.resyncPending {
+		// The resync, sent now, covers c as well.
+		d.sendResyncLocked(h)
+		return
+	}
+	select {
+	case d.changes <- c:
+	default:
+		h.resyncPending = true
+	}
+}
+
+// sendResyncLocked tries to send a pending resync. h.mu must be held.
+func (d *Driver) sendResyncLocked(h *host) {
+	select {
+	case d.changes <- Change{HostID: h.id, Connected: h.status.Connected}:
+		h.resyncPending = false
+	default:
+	}
+}
+
+// loop connects to h until ctx ends, waiting with exponential backoff and
+// jitter between attempts.
+func (d *Driver) loop(ctx context.Context, h *host) {
+	backoff := d.cfg.ReconnectMin
+	for {
+		began := time.Now()
+		connected := d.session(ctx, h)
+		if ctx.Err() != nil {
+			return
+		}
+		// A connection that held for a while was a good one: try again
+		// soon. One that dropped at once may be a daemon in trouble.
+		if connected && time.Since(began) >= d.cfg.ReconnectMax {
+			backoff = d.cfg.ReconnectMin
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		d.log.Debug("libvirt: reconnecting", "host", h.id, "in", wait)
+		if !sleep(ctx, wait) {
+			return
+		}
+		backoff = min(2*backoff, d.cfg.ReconnectMax)
+	}
+}
+
+// session connects to h once and serves the connection until it drops or
+// ctx ends. It reports whether it got connected.
+func (d *Driver) session(ctx context.Context, h *host) bool {
+	uri := h.t.String()
+	l, nc, version, err := d.connect(ctx, h.t)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		h.mu.Lock()
+		first := h.status.Error != err.Error()
+		h.status = HostStatus{Error: err.Error(), Since: time.Now()}
+		h.mu.Unlock()
+		if first {
+			// Once per distinct error, not at every retry.
+			d.log.Warn("libvirt: cannot connect", "host", h.id, "uri", uri, "err", err)
+		}
+		return false
+	}
+	// go-libvirt does not close the stream when the daemon hangs up.
+	defer nc.Close()
+
+	evCtx, stopEvents := context.WithCancel(ctx)
+	defer stopEvents()
+	events, err := await(ctx, d.cfg.CallTimeout, func() (<-chan lv.DomainEventLifecycleMsg, error) {
+		return l.LifecycleEvents(evCtx)
+	})
+	if err != nil {
+		// Periodic resyncs still keep the inventory right, only later.
+		d.log.Warn("libvirt: no lifecycle events", "host", h.id, "uri", uri, "err", err)
+		events = nil
+	}
+
+	h.mu.Lock()
+	h.conn = l
+	h.status = HostStatus{Connected: true, Since: time.Now(), LibvirtVersion: version}
+	h.mu.Unlock()
+	d.log.Info("libvirt: connected", "host", h.id, "uri", uri, "libvirt", version)
+	d.emit(h, Change{HostID: h.id, Connected: true})
+
+	resync := time.NewTicker(d.cfg.ResyncInterval)
+	defer resync.Stop()
+	retry := time.NewTicker(pendingResyncRetryDelay)
+	defer retry.Stop()
+	var lost error
+	for lost == nil {
+		select {
+		case <-ctx.Done():
+			h.mu.Lock()
+			h.conn = nil
+			h.status = HostStatus{Error: "driver stopped", Since: time.Now()}
+			h.mu.Unlock()
+			d.log.Info("libvirt: disconnecting", "host", h.id, "uri", uri)
+			return true
+		case <-l.Disconnected():
+			lost = errors.New("connection to libvirtd lost")
+		case ev, ok := <-events:
+			if !ok {
+				// Closed when the connection drops; if it is still up,
+				// the resyncs carry on alone.
+				events = nil
+				continue
+			}
+			d.emit(h, Change{HostID: h.id, UUID: formatUUID(ev.Dom.UUID), Connected: true})
+		case <-resync.C:
+			// Also a health check: a daemon that hangs, or a network that
+			// dropped without a reset, does not close the socket.
+			if _, err := await(ctx, d.cfg.CallTimeout, l.ConnectGetLibVersion); err != nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				lost = fmt.Errorf("health check: %w", err)
+				continue
+			}
+			d.emit(h, Change{HostID: h.id, Connected: true})
+		case <-retry.C:
+			h.mu.Lock()
+			if h.resyncPending {
+				d.sendResyncLocked(h)
+			}
+			h.mu.Unlock()
+		}
+	}
+	h.mu.Lock()
+	h.conn = nil
+	h.status = HostStatus{Error: lost.Error(), Since: time.Now()}
+	h.mu.Unlock()
+	d.log.Warn("libvirt: disconnected", "host", h.id, "uri", uri, "err", lost)
+	d.emit(h, Change{HostID: h.id, Connected: false})
+	return true
+}
+
+// connect dials t, opens its hypervisor driver and reads the daemon's
+// version. The caller closes nc once done with l.
+func (d *Driver) connect(ctx context.Context, t target) (l *lv.Libvirt, nc net.Conn, version string, err error) {
+	nc, err = dial(ctx, t, d.cfg.DialTimeout)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("dial: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			nc.Close() // also unblocks a call await gave up on
+		}
+	}()
+	// One Libvirt per connection: a reconnect starts afresh, with no
+	// state of the lost connection left behind.
+	l = lv.NewWithDialer(dialers.NewAlreadyConnected(nc))
+	if _, err = await(ctx, d.cfg.CallTimeout, func() (struct{}, error) {
+		return struct{}{}, l.ConnectToURI(lv.ConnectURI(t.driverURI))
+	}); err != nil {
+		return nil, nil, "", fmt.Errorf("open %s: %w", t.driverURI, err)
+	}
+	v, err := await(ctx, d.cfg.CallTimeout, l.ConnectGetLibVersion)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("read libvirt version: %w", err)
+	}
+	// libvirt encodes versions as major*1e6 + minor*1e3 + release.
+	version = fmt.Sprintf("%d.%d.%d", v/1000000, v/1000%1000, v%1000)
+	return l, nc, version, nil
+}
+
+// errNoAnswer marks a libvirt call that took longer than CallTimeout.
+var errNoAnswer = errors.New("no answer from libvirtd")
+
+// await runs fn aside and returns its result, or an error once ctx ends or
+// timeout passes. go-libvirt's calls take no context; a call given up on
+// ends in the background when its answer arrives or the connection closes,
+// and its result is dropped. Running out of timeout (rather than ctx) gives
+// a transient error: the daemon may just be busy.
+func await[T any](ctx context.Context, timeout time.Duration, fn func() (T, error)) (T, error) {
+	callCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := fn()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-callCtx.Done():
+		var zero T
+		if ctx.Err() != nil {
+			return zero, ctx.Err()
+		}
+		return zero, driver.Transientf("%w within %v", errNoAnswer, timeout)
+	}
+}
+
+// sleep waits for d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Domains lists all domains of a host, running or not. An unknown host
+// gives an error wrapping driver.ErrMachineNotFound, a host that is not
+// connected a driver.TransientError.
+func (d *Driver) Domains(ctx context.Context, hostID string) ([]Domain, error) {
+	h, l, err := d.host(hostID)
+	if err != nil {
+		return nil, err
+	}
+	what := "host " + h.id + ": list domains"
+	doms, err := await(ctx, d.cfg.CallTimeout, func() ([]lv.Domain, error) {
+		doms, _, err := l.ConnectListAllDomains(1, lv.ConnectListDomainsActive|lv.ConnectListDomainsInactive)
+		return doms, err
+	})
+	if err != nil {
+		return nil, classify("libvirt: "+what, err)
+	}
+	out := make([]Domain, 0, len(doms))
+	for _, dom := range doms {
+		dm := Domain{UUID: formatUUID(dom.UUID), Name: dom.Name}
+		st, err := d.rawState(ctx, l, dom)
+		if code, _ := libvirtCode(err); code == lv.ErrNoDomain {
+			continue // undefined since the listing
+		}
+		if err != nil {
+			return nil, classify("libvirt: "+what+": domain "+dm.UUID+": read state", err)
+		}
+		dm.State = mapState(st.state, st.reason)
+		x, err := await(ctx, d.cfg.CallTimeout, func() (string, error) {
+			return l.DomainGetXMLDesc(dom, 0)
+		})
+		if code, _ := libvirtCode(err); code == lv.ErrNoDomain {
+			continue
+		}
+		if err != nil {
+			return nil, classify("libvirt: "+what+": domain "+dm.UUID+": read XML", err)
+		}
+		info, err := parseDomainXML([]byte(x))
+		if err != nil {
+			// Listed all the same: the state is right, the rest unknown.
+			d.log.Warn("libvirt: unreadable domain XML", "host", h.id, "domain", dm.UUID, "err", err)
+		}
+		dm.OSType, dm.AgentChannel = info.OSType, info.AgentChannel
+		out = append(out, dm)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// host returns a host and its connection. An empty id means the only host,
+// when there is exactly one.
+func (d *Driver) host(id string) (*host, *lv.Libvirt, error) {
+	d.mu.Lock()
+	h, ok := d.hosts[id]
+	if !ok && id == "" && len(d.hosts) == 1 {
+		for _, only := range d.hosts {
+			h, ok = only, true
+		}
+	}
+	d.mu.Unlock()
+	if !ok {
+		return nil, nil, fmt.Errorf("libvirt: unknown host %q: %w", id, driver.ErrMachineNotFound)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn == nil {
+		return nil, nil, driver.Transientf("libvirt: host %s: %w (%s)", h.id, errDisconnected, h.status.Error)
+	}
+	return h, h.conn, nil
+}

@@ -1,0 +1,260 @@
+package libvirt
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	lv "github.com/digitalocean/go-libvirt"
+
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/qga"
+)
+
+// agentGrace is how much longer than the agent's own timeout we wait for
+// libvirtd's answer: libvirtd first synchronises with the agent (up to 5 s
+// in libvirt 9) before it sends the command.
+const agentGrace = 10 * time.Second
+
+// agent is a qga.Doer over libvirt's guest agent passthrough
+// (virDomainQemuAgentCommand), so that the qga package's encoding and
+// decoding serve here too. libvirtd synchronises with the agent itself.
+type agent struct {
+	d       *Driver
+	o       op
+	timeout time.Duration
+}
+
+// Do implements qga.Doer. Errors of libvirt are classified (guest not
+// alive, no channel, transient); an error answer of the agent comes back as
+// a *qga.Error.
+func (a agent) Do(ctx context.Context, command []byte, result any) error {
+	cmd := string(bytes.TrimSpace(command))
+	secs := int32(min(math.Ceil(a.timeout.Seconds()), math.MaxInt32))
+	out, err := await(ctx, a.timeout+agentGrace, func() (lv.OptString, error) {
+		return a.o.l.QEMUDomainAgentCommand(a.o.dom, cmd, max(secs, 1), 0)
+	})
+	if err != nil {
+		return classifyAgent("guest agent", err)
+	}
+	if len(out) == 0 {
+		return errors.New("guest agent: empty answer")
+	}
+	ret, err := qga.ParseAnswer([]byte(out[0]))
+	if err != nil {
+		return err
+	}
+	if result == nil {
+		return nil
+	}
+	if err := json.Unmarshal(ret, result); err != nil {
+		return fmt.Errorf("guest agent: decode answer: %w", err)
+	}
+	return nil
+}
+
+// ping runs guest-ping with the given timeout in seconds.
+func (d *Driver) ping(ctx context.Context, o op, seconds int) error {
+	a := agent{d: d, o: o, timeout: time.Duration(seconds) * time.Second}
+	return qga.Exec(ctx, a, "guest-ping", nil, nil)
+}
+
+// Ping implements driver.Guest. A domain that is not running, or whose
+// agent does not answer, gives an error wrapping driver.ErrGuestNotAlive; a
+// domain without an agent channel one wrapping driver.ErrNoGuestChannel.
+func (d *Driver) Ping(ctx context.Context, ref driver.Ref) error {
+	o, err := d.domain(ctx, ref, "ping guest")
+	if err != nil {
+		return err
+	}
+	a := agent{d: d, o: o, timeout: d.pingTimeout}
+	if err := qga.Exec(ctx, a, "guest-ping", nil, nil); err != nil {
+		return fmt.Errorf("%s: %w", o.what, err)
+	}
+	return nil
+}
+
+// SetPassword implements driver.Guest with virDomainSetUserPassword, which
+// hands the password to the guest agent's guest-set-user-password.
+func (d *Driver) SetPassword(ctx context.Context, ref driver.Ref, user string, password []byte) error {
+	if err := checkUser(user); err != nil {
+		return fmt.Errorf("libvirt: set password: %w", err)
+	}
+	if len(password) == 0 {
+		return errors.New("libvirt: set password: empty password")
+	}
+	o, err := d.domain(ctx, ref, fmt.Sprintf("set password of user %q", user))
+	if err != nil {
+		return err
+	}
+	_, err = await(ctx, d.passwordTimeout, func() (struct{}, error) {
+		// go-libvirt takes the password as a string, which cannot be
+		// wiped, and its XDR encoder copies it again: the conversion is
+		// unavoidable, so it happens here, as late as possible, and the
+		// string is referenced nowhere else.
+		return struct{}{}, o.l.DomainSetUserPassword(o.dom, lv.OptString{user}, lv.OptString{string(password)}, 0)
+	})
+	if err == nil {
+		return nil
+	}
+	err = classifyAgent(o.what, err)
+	if !isAgentRefusal(err) {
+		return scrub(err, password)
+	}
+	// The agent ran chpasswd (or NetUserSetInfo) and it failed. qemu-ga up
+	// to 9.0 says only "child process has failed to set user password",
+	// whatever the reason, so unless the message says, ask the guest
+	// whether the user exists.
+	if userMissing(err.Error()) || d.probeUserMissing(ctx, o, user) {
+		err = fmt.Errorf("%w: %w", driver.ErrUserNotFound, err)
+	}
+	return scrub(err, password)
+}
+
+// isAgentRefusal reports whether err (classified) is the agent answering
+// that the command failed, rather than the agent, the domain or the
+// connection being unavailable.
+func isAgentRefusal(err error) bool {
+	if driver.IsTransient(err) ||
+		errors.Is(err, driver.ErrGuestNotAlive) ||
+		errors.Is(err, driver.ErrNoGuestChannel) ||
+		errors.Is(err, driver.ErrMachineNotFound) ||
+		errors.Is(err, context.Canceled) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	_, ok := libvirtCode(err)
+	return ok
+}
+
+// userMissing recognises the messages of agents that say why chpasswd or
+// NetUserSetInfo failed.
+func userMissing(msg string) bool {
+	msg = strings.ToLower(msg)
+	for _, hint := range []string{
+		"does not exist",               // chpasswd: line 1: user 'x' does not exist
+		"user name could not be found", // Windows NERR_UserNotFound
+		"unknown user",
+		"no such user",
+	} {
+		if strings.Contains(msg, hint) {
+			return true
+		}
+	}
+	return false
+}
+
+// probeTimeout bounds the look-up of a user after a failed
+// guest-set-user-password, so that a slow name service in the guest cannot
+// turn a clear failure into a timeout.
+const probeTimeout = 10 * time.Second
+
+// probeUserMissing reports whether the guest positively says user does not
+// exist: `getent passwd USER` exits with 2 for a missing key. Any other
+// outcome (guest-exec blocked, as on RHEL by default; no getent, as on
+// Windows; a timeout) means we do not know.
+func (d *Driver) probeUserMissing(ctx context.Context, o op, user string) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	a := agent{d: d, o: o, timeout: probeTimeout}
+	var started struct {
+		PID int64 `json:"pid"`
+	}
+	args := map[string]any{
+		"path":           "getent",
+		"arg":            []string{"passwd", user},
+		"capture-output": true,
+	}
+	if err := qga.Exec(ctx, a, "guest-exec", args, &started); err != nil {
+		return false
+	}
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		var st struct {
+			Exited   bool `json:"exited"`
+			ExitCode *int `json:"exitcode"`
+		}
+		if err := qga.Exec(ctx, a, "guest-exec-status", map[string]int64{"pid": started.PID}, &st); err != nil {
+			return false
+		}
+		if st.Exited {
+			return st.ExitCode != nil && *st.ExitCode == 2
+		}
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+}
+
+// checkUser refuses names the agent would feed wrongly to chpasswd
+// ("user:password" lines) or that could not be a user name anywhere.
+func checkUser(user string) error {
+	if user == "" {
+		return errors.New("empty user name")
+	}
+	if len(user) > 256 {
+		return errors.New("user name too long")
+	}
+	for _, r := range user {
+		if r == ':' || r < 0x20 || r == 0x7f {
+			return fmt.Errorf("user name %q has a forbidden character", user)
+		}
+	}
+	return nil
+}
+
+// scrub replaces err when its text holds the password or its base64 form
+// (as guest-set-user-password carries it), keeping only what the engine
+// needs to classify it. libvirtd passes on the guest's text, and nothing
+// stops a broken or hostile guest from echoing what it was sent.
+func scrub(err error, password []byte) error {
+	msg := []byte(fmt.Sprintf("%v %+v", err, err))
+	defer clear(msg)
+	b64 := make([]byte, base64.StdEncoding.EncodedLen(len(password)))
+	defer clear(b64)
+	base64.StdEncoding.Encode(b64, password)
+	if !bytes.Contains(msg, password) && !bytes.Contains(msg, b64) {
+		return err
+	}
+	const withheld = "libvirt: setting the password failed (the message is withheld: it contained the password)"
+	out := errors.New(withheld)
+	for _, sentinel := range []error{driver.ErrUserNotFound, driver.ErrGuestNotAlive, driver.ErrNoGuestChannel, driver.ErrMachineNotFound} {
+		if errors.Is(err, sentinel) {
+			out = fmt.Errorf("%s: %w", withheld, sentinel)
+			break
+		}
+	}
+	if driver.IsTransient(err) {
+		return driver.Transient(out)
+	}
+	return out
+}
+
+// Preflight implements driver.Preflighter: a domain whose XML has no guest
+// agent channel gives an error wrapping driver.ErrNoGuestChannel, since no
+// password can ever reach it.
+func (d *Driver) Preflight(ctx context.Context, ref driver.Ref) error {
+	o, err := d.domain(ctx, ref, "preflight")
+	if err != nil {
+		return err
+	}
+	x, err := await(ctx, d.cfg.CallTimeout, func() (string, error) {
+		return o.l.DomainGetXMLDesc(o.dom, 0)
+	})
+	if err != nil {
+		return classify(o.what+": read domain XML", err)
+	}
+	info, err := parseDomainXML([]byte(x))
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.what, err)
+	}
+	if !info.AgentChannel {
+		return fmt.Errorf("%s: the domain has no %s channel: %w", o.what, agentChannelName, driver.ErrNoGuestChannel)
+	}
+	return nil
+}
