@@ -51,6 +51,11 @@ the next start.`,
 				return usageErrorf("--log-format must be text or json")
 			}
 			cfg.Out = cmd.OutOrStdout()
+			if cfg.LibvirtTenant == "" && cfg.Demo {
+				// So the console's demo user sees the host's VMs beside
+				// the simulated fleet.
+				cfg.LibvirtTenant = "demo"
+			}
 			srv, err := server.Open(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -81,6 +86,8 @@ the next start.`,
 	f.Float64Var(&cfg.API.RateLimit, "rate-limit", 50, "requests per second allowed per API key (0: no limit)")
 	f.IntVar(&cfg.API.Burst, "rate-burst", 200, "burst of requests allowed per API key")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 15*time.Second, "how often idle instances' states are read from their drivers")
+	f.StringArrayVar(&cfg.LibvirtHosts, "libvirt", nil, "libvirt URI to manage, e.g. qemu:///system (repeatable; added as a host unless registered already)")
+	f.StringVar(&cfg.LibvirtTenant, "libvirt-tenant", "", "tenant of the hosts --libvirt adds (default: demo with --demo, else admin)")
 	agentDefaults := agentserver.DefaultConfig()
 	f.DurationVar(&cfg.Agent.Silence, "agent-silence", envDuration("FLEETPASS_AGENT_SILENCE", agentDefaults.Silence),
 		"an agent unheard for this long counts as not alive")

@@ -24,6 +24,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/driver/libvirt"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/events"
@@ -59,6 +60,13 @@ type Config struct {
 	// Agent tunes the fleetpass agent channel; zero fields take defaults.
 	Agent        agentserver.Config
 	SyncInterval time.Duration
+	// LibvirtHosts are libvirt URIs to add as hosts at start-up when they
+	// are not registered yet (`serve --libvirt qemu:///system`), into
+	// LibvirtTenant (default: the admin tenant).
+	LibvirtHosts  []string
+	LibvirtTenant string
+	// Libvirt tunes the libvirt driver; zero fields take defaults.
+	Libvirt libvirt.Config
 
 	Log *slog.Logger
 	// Out receives the messages meant for the operator at start-up (where
@@ -79,6 +87,8 @@ type Server struct {
 	svc     *core.Service
 	metrics *metrics.Metrics
 	syncer  *inventory.Syncer
+	libvirt *libvirt.Driver
+	hosts   *libvirtHosts
 	handler http.Handler
 	ready   bool
 }
@@ -130,6 +140,14 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	// The QEMU guest agent on a unix socket the host exposes: the address
 	// of an instance's guest link is the socket's path.
 	drivers.Guest["qga"] = &qga.Channel{}
+	// libvirt hosts: power and the QEMU guest agent through libvirt. The
+	// driver always exists; it has nothing to do until a host is added.
+	lvcfg := cfg.Libvirt
+	if lvcfg.Log == nil {
+		lvcfg.Log = cfg.Log
+	}
+	s.libvirt = libvirt.New(lvcfg)
+	drivers.Power[core.LibvirtDriver], drivers.Guest[core.LibvirtDriver] = s.libvirt, s.libvirt
 	if err := s.addAgentDrivers(&drivers); err != nil {
 		return nil, err
 	}
@@ -142,6 +160,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.svc = core.New(s.store, s.engine, seal, s.bus, drivers, cfg.Log)
+	s.hosts = newLibvirtHosts(s.libvirt, s.engine)
+	s.svc.SetHostConnector(s.hosts)
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
@@ -229,6 +249,9 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	go s.bus.Run(ctx)
 	go s.syncer.Run(ctx)
+	if err := s.startHosts(ctx); err != nil {
+		return err
+	}
 	go s.pruneLoop(ctx)
 	s.ready = true
 	return nil
