@@ -228,7 +228,8 @@ func (t target) String() string {
 			q.Set("no_verify", "1")
 		}
 	}
-	u.RawQuery = q.Encode()
+	// Slashes need no escaping in a query; paths read better without.
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "%2F", "/")
 	return u.String()
 }
 

@@ -1,0 +1,453 @@
+package libvirt
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/driver"
+)
+
+// The tests in this file and in ssh_test.go run against a real libvirtd
+// (with libvirt's mock test:///default driver, so no VM is needed). They
+// are skipped under -short; otherwise they need root and libvirtd and fail
+// rather than skip without them, so that a CI run cannot pass by skipping.
+
+const (
+	libvirtdBin  = "/usr/sbin/libvirtd"
+	virtlogdBin  = "/usr/sbin/virtlogd"
+	libvirtdPID  = "/run/libvirtd.pid"
+	virtlogdPID  = "/run/virtlogd.pid"
+	libvirtdSock = "/var/run/libvirt/libvirt-sock"
+	// daemonLock serialises starting and stopping the shared daemons
+	// with the other packages' tests (the VM test harness) that do the
+	// same.
+	daemonLock = "/run/fleetpass-vmtest.lock"
+	// testDomainUUID is the UUID of the "test" domain that
+	// test:///default always has.
+	testDomainUUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+)
+
+// needLibvirtd makes sure libvirtd runs, starting it (and virtlogd) when
+// it does not. It leaves them running for the next tests.
+func needLibvirtd(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs libvirtd: skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root to run libvirtd (run with -short to skip the libvirtd tests)")
+	}
+	for _, bin := range []string{libvirtdBin, virtlogdBin} {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("needs libvirtd (apt-get install libvirt-daemon-system): %v", err)
+		}
+	}
+	unlock := lockDaemons(t)
+	defer unlock()
+	startLibvirtd(t)
+}
+
+// lockDaemons takes the daemons' lock and returns its release.
+func lockDaemons(t *testing.T) func() {
+	t.Helper()
+	f, err := os.OpenFile(daemonLock, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatalf("open %s: %v", daemonLock, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("lock %s: %v", daemonLock, err)
+	}
+	return func() { f.Close() } // closing releases the lock
+}
+
+// startLibvirtd starts the daemons that are not running and waits for
+// libvirtd's socket. The caller holds the daemons' lock.
+func startLibvirtd(t *testing.T) {
+	t.Helper()
+	for _, d := range []struct{ bin, pidFile, name string }{
+		{virtlogdBin, virtlogdPID, "virtlogd"},
+		{libvirtdBin, libvirtdPID, "libvirtd"},
+	} {
+		if daemonPID(d.pidFile, d.name) > 0 {
+			continue
+		}
+		// -d daemonises; the daemon writes its pid file. No --listen: it
+		// would need TLS certificates and open TCP ports.
+		if out, err := exec.Command(d.bin, "-d").CombinedOutput(); err != nil {
+			t.Fatalf("start %s: %v: %s", d.name, err, out)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("unix", libvirtdSock)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("libvirtd's socket does not answer: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// daemonPID returns the pid in pidFile when that process runs and is name,
+// else 0.
+func daemonPID(pidFile, name string) int {
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || strings.TrimSpace(string(comm)) != name {
+		return 0 // gone, or the pid was reused
+	}
+	return pid
+}
+
+// startDriver runs a Driver with quick reconnects until the test ends.
+func startDriver(t *testing.T, cfg Config) *Driver {
+	t.Helper()
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if cfg.ReconnectMin == 0 {
+		cfg.ReconnectMin, cfg.ReconnectMax = 50*time.Millisecond, 500*time.Millisecond
+	}
+	d := New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return d
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// waitChange reads changes until one satisfies ok, failing t after
+// timeout.
+func waitChange(t *testing.T, d *Driver, timeout time.Duration, what string, ok func(Change) bool) Change {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case c := <-d.Changes():
+			if ok(c) {
+				return c
+			}
+		case <-timer.C:
+			t.Fatalf("no change %s within %v", what, timeout)
+		}
+	}
+}
+
+// waitConnected waits for a host's resync after a connect.
+func waitConnected(t *testing.T, d *Driver, hostID string) {
+	t.Helper()
+	waitChange(t, d, 30*time.Second, "connected "+hostID, func(c Change) bool {
+		return c.HostID == hostID && c.UUID == "" && c.Connected
+	})
+	if st := d.HostStatus(hostID); !st.Connected || st.LibvirtVersion == "" || st.Error != "" {
+		t.Fatalf("HostStatus(%s) = %+v after the connect, want connected with a version", hostID, st)
+	}
+}
+
+// call returns a context for one driver call.
+func call(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// randomUUID returns a random UUID in canonical form.
+func randomUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// defineTestDomain defines a stopped domain in the test driver, on the
+// driver's own connection to the host (the test driver's state belongs to
+// the connections that share it, so no other connection would do).
+func defineTestDomain(t *testing.T, d *Driver, hostID string, agentChannel bool) driver.Ref {
+	t.Helper()
+	_, l, err := d.host(hostID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uuid := randomUUID()
+	channel := ""
+	if agentChannel {
+		channel = `<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>`
+	}
+	x := `<domain type='test'>
+  <name>fleetpass-` + uuid[:8] + `</name>
+  <uuid>` + uuid + `</uuid>
+  <metadata><fleetpass:instance xmlns:fleetpass="https://fleetpass.dev/xmlns/libvirt/1"><os>linux</os></fleetpass:instance></metadata>
+  <memory>65536</memory>
+  <os><type>hvm</type></os>
+  <devices>` + channel + `</devices>
+</domain>`
+	dom, err := l.DomainDefineXML(x)
+	if err != nil {
+		t.Fatalf("define a test domain: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = l.DomainDestroy(dom)
+		_ = l.DomainUndefine(dom)
+	})
+	return driver.Ref{InstanceID: "ins-" + uuid[:8], Host: hostID, Address: uuid}
+}
+
+func wantState(t *testing.T, d *Driver, ref driver.Ref, want driver.PowerState) {
+	t.Helper()
+	got, err := d.State(call(t), ref)
+	if err != nil {
+		t.Fatalf("State: %v", err)
+	}
+	if got != want {
+		t.Fatalf("State = %s, want %s", got, want)
+	}
+}
+
+func wantErrIs(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Errorf("%s: error %v, want one wrapping %q", what, err, target)
+	}
+}
+
+func TestTestDriver(t *testing.T) {
+	needLibvirtd(t)
+	d := startDriver(t, Config{})
+	if err := d.SetHost(Host{ID: "h1", URI: "test:///default"}); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, d, "h1")
+
+	t.Run("Domains", func(t *testing.T) {
+		ref := defineTestDomain(t, d, "h1", true)
+		doms, err := d.Domains(call(t), "h1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]Domain{}
+		for _, dm := range doms {
+			got[dm.UUID] = dm
+		}
+		if want := (Domain{UUID: testDomainUUID, Name: "test", State: driver.PowerRunning}); got[testDomainUUID] != want {
+			t.Errorf("Domains: test domain %+v, want %+v (all: %+v)", got[testDomainUUID], want, doms)
+		}
+		want := Domain{UUID: ref.Address, Name: "fleetpass-" + ref.Address[:8], State: driver.PowerStopped, OSType: "linux", AgentChannel: true}
+		if got[ref.Address] != want {
+			t.Errorf("Domains: defined domain %+v, want %+v", got[ref.Address], want)
+		}
+		if _, err := d.Domains(call(t), "nope"); !errors.Is(err, driver.ErrMachineNotFound) {
+			t.Errorf("Domains of an unknown host: %v", err)
+		}
+	})
+
+	t.Run("Power", func(t *testing.T) {
+		ref := defineTestDomain(t, d, "h1", false)
+		wantState(t, d, ref, driver.PowerStopped)
+		if err := d.Shutdown(call(t), ref); err != nil {
+			t.Fatalf("Shutdown of a stopped domain: %v", err)
+		}
+		if err := d.Stop(call(t), ref); err != nil {
+			t.Fatalf("Stop of a stopped domain: %v", err)
+		}
+		for range 2 {
+			if err := d.Start(call(t), ref); err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			wantState(t, d, ref, driver.PowerRunning)
+		}
+		// The test driver refuses the ACPI flag: this is the fallback to
+		// flags 0.
+		for range 2 {
+			if err := d.Shutdown(call(t), ref); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			wantState(t, d, ref, driver.PowerStopped)
+		}
+		if err := d.Start(call(t), ref); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		for range 2 {
+			if err := d.Stop(call(t), ref); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			wantState(t, d, ref, driver.PowerStopped)
+		}
+	})
+
+	t.Run("Changes", func(t *testing.T) {
+		ref := defineTestDomain(t, d, "h1", false)
+		if err := d.Start(call(t), ref); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		waitChange(t, d, 10*time.Second, "for the started domain", func(c Change) bool {
+			return c.HostID == "h1" && c.UUID == ref.Address && c.Connected
+		})
+		if err := d.Stop(call(t), ref); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		waitChange(t, d, 10*time.Second, "for the stopped domain", func(c Change) bool {
+			return c.HostID == "h1" && c.UUID == ref.Address
+		})
+	})
+
+	t.Run("Guest", func(t *testing.T) {
+		// The test driver has no guest agent passthrough, which reads as
+		// no channel; it accepts set-user-password and does nothing.
+		ref := driver.Ref{Host: "h1", Address: testDomainUUID}
+		wantErrIs(t, "Ping", d.Ping(call(t), ref), driver.ErrNoGuestChannel)
+		wantErrIs(t, "Preflight without a channel", d.Preflight(call(t), ref), driver.ErrNoGuestChannel)
+		if err := d.SetPassword(call(t), ref, "root", []byte("N3w-Passw0rd!")); err != nil {
+			t.Errorf("SetPassword: %v", err)
+		}
+		withChannel := defineTestDomain(t, d, "h1", true)
+		if err := d.Preflight(call(t), withChannel); err != nil {
+			t.Errorf("Preflight with a channel: %v", err)
+		}
+		// An empty host means the only host.
+		if _, err := d.State(call(t), driver.Ref{Address: testDomainUUID}); err != nil {
+			t.Errorf("State with an empty host: %v", err)
+		}
+	})
+
+	t.Run("UnknownMachine", func(t *testing.T) {
+		pw := []byte("N3w-Passw0rd!")
+		for _, ref := range []driver.Ref{
+			{Host: "h1", Address: randomUUID()},
+			{Host: "h1", Address: "drivertest-no-such-machine"},
+			{Host: "nope", Address: testDomainUUID},
+		} {
+			_, err := d.State(call(t), ref)
+			wantErrIs(t, "State", err, driver.ErrMachineNotFound)
+			wantErrIs(t, "Start", d.Start(call(t), ref), driver.ErrMachineNotFound)
+			wantErrIs(t, "Shutdown", d.Shutdown(call(t), ref), driver.ErrMachineNotFound)
+			wantErrIs(t, "Stop", d.Stop(call(t), ref), driver.ErrMachineNotFound)
+			wantErrIs(t, "Ping", d.Ping(call(t), ref), driver.ErrMachineNotFound)
+			err = d.SetPassword(call(t), ref, "root", pw)
+			wantErrIs(t, "SetPassword", err, driver.ErrMachineNotFound)
+			if strings.Contains(fmt.Sprintf("%v %+v", err, err), string(pw)) {
+				t.Errorf("SetPassword error shows the password: %v", err)
+			}
+			wantErrIs(t, "Preflight", d.Preflight(call(t), ref), driver.ErrMachineNotFound)
+		}
+	})
+
+	t.Run("UnixSocketURI", func(t *testing.T) {
+		if err := d.SetHost(Host{ID: "h2", URI: "test+unix:///default?socket=" + libvirtdSock}); err != nil {
+			t.Fatal(err)
+		}
+		defer d.RemoveHost("h2")
+		waitConnected(t, d, "h2")
+		wantState(t, d, driver.Ref{Host: "h2", Address: testDomainUUID}, driver.PowerRunning)
+	})
+
+	t.Run("UnreachableHost", func(t *testing.T) {
+		if err := d.SetHost(Host{ID: "h3", URI: "qemu+unix:///system?socket=/nonexistent/libvirt-sock"}); err != nil {
+			t.Fatal(err)
+		}
+		defer d.RemoveHost("h3")
+		deadline := time.Now().Add(5 * time.Second)
+		for d.HostStatus("h3").Error == "not connected yet" && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		st := d.HostStatus("h3")
+		if st.Connected || !strings.Contains(st.Error, "/nonexistent/libvirt-sock") {
+			t.Errorf("HostStatus of an unreachable host = %+v", st)
+		}
+		_, err := d.State(call(t), driver.Ref{Host: "h3", Address: testDomainUUID})
+		if !driver.IsTransient(err) {
+			t.Errorf("State on an unreachable host: %v, want a transient error", err)
+		}
+	})
+
+	if err := d.SetHost(Host{ID: "h4", URI: "qemu+tcp://kvm1/system"}); err == nil || !strings.Contains(err.Error(), "unsupported transport") {
+		t.Errorf("SetHost with a tcp URI: %v", err)
+	}
+}
+
+// TestReconnect restarts the shared libvirtd: the driver must notice, fail
+// calls with transient errors meanwhile, reconnect, and ask for a resync.
+func TestReconnect(t *testing.T) {
+	needLibvirtd(t)
+	d := startDriver(t, Config{})
+	if err := d.SetHost(Host{ID: "h1", URI: "test:///default"}); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, d, "h1")
+	ref := driver.Ref{Host: "h1", Address: testDomainUUID}
+	wantState(t, d, ref, driver.PowerRunning)
+
+	// Nobody else may start or stop the daemons meanwhile; and whatever
+	// happens, libvirtd runs again when this test ends.
+	unlock := lockDaemons(t)
+	defer unlock()
+	defer startLibvirtd(t)
+	pid := daemonPID(libvirtdPID, "libvirtd")
+	if pid == 0 {
+		t.Fatal("libvirtd's pid file names no running libvirtd")
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("stop libvirtd: %v", err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); syscall.Kill(pid, 0) == nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("libvirtd did not exit after SIGTERM")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	waitChange(t, d, 10*time.Second, "disconnected", func(c Change) bool {
+		return c.HostID == "h1" && !c.Connected
+	})
+	if st := d.HostStatus("h1"); st.Connected || st.Error == "" {
+		t.Errorf("HostStatus while libvirtd is down = %+v", st)
+	}
+	_, err := d.State(call(t), ref)
+	if !driver.IsTransient(err) {
+		t.Errorf("State while libvirtd is down: %v, want a transient error", err)
+	}
+	// An unknown machine is still unknown, not transient.
+	_, err = d.State(call(t), driver.Ref{Host: "h1", Address: "not-a-uuid"})
+	wantErrIs(t, "State of an unknown machine while libvirtd is down", err, driver.ErrMachineNotFound)
+
+	startLibvirtd(t)
+	waitConnected(t, d, "h1")
+	wantState(t, d, ref, driver.PowerRunning)
+}
