@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"strconv"
 	"strings"
 	"syscall"
@@ -402,37 +403,25 @@ func TestTestDriver(t *testing.T) {
 	}
 }
 
-// TestReconnect restarts the shared libvirtd: the driver must notice, fail
-// calls with transient errors meanwhile, reconnect, and ask for a resync.
+// TestReconnect stops libvirtd under a connected driver: the driver must
+// notice, fail calls with transient errors meanwhile, reconnect once the
+// daemon is back, and ask for a resync.
+//
+// It stops a private libvirtd rather than the shared one, so that it does
+// not pull the daemon from under other packages' tests that run VMs at the
+// same time (go test runs packages in parallel).
 func TestReconnect(t *testing.T) {
 	needLibvirtd(t)
+	p := startPrivateLibvirtd(t)
 	d := startDriver(t, Config{})
-	if err := d.SetHost(Host{ID: "h1", URI: "test:///default"}); err != nil {
+	if err := d.SetHost(Host{ID: "h1", URI: "test+unix:///default?socket=" + p.socket}); err != nil {
 		t.Fatal(err)
 	}
 	waitConnected(t, d, "h1")
 	ref := driver.Ref{Host: "h1", Address: testDomainUUID}
 	wantState(t, d, ref, driver.PowerRunning)
 
-	// Nobody else may start or stop the daemons meanwhile; and whatever
-	// happens, libvirtd runs again when this test ends.
-	unlock := lockDaemons(t)
-	defer unlock()
-	defer startLibvirtd(t)
-	pid := daemonPID(libvirtdPID, "libvirtd")
-	if pid == 0 {
-		t.Fatal("libvirtd's pid file names no running libvirtd")
-	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatalf("stop libvirtd: %v", err)
-	}
-	for deadline := time.Now().Add(20 * time.Second); syscall.Kill(pid, 0) == nil; {
-		if time.Now().After(deadline) {
-			t.Fatal("libvirtd did not exit after SIGTERM")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-
+	p.stop(t)
 	waitChange(t, d, 10*time.Second, "disconnected", func(c Change) bool {
 		return c.HostID == "h1" && !c.Connected
 	})
@@ -447,7 +436,118 @@ func TestReconnect(t *testing.T) {
 	_, err = d.State(call(t), driver.Ref{Host: "h1", Address: "not-a-uuid"})
 	wantErrIs(t, "State of an unknown machine while libvirtd is down", err, driver.ErrMachineNotFound)
 
-	startLibvirtd(t)
+	p.start(t)
 	waitConnected(t, d, "h1")
 	wantState(t, d, ref, driver.PowerRunning)
+}
+
+// privateLibvirtd is a libvirtd of our own: a session daemon run as
+// nobody in a directory of its own, with its own socket, state and
+// configuration, so that a test can stop and start it at will.
+type privateLibvirtd struct {
+	dir    string
+	socket string
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+func startPrivateLibvirtd(t *testing.T) *privateLibvirtd {
+	t.Helper()
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("look up user nobody: %v", err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	// Not t.TempDir: its parent is private to root, and the daemon runs as
+	// nobody.
+	dir, err := os.MkdirTemp("", "fleetpass-libvirtd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	p := &privateLibvirtd{dir: dir, socket: dir + "/run/libvirt/libvirt-sock"}
+	p.start(t)
+	t.Cleanup(func() {
+		if p.cmd != nil {
+			p.stop(t)
+		}
+	})
+	return p
+}
+
+func (p *privateLibvirtd) start(t *testing.T) {
+	t.Helper()
+	fi, err := os.Stat(p.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	logFile, err := os.OpenFile(p.dir+"/libvirtd.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(libvirtdBin)
+	cmd.Dir = p.dir
+	cmd.Env = []string{
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + p.dir,
+		"XDG_RUNTIME_DIR=" + p.dir + "/run",
+		"XDG_CONFIG_HOME=" + p.dir + "/config",
+		"XDG_CACHE_HOME=" + p.dir + "/cache",
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: st.Uid, Gid: st.Gid},
+		Pdeathsig:  syscall.SIGTERM, // no daemon left behind by a crashed test
+	}
+	if err := os.MkdirAll(p.dir+"/run", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p.dir+"/run", int(st.Uid), int(st.Gid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start a private libvirtd: %v", err)
+	}
+	p.cmd, p.done = cmd, make(chan struct{})
+	go func(done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(p.done)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("unix", p.socket)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-p.done:
+			log, _ := os.ReadFile(p.dir + "/libvirtd.log")
+			t.Fatalf("private libvirtd exited: %s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("private libvirtd's socket does not answer: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *privateLibvirtd) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Error("private libvirtd did not exit after SIGTERM")
+	}
+	p.cmd = nil
 }
