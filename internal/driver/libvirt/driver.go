@@ -12,7 +12,27 @@
 //
 // Calls on a host that is not connected fail with a driver.TransientError,
 // which the engine retries with backoff, so an operation survives a libvirtd
-// restart.
+// restart. An empty Ref.Host means the only host, when there is exactly one.
+//
+// Connection URIs (see SetHost):
+//
+//	qemu:///system                       local libvirtd (?socket=PATH to override)
+//	qemu+unix:///system?socket=PATH      local libvirtd on another socket
+//	qemu+ssh://[user@]host[:port]/system through SSH, public key only:
+//	                                     ?keyfile= (default ~/.ssh/id_ed25519, then id_rsa),
+//	                                     ?known_hosts= (default ~/.ssh/known_hosts),
+//	                                     ?no_verify=1 skips the host key check,
+//	                                     ?socket= the remote libvirtd socket
+//	qemu+tls://host[:port]/system        TLS (port 16514) with a client certificate:
+//	                                     ?pkipath=DIR (cacert.pem, clientcert.pem,
+//	                                     clientkey.pem; default /etc/pki/...),
+//	                                     ?no_verify=1 skips the server certificate check
+//	test:///default                      libvirt's mock driver, for tests; also with
+//	                                     +unix, +ssh and +tls
+//
+// go-libvirt's calls take no context. The driver bounds each with
+// Config.CallTimeout and the caller's context; a call given up on finishes
+// in the background, or fails when the connection closes.
 package libvirt
 
 import (
@@ -55,14 +75,21 @@ type Config struct {
 
 // Defaults for Config's zero fields.
 const (
-	DefaultDialTimeout      = 10 * time.Second
-	DefaultCallTimeout      = 30 * time.Second
-	DefaultPingTimeout      = 10 * time.Second
-	DefaultPasswordTimeout  = 60 * time.Second
-	DefaultReconnectMin     = 500 * time.Millisecond
-	DefaultReconnectMax     = 30 * time.Second
-	DefaultResyncInterval   = 60 * time.Second
-	defaultChangesBuffer    = 1024
+	DefaultDialTimeout     = 10 * time.Second
+	DefaultCallTimeout     = 30 * time.Second
+	DefaultPingTimeout     = 10 * time.Second
+	DefaultPasswordTimeout = 60 * time.Second
+	DefaultReconnectMin    = 500 * time.Millisecond
+	DefaultReconnectMax    = 30 * time.Second
+	DefaultResyncInterval  = 60 * time.Second
+)
+
+const (
+	// defaultChangesBuffer is the capacity of the Changes channel: enough
+	// for a burst of lifecycle events from a host starting many domains.
+	defaultChangesBuffer = 1024
+	// pendingResyncRetryDelay is how often a host retries sending the
+	// resync that covers changes dropped on a full channel.
 	pendingResyncRetryDelay = time.Second
 )
 
@@ -365,6 +392,17 @@ func (d *Driver) session(ctx context.Context, h *host) bool {
 		// Periodic resyncs still keep the inventory right, only later.
 		d.log.Warn("libvirt: no lifecycle events", "host", h.id, "uri", uri, "err", err)
 		events = nil
+	}
+	if events != nil {
+		defer func(events <-chan lv.DomainEventLifecycleMsg) {
+			// go-libvirt's event goroutine blocks sending an event nobody
+			// reads; drain until it closes the channel, which it does once
+			// the connection is closed.
+			go func() {
+				for range events {
+				}
+			}()
+		}(events)
 	}
 
 	h.mu.Lock()
