@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -74,7 +75,27 @@ func dialTLS(ctx context.Context, t target) (net.Conn, error) {
 		cfg.RootCAs = pool
 	}
 	d := tls.Dialer{Config: cfg}
-	return d.DialContext(ctx, "tcp", net.JoinHostPort(t.host, strconv.Itoa(t.port)))
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(t.host, strconv.Itoa(t.port)))
+	if err != nil {
+		return nil, err
+	}
+	// After the handshake libvirtd sends one byte telling whether it
+	// accepted our certificate (1) or not; until it is read, RPCs would
+	// wait for an answer that never comes.
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = c.SetReadDeadline(deadline)
+	}
+	var status [1]byte
+	if _, err := io.ReadFull(c, status[:]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("read libvirtd's verdict on our certificate: %w", err)
+	}
+	if status[0] != 1 {
+		c.Close()
+		return nil, errors.New("libvirtd refused our client certificate (or our address)")
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return c, nil
 }
 
 func dialSSH(ctx context.Context, t target) (net.Conn, error) {

@@ -466,30 +466,27 @@ func (d *Driver) session(ctx context.Context, h *host) bool {
 
 // connect dials t, opens its hypervisor driver and reads the daemon's
 // version. The caller closes nc once done with l.
-func (d *Driver) connect(ctx context.Context, t target) (l *lv.Libvirt, nc net.Conn, version string, err error) {
-	nc, err = dial(ctx, t, d.cfg.DialTimeout)
+func (d *Driver) connect(ctx context.Context, t target) (*lv.Libvirt, net.Conn, string, error) {
+	nc, err := dial(ctx, t, d.cfg.DialTimeout)
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("dial: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			nc.Close() // also unblocks a call await gave up on
-		}
-	}()
 	// One Libvirt per connection: a reconnect starts afresh, with no
 	// state of the lost connection left behind.
-	l = lv.NewWithDialer(dialers.NewAlreadyConnected(nc))
-	if _, err = await(ctx, d.cfg.CallTimeout, func() (struct{}, error) {
+	l := lv.NewWithDialer(dialers.NewAlreadyConnected(nc))
+	if _, err := await(ctx, d.cfg.CallTimeout, func() (struct{}, error) {
 		return struct{}{}, l.ConnectToURI(lv.ConnectURI(t.driverURI))
 	}); err != nil {
+		nc.Close() // also ends a call await gave up on
 		return nil, nil, "", fmt.Errorf("open %s: %w", t.driverURI, err)
 	}
 	v, err := await(ctx, d.cfg.CallTimeout, l.ConnectGetLibVersion)
 	if err != nil {
+		nc.Close()
 		return nil, nil, "", fmt.Errorf("read libvirt version: %w", err)
 	}
 	// libvirt encodes versions as major*1e6 + minor*1e3 + release.
-	version = fmt.Sprintf("%d.%d.%d", v/1000000, v/1000%1000, v%1000)
+	version := fmt.Sprintf("%d.%d.%d", v/1000000, v/1000%1000, v%1000)
 	return l, nc, version, nil
 }
 

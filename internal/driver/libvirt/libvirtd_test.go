@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -412,7 +413,7 @@ func TestTestDriver(t *testing.T) {
 // same time (go test runs packages in parallel).
 func TestReconnect(t *testing.T) {
 	needLibvirtd(t)
-	p := startPrivateLibvirtd(t)
+	p := startPrivateLibvirtd(t, nil)
 	d := startDriver(t, Config{})
 	if err := d.SetHost(Host{ID: "h1", URI: "test+unix:///default?socket=" + p.socket}); err != nil {
 		t.Fatal(err)
@@ -447,11 +448,15 @@ func TestReconnect(t *testing.T) {
 type privateLibvirtd struct {
 	dir    string
 	socket string
+	args   []string // extra arguments for libvirtd
 	cmd    *exec.Cmd
 	done   chan struct{}
 }
 
-func startPrivateLibvirtd(t *testing.T) *privateLibvirtd {
+// startPrivateLibvirtd starts a private libvirtd. configure, when not nil,
+// may write files into the daemon's directory (owned by nobody once it
+// returns) and returns extra arguments for libvirtd.
+func startPrivateLibvirtd(t *testing.T, configure func(dir string) []string) *privateLibvirtd {
 	t.Helper()
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
@@ -466,10 +471,19 @@ func startPrivateLibvirtd(t *testing.T) *privateLibvirtd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chown(dir, uid, gid); err != nil {
+	p := &privateLibvirtd{dir: dir, socket: dir + "/run/libvirt/libvirt-sock"}
+	if configure != nil {
+		p.args = configure(dir)
+	}
+	err = filepath.Walk(dir, func(path string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(path, uid, gid)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	p := &privateLibvirtd{dir: dir, socket: dir + "/run/libvirt/libvirt-sock"}
 	p.start(t)
 	t.Cleanup(func() {
 		if p.cmd != nil {
@@ -491,7 +505,7 @@ func (p *privateLibvirtd) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(libvirtdBin)
+	cmd := exec.Command(libvirtdBin, p.args...)
 	cmd.Dir = p.dir
 	cmd.Env = []string{
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
