@@ -4,11 +4,19 @@
 #   openssh-server    sshd for guesttest's throwaway guests
 #   qemu-guest-agent  qemu-ga, the real agent those guests run
 #   chromium          the console's browser tests
+#   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
+#   libvirt-clients debootstrap
+#                     real VMs (internal/vmtest): libvirtd driving QEMU, and
+#                     scripts/vm/build-image.sh's guest image
 # The system's sshd is not started: guesttest runs sshd of its own, inside
-# each guest. Needs root (or sudo).
+# each guest. Nor are libvirtd and virtlogd: vmtest starts them when a test
+# needs them. --no-install-recommends leaves out dnsmasq, so libvirt's
+# default NAT network is never set up. Needs root (or sudo).
 set -euo pipefail
 
-packages=(openssh-server qemu-guest-agent chromium)
+packages=(openssh-server qemu-guest-agent chromium
+	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
+	libvirt-clients debootstrap)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
@@ -30,8 +38,9 @@ done
 if ((${#missing[@]})); then
 	echo "install-test-deps: installing ${missing[*]}" >&2
 	# Keep package scripts from starting services (openssh-server's
-	# postinst would start the system's sshd on port 22). Debian's
-	# policy-rc.d protocol: exit status 101 means "action forbidden".
+	# postinst would start the system's sshd on port 22, libvirt's would
+	# start libvirtd). Debian's policy-rc.d protocol: exit status 101
+	# means "action forbidden".
 	policy=/usr/sbin/policy-rc.d
 	if [[ ! -e $policy ]]; then
 		trap '"${sudo[@]}" rm -f "$policy"' EXIT
