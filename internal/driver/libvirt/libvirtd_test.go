@@ -204,10 +204,6 @@ func randomUUID() string {
 // the connections that share it, so no other connection would do).
 func defineTestDomain(t *testing.T, d *Driver, hostID string, agentChannel bool) driver.Ref {
 	t.Helper()
-	_, l, err := d.host(hostID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	uuid := randomUUID()
 	channel := ""
 	if agentChannel {
@@ -221,15 +217,26 @@ func defineTestDomain(t *testing.T, d *Driver, hostID string, agentChannel bool)
   <os><type>hvm</type></os>
   <devices>` + channel + `</devices>
 </domain>`
+	defineDomain(t, d, hostID, x)
+	return driver.Ref{InstanceID: "ins-" + uuid[:8], Host: hostID, Address: uuid}
+}
+
+// defineDomain defines a domain on the driver's connection to a host, and
+// removes it when the test ends.
+func defineDomain(t *testing.T, d *Driver, hostID, x string) {
+	t.Helper()
+	_, l, err := d.host(hostID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dom, err := l.DomainDefineXML(x)
 	if err != nil {
-		t.Fatalf("define a test domain: %v", err)
+		t.Fatalf("define a domain: %v", err)
 	}
 	t.Cleanup(func() {
 		_ = l.DomainDestroy(dom)
 		_ = l.DomainUndefine(dom)
 	})
-	return driver.Ref{InstanceID: "ins-" + uuid[:8], Host: hostID, Address: uuid}
 }
 
 func wantState(t *testing.T, d *Driver, ref driver.Ref, want driver.PowerState) {
