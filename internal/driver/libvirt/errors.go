@@ -20,13 +20,10 @@ var errDisconnected = errors.New("not connected to libvirtd")
 // libvirtCode returns the libvirt error number of err, if err is (or
 // wraps) an error libvirtd sent.
 func libvirtCode(err error) (lv.ErrorNumber, bool) {
+	// go-libvirt returns its Error by value.
 	var e lv.Error
 	if errors.As(err, &e) {
 		return lv.ErrorNumber(e.Code), true
-	}
-	var pe *lv.Error
-	if errors.As(err, &pe) && pe != nil {
-		return lv.ErrorNumber(pe.Code), true
 	}
 	return 0, false
 }

@@ -26,7 +26,6 @@ const agentGrace = 10 * time.Second
 // (virDomainQemuAgentCommand), so that the qga package's encoding and
 // decoding serve here too. libvirtd synchronises with the agent itself.
 type agent struct {
-	d       *Driver
 	o       op
 	timeout time.Duration
 }
@@ -41,7 +40,7 @@ func (a agent) Do(ctx context.Context, command []byte, result any) error {
 		return a.o.l.QEMUDomainAgentCommand(a.o.dom, cmd, max(secs, 1), 0)
 	})
 	if err != nil {
-		return classifyAgent("guest agent", err)
+		return classifyAgent("via libvirt", err)
 	}
 	if len(out) == 0 {
 		return errors.New("guest agent: empty answer")
@@ -59,10 +58,9 @@ func (a agent) Do(ctx context.Context, command []byte, result any) error {
 	return nil
 }
 
-// ping runs guest-ping with the given timeout in seconds.
-func (d *Driver) ping(ctx context.Context, o op, seconds int) error {
-	a := agent{d: d, o: o, timeout: time.Duration(seconds) * time.Second}
-	return qga.Exec(ctx, a, "guest-ping", nil, nil)
+// pingAgent runs guest-ping, waiting up to timeout for the agent.
+func pingAgent(ctx context.Context, o op, timeout time.Duration) error {
+	return qga.Exec(ctx, agent{o: o, timeout: timeout}, "guest-ping", nil, nil)
 }
 
 // Ping implements driver.Guest. A domain that is not running, or whose
@@ -73,8 +71,7 @@ func (d *Driver) Ping(ctx context.Context, ref driver.Ref) error {
 	if err != nil {
 		return err
 	}
-	a := agent{d: d, o: o, timeout: d.pingTimeout}
-	if err := qga.Exec(ctx, a, "guest-ping", nil, nil); err != nil {
+	if err := pingAgent(ctx, o, d.pingTimeout); err != nil {
 		return fmt.Errorf("%s: %w", o.what, err)
 	}
 	return nil
@@ -162,7 +159,7 @@ const probeTimeout = 10 * time.Second
 func (d *Driver) probeUserMissing(ctx context.Context, o op, user string) bool {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	a := agent{d: d, o: o, timeout: probeTimeout}
+	a := agent{o: o, timeout: probeTimeout}
 	var started struct {
 		PID int64 `json:"pid"`
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	lv "github.com/digitalocean/go-libvirt"
 
@@ -194,7 +195,7 @@ func (d *Driver) Start(ctx context.Context, ref driver.Ref) error {
 // quickPing bounds the guest-ping Shutdown uses to choose between the guest
 // agent and ACPI: a guest whose agent takes longer than that is better
 // served by the power button.
-const quickPing = 3
+const quickPing = 3 * time.Second
 
 // Shutdown implements driver.Power. It asks the guest agent to shut the
 // guest down when the agent answers a quick ping, and presses the ACPI
@@ -219,7 +220,7 @@ func (d *Driver) Shutdown(ctx context.Context, ref driver.Ref) error {
 	shutdown := func(mode lv.DomainShutdownFlagValues) error {
 		return d.do(ctx, func() error { return o.l.DomainShutdownFlags(o.dom, mode) })
 	}
-	if d.ping(ctx, o, quickPing) == nil {
+	if pingAgent(ctx, o, quickPing) == nil {
 		err := shutdown(lv.DomainShutdownGuestAgent)
 		if err == nil {
 			return nil
