@@ -38,8 +38,9 @@ type GuestImage struct {
 }
 
 var (
-	imageMu sync.Mutex
-	image   *GuestImage
+	imageMu  sync.Mutex
+	image    *GuestImage
+	imageErr error // a failed build is not retried by every later test
 )
 
 // Image returns the guest image, building it with scripts/vm/build-image.sh
@@ -51,6 +52,9 @@ func Image(t testing.TB) *GuestImage {
 	defer imageMu.Unlock()
 	if image != nil {
 		return image
+	}
+	if imageErr != nil {
+		t.Fatalf("vmtest: guest image: %v (failed earlier in this test binary)", imageErr)
 	}
 	root := RepoRoot(t)
 	script := filepath.Join(root, buildScript)
@@ -65,6 +69,7 @@ func Image(t testing.TB) *GuestImage {
 	}
 	img, err := cachedImage(t, cache, hex.EncodeToString(sum[:8]), script)
 	if err != nil {
+		imageErr = err
 		t.Fatalf("vmtest: guest image: %v", err)
 	}
 	image = img

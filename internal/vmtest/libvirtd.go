@@ -60,7 +60,7 @@ func Libvirtd(t testing.TB) *Libvirt {
 		t.Skip("vmtest: real VMs are skipped with -short")
 	}
 	if os.Geteuid() != 0 {
-		t.Fatalf("vmtest: real VMs need root (libvirtd, qemu:///system); run the tests as root")
+		t.Fatalf("vmtest: real VMs need root (libvirtd, qemu:///system): run the tests as root, after scripts/install-test-deps.sh")
 	}
 	if missing := missingTools(); len(missing) > 0 {
 		t.Fatalf("vmtest: missing %s: %s", strings.Join(missing, ", "), installHint)
@@ -214,6 +214,9 @@ func ensureDaemon(name, pidFile string) error {
 	cmd := exec.Command("/usr/sbin/"+name, "-d", "-p", pidFile)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	// The daemon points its stdio at /dev/null when it forks; should one
+	// ever keep our pipe, do not wait for it to exit.
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("start %s: %v: %s", name, err, out.Bytes())
 	}

@@ -78,6 +78,7 @@ type VM struct {
 
 	l       *Libvirt
 	console string
+	params  map[string]any // the domain template's, for redefinitions
 	started time.Time
 }
 
@@ -148,17 +149,11 @@ func (l *Libvirt) DefineVM(t testing.TB, img *GuestImage, o VMOptions) *VM {
 			t.Fatalf("vmtest: seed disk: %v", err)
 		}
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("vmtest: %v", err)
-	}
-	v.SSHPort = port
 	mem := o.MemoryMiB
 	if mem == 0 {
 		mem = defaultMemoryMiB
 	}
-	var x bytes.Buffer
-	if err := domainTmpl.Execute(&x, map[string]any{
+	v.params = map[string]any{
 		"Name":         name,
 		"Owner":        owner(),
 		"MemoryMiB":    mem,
@@ -168,21 +163,40 @@ func (l *Libvirt) DefineVM(t testing.TB, img *GuestImage, o VMOptions) *VM {
 		"Seed":         xmlEscape(seed),
 		"Console":      xmlEscape(v.console),
 		"AgentChannel": !o.NoAgentChannel,
-		"SSHPort":      port,
-	}); err != nil {
-		t.Fatalf("vmtest: domain XML: %v", err)
+		"UUID":         "", // libvirt picks it
 	}
-	if err := os.WriteFile(filepath.Join(dir, "domain.xml"), x.Bytes(), 0o644); err != nil {
-		t.Fatalf("vmtest: %v", err)
-	}
-	c := v.client(t)
-	d, err := c.DomainDefineXML(x.String())
+	d, err := v.define(t)
 	if err != nil {
 		t.Fatalf("vmtest: define %s: %v", name, err)
 	}
 	v.Domain = d
 	v.UUID = formatUUID(d.UUID)
+	v.params["UUID"] = v.UUID // a redefinition must keep it
 	return v
+}
+
+// define (re)defines the domain with a newly picked SSH port.
+func (v *VM) define(t testing.TB) (libvirt.Domain, error) {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		return libvirt.Domain{}, err
+	}
+	v.params["SSHPort"] = port
+	var x bytes.Buffer
+	if err := domainTmpl.Execute(&x, v.params); err != nil {
+		return libvirt.Domain{}, fmt.Errorf("domain XML: %w", err)
+	}
+	// Kept for a human looking at a failed run.
+	if err := os.WriteFile(filepath.Join(v.Dir, "domain.xml"), x.Bytes(), 0o644); err != nil {
+		return libvirt.Domain{}, err
+	}
+	d, err := v.client(t).DomainDefineXML(x.String())
+	if err != nil {
+		return libvirt.Domain{}, err
+	}
+	v.SSHPort = port
+	return d, nil
 }
 
 func formatUUID(u libvirt.UUID) string {
@@ -272,7 +286,21 @@ func (v *VM) cleanup(t testing.TB) {
 func (v *VM) Start(t testing.TB) {
 	t.Helper()
 	start := time.Now()
-	if err := v.client(t).DomainCreate(v.Domain); err != nil {
+	for attempt := 1; ; attempt++ {
+		err := v.client(t).DomainCreate(v.Domain)
+		if err == nil {
+			break
+		}
+		// Another process took the SSH port between freePort and now:
+		// QEMU then fails with "Could not set up host forwarding rule".
+		// Redefining with another port is all it takes.
+		if attempt < 4 && strings.Contains(err.Error(), "host forwarding") {
+			t.Logf("vmtest: %s: port %d taken, picking another: %v", v.Name, v.SSHPort, err)
+			if _, err := v.define(t); err != nil {
+				v.fatalf(t, "redefine %s: %v", v.Name, err)
+			}
+			continue
+		}
 		v.fatalf(t, "start %s: %v", v.Name, err)
 	}
 	v.started = time.Now()
