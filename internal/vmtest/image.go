@@ -115,10 +115,13 @@ func cachedImage(t testing.TB, cache, key, script string) (*GuestImage, error) {
 		return imageIn(final), nil
 	}
 
-	tmp := filepath.Join(cache, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
-	if err := os.RemoveAll(tmp); err != nil {
-		return nil, err
+	// Holding the lock, no build runs: any .tmp-* is left by a build that
+	// was killed (a test timeout), with its debootstrap tree of 300 MB.
+	stale, _ := filepath.Glob(filepath.Join(cache, ".tmp-*"))
+	for _, dir := range stale {
+		os.RemoveAll(dir)
 	}
+	tmp := filepath.Join(cache, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
 	t.Logf("vmtest: building the guest image with %s (about 70 s)", script)
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()

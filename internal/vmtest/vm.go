@@ -101,8 +101,8 @@ func vmName(t testing.TB, name string) string {
 }
 
 // freePort returns a loopback TCP port nobody listens on right now. QEMU
-// binds it at start; another process could take it in between, a race the
-// tests accept because the kernel hands out ports round-robin.
+// binds it only at start, and another process may take it in between:
+// Start then redefines the domain with another port.
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -187,7 +187,7 @@ func (v *VM) define(t testing.TB) (libvirt.Domain, error) {
 	if err := domainTmpl.Execute(&x, v.params); err != nil {
 		return libvirt.Domain{}, fmt.Errorf("domain XML: %w", err)
 	}
-	// Kept for a human looking at a failed run.
+	// For a human looking at a running test (virsh dumpxml shows it too).
 	if err := os.WriteFile(filepath.Join(v.Dir, "domain.xml"), x.Bytes(), 0o644); err != nil {
 		return libvirt.Domain{}, err
 	}
