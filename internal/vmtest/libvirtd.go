@@ -408,11 +408,11 @@ func procStart(pid int) string {
 		return ""
 	}
 	// The command name (field 2) may hold spaces; fields after ")" are
-	// fixed, the start time being field 22.
+	// fixed: the state is field 3, the start time field 22.
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 20 {
-		return ""
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return "" // a killed test binary may linger as a zombie
 	}
 	return f[19]
 }
