@@ -20,8 +20,9 @@
 // Image builds the guest with scripts/vm/build-image.sh, or reuses it: the
 // kernel, initrd and rootfs image are cached in $FLEETPASS_VM_CACHE
 // (default /var/cache/fleetpass/vm) under a key derived from the script's
-// hash, so editing the script rebuilds. The first build takes about 70 s and
-// needs the machine's Debian mirror; later runs take milliseconds.
+// hash, so editing the script rebuilds. The first build takes one to two
+// minutes and needs the machine's Debian mirror; later runs take
+// milliseconds. Entries for older versions of the script are not pruned.
 //
 // # VMs
 //
@@ -38,10 +39,10 @@
 // from the agent in the guest.
 //
 // A VM's methods start, destroy and observe it (Start, Destroy, State,
-// WaitState, AgentPing, WaitAgent, WaitSSH), set passwords through the guest agent
-// (SetPassword, via libvirt's API so that no password appears in any
-// process's argv) and check them the way a user would (SSH, CanLogin,
-// ErrAuthFailed). IgnoreShutdown makes the guest ignore ACPI and agent
+// WaitState, AgentPing, WaitAgent, WaitSSH), set passwords through the
+// guest agent (SetPassword, via libvirt's API so that no password appears
+// in any process's argv) and check them the way a user would (SSH,
+// CanLogin, ErrAuthFailed). IgnoreShutdown makes the guest ignore ACPI and agent
 // shutdown requests until its next boot. Every wait takes a timeout and
 // fails the test with the tail of the serial console on expiry.
 //
@@ -53,10 +54,7 @@
 // libvirtd under running domains, for tests of a daemon restart in the
 // middle of an operation; it affects every test binary sharing libvirtd.
 //
-// Measured on an idle 2-core machine without KVM: Start to guest agent
-// answering 8-10 s (15-17 s with two VMs booting at once), sshd ready
-// within a second after that, ACPI or agent shutdown to shutoff 3-5 s,
-// destroy 1-2 s. Libvirt's agent-mode shutdown of a guest that ignores it
-// (IgnoreShutdown) blocks for 60 s and then fails with "Guest agent is not
-// responding".
+// Note that libvirt's agent-mode shutdown of a guest that ignores it
+// (IgnoreShutdown) blocks for 60 s, waiting for the guest to stop, and then
+// fails with "Guest agent is not responding"; the ACPI mode returns at once.
 package vmtest
