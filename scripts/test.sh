@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the Debian packages the
-# real-component tests need (sshd, qemu-guest-agent, chromium), checks
-# formatting and vet, cross-compiles for Windows, runs every test (real
-# processes, real sshd, real qemu-ga, real Chromium included) and each Go
-# fuzz target for a few seconds. Run it as root from anywhere in the tree.
+# real-component tests need (sshd, qemu-guest-agent, chromium, libvirt and
+# QEMU), checks formatting and vet, cross-compiles for Windows, runs every
+# test (real processes, real sshd, real qemu-ga, real Chromium, real VMs
+# under a real libvirtd included) and each Go fuzz target for a few seconds.
+# Run it as root from anywhere in the tree. The VM tests' guest image is
+# built on the first run (about 2.5 minutes) and cached in
+# /var/cache/fleetpass/vm.
 #
 #   ./scripts/test.sh            everything
 #   FUZZTIME=30s ./scripts/test.sh   longer fuzzing

@@ -157,6 +157,7 @@ func (d *Driver) State(ctx context.Context, ref driver.Ref) (driver.PowerState, 
 // started until it is off: Start then fails with a transient error. A
 // paused domain counts as running, so Start leaves it paused.
 func (d *Driver) Start(ctx context.Context, ref driver.Ref) error {
+	defer d.forgetAgentShutdown(ref)
 	o, err := d.domain(ctx, ref, "start")
 	if err != nil {
 		return err
@@ -220,8 +221,16 @@ func (d *Driver) Shutdown(ctx context.Context, ref driver.Ref) error {
 	shutdown := func(mode lv.DomainShutdownFlagValues) error {
 		return d.do(ctx, func() error { return o.l.DomainShutdownFlags(o.dom, mode) })
 	}
-	if pingAgent(ctx, o, quickPing) == nil {
-		err := shutdown(lv.DomainShutdownGuestAgent)
+	key := ref.Host + "/" + ref.Address
+	switch d.agentShutdownState(key) {
+	case agentShutdownRunning:
+		// Asked already; libvirt has not answered yet.
+		return nil
+	case agentShutdownIdle:
+		if pingAgent(ctx, o, quickPing) != nil {
+			break
+		}
+		err := d.agentShutdown(ctx, key, o)
 		if err == nil {
 			return nil
 		}
@@ -230,6 +239,8 @@ func (d *Driver) Shutdown(ctx context.Context, ref driver.Ref) error {
 		}
 		d.log.Debug("libvirt: shutdown through the guest agent failed; trying ACPI", "what", o.what, "err", err)
 	}
+	// The agent is dead, or it took a shutdown request earlier and the
+	// guest ignored it: the power button is the other graceful way.
 	err = shutdown(lv.DomainShutdownAcpiPowerBtn)
 	if isCode(err, lv.ErrInvalidArg, lv.ErrArgumentUnsupported, lv.ErrNoSupport) {
 		// "unsupported flags": let the hypervisor pick its own way.
@@ -242,10 +253,81 @@ func (d *Driver) Shutdown(ctx context.Context, ref driver.Ref) error {
 	return classify(o.what, err)
 }
 
+// How a shutdown through the guest agent of a domain stands. libvirt
+// answers such a request only once the guest has stopped, or after 60 s
+// when it did not (qemu-ga does not answer guest-shutdown), and holds the
+// domain's agent meanwhile. So the request runs in the background, the
+// caller is answered as soon as it is under way, and a guest that ignored
+// it gets the ACPI power button next time.
+const (
+	agentShutdownIdle = iota
+	agentShutdownRunning
+	agentShutdownIgnored
+)
+
+// agentShutdownAnswer is how long Shutdown waits for libvirt's answer to a
+// shutdown through the agent before it takes the request as under way.
+const agentShutdownAnswer = 2 * time.Second
+
+// forgetAgentShutdown clears what a domain's last shutdown through the
+// agent left: a forced stop or a new boot starts afresh.
+func (d *Driver) forgetAgentShutdown(ref driver.Ref) {
+	d.shutdownMu.Lock()
+	defer d.shutdownMu.Unlock()
+	if d.shutdowns[ref.Host+"/"+ref.Address] != agentShutdownRunning {
+		delete(d.shutdowns, ref.Host+"/"+ref.Address)
+	}
+}
+
+func (d *Driver) agentShutdownState(key string) int {
+	d.shutdownMu.Lock()
+	defer d.shutdownMu.Unlock()
+	return d.shutdowns[key]
+}
+
+// agentShutdown asks the guest agent to shut the guest down. It returns
+// nil once libvirt accepted the request or is still waiting for the guest,
+// and libvirt's error if it refused at once.
+func (d *Driver) agentShutdown(ctx context.Context, key string, o op) error {
+	d.shutdownMu.Lock()
+	d.shutdowns[key] = agentShutdownRunning
+	d.shutdownMu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		// Not bounded by ctx: the request must be allowed to finish, and
+		// libvirt bounds it itself.
+		err := o.l.DomainShutdownFlags(o.dom, lv.DomainShutdownGuestAgent)
+		d.shutdownMu.Lock()
+		if err == nil || connectionLost(err) || isCode(err, lv.ErrOperationInvalid, lv.ErrNoDomain) {
+			delete(d.shutdowns, key)
+		} else {
+			// Typically "guest agent is not responding" after 60 s of a
+			// guest that did not stop.
+			d.shutdowns[key] = agentShutdownIgnored
+		}
+		d.shutdownMu.Unlock()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			d.shutdownMu.Lock()
+			delete(d.shutdowns, key)
+			d.shutdownMu.Unlock()
+		}
+		return err
+	case <-time.After(agentShutdownAnswer):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Stop implements driver.Power: it cuts the power (virDomainDestroy), also
 // of a domain that reads stopped but still has a QEMU process (crashed and
 // kept, or suspended to RAM).
 func (d *Driver) Stop(ctx context.Context, ref driver.Ref) error {
+	defer d.forgetAgentShutdown(ref)
 	o, err := d.domain(ctx, ref, "stop")
 	if err != nil {
 		return err
