@@ -197,8 +197,8 @@ func daemonPID(name, pidFile string) int {
 		return 0
 	}
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil || strings.TrimSpace(string(comm)) != name {
-		return 0
+	if err != nil || strings.TrimSpace(string(comm)) != name || procStart(pid) == "" {
+		return 0 // not that daemon, or its zombie
 	}
 	return pid
 }
@@ -310,7 +310,7 @@ func (l *Libvirt) Restart(t testing.TB) {
 				return fmt.Errorf("stop libvirtd: %w", err)
 			}
 			deadline := time.Now().Add(60 * time.Second)
-			for syscall.Kill(pid, 0) == nil {
+			for procStart(pid) != "" { // gone, or a zombie nobody reaped yet
 				if time.Now().After(deadline) {
 					return fmt.Errorf("libvirtd (pid %d) still runs 60 s after SIGTERM", pid)
 				}
@@ -325,6 +325,15 @@ func (l *Libvirt) Restart(t testing.TB) {
 		}
 		return waitSocket(socketTimeout)
 	})
+	// The old daemon's connection may not have noticed its end yet; the
+	// next call dials anew. Closing it is best effort, and must not wait on
+	// a socket whose far end is gone.
+	l.mu.Lock()
+	if old := l.conn; old != nil {
+		go old.Disconnect()
+		l.conn = nil
+	}
+	l.mu.Unlock()
 	if err != nil {
 		t.Fatalf("vmtest: restart libvirtd: %v", err)
 	}
@@ -402,6 +411,8 @@ var owner = sync.OnceValue(func() string {
 	return fmt.Sprintf("%d %s", os.Getpid(), procStart(os.Getpid()))
 })
 
+// procStart returns the start time of process pid, or "" when there is no
+// such process or it has exited (a zombie).
 func procStart(pid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
