@@ -122,7 +122,7 @@ func cachedImage(t testing.TB, cache, key, script string) (*GuestImage, error) {
 		os.RemoveAll(dir)
 	}
 	tmp := filepath.Join(cache, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
-	t.Logf("vmtest: building the guest image with %s (about 70 s)", script)
+	t.Logf("vmtest: building the guest image with %s (one to two minutes)", script)
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/bash", script, tmp)

@@ -8,7 +8,8 @@
 #                   acpid, busybox (as init)
 #
 # Usage: build-image.sh OUT      (needs root, debootstrap and network access
-# to the machine's Debian mirror; takes about 70 s)
+# to the machine's Debian mirror; takes one to two minutes, most of it
+# debootstrap)
 #
 # internal/vmtest runs this script and caches OUT under a key derived from
 # this file's hash, so any edit here rebuilds the image on the next test run.
@@ -54,13 +55,19 @@ debootstrap --variant=minbase \
 # 2. Kernel and a static busybox for the initrd: extracted, not installed.
 log "kernel and busybox-static"
 mkdir -p kpkg && cd kpkg
-KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
-KVER=${KPKG#linux-image-}
-apt-get download "$KPKG" busybox-static >/dev/null 2>&1 || {
-	# The package lists may be stale or missing on a fresh machine.
+# The kernel package linux-image-amd64 points to today, e.g.
+# linux-image-6.1.0-56-amd64.
+# (awk reads all its input: an early exit could SIGPIPE apt-cache, which
+# pipefail would turn into a failure.)
+kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ && !n++ {print $2}'; }
+KPKG=$(kernel_pkg)
+if [[ -z $KPKG ]] || ! apt-get download "$KPKG" busybox-static >/dev/null 2>&1; then
+	# The package lists are missing or stale on a fresh machine.
 	apt-get update -qq
+	KPKG=$(kernel_pkg)
 	apt-get download "$KPKG" busybox-static >/dev/null
-}
+fi
+KVER=${KPKG#linux-image-}
 dpkg-deb -x "$KPKG"_*.deb kernel
 dpkg-deb -x busybox-static_*.deb bb
 BB=$WORK/kpkg/bb/bin/busybox
