@@ -158,3 +158,30 @@ func TestCLIRefusedRequestShowsTheServersCode(t *testing.T) {
 		t.Fatalf("exit %d stderr %s", res.code, res.stderr)
 	}
 }
+
+func TestCLIAddsListsAndRemovesHosts(t *testing.T) {
+	r := startRealServer(t)
+	const uri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+	res := runCLI(t, r.env, "", "hosts", "add", uri, "--name", "kvm-test", "--max-concurrency", "2")
+	if res.code != 0 || !strings.Contains(res.stdout, "Added host hst-") {
+		t.Fatalf("hosts add: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	id := strings.Fields(strings.TrimPrefix(res.stdout, "Added host "))[0]
+	res = runCLI(t, r.env, "", "hosts", "list")
+	if res.code != 0 || !strings.Contains(res.stdout, "kvm-test") || !strings.Contains(res.stdout, uri) {
+		t.Fatalf("hosts list: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	res = runCLI(t, r.env, "", "-o", "json", "hosts", "list")
+	var list apiv1.HostList
+	if err := json.Unmarshal([]byte(res.stdout), &list); err != nil || len(list.Hosts) != 1 || list.Hosts[0].MaxConcurrency != 2 {
+		t.Fatalf("hosts list -o json: %v %s", err, res.stdout)
+	}
+	res = runCLI(t, r.env, "", "hosts", "add", "http://nope/system")
+	if res.code != 1 || !strings.Contains(res.stderr, "INVALID_ARGUMENT") {
+		t.Fatalf("bad URI: exit %d stderr %s", res.code, res.stderr)
+	}
+	res = runCLI(t, r.env, "", "hosts", "remove", id, "hst-nosuchhost")
+	if res.code != 1 || !strings.Contains(res.stdout, "Removed "+id) || !strings.Contains(res.stderr, "HOST_NOT_FOUND") {
+		t.Fatalf("hosts remove: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+}
