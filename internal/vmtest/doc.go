@@ -22,7 +22,8 @@
 // (default /var/cache/fleetpass/vm) under a key derived from the script's
 // hash, so editing the script rebuilds. The first build takes one to two
 // minutes and needs the machine's Debian mirror; later runs take
-// milliseconds. Entries for older versions of the script are not pruned.
+// milliseconds. Entries for other versions of the script are removed by
+// the next build once unused for a week.
 //
 // # VMs
 //

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,6 +94,9 @@ func cachedImage(t testing.TB, cache, key, script string) (*GuestImage, error) {
 	start := time.Now()
 	final := filepath.Join(cache, key)
 	if _, err := os.Stat(final); err == nil {
+		// The entry's mtime says when it was last used (see pruneCache).
+		now := time.Now()
+		os.Chtimes(final, now, now)
 		t.Logf("vmtest: reusing guest image %s (%v)", final, time.Since(start).Round(time.Millisecond))
 		return imageIn(final), nil
 	}
@@ -115,12 +119,7 @@ func cachedImage(t testing.TB, cache, key, script string) (*GuestImage, error) {
 		return imageIn(final), nil
 	}
 
-	// Holding the lock, no build runs: any .tmp-* is left by a build that
-	// was killed (a test timeout), with its debootstrap tree of 300 MB.
-	stale, _ := filepath.Glob(filepath.Join(cache, ".tmp-*"))
-	for _, dir := range stale {
-		os.RemoveAll(dir)
-	}
+	pruneCache(cache)
 	tmp := filepath.Join(cache, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
 	t.Logf("vmtest: building the guest image with %s (one to two minutes)", script)
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
@@ -143,6 +142,28 @@ func cachedImage(t testing.TB, cache, key, script string) (*GuestImage, error) {
 	}
 	t.Logf("vmtest: built guest image %s in %v", final, time.Since(start).Round(time.Second))
 	return imageIn(final), nil
+}
+
+// pruneCache removes what the cache holds in vain; the caller holds the
+// build lock. Entries of other versions of the build script are removed
+// once unused for a week (a checkout of another branch may still want
+// them); .tmp-* directories at once, since no build runs: they are left by
+// a build that was killed (a test timeout), with a debootstrap tree of
+// 300 MB.
+func pruneCache(cache string) {
+	ents, _ := os.ReadDir(cache)
+	for _, e := range ents {
+		dir := filepath.Join(cache, e.Name())
+		if strings.HasPrefix(e.Name(), ".tmp-") {
+			os.RemoveAll(dir)
+			continue
+		}
+		info, err := e.Info()
+		if err == nil && e.IsDir() && !strings.HasPrefix(e.Name(), ".") &&
+			time.Since(info.ModTime()) > 7*24*time.Hour {
+			os.RemoveAll(dir)
+		}
+	}
 }
 
 // RepoRoot returns the repository's root: the nearest directory above the
