@@ -55,16 +55,19 @@ type LatestOperation struct {
 
 // Instance is a machine whose password fleetpass resets.
 type Instance struct {
-	ID              string           `json:"id"`
-	Name            string           `json:"name"`
-	Tenant          string           `json:"tenant"`
-	OSType          string           `json:"osType"`
-	AdminUser       string           `json:"adminUser"`
-	State           string           `json:"state"`
-	Power           DriverLink       `json:"power"`
-	Guest           DriverLink       `json:"guest"`
-	GuestAlive      bool             `json:"guestAlive"`
-	GuestSeenAt     *time.Time       `json:"guestSeenAt,omitempty"`
+	ID          string     `json:"id"`
+	Name        string     `json:"name"`
+	Tenant      string     `json:"tenant"`
+	OSType      string     `json:"osType"`
+	AdminUser   string     `json:"adminUser"`
+	State       string     `json:"state"`
+	Power       DriverLink `json:"power"`
+	Guest       DriverLink `json:"guest"`
+	GuestAlive  bool       `json:"guestAlive"`
+	GuestSeenAt *time.Time `json:"guestSeenAt,omitempty"`
+	// NoGuestChannel is set when the machine's host says it has no guest
+	// agent channel at all: no password can reach it through the host.
+	NoGuestChannel  bool             `json:"noGuestChannel,omitempty"`
 	Busy            bool             `json:"busy"`
 	LatestOperation *LatestOperation `json:"latestOperation,omitempty"`
 	CreatedAt       time.Time        `json:"createdAt"`

@@ -189,6 +189,8 @@ type HostDomain struct {
 	OSType string
 	// State is an instance state (RUNNING, STOPPED, ...).
 	State string
+	// GuestChannel tells whether the machine has a guest agent channel.
+	GuestChannel bool
 }
 
 // ReconcileHost brings a host's instances in line with the full list of its
@@ -225,13 +227,16 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 				if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
 					return err
 				}
+				if _, err := s.store.UpdateInstanceInventory(ctx, tx, in.ID, in.Name, in.OSType, d.GuestChannel); err != nil {
+					return err
+				}
 				if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
 					return err
 				}
 				changed = true
 				continue
 			}
-			c1, err := s.store.UpdateInstanceInventory(ctx, tx, in.ID, d.Name, osType)
+			c1, err := s.store.UpdateInstanceInventory(ctx, tx, in.ID, d.Name, osType, d.GuestChannel)
 			if err != nil {
 				return err
 			}

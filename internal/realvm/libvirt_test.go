@@ -184,6 +184,9 @@ func TestADomainWithoutAGuestAgentChannelFailsItsResetBeforeAnyPowerAction(t *te
 	s := startServer(t)
 	v := s.vm(vmtest.VMOptions{Name: "nochan", NoAgentChannel: true})
 	in := s.instanceOf(v, "stopped", stopped)
+	if !in.NoGuestChannel {
+		t.Errorf("the inventory did not see that the domain has no agent channel: %+v", in)
+	}
 	pw := newPassword()
 	op := s.resetAndWait(apiv1.PasswordReset{InstanceIDs: []string{in.ID}, Mode: apiv1.ModeOffline}, pw)
 	it := op.Items[0]

@@ -49,7 +49,8 @@ func (h *libvirtHosts) HostDomains(ctx context.Context, hostID string) ([]core.H
 	}
 	out := make([]core.HostDomain, 0, len(list))
 	for _, d := range list {
-		out = append(out, core.HostDomain{UUID: d.UUID, Name: d.Name, OSType: d.OSType, State: engine.InstanceState(d.State)})
+		out = append(out, core.HostDomain{UUID: d.UUID, Name: d.Name, OSType: d.OSType, State: engine.InstanceState(d.State),
+			GuestChannel: d.AgentChannel})
 	}
 	return out, nil
 }

@@ -124,12 +124,15 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	}
 
 	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{
-		{UUID: uuidA, Name: "web-1", OSType: "linux", State: apiv1.StateRunning},
+		{UUID: uuidA, Name: "web-1", OSType: "linux", State: apiv1.StateRunning, GuestChannel: true},
 		{UUID: uuidB, Name: "win-1", State: apiv1.StateStopped},
 	}); err != nil {
 		t.Fatal(err)
 	}
 	got := byUUID()
+	if got[uuidA].NoGuestChannel || !got[uuidB].NoGuestChannel {
+		t.Errorf("noGuestChannel: A %v, B %v; want false, true", got[uuidA].NoGuestChannel, got[uuidB].NoGuestChannel)
+	}
 	a, b := got[uuidA], got[uuidB]
 	if a.Name != "web-1" || a.OSType != "linux" || a.AdminUser != "root" || a.State != apiv1.StateRunning ||
 		a.Guest != (apiv1.DriverLink{Driver: "libvirt", Host: h.ID, Address: uuidA}) {

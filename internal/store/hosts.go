@@ -126,10 +126,12 @@ func (s *Store) FindInstanceByPowerAddress(ctx context.Context, q Querier, tenan
 }
 
 // UpdateInstanceInventory records what a host's inventory says of an
-// instance: its name and OS type. It reports whether anything changed.
-func (s *Store) UpdateInstanceInventory(ctx context.Context, q Querier, id, name, osType string) (bool, error) {
-	res, err := s.c(q).ExecContext(ctx, `UPDATE instances SET name = ?, os_type = ?, updated_at = ?
-		WHERE id = ? AND (name <> ? OR os_type <> ?)`, name, osType, ms(s.now()), id, name, osType)
+// instance: its name, OS type, and whether it has a guest agent channel.
+// It reports whether anything changed.
+func (s *Store) UpdateInstanceInventory(ctx context.Context, q Querier, id, name, osType string, channel bool) (bool, error) {
+	res, err := s.c(q).ExecContext(ctx, `UPDATE instances SET name = ?, os_type = ?, guest_channel = ?, updated_at = ?
+		WHERE id = ? AND (name <> ? OR os_type <> ? OR guest_channel IS NULL OR guest_channel <> ?)`,
+		name, osType, boolInt(channel), ms(s.now()), id, name, osType, boolInt(channel))
 	if err != nil {
 		return false, fmt.Errorf("update instance inventory: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 
 const instanceColumns = `id, tenant_id, name, os_type, admin_user, state, power_driver, power_host, power_address,
 	guest_driver, guest_host, guest_address, guest_alive, guest_seen_at, active_operation_id,
-	latest_op_id, latest_op_kind, latest_op_state, created_at, updated_at`
+	latest_op_id, latest_op_kind, latest_op_state, created_at, updated_at, guest_channel`
 
 func scanInstance(sc interface{ Scan(...any) error }) (apiv1.Instance, error) {
 	var in apiv1.Instance
@@ -21,12 +21,14 @@ func scanInstance(sc interface{ Scan(...any) error }) (apiv1.Instance, error) {
 	var seen sql.NullInt64
 	var active, opID, opKind, opState sql.NullString
 	var created, updated int64
+	var channel sql.NullInt64
 	err := sc.Scan(&in.ID, &in.Tenant, &in.Name, &in.OSType, &in.AdminUser, &in.State,
 		&in.Power.Driver, &in.Power.Host, &in.Power.Address, &in.Guest.Driver, &in.Guest.Host, &in.Guest.Address,
-		&alive, &seen, &active, &opID, &opKind, &opState, &created, &updated)
+		&alive, &seen, &active, &opID, &opKind, &opState, &created, &updated, &channel)
 	if err != nil {
 		return in, err
 	}
+	in.NoGuestChannel = channel.Valid && channel.Int64 == 0
 	in.GuestAlive = alive == 1
 	in.GuestSeenAt = fromNullMS(seen)
 	in.Busy = active.Valid

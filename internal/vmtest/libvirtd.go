@@ -23,8 +23,12 @@ const (
 	// URI is the libvirt connection every VM of this package lives on.
 	URI = string(libvirt.QEMUSystem)
 
-	socketPath      = "/var/run/libvirt/libvirt-sock"
-	daemonLock      = "/run/fleetpass-vmtest.lock"
+	socketPath = "/var/run/libvirt/libvirt-sock"
+	daemonLock = "/run/fleetpass-vmtest.lock"
+	// sessionLock serializes the tests of different test binaries that
+	// use the shared libvirtd (see holdSession).
+	sessionLock     = "/run/fleetpass-vmtest.session"
+	sessionTimeout  = 40 * time.Minute
 	libvirtdPIDFile = "/run/libvirtd.pid"
 	virtlogdPIDFile = "/run/virtlogd.pid"
 
@@ -65,6 +69,7 @@ func Libvirtd(t testing.TB) *Libvirt {
 	if missing := missingTools(); len(missing) > 0 {
 		t.Fatalf("vmtest: missing %s: %s", strings.Join(missing, ", "), installHint)
 	}
+	holdSession(t)
 	procMu.Lock()
 	defer procMu.Unlock()
 	if procLibvirt != nil {
@@ -93,6 +98,46 @@ func Libvirtd(t testing.TB) *Libvirt {
 	l.CleanupStale(t)
 	procLibvirt = l
 	return l
+}
+
+// The VM session: `go test ./...` runs several test binaries at once, and
+// some tests restart the shared libvirtd (a restart in the middle of an
+// operation is a behaviour under test). A restart cuts every client off, so
+// a test of another binary would fail for no fault of its own. So the tests
+// of one binary hold the machine-wide session lock from their first call to
+// Libvirtd until their clean-up, and binaries take turns test by test; the
+// tests of one binary share it.
+var (
+	sessionMu     sync.Mutex
+	sessionHolds  int
+	sessionUnlock func()
+)
+
+func holdSession(t testing.TB) {
+	t.Helper()
+	sessionMu.Lock()
+	if sessionHolds == 0 {
+		start := time.Now()
+		unlock, err := lockFile(sessionLock, sessionTimeout)
+		if err != nil {
+			sessionMu.Unlock()
+			t.Fatalf("vmtest: %v", err)
+		}
+		if waited := time.Since(start); waited > time.Second {
+			t.Logf("vmtest: waited %s for another test binary's VM tests", waited.Round(time.Second))
+		}
+		sessionUnlock = unlock
+	}
+	sessionHolds++
+	sessionMu.Unlock()
+	t.Cleanup(func() {
+		sessionMu.Lock()
+		defer sessionMu.Unlock()
+		if sessionHolds--; sessionHolds == 0 {
+			sessionUnlock()
+			sessionUnlock = nil
+		}
+	})
 }
 
 // missingTools lists what the Debian packages of the VM tests provide and

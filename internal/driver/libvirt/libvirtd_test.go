@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/vmtest"
 )
 
 // The tests in this file and in ssh_test.go run against a real libvirtd
@@ -55,6 +56,9 @@ func needLibvirtd(t *testing.T) {
 			t.Fatalf("needs libvirtd (apt-get install libvirt-daemon-system): %v", err)
 		}
 	}
+	// Takes turns with the other test binaries' VM tests, some of which
+	// restart the shared libvirtd.
+	vmtest.Libvirtd(t)
 	unlock := lockDaemons(t)
 	defer unlock()
 	startLibvirtd(t)
