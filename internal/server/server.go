@@ -196,6 +196,18 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		n, _ := s.store.CountInstances(ctx, "")
 		return float64(n)
 	})
+	s.metrics.GaugeFunc("fleetpass_libvirt_hosts_disconnected", "libvirt hosts whose connection is down.", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		hosts, _ := s.store.ListHosts(ctx, "")
+		n := 0
+		for _, h := range hosts {
+			if !s.libvirt.HostStatus(h.ID).Connected {
+				n++
+			}
+		}
+		return float64(n)
+	})
 	s.handler = s.routes()
 	ok = true
 	return s, nil
