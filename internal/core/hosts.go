@@ -255,16 +255,11 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 			if seen[in.Power.Address] {
 				continue
 			}
-			c, err := s.store.SetInstanceState(ctx, tx, in.ID, apiv1.StateMissing, true)
+			c, err := s.setIdleState(ctx, tx, in.ID, apiv1.StateMissing)
 			if err != nil {
 				return err
 			}
-			if c {
-				if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
-					return err
-				}
-				changed = true
-			}
+			changed = changed || c
 		}
 		return nil
 	})
@@ -292,16 +287,11 @@ func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string) error 
 			if in.State == apiv1.StateMissing {
 				continue
 			}
-			c, err := s.store.SetInstanceState(ctx, tx, in.ID, apiv1.StateUnknown, true)
+			c, err := s.setIdleState(ctx, tx, in.ID, apiv1.StateUnknown)
 			if err != nil {
 				return err
 			}
-			if c {
-				if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
-					return err
-				}
-				changed = true
-			}
+			changed = changed || c
 		}
 		return nil
 	})
@@ -311,7 +301,12 @@ func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string) error 
 	return err
 }
 
-// HostsForSync lists every host (for the inventory loop at start-up).
-func (s *Service) HostsForSync(ctx context.Context) ([]apiv1.Host, error) {
-	return s.store.ListHosts(ctx, "")
+// setIdleState records what a host says of an idle instance's state and
+// emits the instance's event, reporting whether the state changed.
+func (s *Service) setIdleState(ctx context.Context, tx *sql.Tx, id, state string) (bool, error) {
+	c, err := s.store.SetInstanceState(ctx, tx, id, state, true)
+	if err != nil || !c {
+		return false, err
+	}
+	return true, events.EmitInstance(ctx, tx, s.store, id)
 }

@@ -63,7 +63,7 @@ func (c *Channel) Ping(ctx context.Context, ref driver.Ref) error {
 // nil once the agent confirmed it. It keeps no reference to password.
 func (c *Channel) SetPassword(ctx context.Context, ref driver.Ref, user string, password []byte) error {
 	// Refuse bad input before touching the guest.
-	if err := checkUser(user); err != nil {
+	if err := CheckUser(user); err != nil {
 		return err
 	}
 	if len(password) == 0 {

@@ -60,16 +60,16 @@ func SetUserPassword(ctx context.Context, d Doer, user string, password []byte) 
 	}
 	var agentErr *Error
 	if errors.As(err, &agentErr) && agentErr.Class != "CommandNotFound" {
-		if userMissing(agentErr.Desc) || probeUserMissing(ctx, d, user) {
+		if UserMissing(agentErr.Desc) || ProbeUserMissing(ctx, d, user) {
 			err = fmt.Errorf("%w: %w", driver.ErrUserNotFound, err)
 		}
 	}
 	return scrub(fmt.Errorf("qga: guest-set-user-password for user %q: %w", user, err), password)
 }
 
-// userMissing recognises the answers of agents that say why chpasswd or
+// UserMissing recognises the answers of agents that say why chpasswd or
 // NetUserSetInfo failed.
-func userMissing(desc string) bool {
+func UserMissing(desc string) bool {
 	desc = strings.ToLower(desc)
 	for _, hint := range []string{
 		"does not exist",               // chpasswd: line 1: user 'x' does not exist
@@ -84,11 +84,11 @@ func userMissing(desc string) bool {
 	return false
 }
 
-// probeUserMissing reports whether the guest positively says user does not
+// ProbeUserMissing reports whether the guest positively says user does not
 // exist: getent exits with 2 for a missing key. Any other outcome (guest-exec
 // blocked, as on RHEL by default; no getent, as on Windows; a timeout) means
 // we do not know, and the caller keeps the agent's own error.
-func probeUserMissing(ctx context.Context, d Doer, user string) bool {
+func ProbeUserMissing(ctx context.Context, d Doer, user string) bool {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	var started struct {

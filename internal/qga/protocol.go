@@ -75,7 +75,7 @@ func Command(execute string, args any) ([]byte, error) {
 // base64 form exists only there: the caller wipes the result with clear()
 // once it has been sent.
 func SetUserPasswordCommand(user string, password []byte) ([]byte, error) {
-	if err := checkUser(user); err != nil {
+	if err := CheckUser(user); err != nil {
 		return nil, err
 	}
 	if len(password) == 0 {
@@ -102,9 +102,9 @@ func SetUserPasswordCommand(user string, password []byte) ([]byte, error) {
 	return line, nil
 }
 
-// checkUser refuses names the agent would feed wrongly to chpasswd
+// CheckUser refuses names the agent would feed wrongly to chpasswd
 // ("user:password" lines) or that could not be a user name anywhere.
-func checkUser(user string) error {
+func CheckUser(user string) error {
 	if user == "" {
 		return errors.New("qga: empty user name")
 	}

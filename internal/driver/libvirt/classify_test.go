@@ -13,6 +13,7 @@ import (
 	lv "github.com/digitalocean/go-libvirt"
 
 	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/qga"
 )
 
 func TestMapState(t *testing.T) {
@@ -175,8 +176,8 @@ func TestUserMissing(t *testing.T) {
 		"NetUserSetInfo failed: The user name could not be found.":                                                  true,
 		"child process has failed to set user password":                                                             false,
 	} {
-		if got := userMissing(msg); got != want {
-			t.Errorf("userMissing(%q) = %v, want %v", msg, got, want)
+		if got := qga.UserMissing(msg); got != want {
+			t.Errorf("qga.UserMissing(%q) = %v, want %v", msg, got, want)
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	lv "github.com/digitalocean/go-libvirt"
@@ -80,7 +79,7 @@ func (d *Driver) Ping(ctx context.Context, ref driver.Ref) error {
 // SetPassword implements driver.Guest with virDomainSetUserPassword, which
 // hands the password to the guest agent's guest-set-user-password.
 func (d *Driver) SetPassword(ctx context.Context, ref driver.Ref, user string, password []byte) error {
-	if err := checkUser(user); err != nil {
+	if err := qga.CheckUser(user); err != nil {
 		return fmt.Errorf("libvirt: set password: %w", err)
 	}
 	if len(password) == 0 {
@@ -108,7 +107,7 @@ func (d *Driver) SetPassword(ctx context.Context, ref driver.Ref, user string, p
 	// to 9.0 says only "child process has failed to set user password",
 	// whatever the reason, so unless the message says, ask the guest
 	// whether the user exists.
-	if userMissing(err.Error()) || d.probeUserMissing(ctx, o, user) {
+	if qga.UserMissing(err.Error()) || d.probeUserMissing(ctx, o, user) {
 		err = fmt.Errorf("%w: %w", driver.ErrUserNotFound, err)
 	}
 	return scrub(err, password)
@@ -130,79 +129,15 @@ func isAgentRefusal(err error) bool {
 	return ok
 }
 
-// userMissing recognises the messages of agents that say why chpasswd or
-// NetUserSetInfo failed.
-func userMissing(msg string) bool {
-	msg = strings.ToLower(msg)
-	for _, hint := range []string{
-		"does not exist",               // chpasswd: line 1: user 'x' does not exist
-		"user name could not be found", // Windows NERR_UserNotFound
-		"unknown user",
-		"no such user",
-	} {
-		if strings.Contains(msg, hint) {
-			return true
-		}
-	}
-	return false
-}
-
 // probeTimeout bounds the look-up of a user after a failed
 // guest-set-user-password, so that a slow name service in the guest cannot
 // turn a clear failure into a timeout.
 const probeTimeout = 10 * time.Second
 
-// probeUserMissing reports whether the guest positively says user does not
-// exist: `getent passwd USER` exits with 2 for a missing key. Any other
-// outcome (guest-exec blocked, as on RHEL by default; no getent, as on
-// Windows; a timeout) means we do not know.
+// probeUserMissing asks the guest whether user exists, through libvirt's
+// agent passthrough (see qga.ProbeUserMissing).
 func (d *Driver) probeUserMissing(ctx context.Context, o op, user string) bool {
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	defer cancel()
-	a := agent{o: o, timeout: probeTimeout}
-	var started struct {
-		PID int64 `json:"pid"`
-	}
-	args := map[string]any{
-		"path":           "getent",
-		"arg":            []string{"passwd", user},
-		"capture-output": true,
-	}
-	if err := qga.Exec(ctx, a, "guest-exec", args, &started); err != nil {
-		return false
-	}
-	for wait := 20 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
-		var st struct {
-			Exited   bool `json:"exited"`
-			ExitCode *int `json:"exitcode"`
-		}
-		if err := qga.Exec(ctx, a, "guest-exec-status", map[string]int64{"pid": started.PID}, &st); err != nil {
-			return false
-		}
-		if st.Exited {
-			return st.ExitCode != nil && *st.ExitCode == 2
-		}
-		if !sleep(ctx, wait) {
-			return false
-		}
-	}
-}
-
-// checkUser refuses names the agent would feed wrongly to chpasswd
-// ("user:password" lines) or that could not be a user name anywhere.
-func checkUser(user string) error {
-	if user == "" {
-		return errors.New("empty user name")
-	}
-	if len(user) > 256 {
-		return errors.New("user name too long")
-	}
-	for _, r := range user {
-		if r == ':' || r < 0x20 || r == 0x7f {
-			return fmt.Errorf("user name %q has a forbidden character", user)
-		}
-	}
-	return nil
+	return qga.ProbeUserMissing(ctx, agent{o: o, timeout: probeTimeout}, user)
 }
 
 // scrub replaces err when its text holds the password or its base64 form
