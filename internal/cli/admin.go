@@ -96,19 +96,12 @@ func (a *app) newKeysRevokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// Revoke what can be revoked, then report every failure: a
-			// half-done revocation must not hide behind the first error.
-			var errs []error
-			for _, id := range args {
+			return a.eachID(args, "Revoked", func(id string) error {
 				if err := c.RevokeKey(cmd.Context(), id); err != nil {
-					errs = append(errs, fmt.Errorf("revoking key %s: %w", id, err))
-					continue
+					return fmt.Errorf("revoking key %s: %w", id, err)
 				}
-				if !a.jsonOutput() {
-					fmt.Fprintf(a.stdout, "Revoked %s\n", id)
-				}
-			}
-			return errors.Join(errs...)
+				return nil
+			})
 		},
 	}
 }
@@ -218,4 +211,21 @@ func (a *app) newAuditCmd() *cobra.Command {
 	fl.BoolVar(&all, "all", false, "fetch every page")
 	cmd.AddCommand(list)
 	return cmd
+}
+
+// eachID runs do for every id, saying "<done> ID" for each success, and
+// returns every failure: a half-done batch must not hide behind its first
+// error.
+func (a *app) eachID(ids []string, done string, do func(id string) error) error {
+	var errs []error
+	for _, id := range ids {
+		if err := do(id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !a.jsonOutput() {
+			fmt.Fprintf(a.stdout, "%s %s\n", done, id)
+		}
+	}
+	return errors.Join(errs...)
 }

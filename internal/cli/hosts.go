@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -108,17 +107,12 @@ func (a *app) newHostsRemoveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var errs []error
-			for _, id := range args {
+			return a.eachID(args, "Removed", func(id string) error {
 				if err := c.RemoveHost(cmd.Context(), id); err != nil {
-					errs = append(errs, fmt.Errorf("removing host %s: %w", id, err))
-					continue
+					return fmt.Errorf("removing host %s: %w", id, err)
 				}
-				if !a.jsonOutput() {
-					fmt.Fprintf(a.stdout, "Removed %s\n", id)
-				}
-			}
-			return errors.Join(errs...)
+				return nil
+			})
 		},
 	}
 }
