@@ -23,6 +23,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/agent"
 	"github.com/fleetpass/fleetpass/internal/agentproto"
+	"github.com/fleetpass/fleetpass/internal/agentserver"
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
 )
@@ -46,7 +47,9 @@ func benchGuests() int {
 // parallel ssh+chpasswd loop, and Ansible's user module.
 func BenchmarkAgentChannelVsSSHAndAnsible(b *testing.B) {
 	n := benchGuests()
-	e := newEnv(b, envOpts{})
+	// The agent channel's production settings: the tests' 5 s silence
+	// counts an agent starved of CPU by the baselines' 100 sessions as dead.
+	e := newEnv(b, envOpts{agent: agentserver.DefaultConfig()})
 	rootPW, old := newPassword(), newPassword()
 	ms := make([]*machine, n)
 	setup := time.Now()
@@ -178,6 +181,9 @@ func pipelined(b *testing.B, e *env, ms []*machine, rootPW string, withAnsible b
 	}
 
 	// fleetpass: follow the operation's events.
+	for _, m := range ms {
+		e.waitAlive(m)
+	}
 	pw := newPassword()
 	ids := make([]string, len(ms))
 	for i, m := range ms {
@@ -323,8 +329,8 @@ func runAnsible(b *testing.B, ms []*machine, rootPW, newPW string, onChanged fun
 	cmd := exec.CommandContext(ctx, "ansible-playbook", "-i", "inventory", "playbook.yml")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "ANSIBLE_CONFIG="+filepath.Join(dir, "ansible.cfg"))
-	var out bytes.Buffer
-	cmd.Stderr = &out
+	var out, errOut bytes.Buffer
+	cmd.Stderr = &errOut
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err
@@ -343,7 +349,7 @@ func runAnsible(b *testing.B, ms []*machine, rootPW, newPW string, onChanged fun
 		}
 	}
 	if err := cmd.Wait(); err != nil {
-		return 0, fmt.Errorf("ansible-playbook: %w\n%s", err, out.String())
+		return 0, fmt.Errorf("ansible-playbook: %w\n%s\n%s", err, out.String(), errOut.String())
 	}
 	return time.Since(start), nil
 }
