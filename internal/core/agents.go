@@ -144,7 +144,7 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 			name = host
 		}
 		guest := apiv1.DriverLink{Driver: AgentGuestDriver, Address: id.AgentID}
-		in, err := s.vmInstance(ctx, tx, tok.Tenant, e.MachineID)
+		in, err := s.vmInstance(ctx, tx, tok.Tenant, tok.InstanceName, e.MachineID)
 		switch {
 		case err == nil:
 			id.InstanceID = in.ID
@@ -180,15 +180,25 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 }
 
 // vmInstance finds the tenant's libvirt instance whose domain UUID is
-// machineID. A machine that already has an agent is not taken over: its
-// agent must be removed with its instance first.
-func (s *Service) vmInstance(ctx context.Context, tx *sql.Tx, tenant, machineID string) (apiv1.Instance, error) {
+// machineID, for an agent enrolling with a token bound to name. The UUID
+// alone is not trusted: any machine can claim any UUID, and a domain's is
+// no secret in its tenant. So the token must name that very instance, an
+// explicit grant by someone who may manage it; a token bound to another
+// name, or to none, is refused for a known VM rather than making a second
+// instance of it. A VM that already has an agent is not taken over: its
+// agent goes with its instance.
+func (s *Service) vmInstance(ctx context.Context, tx *sql.Tx, tenant, name, machineID string) (apiv1.Instance, error) {
 	if machineID == "" {
 		return apiv1.Instance{}, store.ErrNotFound
 	}
 	in, err := s.store.FindInstanceByPowerAddress(ctx, tx, tenant, LibvirtDriver, strings.ToLower(machineID))
 	if err != nil {
 		return in, err
+	}
+	if name != in.Name {
+		return apiv1.Instance{}, errorf(CodeForbidden,
+			"this machine is the virtual machine %q of a libvirt host; enrol it with a token bound to that name (fleetpass agents token create --name %q)",
+			in.Name, in.Name)
 	}
 	if in.Guest.Driver == AgentGuestDriver {
 		return apiv1.Instance{}, errorf(CodeInstanceExists, "the virtual machine %s has an enrolled agent already", in.Name)

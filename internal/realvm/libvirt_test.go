@@ -201,12 +201,17 @@ func TestADomainWithoutAGuestAgentChannelFailsItsResetBeforeAnyPowerAction(t *te
 
 func TestTheFleetpassAgentInsideAVMTakesOverItsGuestChannel(t *testing.T) {
 	s := startServer(t)
-	tok, err := s.client.CreateAgentToken(t.Context(), apiv1.AgentTokenCreate{Tenant: tenant})
-	if err != nil {
-		t.Fatal(err)
+	// The token names the instance the VM's domain becomes: only such a
+	// token may attach an agent to a known VM.
+	tokenFor := func(name string) string {
+		tok, err := s.client.CreateAgentToken(t.Context(), apiv1.AgentTokenCreate{Tenant: tenant, InstanceName: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Token
 	}
 	v := s.vm(vmtest.VMOptions{Name: "agent", Agent: &vmtest.AgentSeed{Binary: vmtest.BuildAgent(t),
-		ServerURL: vmtest.GuestURL(s.port), Fingerprint: s.fingerprint, Token: tok.Token}})
+		ServerURL: vmtest.GuestURL(s.port), Fingerprint: s.fingerprint, TokenFor: tokenFor}})
 	v.Start(t)
 	v.WaitAgent(t, 3*time.Minute)
 	pws := []string{newPassword(), newPassword(), newPassword()}

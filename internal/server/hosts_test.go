@@ -185,3 +185,52 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 		t.Errorf("a removed host's instances stay: %+v", got)
 	}
 }
+
+func TestAnAgentInsideAKnownVMJoinsItsInstanceOnlyWithATokenNamingIt(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	svc := e.srv.Service()
+	_ = svc.EnsureTenant(ctx, "acme")
+	var h apiv1.Host
+	e.mustDo(e.admin, "POST", "/v1/hosts", apiv1.HostCreate{URI: unreachable, Tenant: "acme"}, http.StatusCreated, &h)
+	const uuid = "6f1c1b0e-0000-4000-8000-0000000000aa"
+	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}); err != nil {
+		t.Fatal(err)
+	}
+	admin := core.Principal{Kind: "key", ID: "test", Tenant: "acme", Admin: true}
+	enrol := func(tokenName string) (core.AgentIdentity, error) {
+		tok, err := svc.CreateAgentToken(ctx, admin, apiv1.AgentTokenCreate{Tenant: "acme", InstanceName: tokenName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc.EnrollAgent(ctx, core.AgentEnrolment{Token: tok.Token, Hostname: "vm-1", OSType: "linux", Version: "test",
+			PublicKey: make([]byte, 32), MachineID: strings.ToUpper(uuid), Address: "127.0.0.1"})
+	}
+	// Anyone can claim a UUID: a token that does not name the VM is refused.
+	for _, name := range []string{"", "vm-2"} {
+		if _, err := enrol(name); core.CodeOf(err) != core.CodeForbidden || !strings.Contains(err.Error(), `--name "vm-1"`) {
+			t.Fatalf("token bound to %q: %v, want FORBIDDEN naming the VM", name, err)
+		}
+	}
+	id, err := enrol("vm-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := svc.GetInstance(ctx, admin, id.InstanceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Power.Driver != "libvirt" || in.Power.Address != uuid || in.Guest.Driver != core.AgentGuestDriver || in.Guest.Address != id.AgentID {
+		t.Fatalf("the VM's instance after enrolment: power %+v guest %+v", in.Power, in.Guest)
+	}
+	if _, err := enrol("vm-1"); core.CodeOf(err) != core.CodeInstanceExists {
+		t.Fatalf("a second agent for the same VM: %v, want INSTANCE_EXISTS", err)
+	}
+	// The inventory leaves the agent's guest link alone.
+	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := svc.GetInstance(ctx, admin, id.InstanceID); in.Guest.Driver != core.AgentGuestDriver {
+		t.Fatalf("a resync took the agent's guest link: %+v", in.Guest)
+	}
+}

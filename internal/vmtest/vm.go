@@ -65,6 +65,10 @@ type AgentSeed struct {
 	// Token is the one-time enrolment token. It reaches the agent in a
 	// file (--token-file), never in an argument.
 	Token string
+	// TokenFor, when set, makes the token once the domain's name is known
+	// (for a token bound to the instance name the VM will have), in place
+	// of Token.
+	TokenFor func(domainName string) string
 }
 
 // VM is a domain defined by DefineVM.
@@ -208,6 +212,10 @@ func formatUUID(u libvirt.UUID) string {
 // directory with mkfs.ext4 -d (no mount or loop device). The guest mounts
 // it read-only at /seed.
 func makeSeed(dir, name string, a *AgentSeed) (string, error) {
+	token := a.Token
+	if a.TokenFor != nil {
+		token = a.TokenFor(name)
+	}
 	src := filepath.Join(dir, "seed")
 	if err := os.Mkdir(src, 0o700); err != nil {
 		return "", err
@@ -228,7 +236,7 @@ func makeSeed(dir, name string, a *AgentSeed) (string, error) {
 		{"server", []byte(a.ServerURL + "\n"), 0o644},
 		{"fingerprint", []byte(a.Fingerprint + "\n"), 0o644},
 		{"name", []byte(name + "\n"), 0o644},
-		{"token", []byte(a.Token + "\n"), 0o600},
+		{"token", []byte(token + "\n"), 0o600},
 	} {
 		if err := os.WriteFile(filepath.Join(src, f.name), f.data, f.mode); err != nil {
 			return "", err
