@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
@@ -10,7 +9,6 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver/libvirt"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/inventory"
-	"github.com/fleetpass/fleetpass/internal/store"
 )
 
 // libvirtHosts connects the core service and the inventory to the libvirt
@@ -99,14 +97,15 @@ func (s *Server) startHosts(ctx context.Context) error {
 		if known[uri] {
 			continue
 		}
-		p := core.Principal{Kind: "system", ID: "serve --libvirt", Tenant: tenant, Admin: true, Address: "local"}
 		if err := s.svc.EnsureTenant(ctx, tenant); err != nil {
 			return err
 		}
+		p := core.Principal{Kind: "system", ID: "serve --libvirt", Tenant: tenant, Admin: true, Address: "local"}
 		h, err := s.svc.AddHost(ctx, p, apiv1.HostCreate{URI: uri})
-		if err != nil && !errors.Is(err, store.ErrConflict) {
+		if err != nil {
 			return fmt.Errorf("--libvirt %s: %w", uri, err)
 		}
+		known[uri] = true
 		s.log.Info("added libvirt host", "host_id", h.ID, "uri", uri, "tenant", tenant)
 	}
 	return nil

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -232,5 +234,31 @@ func TestAnAgentInsideAKnownVMJoinsItsInstanceOnlyWithATokenNamingIt(t *testing.
 	}
 	if in, _ := svc.GetInstance(ctx, admin, id.InstanceID); in.Guest.Driver != core.AgentGuestDriver {
 		t.Fatalf("a resync took the agent's guest link: %+v", in.Guest)
+	}
+}
+
+func TestServeLibvirtFlagAddsTheHostOnceAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	for range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		srv, err := Open(ctx, Config{Listen: "127.0.0.1:0", DataDir: dir, LibvirtHosts: []string{unreachable},
+			LibvirtTenant: "lab", SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if err := srv.Start(ctx); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		hosts, err := srv.Service().ListHosts(ctx, core.Principal{Admin: true})
+		cancel()
+		srv.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hosts) != 1 || hosts[0].URI != unreachable || hosts[0].Tenant != "lab" {
+			t.Fatalf("hosts: %+v, want the one --libvirt named, in tenant lab", hosts)
+		}
 	}
 }
