@@ -226,6 +226,10 @@ function updateRow(tr, inst) {
 }
 
 function agentCell(inst) {
+  if (inst.noGuestChannel) {
+    return h("span", { class: "dead", "data-alive": "false", title: "The VM has no QEMU guest agent channel: no password can reach it." },
+      "No agent channel");
+  }
   return h("span", { class: inst.guestAlive ? "alive" : "dead", "data-alive": String(inst.guestAlive) },
     inst.guestAlive ? "Alive" : "Not alive");
 }
@@ -303,7 +307,7 @@ async function showInstances() {
   clear(main);
   const search = h("input", { type: "search", id: "filter-name", value: L.namePrefix, placeholder: "Name prefix or instance ID" });
   const stateSel = h("select", { id: "filter-state" },
-    ["", "RUNNING", "STOPPED", "STOPPING", "STARTING", "RESETTING_PASSWORD", "ERROR", "PENDING"].map((s) =>
+    ["", "RUNNING", "STOPPED", "STOPPING", "STARTING", "RESETTING_PASSWORD", "ERROR", "PENDING", "UNKNOWN", "MISSING"].map((s) =>
       h("option", { value: s, selected: L.state === s }, s ? s.charAt(0) + s.slice(1).toLowerCase().replace(/_/g, " ") : "All states")));
   const osSel = h("select", { id: "filter-os" },
     [["", "All OS types"], ["linux", "Linux"], ["windows", "Windows"]].map(([v, t]) => h("option", { value: v, selected: L.os === v }, t)));

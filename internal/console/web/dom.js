@@ -36,6 +36,7 @@ export function announce(msg) {
 const stateWords = {
   PENDING: "Pending", RUNNING: "Running", STOPPING: "Stopping", STOPPED: "Stopped", STARTING: "Starting",
   REBOOTING: "Rebooting", RESETTING_PASSWORD: "Resetting password", ERROR: "Error",
+  UNKNOWN: "Unknown (host unreachable)", MISSING: "Missing from its host",
   SUCCESS: "Success", OPERATING: "Operating", FAILED: "Failed",
   running: "In progress", succeeded: "Succeeded", failed: "Failed", partial: "Partly failed", pending: "Pending",
 };
