@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -173,6 +174,13 @@ func parseURI(raw string) (target, error) {
 	t.host = u.Hostname()
 	if t.host == "" {
 		return t, fmt.Errorf("a %s URI needs a host: %s://HOST%s", u.Scheme, u.Scheme, path)
+	}
+	if strings.Contains(t.host, ":") {
+		// Only an IPv6 address may hold a colon (url.Parse lets "::"
+		// through as host ":" without a port).
+		if _, err := netip.ParseAddr(t.host); err != nil {
+			return t, fmt.Errorf("invalid host %q: an IPv6 address goes in brackets, e.g. [2001:db8::1]", t.host)
+		}
 	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)
