@@ -28,103 +28,19 @@ import (
 
 const (
 	libvirtdBin  = "/usr/sbin/libvirtd"
-	virtlogdBin  = "/usr/sbin/virtlogd"
-	libvirtdPID  = "/run/libvirtd.pid"
-	virtlogdPID  = "/run/virtlogd.pid"
 	libvirtdSock = "/var/run/libvirt/libvirt-sock"
-	// daemonLock serialises starting and stopping the shared daemons
-	// with the other packages' tests (the VM test harness) that do the
-	// same.
-	daemonLock = "/run/fleetpass-vmtest.lock"
 	// testDomainUUID is the UUID of the "test" domain that
 	// test:///default always has.
 	testDomainUUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
 )
 
-// needLibvirtd makes sure libvirtd runs, starting it (and virtlogd) when
-// it does not. It leaves them running for the next tests.
+// needLibvirtd makes sure the shared libvirtd runs, through the VM test
+// harness: it skips under -short, fails without root or the packages,
+// starts the daemons when they are not running, and takes turns with the
+// other test binaries' VM tests, some of which restart libvirtd.
 func needLibvirtd(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs libvirtd: skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root to run libvirtd (run with -short to skip the libvirtd tests)")
-	}
-	for _, bin := range []string{libvirtdBin, virtlogdBin} {
-		if _, err := os.Stat(bin); err != nil {
-			t.Fatalf("needs libvirtd (apt-get install libvirt-daemon-system): %v", err)
-		}
-	}
-	// Takes turns with the other test binaries' VM tests, some of which
-	// restart the shared libvirtd.
 	vmtest.Libvirtd(t)
-	unlock := lockDaemons(t)
-	defer unlock()
-	startLibvirtd(t)
-}
-
-// lockDaemons takes the daemons' lock and returns its release.
-func lockDaemons(t *testing.T) func() {
-	t.Helper()
-	f, err := os.OpenFile(daemonLock, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatalf("open %s: %v", daemonLock, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatalf("lock %s: %v", daemonLock, err)
-	}
-	return func() { f.Close() } // closing releases the lock
-}
-
-// startLibvirtd starts the daemons that are not running and waits for
-// libvirtd's socket. The caller holds the daemons' lock.
-func startLibvirtd(t *testing.T) {
-	t.Helper()
-	for _, d := range []struct{ bin, pidFile, name string }{
-		{virtlogdBin, virtlogdPID, "virtlogd"},
-		{libvirtdBin, libvirtdPID, "libvirtd"},
-	} {
-		if daemonPID(d.pidFile, d.name) > 0 {
-			continue
-		}
-		// -d daemonises; the daemon writes its pid file. No --listen: it
-		// would need TLS certificates and open TCP ports.
-		if out, err := exec.Command(d.bin, "-d").CombinedOutput(); err != nil {
-			t.Fatalf("start %s: %v: %s", d.name, err, out)
-		}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.Dial("unix", libvirtdSock)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("libvirtd's socket does not answer: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// daemonPID returns the pid in pidFile when that process runs and is name,
-// else 0.
-func daemonPID(pidFile, name string) int {
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil || strings.TrimSpace(string(comm)) != name {
-		return 0 // gone, or the pid was reused
-	}
-	return pid
 }
 
 // startDriver runs a Driver with quick reconnects until the test ends.
