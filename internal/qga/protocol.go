@@ -119,6 +119,22 @@ func CheckUser(user string) error {
 	return nil
 }
 
+// DecodeAnswer parses one answer line (see ParseAnswer) and decodes a
+// success's value into result, which may be nil.
+func DecodeAnswer(line []byte, result any) error {
+	ret, err := ParseAnswer(line)
+	if err != nil {
+		return err
+	}
+	if result == nil {
+		return nil
+	}
+	if err := json.Unmarshal(ret, result); err != nil {
+		return fmt.Errorf("qga: decode answer: %w", err)
+	}
+	return nil
+}
+
 // ParseAnswer decodes one answer line. It returns the raw "return" value of
 // a success, an *Error for an error answer, and another error for anything
 // that is not an answer. A leading sentinel byte (0xFF) and surrounding
@@ -318,16 +334,6 @@ func (c *Conn) Do(ctx context.Context, command []byte, result any) error {
 		if len(bytes.TrimSpace(bytes.TrimLeft(line, "\xff"))) == 0 {
 			continue
 		}
-		ret, err := ParseAnswer(line)
-		if err != nil {
-			return err
-		}
-		if result == nil {
-			return nil
-		}
-		if err := json.Unmarshal(ret, result); err != nil {
-			return fmt.Errorf("qga: decode answer: %w", err)
-		}
-		return nil
+		return DecodeAnswer(line, result)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -44,17 +43,7 @@ func (a agent) Do(ctx context.Context, command []byte, result any) error {
 	if len(out) == 0 {
 		return errors.New("guest agent: empty answer")
 	}
-	ret, err := qga.ParseAnswer([]byte(out[0]))
-	if err != nil {
-		return err
-	}
-	if result == nil {
-		return nil
-	}
-	if err := json.Unmarshal(ret, result); err != nil {
-		return fmt.Errorf("guest agent: decode answer: %w", err)
-	}
-	return nil
+	return qga.DecodeAnswer([]byte(out[0]), result)
 }
 
 // pingAgent runs guest-ping, waiting up to timeout for the agent.
