@@ -109,6 +109,9 @@ var (
 // disk: it asks CheckDisk before the first power action and EditDisk once
 // the machine is stopped.
 type DiskEditor interface {
+	// DiskResets reports whether this server can edit disks at all (its
+	// helper and libguestfs are there), and why not.
+	DiskResets() (available bool, why string)
 	// CheckDisk tells whether EditDisk can work on the machine, as far as
 	// can be known without opening its disk: nil, or an error wrapping
 	// ErrDiskUnsupported, ErrDiskInUse or ErrDiskResetUnavailable.
