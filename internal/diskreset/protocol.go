@@ -19,6 +19,8 @@ type Request struct {
 	Root string `json:"root,omitempty"`
 	// User is whose password changes.
 	User string `json:"user"`
+	// Instance is fleetpass's id of the instance, for the helper's logs.
+	Instance string `json:"instance,omitempty"`
 	// PasswordLength is the number of password bytes after the line.
 	PasswordLength int `json:"passwordLength"`
 }

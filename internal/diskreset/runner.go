@@ -119,7 +119,7 @@ func (r *Runner) Reset(ctx context.Context, req Request, password []byte) (Resul
 		return Result{}, fmt.Errorf("disk edit: helper %s: %w: %s", r.Path, err, tail(errb.Bytes()))
 	}
 	if r.Log != nil {
-		attrs := []any{"root", res.Root, "method", res.Method, "method_source", res.MethodSource,
+		attrs := []any{"instance_id", req.Instance, "root", res.Root, "method", res.Method, "method_source", res.MethodSource,
 			"code", res.Code, "seconds", time.Since(start).Seconds()}
 		for _, t := range res.Timings {
 			attrs = append(attrs, "t_"+t.Step, t.Seconds)

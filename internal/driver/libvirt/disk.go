@@ -61,7 +61,7 @@ func (d *Driver) EditDisk(ctx context.Context, ref driver.Ref, user string, pass
 	if err != nil {
 		return err
 	}
-	req.User = user
+	req.User, req.Instance = user, ref.InstanceID
 	if _, err := d.cfg.Disk.Reset(ctx, req, password); err != nil {
 		return scrub(fmt.Errorf("%s: %w", what, err), password)
 	}
