@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 )
@@ -27,7 +26,7 @@ func (s *Store) CreateHost(ctx context.Context, q Querier, h *apiv1.Host) error 
 	_, err := s.c(q).ExecContext(ctx, `INSERT INTO hosts (`+hostColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		h.ID, h.Tenant, h.Name, h.Driver, h.URI, h.MaxConcurrency, h.DefaultOSType, ms(now))
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE") {
+		if isUniqueViolation(err) {
 			return fmt.Errorf("host %q: %w", h.URI, ErrConflict)
 		}
 		return fmt.Errorf("create host: %w", err)
