@@ -55,8 +55,8 @@ type env struct {
 	// (FLEETPASS_TEST_DATABASE=postgres), else empty: SQLite in dataDir.
 	databaseURL string
 	logs        *syncBuffer
-	out     *syncBuffer
-	admin   key
+	out         *syncBuffer
+	admin       key
 }
 
 type key struct{ id, secret string }
