@@ -34,6 +34,16 @@ func (s *Store) CreateHost(ctx context.Context, q Querier, h *apiv1.Host) error 
 	return nil
 }
 
+// LockHost serialises the transactions that change a host's instances
+// (reconciles) until they end: on PostgreSQL two of them at once would
+// each see a new domain as missing and both add it.
+func (s *Store) LockHost(ctx context.Context, tx *sql.Tx, hostID string) error {
+	if err := s.lockKey(ctx, tx, lockHost, hostID); err != nil {
+		return fmt.Errorf("lock host %s: %w", hostID, err)
+	}
+	return nil
+}
+
 // GetHost reads one host.
 func (s *Store) GetHost(ctx context.Context, q Querier, id string) (apiv1.Host, error) {
 	h, err := scanHost(s.c(q).QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE id = ?`, id))
