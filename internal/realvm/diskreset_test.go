@@ -195,7 +195,7 @@ func TestAnAgentlessVMIsResetByEditingItsDisk(t *testing.T) {
 		checkLogins(t, v, "root", pws[cur], "")
 	})
 
-	t.Run("method guest on a VM without a channel is NO_GUEST_CHANNEL, and disk on a Windows-less request is checked", func(t *testing.T) {
+	t.Run("method guest on a VM without a channel fails with NO_GUEST_CHANNEL, and method disk with mode online is refused", func(t *testing.T) {
 		s.instanceOf(v, "idle", func(in apiv1.Instance) bool { return !in.Busy })
 		op := s.resetAndWait(apiv1.PasswordReset{InstanceIDs: []string{in.ID}, ForceStop: true, Method: apiv1.MethodGuest}, pws[5])
 		if op.Status != apiv1.OperationFailed || op.Items[0].ErrorCode != "NO_GUEST_CHANNEL" {
