@@ -180,8 +180,8 @@ func TestAnAgentlessVMIsResetByEditingItsDisk(t *testing.T) {
 		before := sum()
 		op := s.resetAndWait(apiv1.PasswordReset{InstanceIDs: []string{in.ID}, ForceStop: true}, pws[4])
 		it := op.Items[0]
-		if op.Status != apiv1.OperationFailed || it.ErrorCode != "DISK_IN_USE" {
-			t.Fatalf("operation %s, item %+v; want failed with DISK_IN_USE", op.Status, it)
+		if op.Status != apiv1.OperationFailed || it.ErrorCode != "DISK_IN_USE" || it.Step != apiv1.StepQueued {
+			t.Fatalf("operation %s, item %+v; want failed with DISK_IN_USE in step queued (before any action)", op.Status, it)
 		}
 		if st := v.State(t); st != "shut off" && st != "shutoff" {
 			t.Errorf("the VM is %s: the refused reset must not have started it", st)
