@@ -46,6 +46,9 @@ func BenchmarkAgentlessOfflineResetOfARealVM(b *testing.B) {
 	floor := map[string][]time.Duration{}
 	fp := map[string][]time.Duration{}
 	b.ResetTimer()
+	// ACPI's power button is heard once the guest's acpid runs, which is
+	// before its sshd.
+	v.WaitSSH(b, 3*time.Minute)
 	for range b.N {
 		// The floor, by hand.
 		next := newPassword()
@@ -54,6 +57,7 @@ func BenchmarkAgentlessOfflineResetOfARealVM(b *testing.B) {
 		if err := l.DomainShutdownFlags(v.Domain, libvirt.DomainShutdownAcpiPowerBtn); err != nil {
 			b.Fatalf("shutdown: %v", err)
 		}
+		pressed := time.Now()
 		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
 			st, _, err := l.DomainGetState(v.Domain, 0)
 			if err != nil {
@@ -64,6 +68,11 @@ func BenchmarkAgentlessOfflineResetOfARealVM(b *testing.B) {
 			}
 			if time.Now().After(deadline) {
 				b.Fatal("the VM did not shut down")
+			}
+			if time.Since(pressed) > 10*time.Second {
+				// A press the guest missed (fleetpass asks again too).
+				l.DomainShutdownFlags(v.Domain, libvirt.DomainShutdownAcpiPowerBtn)
+				pressed = time.Now()
 			}
 		}
 		floor["shutdown"] = append(floor["shutdown"], time.Since(t))
