@@ -143,6 +143,10 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
+	tenant, err := oneTenant(insts)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
 
 	policy := req.Policy
 	if policy == nil {
@@ -221,7 +225,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 			Details: map[string]any{"instanceIds": needConsent}}
 	}
 
-	op := s.newOperation(p, apiv1.KindResetPassword)
+	op := s.newOperation(p, tenant, apiv1.KindResetPassword)
 	items := make([]store.ItemWork, len(insts))
 	for i, in := range insts {
 		sealed, err := s.sealer.Seal(req.Password, []byte(op.ID+"/"+in.ID))
@@ -304,6 +308,10 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
+	tenant, err := oneTenant(insts)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
 	var notReady []string
 	for _, in := range insts {
 		switch {
@@ -321,7 +329,7 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 		return apiv1.Operation{}, &Error{Code: code, Message: "these instances are not in a state that allows the action",
 			Details: map[string]any{"instanceIds": notReady}}
 	}
-	op := s.newOperation(p, kind)
+	op := s.newOperation(p, tenant, kind)
 	items := make([]store.ItemWork, len(insts))
 	for i, in := range insts {
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
@@ -330,8 +338,11 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
 }
 
-func (s *Service) newOperation(p Principal, kind string) apiv1.Operation {
-	return apiv1.Operation{ID: NewID("op", 16), Kind: kind, Tenant: p.Tenant, Status: apiv1.OperationRunning,
+// newOperation makes an operation of tenant, the tenant of all its
+// instances (an admin acting on a tenant's instances makes that tenant's
+// operation, which the tenant sees with the admin as its requester).
+func (s *Service) newOperation(p Principal, tenant, kind string) apiv1.Operation {
+	return apiv1.Operation{ID: NewID("op", 16), Kind: kind, Tenant: tenant, Status: apiv1.OperationRunning,
 		RequestedBy: p.requester(), CreatedAt: s.store.Now().UTC().Truncate(time.Millisecond)}
 }
 
@@ -352,7 +363,9 @@ func (s *Service) replay(ctx context.Context, p Principal, key string, fingerpri
 	if err != nil {
 		return apiv1.Operation{}, false, internal(err)
 	}
-	return s.replayed(ctx, r, fingerprint)
+	op, ok, err := s.replayed(ctx, r, fingerprint)
+	redactItems(p, &op)
+	return op, ok, err
 }
 
 func (s *Service) replayed(ctx context.Context, r store.Idempotency, fingerprint []byte) (apiv1.Operation, bool, error) {
@@ -376,13 +389,6 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 	for i := range items {
 		items[i].OperationID, items[i].Tenant, items[i].Kind = op.ID, op.Tenant, op.Kind
 		ids[i] = items[i].InstanceID
-	}
-	// The operation belongs to the instances' tenant (an admin acting on a
-	// tenant's instances makes that tenant's operation).
-	if insts, err := s.store.GetInstances(ctx, s.store.DB, ids[:1]); err == nil {
-		if in, ok := insts[ids[0]]; ok {
-			op.Tenant = in.Tenant
-		}
 	}
 	var replayed *apiv1.Operation
 	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
@@ -440,6 +446,7 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		return nil
 	})
 	if replayed != nil && err == nil {
+		redactItems(p, replayed)
 		return *replayed, nil
 	}
 	if err != nil {
@@ -460,6 +467,7 @@ func (s *Service) GetOperation(ctx context.Context, p Principal, id string) (api
 	if err != nil {
 		return apiv1.Operation{}, internal(err)
 	}
+	redactItems(p, &op)
 	return op, nil
 }
 
@@ -496,6 +504,9 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 	if out.Operations == nil {
 		out.Operations = []apiv1.Operation{}
 	}
+	for i := range out.Operations {
+		redactItems(p, &out.Operations[i])
+	}
 	if limit := f.Limit - 1; len(ops) > limit {
 		out.Operations = ops[:limit]
 		last := ops[limit-1]
@@ -526,6 +537,9 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 		}
 		for _, row := range rows {
 			cursor = row.ID
+			if s.Revoked(ctx, p, row) {
+				return apiv1.Operation{}, ErrRevoked
+			}
 			if row.Type == events.TypeOperation && row.Ref == id {
 				if op, err = s.GetOperation(ctx, p, id); err != nil || op.Status != apiv1.OperationRunning {
 					return op, err

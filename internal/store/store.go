@@ -77,7 +77,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("migrations: %w", err)
 	}
 	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return s.explainMigration(ctx, fmt.Errorf("migrate: %w", err))
 	}
 	return nil
 }
