@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -81,7 +82,7 @@ type Service struct {
 // New makes the service.
 func New(s *store.Store, e *engine.Engine, seal *sealer.Sealer, bus *events.Bus, d engine.Drivers, log *slog.Logger) *Service {
 	return &Service{store: s, engine: e, sealer: seal, bus: bus, drivers: d, log: log, touched: make(map[string]time.Time),
-		hashSem: make(chan struct{}, MaxConcurrentHashes)}
+		hashSem: make(chan struct{}, min(MaxConcurrentHashes, runtime.GOMAXPROCS(0)))}
 }
 
 // Bus is the event bus (for /v1/events).

@@ -61,7 +61,8 @@ const (
 )
 
 // Bounds on the password hashing of sign-ins: argon2id needs 19 MiB a
-// verification, so at most MaxConcurrentHashes run at once (per process);
+// verification, so at most MaxConcurrentHashes run at once per process (no
+// more than its CPUs: more would only queue inside the scheduler);
 // a sign-in waits HashQueueWait for a turn, then is answered 429.
 const (
 	MaxConcurrentHashes = 4
@@ -279,7 +280,7 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 		if err != nil {
 			return Session{}, internal(err)
 		}
-		if a.Counted(now) {
+		if a.Counted {
 			continue
 		}
 		wait := a.LockedUntil.Sub(now)

@@ -71,8 +71,13 @@ func (c *Channel) CheckAddress(ref driver.Ref) error {
 	if !underAny(p, c.SocketDirs) {
 		return fmt.Errorf("qga socket %q: not under a directory this server may dial (--qga-socket-dir)", p)
 	}
-	// A link inside an allowed directory must not lead out of it.
-	if real, err := filepath.EvalSymlinks(p); err == nil && real != p {
+	// A link inside an allowed directory must not lead out of it (the
+	// socket itself may not exist yet: its directory is what counts).
+	real, err := filepath.EvalSymlinks(filepath.Dir(p))
+	if err == nil {
+		real = filepath.Join(real, filepath.Base(p))
+	}
+	if err == nil && real != p {
 		dirs := make([]string, 0, len(c.SocketDirs))
 		for _, d := range c.SocketDirs {
 			if rd, err := filepath.EvalSymlinks(d); err == nil {

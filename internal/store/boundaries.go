@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -158,6 +160,9 @@ func (s *Store) RevokeAgentToken(ctx context.Context, q Querier, tenant, id stri
 
 // SignInAttempt is one subject's count after an attempt was counted.
 type SignInAttempt struct {
+	// Counted tells whether this attempt was counted: it was not, and is
+	// to be refused, when the subject was locked.
+	Counted bool
 	// Failures counts the attempts in the window, this one included.
 	Failures    int
 	LockedUntil time.Time
@@ -180,8 +185,10 @@ func (s *Store) CountSignInAttempt(ctx context.Context, q Querier, subject strin
 	if lockAt <= 0 {
 		lockAt, lockUntil = 1<<30, 0
 	}
-	err := s.c(q).QueryRowContext(ctx, `INSERT INTO console_signin_failures (subject, failures, window_start, locked_until, last_failure_at)
-		VALUES (?, 1, ?, CASE WHEN 1 >= ? THEN ? ELSE 0 END, ?)
+	mark := attemptMark()
+	var got string
+	err := s.c(q).QueryRowContext(ctx, `INSERT INTO console_signin_failures (subject, failures, window_start, locked_until, last_failure_at, last_attempt)
+		VALUES (?, 1, ?, CASE WHEN 1 >= ? THEN ? ELSE 0 END, ?, ?)
 		ON CONFLICT (subject) DO UPDATE SET
 		failures = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.failures
 			WHEN console_signin_failures.window_start < ? THEN 1 ELSE console_signin_failures.failures + 1 END,
@@ -190,17 +197,18 @@ func (s *Store) CountSignInAttempt(ctx context.Context, q Querier, subject strin
 		locked_until = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.locked_until
 			WHEN (CASE WHEN console_signin_failures.window_start < ? THEN 1 ELSE console_signin_failures.failures + 1 END) >= ? THEN ?
 			ELSE 0 END,
-		last_failure_at = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_failure_at ELSE ? END
-		RETURNING failures, locked_until, last_failure_at`,
-		subject, n, lockAt, lockUntil, n,
+		last_failure_at = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_failure_at ELSE ? END,
+		last_attempt = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_attempt ELSE ? END
+		RETURNING failures, locked_until, last_failure_at, last_attempt`,
+		subject, n, lockAt, lockUntil, n, mark,
 		n, w,
 		n, w, n,
 		n, w, lockAt, lockUntil,
-		n, n).Scan(&a.Failures, &locked, &last)
+		n, n, n, mark).Scan(&a.Failures, &locked, &last, &got)
 	if err != nil {
 		return a, fmt.Errorf("count sign-in attempt: %w", err)
 	}
-	a.LockedUntil, a.LastFailure = fromMS(locked), fromMS(last)
+	a.LockedUntil, a.LastFailure, a.Counted = fromMS(locked), fromMS(last), got == mark
 	return a, nil
 }
 
@@ -270,11 +278,12 @@ func (s *Store) LinkOwnerProblem(ctx context.Context, q Querier, in apiv1.Instan
 	return "", nil
 }
 
-// Counted reports whether the attempt made at now was counted (the subject
-// was not locked): a counted attempt recorded now as its last failure.
-// Two attempts in the same millisecond may both read as counted; the bound
-// is then the limit plus the few that collided.
-func (a SignInAttempt) Counted(now time.Time) bool { return ms(a.LastFailure) == ms(now) }
+// attemptMark is a random mark a counted attempt leaves, to read back.
+func attemptMark() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
 
 // CountSignInDelayed counts an attempt like CountSignInAttempt, but past
 // slowAfter failures each counted attempt closes the subject for a delay
@@ -285,10 +294,12 @@ func (s *Store) CountSignInDelayed(ctx context.Context, q Querier, subject strin
 	var a SignInAttempt
 	var locked, last int64
 	n, w, maxMS := ms(now), ms(now.Add(-window)), maxDelay.Milliseconds()
+	mark := attemptMark()
+	var got string
 	// next is the count after this attempt, when it is counted.
 	const next = `(CASE WHEN console_signin_failures.window_start < ? THEN 1 ELSE console_signin_failures.failures + 1 END)`
-	err := s.c(q).QueryRowContext(ctx, `INSERT INTO console_signin_failures (subject, failures, window_start, locked_until, last_failure_at)
-		VALUES (?, 1, ?, 0, ?)
+	err := s.c(q).QueryRowContext(ctx, `INSERT INTO console_signin_failures (subject, failures, window_start, locked_until, last_failure_at, last_attempt)
+		VALUES (?, 1, ?, 0, ?, ?)
 		ON CONFLICT (subject) DO UPDATE SET
 		failures = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.failures ELSE `+next+` END,
 		window_start = CASE WHEN console_signin_failures.locked_until <= ? AND console_signin_failures.window_start < ? THEN ?
@@ -297,19 +308,20 @@ func (s *Store) CountSignInDelayed(ctx context.Context, q Querier, subject strin
 			WHEN `+next+` <= ? THEN 0
 			WHEN `+next+` - ? >= 16 THEN ? + ?
 			ELSE ? + (CASE WHEN 1000 * (1 << (`+next+` - ?)) > ? THEN ? ELSE 1000 * (1 << (`+next+` - ?)) END) END,
-		last_failure_at = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_failure_at ELSE ? END
-		RETURNING failures, locked_until, last_failure_at`,
-		subject, n, n,
+		last_failure_at = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_failure_at ELSE ? END,
+		last_attempt = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_attempt ELSE ? END
+		RETURNING failures, locked_until, last_failure_at, last_attempt`,
+		subject, n, n, mark,
 		n, w,
 		n, w, n,
 		n,
 		w, slowAfter,
 		w, slowAfter, n, maxMS,
 		n, w, slowAfter, maxMS, maxMS, w, slowAfter,
-		n, n).Scan(&a.Failures, &locked, &last)
+		n, n, n, mark).Scan(&a.Failures, &locked, &last, &got)
 	if err != nil {
 		return a, fmt.Errorf("count sign-in attempt: %w", err)
 	}
-	a.LockedUntil, a.LastFailure = fromMS(locked), fromMS(last)
+	a.LockedUntil, a.LastFailure, a.Counted = fromMS(locked), fromMS(last), got == mark
 	return a, nil
 }

@@ -21,8 +21,12 @@ ALTER TABLE items ADD COLUMN detail TEXT NOT NULL DEFAULT '';
 -- address ("addr:") and per user ("user:"); the per-user count only slows
 -- sign-ins down, with a delay that grows from the last failure.
 ALTER TABLE console_signin_failures ADD COLUMN last_failure_at INTEGER NOT NULL DEFAULT 0;
+-- A random mark of the last counted attempt: an attempt reads it back to
+-- know whether it was counted or refused (its subject was locked).
+ALTER TABLE console_signin_failures ADD COLUMN last_attempt TEXT NOT NULL DEFAULT '';
 
 -- +goose Down
+ALTER TABLE console_signin_failures DROP COLUMN last_attempt;
 ALTER TABLE console_signin_failures DROP COLUMN last_failure_at;
 ALTER TABLE items DROP COLUMN detail;
 DROP INDEX agent_tokens_tenant;
