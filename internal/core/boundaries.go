@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
@@ -197,16 +196,4 @@ func redactItems(p Principal, op *apiv1.Operation) {
 	for i := range op.Items {
 		op.Items[i].Detail = ""
 	}
-}
-
-// tenantsOf lists the distinct tenants of insts, sorted.
-func tenantsOf(insts []apiv1.Instance) []string {
-	var out []string
-	for _, in := range insts {
-		if !slices.Contains(out, in.Tenant) {
-			out = append(out, in.Tenant)
-		}
-	}
-	sort.Strings(out)
-	return out
 }

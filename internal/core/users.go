@@ -258,7 +258,8 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 	defer sealer.Wipe(pw)
 	now := s.store.Now()
 	lname := strings.ToLower(name)
-	pair := "pair:" + lname + "\x00" + addr
+	// An address holds no "/", so the pair's subject reads one way only.
+	pair := "pair:" + addr + "/" + lname
 	gates := []struct {
 		subject string
 		lockAt  int

@@ -118,9 +118,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 15 * time.Second
 	}
-	if cfg.DatabaseURL != "" {
-		return nil, errors.New("--database-url (PostgreSQL) is not supported yet; omit it to use SQLite in the data directory")
-	}
 	trusted, err := httpx.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
 		return nil, fmt.Errorf("--trusted-proxies: %w", err)
@@ -150,10 +147,15 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sealer = seal
-	if err := createPrivate(filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
-		return nil, err
+	if cfg.DatabaseURL != "" {
+		s.store, err = store.OpenPostgres(ctx, cfg.DatabaseURL)
+	} else {
+		if err := createPrivate(filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
+			return nil, err
+		}
+		s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db"))
 	}
-	if s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{},

@@ -69,8 +69,12 @@ func (s *Store) LinkHolders(ctx context.Context, q Querier, which string, link a
 // the message of a migration that cannot make links unique.
 func (s *Store) duplicateLinks(ctx context.Context) ([]string, error) {
 	var out []string
+	agg := "group_concat"
+	if s.dialect == Postgres {
+		agg = "string_agg"
+	}
 	for _, col := range []string{"power", "guest"} {
-		rows, err := s.DB.QueryContext(ctx, `SELECT `+col+`_driver, `+col+`_host, `+col+`_address, group_concat(id || ' (tenant ' || tenant_id || ')', ', ')
+		rows, err := s.DB.QueryContext(ctx, `SELECT `+col+`_driver, `+col+`_host, `+col+`_address, `+agg+`(id || ' (tenant ' || tenant_id || ')', ', ')
 			FROM instances GROUP BY `+col+`_driver, `+col+`_host, `+col+`_address HAVING count(*) > 1`)
 		if err != nil {
 			return nil, err
@@ -188,17 +192,17 @@ func (s *Store) CountSignInAttempt(ctx context.Context, q Querier, subject strin
 	mark := attemptMark()
 	var got string
 	err := s.c(q).QueryRowContext(ctx, `INSERT INTO console_signin_failures (subject, failures, window_start, locked_until, last_failure_at, last_attempt)
-		VALUES (?, 1, ?, CASE WHEN 1 >= ? THEN ? ELSE 0 END, ?, ?)
+		VALUES (?, 1, CAST(? AS BIGINT), CASE WHEN 1 >= CAST(? AS BIGINT) THEN CAST(? AS BIGINT) ELSE 0 END, CAST(? AS BIGINT), ?)
 		ON CONFLICT (subject) DO UPDATE SET
-		failures = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.failures
-			WHEN console_signin_failures.window_start < ? THEN 1 ELSE console_signin_failures.failures + 1 END,
-		window_start = CASE WHEN console_signin_failures.locked_until <= ? AND console_signin_failures.window_start < ? THEN ?
+		failures = CASE WHEN console_signin_failures.locked_until > CAST(? AS BIGINT) THEN console_signin_failures.failures
+			WHEN console_signin_failures.window_start < CAST(? AS BIGINT) THEN 1 ELSE console_signin_failures.failures + 1 END,
+		window_start = CASE WHEN console_signin_failures.locked_until <= CAST(? AS BIGINT) AND console_signin_failures.window_start < CAST(? AS BIGINT) THEN CAST(? AS BIGINT)
 			ELSE console_signin_failures.window_start END,
-		locked_until = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.locked_until
-			WHEN (CASE WHEN console_signin_failures.window_start < ? THEN 1 ELSE console_signin_failures.failures + 1 END) >= ? THEN ?
+		locked_until = CASE WHEN console_signin_failures.locked_until > CAST(? AS BIGINT) THEN console_signin_failures.locked_until
+			WHEN (CASE WHEN console_signin_failures.window_start < CAST(? AS BIGINT) THEN 1 ELSE console_signin_failures.failures + 1 END) >= CAST(? AS BIGINT) THEN CAST(? AS BIGINT)
 			ELSE 0 END,
-		last_failure_at = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_failure_at ELSE ? END,
-		last_attempt = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_attempt ELSE ? END
+		last_failure_at = CASE WHEN console_signin_failures.locked_until > CAST(? AS BIGINT) THEN console_signin_failures.last_failure_at ELSE CAST(? AS BIGINT) END,
+		last_attempt = CASE WHEN console_signin_failures.locked_until > CAST(? AS BIGINT) THEN console_signin_failures.last_attempt ELSE ? END
 		RETURNING failures, locked_until, last_failure_at, last_attempt`,
 		subject, n, lockAt, lockUntil, n, mark,
 		n, w,
@@ -299,17 +303,17 @@ func (s *Store) CountSignInDelayed(ctx context.Context, q Querier, subject strin
 	// next is the count after this attempt, when it is counted.
 	const next = `(CASE WHEN console_signin_failures.window_start < ? THEN 1 ELSE console_signin_failures.failures + 1 END)`
 	err := s.c(q).QueryRowContext(ctx, `INSERT INTO console_signin_failures (subject, failures, window_start, locked_until, last_failure_at, last_attempt)
-		VALUES (?, 1, ?, 0, ?, ?)
+		VALUES (?, 1, CAST(? AS BIGINT), 0, CAST(? AS BIGINT), ?)
 		ON CONFLICT (subject) DO UPDATE SET
-		failures = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.failures ELSE `+next+` END,
-		window_start = CASE WHEN console_signin_failures.locked_until <= ? AND console_signin_failures.window_start < ? THEN ?
+		failures = CASE WHEN console_signin_failures.locked_until > CAST(? AS BIGINT) THEN console_signin_failures.failures ELSE `+next+` END,
+		window_start = CASE WHEN console_signin_failures.locked_until <= CAST(? AS BIGINT) AND console_signin_failures.window_start < CAST(? AS BIGINT) THEN CAST(? AS BIGINT)
 			ELSE console_signin_failures.window_start END,
-		locked_until = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.locked_until
-			WHEN `+next+` <= ? THEN 0
-			WHEN `+next+` - ? >= 16 THEN ? + ?
-			ELSE ? + (CASE WHEN 1000 * (1 << (`+next+` - ?)) > ? THEN ? ELSE 1000 * (1 << (`+next+` - ?)) END) END,
-		last_failure_at = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_failure_at ELSE ? END,
-		last_attempt = CASE WHEN console_signin_failures.locked_until > ? THEN console_signin_failures.last_attempt ELSE ? END
+		locked_until = CASE WHEN console_signin_failures.locked_until > CAST(? AS BIGINT) THEN console_signin_failures.locked_until
+			WHEN `+next+` <= CAST(? AS BIGINT) THEN 0
+			WHEN `+next+` - CAST(? AS BIGINT) >= 16 THEN CAST(? AS BIGINT) + CAST(? AS BIGINT)
+			ELSE CAST(? AS BIGINT) + (CASE WHEN 1000 * (1 << CAST(`+next+` - CAST(? AS BIGINT) AS INTEGER)) > CAST(? AS BIGINT) THEN CAST(? AS BIGINT) ELSE 1000 * (1 << CAST(`+next+` - CAST(? AS BIGINT) AS INTEGER)) END) END,
+		last_failure_at = CASE WHEN console_signin_failures.locked_until > CAST(? AS BIGINT) THEN console_signin_failures.last_failure_at ELSE CAST(? AS BIGINT) END,
+		last_attempt = CASE WHEN console_signin_failures.locked_until > CAST(? AS BIGINT) THEN console_signin_failures.last_attempt ELSE ? END
 		RETURNING failures, locked_until, last_failure_at, last_attempt`,
 		subject, n, n, mark,
 		n, w,

@@ -53,7 +53,7 @@ func (s *Store) CreateInstance(ctx context.Context, q Querier, in *apiv1.Instanc
 		if lc := linkConflict(err); lc != nil {
 			return fmt.Errorf("instance %q: %w", in.ID, lc)
 		}
-		if strings.Contains(err.Error(), "UNIQUE") {
+		if isUniqueViolation(err) {
 			return fmt.Errorf("instance %q: %w", in.ID, ErrConflict)
 		}
 		return fmt.Errorf("create instance: %w", err)
