@@ -71,11 +71,11 @@ func bearer(r *http.Request) (id, secret string, ok bool) {
 	if id, secret, ok = r.BasicAuth(); ok {
 		return id, secret, id != ""
 	}
-	tok, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tok, found := httpx.BearerToken(r)
 	if !found {
 		return "", "", false
 	}
-	id, secret, ok = strings.Cut(strings.TrimSpace(tok), ":")
+	id, secret, ok = strings.Cut(tok, ":")
 	return id, secret, ok && id != ""
 }
 

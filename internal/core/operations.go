@@ -38,6 +38,10 @@ type ResetRequest struct {
 	// operation; Fingerprint identifies the request's content.
 	IdempotencyKey string
 	Fingerprint    []byte
+	// NumberTask gives the operation the next bare-metal task id of the
+	// caller's tenant: that API numbers only the operations made through
+	// it.
+	NumberTask bool
 }
 
 // Preconditions a dialect may require of every instance at request time.
@@ -231,7 +235,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
 			Step: apiv1.StepQueued, Mode: modes[i], User: users[i]}, Seq: i, ForceStop: req.ForceStop, SealedSecret: sealed}
 	}
-	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, req.NumberTask)
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
@@ -327,7 +331,7 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
 			Step: apiv1.StepQueued}, Seq: i, StopMode: stopMode}
 	}
-	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, false)
 }
 
 func (s *Service) newOperation(p Principal, kind string) apiv1.Operation {
@@ -371,7 +375,7 @@ func (s *Service) replayed(ctx context.Context, r store.Idempotency, fingerprint
 // item jobs, the idempotency record, the audit line and the events in one
 // transaction: a request is accepted whole or not at all.
 func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Operation, items []store.ItemWork,
-	idemKey string, fingerprint []byte) (apiv1.Operation, error) {
+	idemKey string, fingerprint []byte, numberTask bool) (apiv1.Operation, error) {
 	ids := make([]string, len(items))
 	for i := range items {
 		items[i].OperationID, items[i].Tenant, items[i].Kind = op.ID, op.Tenant, op.Kind
@@ -415,11 +419,12 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		if err := s.engine.EnqueueTx(ctx, tx, op.ID, ids); err != nil {
 			return err
 		}
-		// Dialects that poll tasks by integer (the bare-metal API) read
-		// this number; giving it here means an accepted operation can
-		// never lack one.
-		if err := s.store.NumberTask(ctx, tx, op.ID); err != nil {
-			return err
+		// The bare-metal API polls tasks by integer; giving the number
+		// here means an operation it accepted can never lack one.
+		if numberTask {
+			if _, err := s.store.NumberTask(ctx, tx, p.Tenant, op.ID); err != nil {
+				return err
+			}
 		}
 		if err := s.audit(ctx, tx, p, op.Tenant, "operation."+op.Kind, strings.Join(ids, ","), op.ID); err != nil {
 			return err

@@ -23,6 +23,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/ratelimit"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -65,6 +66,7 @@ type Service struct {
 	log     *slog.Logger
 	drivers engine.Drivers
 	hosts   HostConnector
+	limiter *ratelimit.Limiter
 
 	touchMu sync.Mutex
 	touched map[string]time.Time

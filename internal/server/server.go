@@ -33,6 +33,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/qga"
+	"github.com/fleetpass/fleetpass/internal/ratelimit"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -162,6 +163,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.svc = core.New(s.store, s.engine, seal, s.bus, drivers, cfg.Log)
 	s.hosts = newLibvirtHosts(s.libvirt, s.engine)
 	s.svc.SetHostConnector(s.hosts)
+	s.svc.SetRateLimiter(ratelimit.New(cfg.API.RateLimit, cfg.API.Burst, func(door string) {
+		s.metrics.RateLimited.WithLabelValues(door).Inc()
+	}))
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
