@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -38,8 +39,8 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		return apiv1.Instance{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
 	}
 	name := strings.TrimSpace(req.Name)
-	if name == "" || len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters")
+	if name == "" || len(name) > 128 || ctlchar.Contains(name) {
+		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters (no control characters)")
 	}
 	if req.OSType != OSLinux && req.OSType != OSWindows {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "osType: must be linux or windows")

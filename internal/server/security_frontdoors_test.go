@@ -228,3 +228,47 @@ func basicCreds(k key) string {
 	r.SetBasicAuth(k.id, k.secret)
 	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
 }
+
+// ---- item 12: control characters at input
+
+func TestSecurity_ControlCharactersAreRefusedInNamesAtInput(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	for _, bad := range []string{"clear\x1b[2J", "bell\x07", "del\x7f", "c1\u009b31m", "nl\nname", "nul\x00"} {
+		t.Run(strconv.Quote(bad), func(t *testing.T) {
+			for _, c := range []struct {
+				path string
+				body any
+			}{
+				{"/v1/instances", apiv1.InstanceCreate{Name: bad, OSType: "linux",
+					Power: apiv1.DriverLink{Driver: "sim", Address: "m-x"}, Guest: apiv1.DriverLink{Driver: "sim", Address: "m-x"}}},
+				{"/v1/agent-tokens", apiv1.AgentTokenCreate{InstanceName: bad}},
+				{"/v1/keys", apiv1.KeyCreate{Name: bad}},
+				{"/v1/hosts", apiv1.HostCreate{URI: "test:///default", Name: bad}},
+			} {
+				who := k
+				if c.path == "/v1/instances" || c.path == "/v1/hosts" {
+					who = e.admin // operator-only calls: the name check must still refuse
+				}
+				r := e.do(who, "POST", c.path, c.body)
+				if r.status != http.StatusBadRequest || r.errCode() != "INVALID_ARGUMENT" ||
+					!strings.Contains(strings.ToLower(r.errBody().Error.Message), "name") {
+					t.Errorf("POST %s with a control character: %d %s", c.path, r.status, r.body)
+				}
+			}
+			// An agent's host name too.
+			var tok apiv1.AgentTokenCreated
+			e.mustDo(k, "POST", "/v1/agent-tokens", apiv1.AgentTokenCreate{}, http.StatusCreated, &tok)
+			r := e.do(key{}, "POST", "/agent/v1/enroll", map[string]any{"token": tok.Token, "hostname": bad, "os": "linux",
+				"version": "1", "publicKey": make([]byte, 32)})
+			if r.status != http.StatusBadRequest {
+				t.Errorf("enrolment with hostname %q: %d %s", bad, r.status, r.body)
+			}
+		})
+	}
+	var list apiv1.InstanceList
+	e.mustDo(e.admin, "GET", "/v1/instances", nil, http.StatusOK, &list)
+	if len(list.Instances) != 0 {
+		t.Fatalf("instances were registered: %+v", list.Instances)
+	}
+}
