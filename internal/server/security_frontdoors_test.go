@@ -272,3 +272,33 @@ func TestSecurity_ControlCharactersAreRefusedInNamesAtInput(t *testing.T) {
 		t.Fatalf("instances were registered: %+v", list.Instances)
 	}
 }
+
+// ---- item 14: GET / in a browser
+
+func TestSecurity_ABrowserOpeningTheRootIsSentToTheConsole(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(accept string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.http.URL+"/", nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	// What Chromium and Firefox send for a typed address.
+	browser := get("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8")
+	if browser.StatusCode != http.StatusFound || browser.Header.Get("Location") != "/console/" {
+		t.Fatalf("a browser got %d Location %q, want 302 to /console/", browser.StatusCode, browser.Header.Get("Location"))
+	}
+	for _, accept := range []string{"", "*/*", "application/json"} {
+		if r := get(accept); r.StatusCode != http.StatusOK || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/plain") {
+			t.Errorf("Accept %q: %d %s, want the plain answer", accept, r.StatusCode, r.Header.Get("Content-Type"))
+		}
+	}
+}

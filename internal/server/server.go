@@ -16,11 +16,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fleetpass/fleetpass/internal/agentserver"
+	"github.com/fleetpass/fleetpass/internal/console"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
@@ -251,6 +253,13 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		// A browser asks for HTML: it opens the console. Programs (curl,
+		// monitoring) keep the plain answer.
+		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, console.Prefix+"/", http.StatusFound)
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "fleetpass is running. API: /v1 (OpenAPI at /v1/openapi.json), metrics: /metrics.")
 	})
