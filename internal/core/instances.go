@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
@@ -116,6 +117,11 @@ func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) er
 	return wrapStore(err)
 }
 
+// instanceStates are the states a list may filter on.
+var instanceStates = []string{apiv1.StatePending, apiv1.StateRunning, apiv1.StateStopping, apiv1.StateStopped,
+	apiv1.StateStarting, apiv1.StateRebooting, apiv1.StateResettingPassword, apiv1.StateError,
+	apiv1.StateUnknown, apiv1.StateMissing}
+
 // InstanceQuery filters a list of instances.
 type InstanceQuery struct {
 	Tenant, State, OSType, NamePrefix string
@@ -147,6 +153,12 @@ func decodeCursor(c string, v any) error {
 // ListInstances lists a page of the instances p may see, ordered by name
 // then id (a stable order: a page boundary survives inserts and deletes).
 func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuery) (apiv1.InstanceList, error) {
+	if q.State != "" && !slices.Contains(instanceStates, strings.ToUpper(q.State)) {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "state: not an instance state; one of %s", strings.Join(instanceStates, ", "))
+	}
+	if q.OSType != "" && q.OSType != OSLinux && q.OSType != OSWindows {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
+	}
 	f := store.InstanceFilter{Tenant: p.scope(), State: strings.ToUpper(q.State), OSType: q.OSType, NamePrefix: q.NamePrefix,
 		Limit: clampLimit(q.Limit) + 1}
 	if q.Tenant != "" {

@@ -482,6 +482,11 @@ type operationCursor struct {
 
 // ListOperations lists operations p may see, newest first.
 func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQuery) (apiv1.OperationList, error) {
+	switch q.Status {
+	case "", apiv1.OperationRunning, apiv1.OperationSucceeded, apiv1.OperationFailed, apiv1.OperationPartial:
+	default:
+		return apiv1.OperationList{}, errorf(CodeInvalidArgument, "status: one of running, succeeded, failed, partial")
+	}
 	f := store.OperationFilter{Tenant: p.scope(), InstanceID: q.InstanceID, Status: q.Status, Limit: clampLimit(q.Limit) + 1}
 	if f.Limit > 201 {
 		f.Limit = 201 // operations carry their items: keep pages small

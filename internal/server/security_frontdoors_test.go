@@ -302,3 +302,80 @@ func TestSecurity_ABrowserOpeningTheRootIsSentToTheConsole(t *testing.T) {
 		}
 	}
 }
+
+// ---- item 22: API nits
+
+func TestSecurity_AnUnknownListFilterIsRefusedNotAnsweredEmpty(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.addMachine(machineOpts{name: "web", running: true})
+	for _, path := range []string{"/v1/instances?state=ASLEEP", "/v1/instances?state=runnin", "/v1/instances?os=plan9",
+		"/v1/operations?status=done"} {
+		if r := e.do(e.admin, "GET", path, nil); r.status != http.StatusBadRequest || r.errCode() != "INVALID_ARGUMENT" {
+			t.Errorf("GET %s: %d %s, want 400 INVALID_ARGUMENT", path, r.status, r.body)
+		}
+	}
+	// Known values in any case still filter.
+	var list apiv1.InstanceList
+	e.mustDo(e.admin, "GET", "/v1/instances?state=running", nil, http.StatusOK, &list)
+	if len(list.Instances) != 1 {
+		t.Fatalf("state=running listed %d instances", len(list.Instances))
+	}
+}
+
+// nullArrays reports the paths of JSON nulls in v where a list belongs
+// (every null, since the API's optional fields are omitted instead).
+func nullArrays(path string, v any) []string {
+	var out []string
+	switch x := v.(type) {
+	case nil:
+		return []string{path}
+	case map[string]any:
+		for k, c := range x {
+			out = append(out, nullArrays(path+"."+k, c)...)
+		}
+	case []any:
+		for i, c := range x {
+			out = append(out, nullArrays(path+"["+strconv.Itoa(i)+"]", c)...)
+		}
+	}
+	return out
+}
+
+func TestSecurity_ListsAreEmptyArraysNeverNull(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("empty")
+	for _, who := range []key{k, e.admin} {
+		for _, path := range []string{"/v1/instances", "/v1/instances?state=ERROR", "/v1/operations", "/v1/keys", "/v1/tenants",
+			"/v1/audit", "/v1/hosts"} {
+			r := e.do(who, "GET", path, nil)
+			if r.status == http.StatusForbidden {
+				continue // admin-only lists
+			}
+			var v any
+			if err := json.Unmarshal(r.body, &v); err != nil || r.status != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", path, r.status, r.body)
+			}
+			if nulls := nullArrays("", v); len(nulls) > 0 {
+				t.Errorf("GET %s as %s: null at %v: %s", path, who.id, nulls, r.body)
+			}
+		}
+	}
+	// An operation's own lists.
+	in := e.addMachine(machineOpts{name: "web", running: true})
+	op := e.wait(e.admin, e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: []string{in.ID}, Generate: true}).ID)
+	r := e.do(e.admin, "GET", "/v1/operations/"+op.ID, nil)
+	var v any
+	_ = json.Unmarshal(r.body, &v)
+	if nulls := nullArrays("", v); len(nulls) > 0 {
+		t.Errorf("operation: null at %v: %s", nulls, r.body)
+	}
+}
+
+func TestSecurity_AttemptsCountTheTriesOfAnItem(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ok := e.addMachine(machineOpts{name: "ok", running: true})
+	op := e.wait(e.admin, e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: []string{ok.ID}, Generate: true}).ID)
+	if it := itemOf(op, ok.ID); it.State != apiv1.ItemSucceeded || it.Attempts != 1 {
+		t.Fatalf("an item that succeeded at once shows %d attempts, want 1: %+v", it.Attempts, it)
+	}
+}
