@@ -216,6 +216,13 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 		if w.ErrorCode == CodeStartTimeout {
 			instState = apiv1.StateError
 		}
+		if w.ErrorCode == CodeShutdownTimeout && instState == apiv1.StateStopping {
+			// The guest ignored the shutdown request and runs on (a
+			// driver may still report the request as pending): RUNNING is
+			// what the machine is, and what makes the next offline reset
+			// ask for consent to force it again.
+			instState = apiv1.StateRunning
+		}
 	}
 	if w.State == apiv1.ItemSucceeded {
 		w.Step, w.ErrorCode, w.Message = apiv1.StepDone, "", ""

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
 )
 
 // opCount is the number of operations k may see.
@@ -377,5 +378,26 @@ func TestSecurity_AttemptsCountTheTriesOfAnItem(t *testing.T) {
 	op := e.wait(e.admin, e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: []string{ok.ID}, Generate: true}).ID)
 	if it := itemOf(op, ok.ID); it.State != apiv1.ItemSucceeded || it.Attempts != 1 {
 		t.Fatalf("an item that succeeded at once shows %d attempts, want 1: %+v", it.Attempts, it)
+	}
+}
+
+// ---- item 18: a graceful shutdown that times out
+
+func TestSecurity_ATimedOutShutdownLeavesTheInstanceRunningAndConsentIsAskedAgain(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	hung := e.addMachine(machineOpts{name: "hung", running: true, faults: sim.Faults{HangShutdown: true, AgentDead: true}})
+	var stop apiv1.Operation
+	e.mustDo(e.admin, "POST", "/v1/power-actions", apiv1.PowerAction{Action: "stop", InstanceIDs: ids(hung), StopMode: "soft"}, http.StatusAccepted, &stop)
+	if it := e.wait(e.admin, stop.ID).Items[0]; it.ErrorCode != "SHUTDOWN_TIMEOUT" {
+		t.Fatalf("soft stop of a hung guest: %+v", it)
+	}
+	if got := e.instance(e.admin, hung.ID).State; got != apiv1.StateRunning {
+		t.Fatalf("state %s after the timed-out shutdown, want RUNNING (what the machine is)", got)
+	}
+	// Its agent is dead, so auto means offline, which must shut it down:
+	// that needs consent again.
+	r := e.do(e.admin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(hung), Mode: apiv1.ModeAuto, Password: goodPW})
+	if r.status != http.StatusConflict || r.errCode() != "FORCED_SHUTDOWN_CONSENT_REQUIRED" {
+		t.Fatalf("auto reset after the timed-out shutdown: %d %s", r.status, r.body)
 	}
 }
