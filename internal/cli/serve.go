@@ -10,6 +10,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/agentserver"
 	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/server"
 )
 
@@ -51,6 +52,9 @@ the next start.`,
 				return usageErrorf("--log-format must be text or json")
 			}
 			cfg.Out = cmd.OutOrStdout()
+			if cfg.Demo {
+				demoTimeouts(&cfg, cmd.Flags().Changed)
+			}
 			if cfg.LibvirtTenant == "" && cfg.Demo {
 				// So the console's demo user sees the host's VMs beside
 				// the simulated fleet.
@@ -113,4 +117,22 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// demoTimeouts gives the demo its short timeouts where the flags were not
+// set explicitly.
+func demoTimeouts(cfg *server.Config, changed func(flag string) bool) {
+	for _, t := range []struct {
+		flag string
+		v    *time.Duration
+		demo time.Duration
+	}{
+		{"guest-timeout", &cfg.Engine.GuestTimeout, demo.GuestTimeout},
+		{"shutdown-timeout", &cfg.Engine.ShutdownTimeout, demo.ShutdownTimeout},
+		{"boot-timeout", &cfg.Engine.BootTimeout, demo.BootTimeout},
+	} {
+		if !changed(t.flag) {
+			*t.v = t.demo
+		}
+	}
 }
