@@ -201,6 +201,7 @@ var statusOf = map[string]int{
 	core.CodeInstanceNotStopped:   http.StatusConflict,
 	core.CodeGuestNotAlive:        http.StatusConflict,
 	core.CodeIdempotencyKeyReused: http.StatusUnprocessableEntity,
+	core.CodeRateLimited:          http.StatusTooManyRequests,
 	core.CodeStoreUnavailable:     http.StatusServiceUnavailable,
 	core.CodeInternal:             http.StatusInternalServerError,
 	codeUnsupportedMediaType:      http.StatusUnsupportedMediaType,

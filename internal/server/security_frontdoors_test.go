@@ -118,8 +118,8 @@ func TestSecurity_AnIdenticalRequestToAnotherReplicaIsAnsweredFromTheDatabase(t 
 	// The record is a row, not this process's memory: what another
 	// replica reads is what this one wrote.
 	var scope string
-	var answered bool
-	if err := e.srv.store.DB.QueryRow(`SELECT scope, answered FROM signed_requests`).Scan(&scope, &answered); err != nil || !answered ||
+	var answered int
+	if err := e.srv.store.DB.QueryRow(`SELECT scope, answered FROM signed_requests`).Scan(&scope, &answered); err != nil || answered != 1 ||
 		scope != "/api/v2/zec RebootInstances" {
 		t.Fatalf("signed request row: scope %q answered %v (%v)", scope, answered, err)
 	}

@@ -35,7 +35,7 @@ func (s *Store) ClaimSignedRequest(ctx context.Context, r SignedRequest, expires
 		}
 		res, err := s.c(tx).ExecContext(ctx,
 			`INSERT INTO signed_requests (key, scope, mutating, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`,
-			r.Key, r.Scope, r.Mutating, ms(expires))
+			r.Key, r.Scope, boolInt(r.Mutating), ms(expires))
 		if err != nil {
 			return fmt.Errorf("claim signed request: %w", err)
 		}
@@ -60,9 +60,11 @@ func (s *Store) SignedRequestOf(ctx context.Context, key string) (SignedRequest,
 
 func getSignedRequest(ctx context.Context, q cached, key string) (SignedRequest, error) {
 	r := SignedRequest{Key: key}
+	var mutating, answered int
 	err := q.QueryRowContext(ctx,
 		`SELECT scope, mutating, answered, status, request_id, answer FROM signed_requests WHERE key = ?`, key).
-		Scan(&r.Scope, &r.Mutating, &r.Answered, &r.Status, &r.RequestID, &r.Answer)
+		Scan(&r.Scope, &mutating, &answered, &r.Status, &r.RequestID, &r.Answer)
+	r.Mutating, r.Answered = mutating != 0, answered != 0
 	if errors.Is(err, sql.ErrNoRows) {
 		return SignedRequest{}, fmt.Errorf("signed request: %w", ErrNotFound)
 	}
@@ -76,7 +78,7 @@ func getSignedRequest(ctx context.Context, q cached, key string) (SignedRequest,
 func (s *Store) AnswerSignedRequest(ctx context.Context, key string, status int, requestID string, answer []byte) error {
 	if _, err := s.c(s.DB).ExecContext(ctx,
 		`UPDATE signed_requests SET answered = ?, status = ?, request_id = ?, answer = ? WHERE key = ?`,
-		true, status, requestID, answer, key); err != nil {
+		1, status, requestID, answer, key); err != nil {
 		return fmt.Errorf("answer signed request: %w", err)
 	}
 	return nil
@@ -85,7 +87,7 @@ func (s *Store) AnswerSignedRequest(ctx context.Context, key string, status int,
 // ReleaseSignedRequest forgets a claimed signature whose request was
 // refused before anything ran, so that it can be used again.
 func (s *Store) ReleaseSignedRequest(ctx context.Context, key string) error {
-	if _, err := s.c(s.DB).ExecContext(ctx, `DELETE FROM signed_requests WHERE key = ? AND answered = ?`, key, false); err != nil {
+	if _, err := s.c(s.DB).ExecContext(ctx, `DELETE FROM signed_requests WHERE key = ? AND answered = 0`, key); err != nil {
 		return fmt.Errorf("release signed request: %w", err)
 	}
 	return nil
