@@ -97,6 +97,8 @@ the next start.`,
 	f.IntVar(&cfg.API.Burst, "rate-burst", 200, "burst of requests allowed per API key")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 15*time.Second, "how often idle instances' states are read from their drivers")
 	f.StringArrayVar(&cfg.LibvirtHosts, "libvirt", nil, "libvirt URI to manage, e.g. qemu:///system (repeatable; added as a host unless registered already)")
+	f.StringVar(&cfg.DiskHelper, "disk-helper", envOr("FLEETPASS_DISK_HELPER", ""),
+		"fleetpass-diskreset helper for disk resets of libvirt VMs (default: beside this executable, then on PATH; \"off\" disables them)")
 	f.StringVar(&cfg.LibvirtTenant, "libvirt-tenant", "", "tenant of the hosts --libvirt adds (default: demo with --demo, else admin)")
 	agentDefaults := agentserver.DefaultConfig()
 	f.DurationVar(&cfg.Agent.Silence, "agent-silence", envDuration("FLEETPASS_AGENT_SILENCE", agentDefaults.Silence),

@@ -70,6 +70,10 @@ type Config struct {
 	LibvirtTenant string
 	// Libvirt tunes the libvirt driver; zero fields take defaults.
 	Libvirt libvirt.Config
+	// DiskHelper is the fleetpass-diskreset helper for disk resets of
+	// libvirt VMs: a path, "" to look beside the executable then on PATH,
+	// or "off" to disable disk resets.
+	DiskHelper string
 
 	Log *slog.Logger
 	// Out receives the messages meant for the operator at start-up (where
@@ -150,6 +154,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	lvcfg := cfg.Libvirt
 	if lvcfg.Log == nil {
 		lvcfg.Log = cfg.Log
+	}
+	if lvcfg.Disk == nil && lvcfg.DiskUnavailable == "" {
+		lvcfg.Disk, lvcfg.DiskUnavailable = diskResets(ctx, cfg.DiskHelper, cfg.Log)
 	}
 	s.libvirt = libvirt.New(lvcfg)
 	drivers.Power[core.LibvirtDriver], drivers.Guest[core.LibvirtDriver] = s.libvirt, s.libvirt
