@@ -41,6 +41,10 @@ type ResetRequest struct {
 	// operation; Fingerprint identifies the request's content.
 	IdempotencyKey string
 	Fingerprint    []byte
+	// NumberTask gives the operation the next bare-metal task id of the
+	// caller's tenant: that API numbers only the operations made through
+	// it.
+	NumberTask bool
 }
 
 // Preconditions a dialect may require of every instance at request time.
@@ -160,6 +164,10 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
+	tenant, err := oneTenant(insts)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
 
 	policy := req.Policy
 	if policy == nil {
@@ -253,7 +261,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 			Details: map[string]any{"instanceIds": needConsent}}
 	}
 
-	op := s.newOperation(p, apiv1.KindResetPassword)
+	op := s.newOperation(p, tenant, apiv1.KindResetPassword)
 	items := make([]store.ItemWork, len(insts))
 	for i, in := range insts {
 		sealed, err := s.sealer.Seal(req.Password, []byte(op.ID+"/"+in.ID))
@@ -268,7 +276,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 			Step: apiv1.StepQueued, Mode: modes[i], Method: itemMethod, User: users[i]}, Seq: i, ForceStop: req.ForceStop,
 			SealedSecret: sealed}
 	}
-	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, req.NumberTask)
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
@@ -357,6 +365,10 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
+	tenant, err := oneTenant(insts)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
 	var notReady []string
 	for _, in := range insts {
 		switch {
@@ -374,17 +386,20 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 		return apiv1.Operation{}, &Error{Code: code, Message: "these instances are not in a state that allows the action",
 			Details: map[string]any{"instanceIds": notReady}}
 	}
-	op := s.newOperation(p, kind)
+	op := s.newOperation(p, tenant, kind)
 	items := make([]store.ItemWork, len(insts))
 	for i, in := range insts {
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
 			Step: apiv1.StepQueued}, Seq: i, StopMode: stopMode}
 	}
-	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, false)
 }
 
-func (s *Service) newOperation(p Principal, kind string) apiv1.Operation {
-	return apiv1.Operation{ID: NewID("op", 16), Kind: kind, Tenant: p.Tenant, Status: apiv1.OperationRunning,
+// newOperation makes an operation of tenant, the tenant of all its
+// instances (an admin acting on a tenant's instances makes that tenant's
+// operation, which the tenant sees with the admin as its requester).
+func (s *Service) newOperation(p Principal, tenant, kind string) apiv1.Operation {
+	return apiv1.Operation{ID: NewID("op", 16), Kind: kind, Tenant: tenant, Status: apiv1.OperationRunning,
 		RequestedBy: p.requester(), CreatedAt: s.store.Now().UTC().Truncate(time.Millisecond)}
 }
 
@@ -405,7 +420,9 @@ func (s *Service) replay(ctx context.Context, p Principal, key string, fingerpri
 	if err != nil {
 		return apiv1.Operation{}, false, internal(err)
 	}
-	return s.replayed(ctx, r, fingerprint)
+	op, ok, err := s.replayed(ctx, r, fingerprint)
+	redactItems(p, &op)
+	return op, ok, err
 }
 
 func (s *Service) replayed(ctx context.Context, r store.Idempotency, fingerprint []byte) (apiv1.Operation, bool, error) {
@@ -428,18 +445,11 @@ var errIdempotencyRace = errors.New("idempotency key taken by a concurrent reque
 // item jobs, the idempotency record, the audit line and the events in one
 // transaction: a request is accepted whole or not at all.
 func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Operation, items []store.ItemWork,
-	idemKey string, fingerprint []byte) (apiv1.Operation, error) {
+	idemKey string, fingerprint []byte, numberTask bool) (apiv1.Operation, error) {
 	ids := make([]string, len(items))
 	for i := range items {
 		items[i].OperationID, items[i].Tenant, items[i].Kind = op.ID, op.Tenant, op.Kind
 		ids[i] = items[i].InstanceID
-	}
-	// The operation belongs to the instances' tenant (an admin acting on a
-	// tenant's instances makes that tenant's operation).
-	if insts, err := s.store.GetInstances(ctx, s.store.DB, ids[:1]); err == nil {
-		if in, ok := insts[ids[0]]; ok {
-			op.Tenant = in.Tenant
-		}
 	}
 	var replayed *apiv1.Operation
 	accept := func(tx *sql.Tx) error {
@@ -476,11 +486,12 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		if err := s.engine.EnqueueTx(ctx, tx, op.ID, ids); err != nil {
 			return err
 		}
-		// Dialects that poll tasks by integer (the bare-metal API) read
-		// this number; giving it here means an accepted operation can
-		// never lack one.
-		if err := s.store.NumberTask(ctx, tx, op.ID); err != nil {
-			return err
+		// The bare-metal API polls tasks by integer; giving the number
+		// here means an operation it accepted can never lack one.
+		if numberTask {
+			if _, err := s.store.NumberTask(ctx, tx, p.Tenant, op.ID); err != nil {
+				return err
+			}
 		}
 		if err := s.audit(ctx, tx, p, op.Tenant, "operation."+op.Kind, strings.Join(ids, ","), op.ID); err != nil {
 			return err
@@ -507,6 +518,7 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		err = s.store.InTx(ctx, accept)
 	}
 	if replayed != nil && err == nil {
+		redactItems(p, replayed)
 		return *replayed, nil
 	}
 	if err != nil {
@@ -527,6 +539,7 @@ func (s *Service) GetOperation(ctx context.Context, p Principal, id string) (api
 	if err != nil {
 		return apiv1.Operation{}, internal(err)
 	}
+	redactItems(p, &op)
 	return op, nil
 }
 
@@ -544,6 +557,11 @@ type operationCursor struct {
 
 // ListOperations lists operations p may see, newest first.
 func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQuery) (apiv1.OperationList, error) {
+	switch q.Status {
+	case "", apiv1.OperationRunning, apiv1.OperationSucceeded, apiv1.OperationFailed, apiv1.OperationPartial:
+	default:
+		return apiv1.OperationList{}, errorf(CodeInvalidArgument, "status: one of running, succeeded, failed, partial")
+	}
 	f := store.OperationFilter{Tenant: p.scope(), InstanceID: q.InstanceID, Status: q.Status, Limit: clampLimit(q.Limit) + 1}
 	if f.Limit > 201 {
 		f.Limit = 201 // operations carry their items: keep pages small
@@ -562,6 +580,9 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 	out := apiv1.OperationList{Operations: ops}
 	if out.Operations == nil {
 		out.Operations = []apiv1.Operation{}
+	}
+	for i := range out.Operations {
+		redactItems(p, &out.Operations[i])
 	}
 	if limit := f.Limit - 1; len(ops) > limit {
 		out.Operations = ops[:limit]
@@ -593,6 +614,9 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 		}
 		for _, row := range rows {
 			cursor = row.ID
+			if s.Revoked(ctx, p, row) {
+				return apiv1.Operation{}, ErrRevoked
+			}
 			if row.Type == events.TypeOperation && row.Ref == id {
 				if op, err = s.GetOperation(ctx, p, id); err != nil || op.Status != apiv1.OperationRunning {
 					return op, err
