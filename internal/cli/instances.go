@@ -134,6 +134,7 @@ func (a *app) newInstancesShowCmd() *cobra.Command {
 			field("Guest", joinNonEmpty(in.Guest.Driver, in.Guest.Host, in.Guest.Address))
 			field("Guest alive", yesNo(in.GuestAlive))
 			field("Guest seen", fmtTimePtr(in.GuestSeenAt))
+			field("Reset methods", strings.Join(in.ResetMethods, ", "))
 			if in.LatestOperation != nil {
 				field("Latest operation", in.LatestOperation.ID+" "+latestOp(*in))
 			}
