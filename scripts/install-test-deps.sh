@@ -8,6 +8,9 @@
 #   libvirt-clients debootstrap
 #                     real VMs (internal/vmtest): libvirtd driving QEMU, and
 #                     scripts/vm/build-image.sh's guest image
+#   openipmi ipmitool ipmi_sim, a real IPMI 2.0 (lanplus) BMC on loopback
+#                     whose chassis commands run the test's own hook
+#                     (internal/ipmitest), and ipmitool as a second client
 # The system's sshd is not started: guesttest runs sshd of its own, inside
 # each guest. Nor are libvirtd and virtlogd: vmtest starts them when a test
 # needs them. --no-install-recommends leaves out dnsmasq, so libvirt's
@@ -16,7 +19,8 @@ set -euo pipefail
 
 packages=(openssh-server qemu-guest-agent chromium
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
-	libvirt-clients debootstrap)
+	libvirt-clients debootstrap
+	openipmi ipmitool)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
