@@ -10,6 +10,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
 
@@ -54,14 +55,29 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 	if _, ok := s.drivers.Power[req.Power.Driver]; !ok {
 		return apiv1.Instance{}, errorf(CodeUnknownDriver, "power.driver: %q is not a power driver of this server", req.Power.Driver)
 	}
+	var bm *bareMetal
+	if req.Power.Driver == IPMIDriver || req.BMC != nil {
+		var err error
+		if bm, err = s.prepareBareMetal(ctx, p, &req); err != nil {
+			return apiv1.Instance{}, err
+		}
+		defer sealer.Wipe(bm.login.Password)
+	}
 	if _, ok := s.drivers.Guest[req.Guest.Driver]; !ok {
 		return apiv1.Instance{}, errorf(CodeUnknownDriver, "guest.driver: %q is not a guest channel of this server", req.Guest.Driver)
 	}
-	if req.Power.Address == "" || req.Guest.Address == "" {
+	if req.Power.Address == "" || (req.Guest.Address == "" && bm == nil) {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "power.address and guest.address are required")
 	}
 	in := apiv1.Instance{ID: NewID("ins", 10), Tenant: tenant, Name: name, OSType: req.OSType, AdminUser: user,
 		State: apiv1.StatePending, Power: req.Power, Guest: req.Guest}
+	if bm != nil {
+		// The BMC was asked already: the state is known from the start.
+		in.State = apiv1.StateStopped
+		if bm.check.On {
+			in.State = apiv1.StateRunning
+		}
+	}
 	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
@@ -72,6 +88,11 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
 			return err
 		}
+		if bm != nil {
+			if err := s.createBareMetal(ctx, tx, &in, bm); err != nil {
+				return err
+			}
+		}
 		if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
 			return err
 		}
@@ -81,6 +102,9 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		return apiv1.Instance{}, wrapStore(err)
 	}
 	s.bus.Poke()
+	if bm != nil {
+		return s.GetInstance(ctx, p, in.ID)
+	}
 	return in, nil
 }
 
@@ -94,7 +118,11 @@ func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv
 	if err != nil {
 		return apiv1.Instance{}, internal(err)
 	}
-	return in, nil
+	list := []apiv1.Instance{in}
+	if err := s.withBMCs(ctx, list); err != nil {
+		return apiv1.Instance{}, internal(err)
+	}
+	return list[0], nil
 }
 
 // DeleteInstance removes an idle instance p may see.
@@ -170,6 +198,9 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 		out.Instances = list[:limit]
 		last := list[limit-1]
 		out.NextCursor = encodeCursor(instanceCursor{Name: last.Name, ID: last.ID})
+	}
+	if err := s.withBMCs(ctx, out.Instances); err != nil {
+		return apiv1.InstanceList{}, internal(err)
 	}
 	return out, nil
 }

@@ -65,6 +65,7 @@ type Service struct {
 	log     *slog.Logger
 	drivers engine.Drivers
 	hosts   HostConnector
+	bmcs    BMCChecker
 
 	touchMu sync.Mutex
 	touched map[string]time.Time

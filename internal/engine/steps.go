@@ -33,6 +33,14 @@ const (
 	CodeDriverError        = "DRIVER_ERROR"
 	CodeSecretUnavailable  = "SECRET_UNAVAILABLE"
 	CodeInstanceGone       = "INSTANCE_GONE"
+	// A bare-metal server's BMC: it does not answer, refuses fleetpass's
+	// credentials or cipher suite, refuses or fails a power command, or a
+	// command that must not be repeated went unanswered.
+	CodeBMCUnreachable      = "BMC_UNREACHABLE"
+	CodeBMCAuthFailed       = "BMC_AUTH_FAILED"
+	CodeBMCCipherSuite      = "BMC_CIPHER_SUITE_REFUSED"
+	CodePowerCommandFailed  = "POWER_COMMAND_FAILED"
+	CodePowerOutcomeUnknown = "POWER_OUTCOME_UNKNOWN"
 )
 
 // machine is what one execution knows of the item's instance.
@@ -133,6 +141,9 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 			w.Attempts++
 			if w.Attempts >= e.cfg.MaxAttempts {
 				w.State, w.ErrorCode = apiv1.ItemFailed, CodeDriverError
+				if errors.Is(err, driver.ErrControllerUnreachable) {
+					w.ErrorCode = CodeBMCUnreachable
+				}
 				w.Message = fmt.Sprintf("gave up after %d attempts: %v", w.Attempts, err)
 				return e.finish(ctx, &w, &m, log)
 			}
@@ -306,6 +317,16 @@ func mapDriverError(err error, what string) error {
 		return fail(CodeMachineNotFound, "the machine is unknown to its driver (%s)", what)
 	case errors.Is(err, driver.ErrNotRunning):
 		return fail(CodeInstanceNotRunning, "the instance is not running (%s)", what)
+	case errors.Is(err, driver.ErrControllerAuth):
+		return fail(CodeBMCAuthFailed, "%s: %v; update the BMC credentials (fleetpass instances set-bmc)", what, err)
+	case errors.Is(err, driver.ErrControllerCipher):
+		return fail(CodeBMCCipherSuite, "%s: %v", what, err)
+	case errors.Is(err, driver.ErrPowerCommandFailed):
+		return fail(CodePowerCommandFailed, "%s: %v", what, err)
+	case errors.Is(err, driver.ErrPowerOutcomeUnknown):
+		return fail(CodePowerOutcomeUnknown, "%s: %v", what, err)
+	case errors.Is(err, driver.ErrControllerUnreachable):
+		return fail(CodeBMCUnreachable, "%s: %v", what, err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	}

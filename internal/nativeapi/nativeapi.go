@@ -75,6 +75,7 @@ func (a *API) Routes() []Route {
 		{"POST", "/v1/instances", a.createInstance},
 		{"GET", "/v1/instances/{id}", a.getInstance},
 		{"DELETE", "/v1/instances/{id}", a.deleteInstance},
+		{"PUT", "/v1/instances/{id}/bmc", a.setBMC},
 		{"POST", "/v1/password-resets", a.resetPassword},
 		{"POST", "/v1/power-actions", a.powerAction},
 		{"GET", "/v1/operations", a.listOperations},
@@ -229,9 +230,15 @@ var statusOf = map[string]int{
 	core.CodeInstanceNotStopped:   http.StatusConflict,
 	core.CodeGuestNotAlive:        http.StatusConflict,
 	core.CodeIdempotencyKeyReused: http.StatusUnprocessableEntity,
-	core.CodeStoreUnavailable:     http.StatusServiceUnavailable,
-	core.CodeInternal:             http.StatusInternalServerError,
-	codeUnsupportedMediaType:      http.StatusUnsupportedMediaType,
+	// The BMC was asked and refused the settings: the request is sound,
+	// the settings are not.
+	core.CodeBMCAuthFailed:  http.StatusBadGateway,
+	core.CodeBMCCipherSuite: http.StatusBadGateway,
+	// The BMC did not answer: a gateway fault.
+	core.CodeBMCUnreachable:   http.StatusBadGateway,
+	core.CodeStoreUnavailable: http.StatusServiceUnavailable,
+	core.CodeInternal:         http.StatusInternalServerError,
+	codeUnsupportedMediaType:  http.StatusUnsupportedMediaType,
 }
 
 // StatusOf is the HTTP status the native API answers a core error code
@@ -377,6 +384,19 @@ func (a *API) createInstance(w http.ResponseWriter, r *http.Request, p core.Prin
 	}
 	w.Header().Set("Location", "/v1/instances/"+in.ID)
 	httpx.WriteJSON(w, http.StatusCreated, in)
+	return nil
+}
+
+func (a *API) setBMC(w http.ResponseWriter, r *http.Request, p core.Principal) error {
+	var req apiv1.BMCUpdate
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	in, err := a.svc.SetBMC(r.Context(), p, r.PathValue("id"), req)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, in)
 	return nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/driver/ipmi"
 	"github.com/fleetpass/fleetpass/internal/driver/libvirt"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
@@ -67,6 +68,11 @@ type Config struct {
 	LibvirtTenant string
 	// Libvirt tunes the libvirt driver; zero fields take defaults.
 	Libvirt libvirt.Config
+	// IPMI tunes the IPMI driver of bare-metal servers; zero fields take
+	// defaults. BMCSyncInterval is how often each idle bare-metal server's
+	// BMC is asked for its power state (default 5s).
+	IPMI            ipmi.Config
+	BMCSyncInterval time.Duration
 
 	Log *slog.Logger
 	// Out receives the messages meant for the operator at start-up (where
@@ -89,8 +95,11 @@ type Server struct {
 	syncer  *inventory.Syncer
 	libvirt *libvirt.Driver
 	hosts   *libvirtHosts
-	handler http.Handler
-	ready   bool
+	ipmi    *ipmi.Driver
+	// bmcWatch keeps bare-metal servers' power state in step with their BMCs.
+	bmcWatch *inventory.BMCWatcher
+	handler  http.Handler
+	ready    bool
 }
 
 // Open prepares a server: data directory, database, engine, bootstrap and
@@ -104,6 +113,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 15 * time.Second
+	}
+	if cfg.BMCSyncInterval <= 0 {
+		cfg.BMCSyncInterval = 5 * time.Second
 	}
 	if cfg.DatabaseURL != "" {
 		return nil, errors.New("--database-url (PostgreSQL) is not supported yet; omit it to use SQLite in the data directory")
@@ -151,6 +163,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.addAgentDrivers(&drivers); err != nil {
 		return nil, err
 	}
+	s.addBMCDrivers(&drivers)
 	s.metrics = metrics.New()
 	s.bus = events.NewBus(s.store, cfg.Log, 250*time.Millisecond)
 	if err := s.bus.Start(ctx); err != nil {
@@ -163,6 +176,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.hosts = newLibvirtHosts(s.libvirt, s.engine)
 	s.svc.SetHostConnector(s.hosts)
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
+	s.startBMCs()
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
@@ -261,6 +275,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	go s.bus.Run(ctx)
 	go s.syncer.Run(ctx)
+	go s.bmcWatch.Run(ctx)
 	if err := s.startHosts(ctx); err != nil {
 		return err
 	}
@@ -360,6 +375,9 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeAll() {
+	if s.ipmi != nil {
+		s.ipmi.Close()
+	}
 	if s.store != nil {
 		s.store.Close()
 	}
