@@ -82,6 +82,12 @@ type Config struct {
 	// fleet does not hold the few sessions a BMC has. Default 20s, below
 	// the 60s inactivity timeout of most BMCs.
 	IdleClose time.Duration
+	// SoftOffRepeat is how long after a soft off a second one for the same
+	// server is sent at all. The engine asks again while a server stays on
+	// (a request may have been lost); pressing the power button every poll
+	// would be a storm of ACPI events for an OS that is shutting down.
+	// Default 10s.
+	SoftOffRepeat time.Duration
 	Log       *slog.Logger
 }
 
@@ -93,6 +99,7 @@ type Driver struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	softOffs map[string]time.Time // instance id → last soft off sent
 }
 
 // New makes a driver that reads BMC credentials from creds.
@@ -108,10 +115,13 @@ func New(creds Credentials, cfg Config) *Driver {
 	if cfg.IdleClose <= 0 {
 		cfg.IdleClose = 20 * time.Second
 	}
+	if cfg.SoftOffRepeat <= 0 {
+		cfg.SoftOffRepeat = 10 * time.Second
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{creds: creds, cfg: cfg, sessions: make(map[string]*session)}
+	return &Driver{creds: creds, cfg: cfg, sessions: make(map[string]*session), softOffs: make(map[string]time.Time)}
 }
 
 // ValidateCipherSuite says whether id may be used, and why not.
@@ -185,9 +195,28 @@ func (d *Driver) Start(ctx context.Context, ref driver.Ref) error {
 }
 
 // Shutdown presses the power button (ACPI soft off); the operating system
-// may ignore it. A server that is off is left alone.
+// may ignore it. A server that is off is left alone, and so is one that
+// was sent a soft off less than Config.SoftOffRepeat ago.
 func (d *Driver) Shutdown(ctx context.Context, ref driver.Ref) error {
-	return d.unless(ctx, ref, false, cmdSoft)
+	d.mu.Lock()
+	last, ok := d.softOffs[ref.InstanceID]
+	d.mu.Unlock()
+	if ok && time.Since(last) < d.cfg.SoftOffRepeat {
+		_, err := d.power(ctx, ref)
+		return err
+	}
+	err := d.unless(ctx, ref, false, cmdSoft)
+	if err == nil {
+		d.mu.Lock()
+		d.softOffs[ref.InstanceID] = time.Now()
+		for id, t := range d.softOffs {
+			if time.Since(t) > d.cfg.SoftOffRepeat {
+				delete(d.softOffs, id)
+			}
+		}
+		d.mu.Unlock()
+	}
+	return err
 }
 
 // Stop cuts the power (chassis power down). A server that is off is left
