@@ -178,7 +178,7 @@ type guestChassis struct {
 	g        *guesttest.Guest
 	agentBin string
 
-	mu      sync.Mutex
+	mu       sync.Mutex
 	on       bool
 	hang     bool
 	enrolled bool

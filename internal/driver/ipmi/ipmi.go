@@ -88,7 +88,7 @@ type Config struct {
 	// would be a storm of ACPI events for an OS that is shutting down.
 	// Default 10s.
 	SoftOffRepeat time.Duration
-	Log       *slog.Logger
+	Log           *slog.Logger
 }
 
 // Driver is the IPMI power driver. It keeps one session per instance,
