@@ -98,9 +98,9 @@ type BMCStatus struct {
 type BMCCredentials struct {
 	User     string `json:"user"`
 	Password string `json:"password"`
-	// CipherSuite is the RMCP+ cipher suite; default 3, 17 where the BMC
-	// has it; 0 is refused.
-	CipherSuite int `json:"cipherSuite,omitempty"`
+	// CipherSuite is the RMCP+ cipher suite; absent means 3 (use 17 where
+	// the BMC has it); 0 is refused, not taken for a default.
+	CipherSuite *int `json:"cipherSuite,omitempty"`
 }
 
 // BMCUpdate changes a bare-metal server's BMC settings (admin only):
@@ -111,7 +111,7 @@ type BMCUpdate struct {
 	Address     string `json:"address,omitempty"`
 	User        string `json:"user,omitempty"`
 	Password    string `json:"password,omitempty"`
-	CipherSuite int    `json:"cipherSuite,omitempty"`
+	CipherSuite *int   `json:"cipherSuite,omitempty"`
 }
 
 // InstanceCreate registers an instance.

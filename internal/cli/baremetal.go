@@ -22,7 +22,7 @@ func (f *bmcFlags) register(cmd *cobra.Command, required bool) {
 	fl.StringVar(&f.address, "ipmi", "", "the server's BMC, HOST or HOST:PORT (IPMI over LAN, default port 623)")
 	fl.StringVar(&f.user, "ipmi-user", "", "the BMC user fleetpass logs in as (operator privilege is enough)")
 	fl.BoolVar(&f.passwordStdin, "ipmi-password-stdin", false, "read the BMC password from the first line of standard input (never a flag)")
-	fl.IntVar(&f.cipherSuite, "ipmi-cipher-suite", 0, "RMCP+ cipher suite (default 3; 17 where the BMC has it; 0 is refused)")
+	fl.IntVar(&f.cipherSuite, "ipmi-cipher-suite", 3, "RMCP+ cipher suite: 3, or 17 where the BMC has it (0 is refused)")
 	if required {
 		_ = cmd.MarkFlagRequired("ipmi")
 		_ = cmd.MarkFlagRequired("ipmi-user")
@@ -73,7 +73,7 @@ bound to NAME:
 			}
 			req := apiv1.InstanceCreate{Name: args[0], Tenant: tenant, OSType: osType, AdminUser: adminUser,
 				Power: apiv1.DriverLink{Driver: "ipmi", Address: f.address},
-				BMC:   &apiv1.BMCCredentials{User: f.user, Password: string(pw), CipherSuite: f.cipherSuite}}
+				BMC:   &apiv1.BMCCredentials{User: f.user, Password: string(pw), CipherSuite: &f.cipherSuite}}
 			clear(pw)
 			in, err := c.CreateInstance(cmd.Context(), req)
 			if err != nil {
@@ -103,14 +103,18 @@ nothing changes.`,
 		Example: `  printf '%s\n' "$NEW_BMC_PASSWORD" | fleetpass instances set-bmc ins-1a2b3c4d --ipmi-password-stdin`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.address == "" && f.user == "" && !f.passwordStdin && f.cipherSuite == 0 {
+			suiteSet := cmd.Flags().Changed("ipmi-cipher-suite")
+			if f.address == "" && f.user == "" && !f.passwordStdin && !suiteSet {
 				return usageErrorf("nothing to change: give --ipmi, --ipmi-user, --ipmi-password-stdin or --ipmi-cipher-suite")
 			}
 			c, err := a.apiClient()
 			if err != nil {
 				return err
 			}
-			req := apiv1.BMCUpdate{Address: f.address, User: f.user, CipherSuite: f.cipherSuite}
+			req := apiv1.BMCUpdate{Address: f.address, User: f.user}
+			if suiteSet {
+				req.CipherSuite = &f.cipherSuite
+			}
 			if f.passwordStdin {
 				pw, err := a.readBMCPassword(cmd.Context())
 				if err != nil {

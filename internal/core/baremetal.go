@@ -94,7 +94,11 @@ func (s *Service) prepareBareMetal(ctx context.Context, p Principal, req *apiv1.
 		return nil, errorf(CodeInvalidArgument, "power.address: %v", err)
 	}
 	req.Power.Address, req.Power.Host = addr, ""
-	login, err := bmcLogin(addr, req.BMC.User, req.BMC.Password, req.BMC.CipherSuite)
+	suite := ipmi.DefaultCipherSuite
+	if req.BMC.CipherSuite != nil {
+		suite = *req.BMC.CipherSuite
+	}
+	login, err := bmcLogin(addr, req.BMC.User, req.BMC.Password, suite)
 	if err != nil {
 		return nil, err
 	}
@@ -113,9 +117,6 @@ func bmcLogin(addr, user, password string, suite int) (BMCLogin, error) {
 	}
 	if password == "" || len(password) > maxBMCPassword {
 		return BMCLogin{}, errorf(CodeInvalidArgument, "bmc.password: 1-%d bytes (IPMI 2.0's limit)", maxBMCPassword)
-	}
-	if suite == 0 {
-		suite = ipmi.DefaultCipherSuite
 	}
 	if err := ipmi.ValidateCipherSuite(suite); err != nil {
 		return BMCLogin{}, errorf(CodeInvalidArgument, "bmc.cipherSuite: %v", err)
@@ -153,13 +154,6 @@ func portOf(addr string) string {
 // that creates the instance. The password is sealed with the instance id
 // as associated data.
 func (s *Service) createBareMetal(ctx context.Context, tx *sql.Tx, in *apiv1.Instance, bm *bareMetal) error {
-	taken, err := s.store.PowerLinkTaken(ctx, tx, in.Power.Driver, in.Power.Address, in.ID)
-	if err != nil {
-		return err
-	}
-	if taken {
-		return errorf(CodeInstanceExists, "a server with the BMC at %s is registered already", in.Power.Address)
-	}
 	sealed, err := s.sealer.Seal(bm.login.Password, bmcAAD(in.ID))
 	if err != nil {
 		return err
@@ -167,6 +161,19 @@ func (s *Service) createBareMetal(ctx context.Context, tx *sql.Tx, in *apiv1.Ins
 	now := s.store.Now()
 	return s.store.PutBMC(ctx, tx, store.BMC{InstanceID: in.ID, User: bm.login.User, PasswordSealed: sealed,
 		CipherSuite: bm.login.CipherSuite, AcceptsSuite0: bm.check.AcceptsSuite0, CheckedAt: &now})
+}
+
+// powerLinkFree refuses a second instance on a BMC, of any tenant: two
+// records powering one machine would each believe they own it.
+func (s *Service) powerLinkFree(ctx context.Context, tx *sql.Tx, in apiv1.Instance) error {
+	taken, err := s.store.PowerLinkTaken(ctx, tx, in.Power.Driver, in.Power.Address, in.ID)
+	if err != nil {
+		return err
+	}
+	if taken {
+		return errorf(CodeInstanceExists, "a server with the BMC at %s is registered already", in.Power.Address)
+	}
+	return nil
 }
 
 func bmcAAD(instanceID string) []byte { return []byte("bmc/" + instanceID) }
@@ -236,8 +243,8 @@ func (s *Service) SetBMC(ctx context.Context, p Principal, id string, req apiv1.
 	if req.Password != "" {
 		password = req.Password
 	}
-	if req.CipherSuite != 0 {
-		suite = req.CipherSuite
+	if req.CipherSuite != nil {
+		suite = *req.CipherSuite
 	}
 	login, err := bmcLogin(addr, user, password, suite)
 	if err != nil {
@@ -250,12 +257,10 @@ func (s *Service) SetBMC(ctx context.Context, p Principal, id string, req apiv1.
 	}
 	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if addr != in.Power.Address {
-			taken, err := s.store.PowerLinkTaken(ctx, tx, IPMIDriver, addr, id)
-			if err != nil {
+			moved := in
+			moved.Power.Address = addr
+			if err := s.powerLinkFree(ctx, tx, moved); err != nil {
 				return err
-			}
-			if taken {
-				return errorf(CodeInstanceExists, "a server with the BMC at %s is registered already", addr)
 			}
 			if err := s.store.SetInstancePowerAddress(ctx, tx, id, addr); err != nil {
 				return err

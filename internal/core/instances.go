@@ -85,6 +85,11 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 			}
 			return err
 		}
+		if bm != nil {
+			if err := s.powerLinkFree(ctx, tx, in); err != nil {
+				return err
+			}
+		}
 		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
 			return err
 		}

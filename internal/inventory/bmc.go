@@ -94,6 +94,10 @@ func (w *BMCWatcher) SyncOne(ctx context.Context, in apiv1.Instance) {
 		fault = err.Error()
 	default:
 		state, fault = apiv1.StateUnknown, err.Error()
+		var te *driver.TransientError
+		if errors.As(err, &te) {
+			fault = te.Err.Error()
+		}
 	}
 	if err := w.svc.SetBMCObserved(ctx, in.ID, state, fault); err != nil && ctx.Err() == nil {
 		w.log.Warn("bmc watcher: record state", "instance_id", in.ID, "err", err)

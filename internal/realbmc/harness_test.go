@@ -181,6 +181,7 @@ type guestChassis struct {
 	mu       sync.Mutex
 	on       bool
 	hang     bool
+	broken   bool
 	enrolled bool
 	// softOff is set while a soft off is under way; a power command
 	// cancels it, as the power button's effect is moot once power is cut.
@@ -224,6 +225,14 @@ func (c *guestChassis) setHang(h bool) {
 	c.hang = h
 }
 
+// setFailPower makes power commands fail, as a chassis whose power
+// supply is faulty would.
+func (c *guestChassis) setFailPower(f bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.broken = f
+}
+
 func (c *guestChassis) Power() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -232,6 +241,10 @@ func (c *guestChassis) Power() bool {
 
 func (c *guestChassis) SetPower(on bool) error {
 	c.mu.Lock()
+	if c.broken {
+		c.mu.Unlock()
+		return errors.New("power supply fault")
+	}
 	was := c.on
 	c.on, c.softOff = on, false
 	c.mu.Unlock()
