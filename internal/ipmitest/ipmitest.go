@@ -32,6 +32,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bougou/go-ipmi/pkg/client"
+	"github.com/bougou/go-ipmi/pkg/types"
 )
 
 // Chassis is the machine behind a BMC. ipmi_sim waits for each call (and
@@ -407,3 +410,27 @@ func freeUDPPort() (int, error) {
 }
 
 func randomWord() string { return strings.ToLower(rand.Text()[:12]) }
+
+// SetPassword changes the BMC user's password, as an operator rotating it
+// on the BMC would, over IPMI (Set User Password) rather than through
+// ipmitool, whose arguments would show it. Password records it.
+func (b *BMC) SetPassword(password string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.NewClient(b.Host, b.Port, b.User, b.Password)
+	if err != nil {
+		return err
+	}
+	c.WithCipherSuiteID(types.CipherSuiteID3)
+	c.WithTimeout(time.Second).WithRetry(2)
+	if err := c.Connect(ctx); err != nil {
+		return fmt.Errorf("ipmitest: set password: %w", err)
+	}
+	defer c.Close(ctx)
+	// User 2 is lan.conf's; ipmi_sim keeps 16-byte passwords unless told 20.
+	if _, err := c.SetUserPassword(ctx, 2, password, len(password) > 16); err != nil {
+		return fmt.Errorf("ipmitest: set password: %w", err)
+	}
+	b.Password = password
+	return nil
+}

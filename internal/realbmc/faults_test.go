@@ -223,10 +223,9 @@ func TestBMCFaultsDuringOperations(t *testing.T) {
 		}
 		wantItem(t, e.power(apiv1.ActionReboot, apiv1.StopHard, s), apiv1.ItemSucceeded, "")
 		// The operator rotates it on the BMC, then in fleetpass.
-		if _, err := s.bmc.IPMITool("user", "set", "password", "2", rotated); err != nil {
+		if err := s.bmc.SetPassword(rotated); err != nil {
 			t.Fatal(err)
 		}
-		s.bmc.Password = rotated
 		res = e.cli(rotated+"\n", "instances", "set-bmc", s.instance, "--ipmi-password-stdin")
 		if res.err != nil {
 			t.Fatalf("set-bmc: %v\n%s", res.err, res.stderr)
