@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
@@ -123,11 +124,27 @@ func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv
 	if err != nil {
 		return apiv1.Instance{}, internal(err)
 	}
+	s.fillMethods(&in)
 	list := []apiv1.Instance{in}
 	if err := s.withBMCs(ctx, list); err != nil {
 		return apiv1.Instance{}, internal(err)
 	}
 	return list[0], nil
+}
+
+// fillMethods sets the reset methods this server can use on in: guest
+// unless its host says it has no guest channel, disk when its guest driver
+// can edit disks on this server and it is not a Windows machine.
+func (s *Service) fillMethods(in *apiv1.Instance) {
+	in.ResetMethods = nil
+	if !in.NoGuestChannel {
+		in.ResetMethods = append(in.ResetMethods, apiv1.MethodGuest)
+	}
+	if de, ok := s.drivers.Guest[in.Guest.Driver].(driver.DiskEditor); ok && in.OSType != "windows" {
+		if ok, _ := de.DiskResets(); ok {
+			in.ResetMethods = append(in.ResetMethods, apiv1.MethodDisk)
+		}
+	}
 }
 
 // DeleteInstance removes an idle instance p may see.
@@ -197,6 +214,9 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	list, err := s.store.ListInstances(ctx, f)
 	if err != nil {
 		return apiv1.InstanceList{}, internal(err)
+	}
+	for i := range list {
+		s.fillMethods(&list[i])
 	}
 	out := apiv1.InstanceList{Instances: list}
 	if limit := f.Limit - 1; len(list) > limit {

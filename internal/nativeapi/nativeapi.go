@@ -229,6 +229,7 @@ var statusOf = map[string]int{
 	core.CodeInstanceNotRunning:   http.StatusConflict,
 	core.CodeInstanceNotStopped:   http.StatusConflict,
 	core.CodeGuestNotAlive:        http.StatusConflict,
+	core.CodeMethodUnsupported:    http.StatusConflict,
 	core.CodeIdempotencyKeyReused: http.StatusUnprocessableEntity,
 	// The BMC was asked and refused the settings: the request is sound,
 	// the settings are not.
@@ -430,7 +431,7 @@ func (a *API) resetPassword(w http.ResponseWriter, r *http.Request, p core.Princ
 	pw := []byte(req.Password)
 	fp, _ := json.Marshal(req)
 	op, err := a.svc.ResetPassword(r.Context(), p, core.ResetRequest{InstanceIDs: req.InstanceIDs, User: req.User,
-		Mode: req.Mode, ForceStop: req.ForceStop, Password: pw, Generate: req.Generate,
+		Mode: req.Mode, Method: req.Method, ForceStop: req.ForceStop, Password: pw, Generate: req.Generate,
 		IdempotencyKey: r.Header.Get("Idempotency-Key"), Fingerprint: a.svc.Fingerprint(fp)})
 	clear(fp)
 	if err != nil {

@@ -73,6 +73,10 @@ type Config struct {
 	// BMC is asked for its power state (default 5s).
 	IPMI            ipmi.Config
 	BMCSyncInterval time.Duration
+	// DiskHelper is the fleetpass-diskreset helper for disk resets of
+	// libvirt VMs: a path, "" to look beside the executable then on PATH,
+	// or "off" to disable disk resets.
+	DiskHelper string
 
 	Log *slog.Logger
 	// Out receives the messages meant for the operator at start-up (where
@@ -117,9 +121,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.BMCSyncInterval <= 0 {
 		cfg.BMCSyncInterval = 5 * time.Second
 	}
-	if cfg.DatabaseURL != "" {
-		return nil, errors.New("--database-url (PostgreSQL) is not supported yet; omit it to use SQLite in the data directory")
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -139,7 +140,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sealer = seal
-	if s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
+	if cfg.DatabaseURL != "" {
+		s.store, err = store.OpenPostgres(ctx, cfg.DatabaseURL)
+	} else {
+		s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db"))
+	}
+	if err != nil {
 		return nil, err
 	}
 	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{}}
@@ -157,6 +163,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	lvcfg := cfg.Libvirt
 	if lvcfg.Log == nil {
 		lvcfg.Log = cfg.Log
+	}
+	if lvcfg.Disk == nil && lvcfg.DiskUnavailable == "" {
+		lvcfg.Disk, lvcfg.DiskUnavailable = diskResets(ctx, cfg.DiskHelper, cfg.Log)
 	}
 	s.libvirt = libvirt.New(lvcfg)
 	drivers.Power[core.LibvirtDriver], drivers.Guest[core.LibvirtDriver] = s.libvirt, s.libvirt

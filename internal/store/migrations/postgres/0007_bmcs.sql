@@ -5,8 +5,8 @@ CREATE TABLE bmcs (
     instance_id      TEXT PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
     user_name        TEXT NOT NULL,
     password_sealed  BYTEA NOT NULL,
-    cipher_suite     INTEGER NOT NULL,
-    accepts_suite0   INTEGER NOT NULL DEFAULT 0,
+    cipher_suite     BIGINT NOT NULL,
+    accepts_suite0   BIGINT NOT NULL DEFAULT 0,
     last_error       TEXT NOT NULL DEFAULT '',
     checked_at       BIGINT,
     updated_at       BIGINT NOT NULL
