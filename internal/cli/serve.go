@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetpass/fleetpass/internal/agentserver"
+	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/server"
 )
@@ -52,6 +53,9 @@ the next start.`,
 				return usageErrorf("--log-format must be text or json")
 			}
 			cfg.Out = cmd.OutOrStdout()
+			if cfg.Demo {
+				demoTimeouts(&cfg, cmd.Flags().Changed)
+			}
 			if cfg.DatabaseURL == "" {
 				cfg.DatabaseURL = os.Getenv("FLEETPASS_DATABASE_URL")
 			}
@@ -121,4 +125,22 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// demoTimeouts gives the demo its short timeouts where the flags were not
+// set explicitly.
+func demoTimeouts(cfg *server.Config, changed func(flag string) bool) {
+	for _, t := range []struct {
+		flag string
+		v    *time.Duration
+		demo time.Duration
+	}{
+		{"guest-timeout", &cfg.Engine.GuestTimeout, demo.GuestTimeout},
+		{"shutdown-timeout", &cfg.Engine.ShutdownTimeout, demo.ShutdownTimeout},
+		{"boot-timeout", &cfg.Engine.BootTimeout, demo.BootTimeout},
+	} {
+		if !changed(t.flag) {
+			*t.v = t.demo
+		}
+	}
 }

@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/sealer"
@@ -40,8 +42,8 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		return apiv1.Instance{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
 	}
 	name := strings.TrimSpace(req.Name)
-	if name == "" || len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters")
+	if name == "" || len(name) > 128 || ctlchar.Contains(name) {
+		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters (no control characters)")
 	}
 	if req.OSType != OSLinux && req.OSType != OSWindows {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "osType: must be linux or windows")
@@ -165,6 +167,11 @@ func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) er
 	return wrapStore(err)
 }
 
+// instanceStates are the states a list may filter on.
+var instanceStates = []string{apiv1.StatePending, apiv1.StateRunning, apiv1.StateStopping, apiv1.StateStopped,
+	apiv1.StateStarting, apiv1.StateRebooting, apiv1.StateResettingPassword, apiv1.StateError,
+	apiv1.StateUnknown, apiv1.StateMissing}
+
 // InstanceQuery filters a list of instances.
 type InstanceQuery struct {
 	Tenant, State, OSType, NamePrefix string
@@ -196,6 +203,12 @@ func decodeCursor(c string, v any) error {
 // ListInstances lists a page of the instances p may see, ordered by name
 // then id (a stable order: a page boundary survives inserts and deletes).
 func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuery) (apiv1.InstanceList, error) {
+	if q.State != "" && !slices.Contains(instanceStates, strings.ToUpper(q.State)) {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "state: not an instance state; one of %s", strings.Join(instanceStates, ", "))
+	}
+	if q.OSType != "" && q.OSType != OSLinux && q.OSType != OSWindows {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
+	}
 	f := store.InstanceFilter{Tenant: p.scope(), State: strings.ToUpper(q.State), OSType: q.OSType, NamePrefix: q.NamePrefix,
 		Limit: clampLimit(q.Limit) + 1}
 	if q.Tenant != "" {

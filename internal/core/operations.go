@@ -41,6 +41,10 @@ type ResetRequest struct {
 	// operation; Fingerprint identifies the request's content.
 	IdempotencyKey string
 	Fingerprint    []byte
+	// NumberTask gives the operation the next bare-metal task id of the
+	// caller's tenant: that API numbers only the operations made through
+	// it.
+	NumberTask bool
 }
 
 // Preconditions a dialect may require of every instance at request time.
@@ -268,7 +272,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 			Step: apiv1.StepQueued, Mode: modes[i], Method: itemMethod, User: users[i]}, Seq: i, ForceStop: req.ForceStop,
 			SealedSecret: sealed}
 	}
-	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, req.NumberTask)
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
@@ -380,7 +384,7 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
 			Step: apiv1.StepQueued}, Seq: i, StopMode: stopMode}
 	}
-	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, false)
 }
 
 func (s *Service) newOperation(p Principal, kind string) apiv1.Operation {
@@ -428,7 +432,7 @@ var errIdempotencyRace = errors.New("idempotency key taken by a concurrent reque
 // item jobs, the idempotency record, the audit line and the events in one
 // transaction: a request is accepted whole or not at all.
 func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Operation, items []store.ItemWork,
-	idemKey string, fingerprint []byte) (apiv1.Operation, error) {
+	idemKey string, fingerprint []byte, numberTask bool) (apiv1.Operation, error) {
 	ids := make([]string, len(items))
 	for i := range items {
 		items[i].OperationID, items[i].Tenant, items[i].Kind = op.ID, op.Tenant, op.Kind
@@ -476,11 +480,12 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		if err := s.engine.EnqueueTx(ctx, tx, op.ID, ids); err != nil {
 			return err
 		}
-		// Dialects that poll tasks by integer (the bare-metal API) read
-		// this number; giving it here means an accepted operation can
-		// never lack one.
-		if err := s.store.NumberTask(ctx, tx, op.ID); err != nil {
-			return err
+		// The bare-metal API polls tasks by integer; giving the number
+		// here means an operation it accepted can never lack one.
+		if numberTask {
+			if _, err := s.store.NumberTask(ctx, tx, p.Tenant, op.ID); err != nil {
+				return err
+			}
 		}
 		if err := s.audit(ctx, tx, p, op.Tenant, "operation."+op.Kind, strings.Join(ids, ","), op.ID); err != nil {
 			return err
@@ -544,6 +549,11 @@ type operationCursor struct {
 
 // ListOperations lists operations p may see, newest first.
 func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQuery) (apiv1.OperationList, error) {
+	switch q.Status {
+	case "", apiv1.OperationRunning, apiv1.OperationSucceeded, apiv1.OperationFailed, apiv1.OperationPartial:
+	default:
+		return apiv1.OperationList{}, errorf(CodeInvalidArgument, "status: one of running, succeeded, failed, partial")
+	}
 	f := store.OperationFilter{Tenant: p.scope(), InstanceID: q.InstanceID, Status: q.Status, Limit: clampLimit(q.Limit) + 1}
 	if f.Limit > 201 {
 		f.Limit = 201 // operations carry their items: keep pages small

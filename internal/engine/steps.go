@@ -115,6 +115,9 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 		now := e.store.Now()
 		w.State, w.StartedAt = apiv1.ItemRunning, &now
 	}
+	// Attempts counts the tries of the item: this one, then one more for
+	// each retry after a transient driver error.
+	w.Attempts = max(w.Attempts, 1)
 	budget := time.Now().Add(e.cfg.ExecBudget)
 	for {
 		if m.power == nil {
@@ -145,7 +148,6 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 			w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, failure.code, failure.msg
 			return e.finish(ctx, &w, &m, log)
 		case driver.IsTransient(err):
-			w.Attempts++
 			if w.Attempts >= e.cfg.MaxAttempts {
 				w.State, w.ErrorCode = apiv1.ItemFailed, CodeDriverError
 				if errors.Is(err, driver.ErrControllerUnreachable) {
@@ -155,10 +157,11 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 				return e.finish(ctx, &w, &m, log)
 			}
 			log.Warn("transient driver error; retrying", "step", w.Step, "attempt", w.Attempts, "err", err)
+			w.Attempts++
 			if err := e.save(ctx, &w, nil, "", false); err != nil {
 				return err
 			}
-			backoff := e.cfg.RetryBase << min(w.Attempts-1, 6)
+			backoff := e.cfg.RetryBase << min(w.Attempts-2, 6)
 			if time.Now().Add(backoff).After(budget) {
 				return river.JobSnooze(backoff)
 			}
@@ -230,6 +233,13 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 		}
 		if w.ErrorCode == CodeStartTimeout {
 			instState = apiv1.StateError
+		}
+		if w.ErrorCode == CodeShutdownTimeout && instState == apiv1.StateStopping {
+			// The guest ignored the shutdown request and runs on (a
+			// driver may still report the request as pending): RUNNING is
+			// what the machine is, and what makes the next offline reset
+			// ask for consent to force it again.
+			instState = apiv1.StateRunning
 		}
 	}
 	if w.State == apiv1.ItemSucceeded {

@@ -764,7 +764,7 @@ func errorStatuses() map[int][]string {
 	byCode := maps.Clone(statusOf)
 	for code, status := range map[string]int{
 		codeInvalidJSON: http.StatusBadRequest, codeUnknownField: http.StatusBadRequest,
-		codeBodyTooLarge: http.StatusRequestEntityTooLarge, codeRateLimited: http.StatusTooManyRequests,
+		codeBodyTooLarge: http.StatusRequestEntityTooLarge,
 		codeNotFound: http.StatusNotFound, codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
 	} {
 		if _, ok := byCode[code]; !ok {
