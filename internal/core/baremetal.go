@@ -68,7 +68,8 @@ type bareMetal struct {
 // and its credentials are the operator's.
 func (s *Service) prepareBareMetal(ctx context.Context, p Principal, req *apiv1.InstanceCreate) (*bareMetal, error) {
 	if !p.Admin {
-		return nil, errorf(CodeForbidden, "only an admin may register a server with a BMC")
+		return nil, errorf(CodeLinkForbidden, "only the operator (an admin) may register an instance with, or change, a power or guest link; "+
+			"a server with a BMC is registered by the operator")
 	}
 	if req.Power.Driver != IPMIDriver {
 		return nil, errorf(CodeInvalidArgument, "bmc: only for a power link of driver %q", IPMIDriver)
@@ -76,8 +77,11 @@ func (s *Service) prepareBareMetal(ctx context.Context, p Principal, req *apiv1.
 	if req.BMC == nil {
 		return nil, errorf(CodeInvalidArgument, "bmc: the BMC's user and password are required with power driver %q", IPMIDriver)
 	}
-	if s.bmcs == nil {
-		return nil, errorf(CodeUnknownDriver, "this server has no BMC driver")
+	if _, ok := s.drivers.Power[IPMIDriver]; !ok || s.bmcs == nil {
+		return nil, errorf(CodeUnknownDriver, "power.driver: %q is not a power driver of this server", IPMIDriver)
+	}
+	if _, ok := s.drivers.Guest[AgentGuestDriver]; !ok {
+		return nil, errorf(CodeUnknownDriver, "guest.driver: this server has no agent channel (%q)", AgentGuestDriver)
 	}
 	if req.Guest.Driver == "" {
 		// The server's fleetpass agent joins the instance when it enrols.
@@ -171,7 +175,8 @@ func (s *Service) powerLinkFree(ctx context.Context, tx *sql.Tx, in apiv1.Instan
 		return err
 	}
 	if taken {
-		return errorf(CodeInstanceExists, "a server with the BMC at %s is registered already", in.Power.Address)
+		return &Error{Code: CodeLinkInUse, Message: fmt.Sprintf("a server with the BMC at %s is registered already: one machine has one record", in.Power.Address),
+			Details: map[string]any{"link": "power"}}
 	}
 	return nil
 }
@@ -210,7 +215,7 @@ func (s *Service) BMCOf(ctx context.Context, instanceID string) (BMCLogin, error
 // stay.
 func (s *Service) SetBMC(ctx context.Context, p Principal, id string, req apiv1.BMCUpdate) (apiv1.Instance, error) {
 	if !p.Admin {
-		return apiv1.Instance{}, errorf(CodeForbidden, "only an admin may change a server's BMC settings")
+		return apiv1.Instance{}, errorf(CodeLinkForbidden, "only the operator (an admin) may change a server's power link or BMC settings")
 	}
 	in, err := s.GetInstance(ctx, p, id)
 	if err != nil {
@@ -314,8 +319,13 @@ func (s *Service) SetBMCObserved(ctx context.Context, id, state, fault string) e
 	return err
 }
 
-// withBMCs fills the BMC status of the bare-metal instances in list.
-func (s *Service) withBMCs(ctx context.Context, list []apiv1.Instance) error {
+// withBMCs fills the BMC status of the bare-metal instances in list, for
+// the operator only: a BMC's address, user and faults are the operator's
+// infrastructure, as host URIs and socket paths are.
+func (s *Service) withBMCs(ctx context.Context, p Principal, list []apiv1.Instance) error {
+	if !p.Admin {
+		return nil
+	}
 	var ids []string
 	for _, in := range list {
 		if in.Power.Driver == IPMIDriver {

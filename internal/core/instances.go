@@ -55,22 +55,17 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 	if !userNameRe.MatchString(user) {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "adminUser: not a valid user name")
 	}
-	if _, ok := s.drivers.Power[req.Power.Driver]; !ok {
-		return apiv1.Instance{}, errorf(CodeUnknownDriver, "power.driver: %q is not a power driver of this server", req.Power.Driver)
-	}
 	var bm *bareMetal
 	if req.Power.Driver == IPMIDriver || req.BMC != nil {
+		// A BMC link has rules of its own (and no guest address until the
+		// server's agent enrols); the operator-only rule is the same.
 		var err error
 		if bm, err = s.prepareBareMetal(ctx, p, &req); err != nil {
 			return apiv1.Instance{}, err
 		}
 		defer sealer.Wipe(bm.login.Password)
-	}
-	if _, ok := s.drivers.Guest[req.Guest.Driver]; !ok {
-		return apiv1.Instance{}, errorf(CodeUnknownDriver, "guest.driver: %q is not a guest channel of this server", req.Guest.Driver)
-	}
-	if req.Power.Address == "" || (req.Guest.Address == "" && bm == nil) {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "power.address and guest.address are required")
+	} else if err := s.checkLinks(ctx, s.store.DB, p, tenant, req.Power, req.Guest); err != nil {
+		return apiv1.Instance{}, err
 	}
 	in := apiv1.Instance{ID: NewID("ins", 10), Tenant: tenant, Name: name, OSType: req.OSType, AdminUser: user,
 		State: apiv1.StatePending, Power: req.Power, Guest: req.Guest}
@@ -88,13 +83,16 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 			}
 			return err
 		}
+		if err := s.checkQuota(ctx, tx, tenant, 1); err != nil {
+			return err
+		}
 		if bm != nil {
 			if err := s.powerLinkFree(ctx, tx, in); err != nil {
 				return err
 			}
 		}
 		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
-			return err
+			return linkError(err)
 		}
 		if bm != nil {
 			if err := s.createBareMetal(ctx, tx, &in, bm); err != nil {
@@ -128,7 +126,7 @@ func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv
 	}
 	s.fillMethods(&in)
 	list := []apiv1.Instance{in}
-	if err := s.withBMCs(ctx, list); err != nil {
+	if err := s.withBMCs(ctx, p, list); err != nil {
 		return apiv1.Instance{}, internal(err)
 	}
 	return list[0], nil
@@ -151,10 +149,11 @@ func (s *Service) fillMethods(in *apiv1.Instance) {
 
 // DeleteInstance removes an idle instance p may see.
 func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) error {
-	if _, err := s.GetInstance(ctx, p, id); err != nil {
+	in, err := s.GetInstance(ctx, p, id)
+	if err != nil {
 		return err
 	}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if err := s.store.DeleteInstance(ctx, tx, id); err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				return &Error{Code: CodeInstanceBusy, Message: "the instance has an operation in progress",
@@ -162,7 +161,8 @@ func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) er
 			}
 			return err
 		}
-		return s.audit(ctx, tx, p, p.Tenant, "instance.delete", id, "")
+		// Audited in the instance's tenant, whoever deleted it.
+		return s.audit(ctx, tx, p, in.Tenant, "instance.delete", id, "")
 	})
 	return wrapStore(err)
 }
@@ -237,7 +237,7 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 		last := list[limit-1]
 		out.NextCursor = encodeCursor(instanceCursor{Name: last.Name, ID: last.ID})
 	}
-	if err := s.withBMCs(ctx, out.Instances); err != nil {
+	if err := s.withBMCs(ctx, p, out.Instances); err != nil {
 		return apiv1.InstanceList{}, internal(err)
 	}
 	return out, nil

@@ -48,8 +48,8 @@ func TestRegistrationIsAdminOnly(t *testing.T) {
 	}
 	req := apiv1.InstanceCreate{Name: "bm-x", OSType: "linux", Power: apiv1.DriverLink{Driver: "ipmi", Address: bmc.Addr()},
 		BMC: &apiv1.BMCCredentials{User: bmc.User, Password: bmc.Password}}
-	if _, err := tenant.CreateInstance(ctx, req); apiCode(err) != "FORBIDDEN" {
-		t.Fatalf("a tenant key registering a BMC: %v, want FORBIDDEN", err)
+	if _, err := tenant.CreateInstance(ctx, req); apiCode(err) != "LINK_FORBIDDEN" {
+		t.Fatalf("a tenant key registering a BMC: %v, want LINK_FORBIDDEN", err)
 	}
 	if got := bmc.HookCalls(); len(got) > 1 {
 		t.Errorf("the BMC was used for a refused request: %q", got)
@@ -59,15 +59,20 @@ func TestRegistrationIsAdminOnly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the admin registering it into acme: %v", err)
 	}
-	if _, err := tenant.SetBMC(ctx, in.ID, apiv1.BMCUpdate{Password: "other"}); apiCode(err) != "FORBIDDEN" {
-		t.Fatalf("a tenant key changing the BMC: %v, want FORBIDDEN", err)
+	if _, err := tenant.SetBMC(ctx, in.ID, apiv1.BMCUpdate{Password: "other"}); apiCode(err) != "LINK_FORBIDDEN" {
+		t.Fatalf("a tenant key changing the BMC: %v, want LINK_FORBIDDEN", err)
 	}
+	// The BMC is the operator's infrastructure: the tenant sees its server,
+	// not the BMC's address, user or faults.
 	seen, err := tenant.GetInstance(ctx, in.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if seen.BMC == nil || seen.BMC.User != bmc.User {
-		t.Errorf("the tenant sees BMC %+v, want its address and user", seen.BMC)
+	if seen.BMC != nil {
+		t.Errorf("the tenant sees BMC %+v, want none", seen.BMC)
+	}
+	if in.BMC == nil || in.BMC.User != bmc.User {
+		t.Errorf("the operator sees BMC %+v, want its address and user", in.BMC)
 	}
 }
 
@@ -135,8 +140,8 @@ func TestRegistrationChecksTheBMC(t *testing.T) {
 	// One BMC, one server.
 	res = e.cli(bmc.Password+"\n", "instances", "add", "bm-2", "--os", "linux", "--ipmi", bmc.Addr(), "--ipmi-user", bmc.User,
 		"--ipmi-password-stdin")
-	if res.err == nil || !strings.Contains(res.err.Error(), "INSTANCE_EXISTS") {
-		t.Errorf("a second server on the same BMC: %v, want INSTANCE_EXISTS", res.err)
+	if res.err == nil || !strings.Contains(res.err.Error(), "LINK_IN_USE") {
+		t.Errorf("a second server on the same BMC: %v, want LINK_IN_USE", res.err)
 	}
 
 	// A reset of a server whose agent never enrolled fails before any
@@ -185,8 +190,8 @@ func TestBMCFaultsDuringOperations(t *testing.T) {
 		}
 		s.bmc.Kill()
 		it := wantItem(t, e.wait(op.ID), apiv1.ItemFailed, "BMC_UNREACHABLE")
-		if !strings.Contains(it.Message, s.bmc.Addr()) {
-			t.Errorf("message %q does not name the BMC", it.Message)
+		if !strings.Contains(it.Message, "BMC does not answer") || !strings.Contains(it.Detail, s.bmc.Addr()) {
+			t.Errorf("message %q, detail %q: want them to say the BMC does not answer, and where", it.Message, it.Detail)
 		}
 		if !s.g.Running() {
 			t.Error("the server went off although its BMC was gone")
@@ -206,7 +211,7 @@ func TestBMCFaultsDuringOperations(t *testing.T) {
 		s.chassis.setFailPower(true)
 		defer s.chassis.setFailPower(false)
 		it := wantItem(t, e.power(apiv1.ActionStart, "", s), apiv1.ItemFailed, "POWER_COMMAND_FAILED")
-		t.Logf("item message: %s", it.Message)
+		t.Logf("item message: %s (detail: %s)", it.Message, it.Detail)
 		wantPower(t, s, false)
 		s.chassis.setFailPower(false)
 		wantItem(t, e.power(apiv1.ActionStart, "", s), apiv1.ItemSucceeded, "")

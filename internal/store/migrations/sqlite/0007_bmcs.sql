@@ -20,10 +20,14 @@ CREATE TABLE bmcs (
     updated_at       INTEGER NOT NULL
 );
 
--- One BMC drives one server: a second instance on the same BMC address
--- would let two records (or tenants) power the same machine.
-CREATE UNIQUE INDEX instances_bmc_address ON instances(power_driver, power_address) WHERE power_driver IN ('ipmi', 'redfish');
+-- A bare-metal server registered with its BMC has a guest link with no
+-- address until its agent enrols: an empty address is no link, and many
+-- servers may await their agents at once. (One BMC, one server, is the
+-- unique power link of 0006.)
+DROP INDEX instances_guest_link;
+CREATE UNIQUE INDEX instances_guest_link ON instances(guest_driver, guest_host, guest_address) WHERE guest_address <> '';
 
 -- +goose Down
-DROP INDEX instances_bmc_address;
+DROP INDEX instances_guest_link;
+CREATE UNIQUE INDEX instances_guest_link ON instances(guest_driver, guest_host, guest_address);
 DROP TABLE bmcs;
