@@ -48,8 +48,8 @@ func TestRegistrationIsAdminOnly(t *testing.T) {
 	}
 	req := apiv1.InstanceCreate{Name: "bm-x", OSType: "linux", Power: apiv1.DriverLink{Driver: "ipmi", Address: bmc.Addr()},
 		BMC: &apiv1.BMCCredentials{User: bmc.User, Password: bmc.Password}}
-	if _, err := tenant.CreateInstance(ctx, req); apiCode(err) != "LINK_FORBIDDEN" {
-		t.Fatalf("a tenant key registering a BMC: %v, want LINK_FORBIDDEN", err)
+	if _, err := tenant.CreateInstance(ctx, req); apiCode(err) != "DRIVER_LINK_FORBIDDEN" {
+		t.Fatalf("a tenant key registering a BMC: %v, want DRIVER_LINK_FORBIDDEN", err)
 	}
 	if got := bmc.HookCalls(); len(got) > 1 {
 		t.Errorf("the BMC was used for a refused request: %q", got)
@@ -59,8 +59,8 @@ func TestRegistrationIsAdminOnly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the admin registering it into acme: %v", err)
 	}
-	if _, err := tenant.SetBMC(ctx, in.ID, apiv1.BMCUpdate{Password: "other"}); apiCode(err) != "LINK_FORBIDDEN" {
-		t.Fatalf("a tenant key changing the BMC: %v, want LINK_FORBIDDEN", err)
+	if _, err := tenant.SetBMC(ctx, in.ID, apiv1.BMCUpdate{Password: "other"}); apiCode(err) != "DRIVER_LINK_FORBIDDEN" {
+		t.Fatalf("a tenant key changing the BMC: %v, want DRIVER_LINK_FORBIDDEN", err)
 	}
 	// The BMC is the operator's infrastructure: the tenant sees its server,
 	// not the BMC's address, user or faults.
