@@ -59,7 +59,9 @@ func TestVerifyRefuses(t *testing.T) {
 		want   error
 	}{
 		{"no Authorization", func(in *Input) { in.Authorization = "" }, now, ErrMissingAuthorization},
-		{"another scheme", func(in *Input) { in.Authorization = strings.Replace(in.Authorization, "TC3-HMAC-SHA256", "ZC2-HMAC-SHA256", 1) }, now, ErrMalformedAuthorization},
+		{"another scheme", func(in *Input) {
+			in.Authorization = strings.Replace(in.Authorization, "TC3-HMAC-SHA256", "ZC2-HMAC-SHA256", 1)
+		}, now, ErrMalformedAuthorization},
 		{"another service", func(in *Input) { in.Service = "bm" }, now, ErrWrongService},
 		{"no timestamp", func(in *Input) { in.Timestamp = "" }, now, ErrInvalidTimestamp},
 		{"signed timestamp", func(in *Input) { in.Timestamp = "+" + in.Timestamp[1:] }, now, ErrInvalidTimestamp},
