@@ -239,21 +239,24 @@ func checkIDs(service string, ids []string) error {
 	if len(ids) > core.MaxBatch {
 		return apiErr(CodeLimitExceeded, fmt.Sprintf("InstanceIds: at most %d instances a request, got %d", core.MaxBatch, len(ids)))
 	}
-	var malformed []string
-	for _, id := range ids {
+	malformed, first := 0, -1
+	for i, id := range ids {
 		if !core.ValidInstanceID(id) {
-			malformed = append(malformed, id)
+			malformed++
+			if first < 0 {
+				first = i
+			}
 		}
 	}
-	if len(malformed) > 0 {
+	if malformed > 0 {
 		code := CodeInstanceIDMalformed
 		if service == ServiceBM {
 			code = CodeInvalidParameter
 		}
-		// The ids are echoed bounded and quoted: they are the caller's
-		// own input and hold no secret, but may hold anything.
-		return apiErr(code, fmt.Sprintf("InstanceIds: %d malformed instance id(s), such as %q; ids look like ins-1a2b3c4d",
-			len(malformed), truncate(malformed[0], 40)))
+		// Positions, not values: a malformed id may be anything, a
+		// password pasted into the wrong field included.
+		return apiErr(code, fmt.Sprintf("InstanceIds: %d malformed instance id(s), the first at position %d; ids look like ins-1a2b3c4d",
+			malformed, first+1))
 	}
 	return nil
 }
