@@ -16,8 +16,13 @@ import (
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
 )
+
+// TestMain stops the throwaway PostgreSQL cluster of a run on PostgreSQL.
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
 // realServer is a whole fleetpass server in process, with the sim fleet,
 // for the CLI's end-to-end tests.
@@ -32,7 +37,7 @@ func startRealServer(t *testing.T) *realServer {
 	cfg := engine.DefaultConfig()
 	cfg.PollInterval, cfg.GuestTimeout, cfg.FetchPoll = 10*time.Millisecond, 300*time.Millisecond, 10*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.Open(ctx, server.Config{Listen: "127.0.0.1:0", DataDir: dir, Sim: true, Engine: cfg,
+	srv, err := server.Open(ctx, server.Config{Listen: "127.0.0.1:0", DataDir: dir, DatabaseURL: storetest.DatabaseURL(t), Sim: true, Engine: cfg,
 		SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		cancel()

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetpass/fleetpass/internal/agentserver"
+	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/server"
 )
@@ -21,7 +22,8 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run the fleetpass server",
 		Long: `Run the fleetpass server: the native API (/v1), metrics (/metrics) and health
-checks (/healthz, /readyz), on SQLite in the data directory.
+checks (/healthz, /readyz), on SQLite in the data directory, or on
+PostgreSQL 15 or newer with --database-url (see docs/postgresql.md).
 
 The first start creates an admin API key and writes it to
 <data-dir>/admin-credentials (mode 0600); set FLEETPASS_ADMIN_KEY_ID and
@@ -51,6 +53,12 @@ the next start.`,
 				return usageErrorf("--log-format must be text or json")
 			}
 			cfg.Out = cmd.OutOrStdout()
+			if cfg.Demo {
+				demoTimeouts(&cfg, cmd.Flags().Changed)
+			}
+			if cfg.DatabaseURL == "" {
+				cfg.DatabaseURL = os.Getenv("FLEETPASS_DATABASE_URL")
+			}
 			if cfg.LibvirtTenant == "" && cfg.Demo {
 				// So the console's demo user sees the host's VMs beside
 				// the simulated fleet.
@@ -70,7 +78,9 @@ the next start.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", envOr("FLEETPASS_LISTEN", "127.0.0.1:8080"), "address to listen on")
 	f.StringVar(&cfg.DataDir, "data-dir", envOr("FLEETPASS_DATA_DIR", "./fleetpass-data"), "data directory (database, keys, credentials)")
-	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL for replicated mode (not yet supported)")
+	// No env default here: --help prints defaults, and a URL may carry a password.
+	f.StringVar(&cfg.DatabaseURL, "database-url", "",
+		"PostgreSQL database, postgres://user@host:port/db (or FLEETPASS_DATABASE_URL); empty: SQLite in the data directory")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key file (PEM)")
 	f.BoolVar(&cfg.Demo, "demo", false, "seed a simulated demo fleet")
@@ -87,6 +97,8 @@ the next start.`,
 	f.IntVar(&cfg.API.Burst, "rate-burst", 200, "burst of requests allowed per API key")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 15*time.Second, "how often idle instances' states are read from their drivers")
 	f.StringArrayVar(&cfg.LibvirtHosts, "libvirt", nil, "libvirt URI to manage, e.g. qemu:///system (repeatable; added as a host unless registered already)")
+	f.StringVar(&cfg.DiskHelper, "disk-helper", envOr("FLEETPASS_DISK_HELPER", ""),
+		"fleetpass-diskreset helper for disk resets of libvirt VMs (default: beside this executable, then on PATH; \"off\" disables them)")
 	f.StringVar(&cfg.LibvirtTenant, "libvirt-tenant", "", "tenant of the hosts --libvirt adds (default: demo with --demo, else admin)")
 	agentDefaults := agentserver.DefaultConfig()
 	f.DurationVar(&cfg.Agent.Silence, "agent-silence", envDuration("FLEETPASS_AGENT_SILENCE", agentDefaults.Silence),
@@ -113,4 +125,22 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// demoTimeouts gives the demo its short timeouts where the flags were not
+// set explicitly.
+func demoTimeouts(cfg *server.Config, changed func(flag string) bool) {
+	for _, t := range []struct {
+		flag string
+		v    *time.Duration
+		demo time.Duration
+	}{
+		{"guest-timeout", &cfg.Engine.GuestTimeout, demo.GuestTimeout},
+		{"shutdown-timeout", &cfg.Engine.ShutdownTimeout, demo.ShutdownTimeout},
+		{"boot-timeout", &cfg.Engine.BootTimeout, demo.BootTimeout},
+	} {
+		if !changed(t.flag) {
+			*t.v = t.demo
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
@@ -48,8 +49,8 @@ func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.A
 		return apiv1.AgentTokenCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
 	}
 	name := strings.TrimSpace(req.InstanceName)
-	if len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
-		return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "instanceName: at most 128 printable characters")
+	if len(name) > 128 || ctlchar.Contains(name) {
+		return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "instanceName: at most 128 printable characters (no control characters)")
 	}
 	ttl := DefaultAgentTokenTTL
 	if req.TTL != "" {
@@ -116,10 +117,10 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "publicKey: an X25519 public key of 32 bytes")
 	}
 	host := strings.TrimSpace(e.Hostname)
-	if host == "" || len(host) > 128 || strings.ContainsAny(host, "\x00\n\r\t") {
-		return AgentIdentity{}, errorf(CodeInvalidArgument, "hostname: 1-128 printable characters")
+	if host == "" || len(host) > 128 || ctlchar.Contains(host) {
+		return AgentIdentity{}, errorf(CodeInvalidArgument, "hostname: 1-128 printable characters (no control characters)")
 	}
-	if len(e.Version) > 64 {
+	if len(e.Version) > 64 || ctlchar.Contains(e.Version) {
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "version: at most 64 characters")
 	}
 	if _, ok := s.drivers.Guest[AgentGuestDriver]; !ok {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -67,7 +68,7 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 			h.Name = "local"
 		}
 	}
-	if len(h.Name) > 128 || strings.ContainsAny(h.Name, "\x00\n\r\t") {
+	if len(h.Name) > 128 || ctlchar.Contains(h.Name) {
 		return apiv1.Host{}, errorf(CodeInvalidArgument, "name: at most 128 printable characters")
 	}
 	switch {
@@ -204,6 +205,12 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 	}
 	changed := false
 	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		// Two reconciles of one host at once (a resync beside an event,
+		// or two replicas) would each find a new domain missing and both
+		// add it: they take turns instead.
+		if err := s.store.LockHost(ctx, tx, h.ID); err != nil {
+			return err
+		}
 		existing, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
 		if err != nil {
 			return err
@@ -215,6 +222,9 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 		seen := make(map[string]bool, len(domains))
 		for _, d := range domains {
 			seen[d.UUID] = true
+			// A host's domain names are another system's input: shown
+			// as text, never as terminal controls.
+			d.Name = ctlchar.Replace(d.Name)
 			osType := d.OSType
 			if osType == "" {
 				osType = h.DefaultOSType

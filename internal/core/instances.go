@@ -6,9 +6,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
+	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -38,8 +41,8 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		return apiv1.Instance{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
 	}
 	name := strings.TrimSpace(req.Name)
-	if name == "" || len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters")
+	if name == "" || len(name) > 128 || ctlchar.Contains(name) {
+		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters (no control characters)")
 	}
 	if req.OSType != OSLinux && req.OSType != OSWindows {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "osType: must be linux or windows")
@@ -94,7 +97,23 @@ func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv
 	if err != nil {
 		return apiv1.Instance{}, internal(err)
 	}
+	s.fillMethods(&in)
 	return in, nil
+}
+
+// fillMethods sets the reset methods this server can use on in: guest
+// unless its host says it has no guest channel, disk when its guest driver
+// can edit disks on this server and it is not a Windows machine.
+func (s *Service) fillMethods(in *apiv1.Instance) {
+	in.ResetMethods = nil
+	if !in.NoGuestChannel {
+		in.ResetMethods = append(in.ResetMethods, apiv1.MethodGuest)
+	}
+	if de, ok := s.drivers.Guest[in.Guest.Driver].(driver.DiskEditor); ok && in.OSType != "windows" {
+		if ok, _ := de.DiskResets(); ok {
+			in.ResetMethods = append(in.ResetMethods, apiv1.MethodDisk)
+		}
+	}
 }
 
 // DeleteInstance removes an idle instance p may see.
@@ -114,6 +133,11 @@ func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) er
 	})
 	return wrapStore(err)
 }
+
+// instanceStates are the states a list may filter on.
+var instanceStates = []string{apiv1.StatePending, apiv1.StateRunning, apiv1.StateStopping, apiv1.StateStopped,
+	apiv1.StateStarting, apiv1.StateRebooting, apiv1.StateResettingPassword, apiv1.StateError,
+	apiv1.StateUnknown, apiv1.StateMissing}
 
 // InstanceQuery filters a list of instances.
 type InstanceQuery struct {
@@ -146,6 +170,12 @@ func decodeCursor(c string, v any) error {
 // ListInstances lists a page of the instances p may see, ordered by name
 // then id (a stable order: a page boundary survives inserts and deletes).
 func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuery) (apiv1.InstanceList, error) {
+	if q.State != "" && !slices.Contains(instanceStates, strings.ToUpper(q.State)) {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "state: not an instance state; one of %s", strings.Join(instanceStates, ", "))
+	}
+	if q.OSType != "" && q.OSType != OSLinux && q.OSType != OSWindows {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
+	}
 	f := store.InstanceFilter{Tenant: p.scope(), State: strings.ToUpper(q.State), OSType: q.OSType, NamePrefix: q.NamePrefix,
 		Limit: clampLimit(q.Limit) + 1}
 	if q.Tenant != "" {
@@ -164,6 +194,9 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	list, err := s.store.ListInstances(ctx, f)
 	if err != nil {
 		return apiv1.InstanceList{}, internal(err)
+	}
+	for i := range list {
+		s.fillMethods(&list[i])
 	}
 	out := apiv1.InstanceList{Instances: list}
 	if limit := f.Limit - 1; len(list) > limit {

@@ -21,8 +21,10 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/ratelimit"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -65,6 +67,7 @@ type Service struct {
 	log     *slog.Logger
 	drivers engine.Drivers
 	hosts   HostConnector
+	limiter *ratelimit.Limiter
 
 	touchMu sync.Mutex
 	touched map[string]time.Time
@@ -178,8 +181,8 @@ func (s *Service) CreateKey(ctx context.Context, p Principal, req apiv1.KeyCreat
 	if tenant != p.Tenant && !p.Admin {
 		return apiv1.KeyCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
 	}
-	if len(req.Name) > 100 {
-		return apiv1.KeyCreated{}, errorf(CodeInvalidArgument, "name: at most 100 characters")
+	if len(req.Name) > 100 || ctlchar.Contains(req.Name) {
+		return apiv1.KeyCreated{}, errorf(CodeInvalidArgument, "name: at most 100 printable characters (no control characters)")
 	}
 	id, secret := NewKeyMaterial()
 	var out apiv1.KeyCreated

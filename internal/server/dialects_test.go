@@ -19,7 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,14 +90,36 @@ func TestTestSignersMatchKnownVectors(t *testing.T) {
 
 // signings counts the requests the tests sign. The action API's signature
 // covers the body and the second it was made, not the path or action: two
-// identical requests in one second are one signature, and the second is
-// refused as a replay (docs/api-action.md). Tests that send the same body
-// several times in a second therefore sign each at a different second of
-// the five-minute window.
-var signings atomic.Int64
+// identical requests in one second are one signature, and the second gets
+// the first one's answer (docs/api-action.md). Tests that mean to send the
+// same body twice as two requests therefore sign each at a second of the
+// five-minute window no other request of the test binary was signed at (a
+// counter's offset from now is not enough: when the clock ticks between
+// two signings, now-(n+1) is the second now-n was).
+var signings struct {
+	mu   sync.Mutex
+	used map[int64]bool
+}
 
 func distinctTime() time.Time {
-	return time.Now().Add(-time.Duration(signings.Add(1)%200) * time.Second)
+	signings.mu.Lock()
+	defer signings.mu.Unlock()
+	now := time.Now().Unix()
+	if signings.used == nil {
+		signings.used = make(map[int64]bool)
+	}
+	for sec := range signings.used {
+		if sec < now-300 {
+			delete(signings.used, sec)
+		}
+	}
+	for sec := now; sec > now-240; sec-- {
+		if !signings.used[sec] {
+			signings.used[sec] = true
+			return time.Unix(sec, 0)
+		}
+	}
+	return time.Now()
 }
 
 type actionCall struct {
@@ -373,14 +395,14 @@ func TestActionAPIErrorCodes(t *testing.T) {
 		})
 	}
 
-	t.Run("replay", func(t *testing.T) {
+	t.Run("signature reused", func(t *testing.T) {
 		ts := time.Now()
 		call := actionCall{key: k, action: "DescribeInstances", body: "{}", at: ts}
 		actionOK(t, e.sendAction(call))
-		actionError(t, e.sendAction(call), 401, "AUTH_FAILURE_REQUEST_REPLAYED")
-		// The same request to the other path is the same signature.
+		actionOK(t, e.sendAction(call)) // an identical read is served
+		// The same signature on the other path is bound to the first.
 		call.path = "/api/v2/zec"
-		actionError(t, e.sendAction(call), 401, "AUTH_FAILURE_REQUEST_REPLAYED")
+		actionError(t, e.sendAction(call), 401, "AUTH_FAILURE_SIGNATURE_REUSED")
 	})
 
 	t.Run("busy instance", func(t *testing.T) {

@@ -20,7 +20,12 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
 )
+
+// TestMain stops the throwaway PostgreSQL cluster of a run on PostgreSQL.
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
 // syncBuffer is a log sink tests can read while the server writes.
 type syncBuffer struct {
@@ -46,9 +51,12 @@ type env struct {
 	srv     *Server
 	http    *httptest.Server
 	dataDir string
-	logs    *syncBuffer
-	out     *syncBuffer
-	admin   key
+	// databaseURL is the PostgreSQL database of a run on PostgreSQL
+	// (FLEETPASS_TEST_DATABASE=postgres), else empty: SQLite in dataDir.
+	databaseURL string
+	logs        *syncBuffer
+	out         *syncBuffer
+	admin       key
 }
 
 type key struct{ id, secret string }
@@ -79,8 +87,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	e := &env{t: t, dataDir: t.TempDir(), logs: &syncBuffer{}, out: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
+	e.databaseURL = storetest.DatabaseURL(t)
 	srv, err := Open(ctx, Config{
-		Listen: "127.0.0.1:0", DataDir: e.dataDir, Sim: true, Engine: o.engine,
+		Listen: "127.0.0.1:0", DataDir: e.dataDir, DatabaseURL: e.databaseURL, Sim: true, Engine: o.engine,
 		API:          nativeapi.Config{RateLimit: o.rateLimit, Burst: o.burst},
 		SyncInterval: time.Hour,
 		Log:          slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

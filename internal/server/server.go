@@ -16,11 +16,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fleetpass/fleetpass/internal/agentserver"
+	"github.com/fleetpass/fleetpass/internal/console"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
@@ -33,6 +35,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/qga"
+	"github.com/fleetpass/fleetpass/internal/ratelimit"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -67,6 +70,10 @@ type Config struct {
 	LibvirtTenant string
 	// Libvirt tunes the libvirt driver; zero fields take defaults.
 	Libvirt libvirt.Config
+	// DiskHelper is the fleetpass-diskreset helper for disk resets of
+	// libvirt VMs: a path, "" to look beside the executable then on PATH,
+	// or "off" to disable disk resets.
+	DiskHelper string
 
 	Log *slog.Logger
 	// Out receives the messages meant for the operator at start-up (where
@@ -105,9 +112,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 15 * time.Second
 	}
-	if cfg.DatabaseURL != "" {
-		return nil, errors.New("--database-url (PostgreSQL) is not supported yet; omit it to use SQLite in the data directory")
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -127,7 +131,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sealer = seal
-	if s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
+	if cfg.DatabaseURL != "" {
+		s.store, err = store.OpenPostgres(ctx, cfg.DatabaseURL)
+	} else {
+		s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db"))
+	}
+	if err != nil {
 		return nil, err
 	}
 	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{}}
@@ -146,6 +155,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if lvcfg.Log == nil {
 		lvcfg.Log = cfg.Log
 	}
+	if lvcfg.Disk == nil && lvcfg.DiskUnavailable == "" {
+		lvcfg.Disk, lvcfg.DiskUnavailable = diskResets(ctx, cfg.DiskHelper, cfg.Log)
+	}
 	s.libvirt = libvirt.New(lvcfg)
 	drivers.Power[core.LibvirtDriver], drivers.Guest[core.LibvirtDriver] = s.libvirt, s.libvirt
 	if err := s.addAgentDrivers(&drivers); err != nil {
@@ -162,6 +174,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.svc = core.New(s.store, s.engine, seal, s.bus, drivers, cfg.Log)
 	s.hosts = newLibvirtHosts(s.libvirt, s.engine)
 	s.svc.SetHostConnector(s.hosts)
+	s.svc.SetRateLimiter(ratelimit.New(cfg.API.RateLimit, cfg.API.Burst, func(door string) {
+		s.metrics.RateLimited.WithLabelValues(door).Inc()
+	}))
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
@@ -247,6 +262,13 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		// A browser asks for HTML: it opens the console. Programs (curl,
+		// monitoring) keep the plain answer.
+		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, console.Prefix+"/", http.StatusFound)
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "fleetpass is running. API: /v1 (OpenAPI at /v1/openapi.json), metrics: /metrics.")
 	})
