@@ -15,7 +15,5 @@ import (
 func (s *Server) registerDialects(mux *http.ServeMux) {
 	actionapi.New(s.svc, s.log, s.metrics, nil).Register(mux)
 	baremetal.New(s.svc, s.log, s.metrics, nil).Register(mux)
-	// Rate limiting: pass the shared per-key limiter with WithRateLimit
-	// once the front doors have one (answered RequestLimitExceeded).
 	tencent.New(s.svc, s.log, s.metrics, nil).Register(mux)
 }

@@ -220,7 +220,7 @@ func TestTencentBareMetalSharesTheTaskNumbers(t *testing.T) {
 		body: `{"InstanceIds":["` + in.ID + `"],"Password":"Metal9pass"}`})
 	var task int64
 	if err := json.Unmarshal(a.Response["TaskId"], &task); err != nil || task <= 0 {
-		t.Fatalf("TaskId: %s", a.Response["TaskId"])
+		t.Fatalf("TaskId: %v", a.Response)
 	}
 	res := e.pollTask(k, "DescribeOperationResult", task)
 	if res.Status != 1 || len(res.SubtaskStatus) != 1 || res.SubtaskStatus[0].InstanceID != in.ID {

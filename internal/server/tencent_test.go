@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -421,5 +422,24 @@ func TestTencentSDKAuthentication(t *testing.T) {
 				t.Errorf("got %q (%v), want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// The key's request budget is the one every front door shares; spent, it
+// is answered RequestLimitExceeded, which the SDK knows.
+func TestTencentSDKRateLimit(t *testing.T) {
+	e := newEnv(t, envOpts{rateLimit: 0.01, burst: 3})
+	k := e.newKey("acme")
+	c := e.cvmClient(k)
+	var codes []string
+	for range 2 {
+		_, err := c.DescribeInstances(cvm.NewDescribeInstancesRequest())
+		codes = append(codes, sdkCode(t, err))
+	}
+	e.mustDo(k, "GET", "/v1/instances", nil, http.StatusOK, nil)
+	_, err := c.DescribeInstances(cvm.NewDescribeInstancesRequest())
+	codes = append(codes, sdkCode(t, err))
+	if !slices.Equal(codes, []string{"", "", "RequestLimitExceeded"}) {
+		t.Errorf("codes %q", codes)
 	}
 }

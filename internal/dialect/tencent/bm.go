@@ -20,7 +20,7 @@ func (a *API) doBM(ctx context.Context, p core.Principal, req Request) (map[stri
 		// The product's own rule, as in its 2.0 API.
 		policy := password.BareMetal()
 		op, err := a.svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, Mode: apiv1.ModeOnline,
-			Password: req.Password, Policy: &policy, Require: core.RequireRunningGuest})
+			Password: req.Password, Policy: &policy, Require: core.RequireRunningGuest, NumberTask: true})
 		if err != nil {
 			return nil, err
 		}

@@ -108,6 +108,10 @@ func fromCore(service string, err error) *Error {
 		return &Error{Code: CodeInvalidParameterValue, Message: msg}
 	case core.CodeUnauthenticated:
 		return &Error{Code: CodeSecretIDNotFound, Message: "the SecretId is unknown or revoked"}
+	case core.CodeRateLimited:
+		// Tencent's SDKs retry this code by themselves when configured to
+		// (RateLimitExceededMaxRetries).
+		return &Error{Code: CodeRequestLimitExceeded, Message: "too many requests for this SecretId; retry later"}
 	case core.CodeForbidden:
 		return &Error{Code: "UnauthorizedOperation", Message: msg}
 	}

@@ -49,9 +49,6 @@ type API struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	now     func() time.Time
-	// allow, if set, is asked once per authenticated request whether the
-	// key may make another; false is answered RequestLimitExceeded.
-	allow func(ctx context.Context, p core.Principal) bool
 }
 
 // New makes the API. now is the clock signatures are checked against (nil:
@@ -61,13 +58,6 @@ func New(svc *core.Service, log *slog.Logger, m *metrics.Metrics, now func() tim
 		now = time.Now
 	}
 	return &API{svc: svc, log: log, metrics: m, now: now}
-}
-
-// WithRateLimit makes the API ask allow before serving each authenticated
-// request; a refusal is answered RequestLimitExceeded.
-func (a *API) WithRateLimit(allow func(ctx context.Context, p core.Principal) bool) *API {
-	a.allow = allow
-	return a
 }
 
 // Register adds POST / to mux.
@@ -126,10 +116,6 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) int {
 		return a.writeErr(w, r, service, err)
 	}
 	httpx.SetLogAttrs(r.Context(), slog.String("principal", p.ID), slog.String("action", metricAction(action)))
-	if a.allow != nil && !a.allow(r.Context(), p) {
-		a.metrics.RateLimited.WithLabelValues("tencent").Inc()
-		return a.writeErr(w, r, service, apiErr(CodeRequestLimitExceeded, "too many requests for this SecretId; retry later"))
-	}
 	req, err := Parse(service, action, r.Header.Get("Content-Type"), body)
 	defer sealer.Wipe(req.Password)
 	if err != nil {
@@ -167,6 +153,10 @@ func (a *API) authenticate(r *http.Request, body []byte, service string) (core.P
 	if _, err := tc3.Verify(tc3.NewInput(r, body, service), lookup, a.now()); err != nil {
 		return core.Principal{}, fromSignature(service, err)
 	}
+	// The key's budget is shared with every front door.
+	if err := a.svc.Throttle(p, "tencent"); err != nil {
+		return core.Principal{}, err
+	}
 	p.Address, p.RequestID = httpx.ClientAddr(r), httpx.RequestID(r.Context())
 	return p, nil
 }
@@ -188,6 +178,10 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, service string, e
 	}
 	if e.Code == CodeInternalError {
 		a.log.ErrorContext(r.Context(), "Tencent API request failed", "code", e.Code, "err", err)
+	}
+	if d := core.RetryAfter(err); d > 0 {
+		// Not Tencent's, but harmless to its clients and useful to others.
+		w.Header().Set("Retry-After", strconv.Itoa(int(d.Seconds())))
 	}
 	writeJSON(w, map[string]any{"Response": map[string]any{
 		"Error": errorBody{Code: e.Code, Message: e.Message}, "RequestId": httpx.RequestID(r.Context())}})
