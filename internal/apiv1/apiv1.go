@@ -190,18 +190,21 @@ const (
 
 // Item is one instance's part of an operation.
 type Item struct {
-	InstanceID   string     `json:"instanceId"`
-	InstanceName string     `json:"instanceName"`
-	State        string     `json:"state"`
-	Step         string     `json:"step"`
-	Mode         string     `json:"mode,omitempty"`
-	Method       string     `json:"method,omitempty"`
-	User         string     `json:"user,omitempty"`
-	ErrorCode    string     `json:"errorCode,omitempty"`
-	Message      string     `json:"message,omitempty"`
-	Attempts     int        `json:"attempts"`
-	StartedAt    *time.Time `json:"startedAt,omitempty"`
-	FinishedAt   *time.Time `json:"finishedAt,omitempty"`
+	InstanceID   string `json:"instanceId"`
+	InstanceName string `json:"instanceName"`
+	State        string `json:"state"`
+	Step         string `json:"step"`
+	Mode         string `json:"mode,omitempty"`
+	Method       string `json:"method,omitempty"`
+	User         string `json:"user,omitempty"`
+	ErrorCode    string `json:"errorCode,omitempty"`
+	Message      string `json:"message,omitempty"`
+	// Detail is what the driver said of a failure (socket paths, host
+	// URIs, agent ids): shown to the operator (admin) only.
+	Detail     string     `json:"detail,omitempty"`
+	Attempts   int        `json:"attempts"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }
 
 // Requester records who asked for an operation, and from where.
