@@ -3,8 +3,12 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,5 +92,27 @@ func TestSecurity_TheDemosDeadAgentMachineFailsWithinAbout15Seconds(t *testing.T
 			t.Fatal("the demo server did not come up")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSecurity_ACertificateNameMismatchSuggestsPinningTheFingerprint pins
+// issue 10 item 16: the CLI answered a self-signed certificate's name
+// mismatch with Go's x509 error alone.
+func TestSecurity_ACertificateNameMismatchSuggestsPinningTheFingerprint(t *testing.T) {
+	plain := startRealServer(t)
+	// The same server behind TLS with a certificate that names 127.0.0.1
+	// and example.com, reached as localhost: a name mismatch.
+	ts := httptest.NewTLSServer(plain.srv.Handler())
+	t.Cleanup(ts.Close)
+	env := maps.Clone(plain.env)
+	env[envServer] = strings.Replace(ts.URL, "127.0.0.1", "localhost", 1)
+	r := runCLI(t, env, "", "instances", "list")
+	sum := sha256.Sum256(ts.Certificate().Raw)
+	fp := hex.EncodeToString(sum[:])
+	if r.code == 0 || !strings.Contains(r.stderr, "--tls-fingerprint "+fp) || !strings.Contains(r.stderr, "does not name localhost") {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, env, "", "--tls-fingerprint", fp, "instances", "list"); r.code != 0 {
+		t.Fatalf("with the suggested pin: exit %d: %s", r.code, r.stderr)
 	}
 }
