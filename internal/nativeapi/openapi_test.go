@@ -760,8 +760,8 @@ func errorStatuses() map[int][]string {
 	byCode := maps.Clone(statusOf)
 	for code, status := range map[string]int{
 		codeInvalidJSON: http.StatusBadRequest, codeUnknownField: http.StatusBadRequest,
-		codeBodyTooLarge: http.StatusRequestEntityTooLarge,
-		codeNotFound: http.StatusNotFound, codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
+		codeBodyTooLarge: http.StatusRequestEntityTooLarge, codeNotFound: http.StatusNotFound,
+		codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
 	} {
 		if _, ok := byCode[code]; !ok {
 			byCode[code] = status
