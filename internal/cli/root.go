@@ -176,7 +176,14 @@ func exitCode(err error) int {
 }
 
 func printError(w io.Writer, cmd *cobra.Command, err error) {
-	fmt.Fprintf(w, "fleetpass: %s\n", ctlchar.Escape(err.Error()))
+	msg := err.Error()
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) {
+		// The server's messages name its API's fields; here the flags
+		// that set them are what the reader can act on.
+		msg = flagWords.Replace(msg)
+	}
+	fmt.Fprintf(w, "fleetpass: %s\n", ctlchar.Escape(msg))
 	var ae *client.APIError
 	if errors.As(err, &ae) && len(ae.Details) > 0 {
 		if d, jerr := json.Marshal(ae.Details); jerr == nil {
@@ -331,6 +338,18 @@ func isLoopback(host string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// flagWords rewrites the API field names of server messages as the CLI's
+// flags and arguments.
+var flagWords = strings.NewReplacer(
+	"forceStop", "--force-stop",
+	"give either a password or generate: true", "give either --password-stdin or --generate",
+	": stopMode:", ": --mode:",
+	": instanceIds:", ": instances:",
+	": mode:", ": --mode:",
+	": user:", ": --user:",
+	": method:", ": --method:",
+)
 
 // tlsHint suggests pinning the certificate when the server's certificate
 // is refused for its name or its signer, as a self-signed one is; the
