@@ -190,21 +190,21 @@ const (
 
 // Item is one instance's part of an operation.
 type Item struct {
-	InstanceID   string     `json:"instanceId"`
-	InstanceName string     `json:"instanceName"`
-	State        string     `json:"state"`
-	Step         string     `json:"step"`
-	Mode         string     `json:"mode,omitempty"`
+	InstanceID   string `json:"instanceId"`
+	InstanceName string `json:"instanceName"`
+	State        string `json:"state"`
+	Step         string `json:"step"`
+	Mode         string `json:"mode,omitempty"`
 	// Shutdown tells that the item shuts its machine down (an offline
 	// reset of a machine that was on when the operation was accepted).
-	Shutdown     bool       `json:"shutdown,omitempty"`
-	Method       string     `json:"method,omitempty"`
-	User         string     `json:"user,omitempty"`
-	ErrorCode    string     `json:"errorCode,omitempty"`
-	Message      string     `json:"message,omitempty"`
-	Attempts     int        `json:"attempts"`
-	StartedAt    *time.Time `json:"startedAt,omitempty"`
-	FinishedAt   *time.Time `json:"finishedAt,omitempty"`
+	Shutdown   bool       `json:"shutdown,omitempty"`
+	Method     string     `json:"method,omitempty"`
+	User       string     `json:"user,omitempty"`
+	ErrorCode  string     `json:"errorCode,omitempty"`
+	Message    string     `json:"message,omitempty"`
+	Attempts   int        `json:"attempts"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }
 
 // Requester records who asked for an operation, and from where.
