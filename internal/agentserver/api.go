@@ -95,6 +95,8 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.InfoContext(r.Context(), "agent enrolled", "agent_id", id.AgentID, "instance_id", id.InstanceID,
 		"tenant", id.Tenant, "hostname", req.Hostname)
+	// The answer carries the agent's secret: no cache may keep it.
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, agentproto.EnrollResponse{AgentID: id.AgentID, InstanceID: id.InstanceID,
 		Tenant: id.Tenant, Secret: id.Secret})
 }

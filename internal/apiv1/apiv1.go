@@ -197,11 +197,14 @@ type Item struct {
 	Mode         string `json:"mode,omitempty"`
 	// Shutdown tells that the item shuts its machine down (an offline
 	// reset of a machine that was on when the operation was accepted).
-	Shutdown   bool       `json:"shutdown,omitempty"`
-	Method     string     `json:"method,omitempty"`
-	User       string     `json:"user,omitempty"`
-	ErrorCode  string     `json:"errorCode,omitempty"`
-	Message    string     `json:"message,omitempty"`
+	Shutdown  bool   `json:"shutdown,omitempty"`
+	Method    string `json:"method,omitempty"`
+	User      string `json:"user,omitempty"`
+	ErrorCode string `json:"errorCode,omitempty"`
+	Message   string `json:"message,omitempty"`
+	// Detail is what the driver said of a failure (socket paths, host
+	// URIs, agent ids): shown to the operator (admin) only.
+	Detail     string     `json:"detail,omitempty"`
 	Attempts   int        `json:"attempts"`
 	StartedAt  *time.Time `json:"startedAt,omitempty"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetpass/fleetpass/internal/agentserver"
+	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/server"
@@ -100,6 +101,12 @@ the next start.`,
 	f.StringVar(&cfg.DiskHelper, "disk-helper", envOr("FLEETPASS_DISK_HELPER", ""),
 		"fleetpass-diskreset helper for disk resets of libvirt VMs (default: beside this executable, then on PATH; \"off\" disables them)")
 	f.StringVar(&cfg.LibvirtTenant, "libvirt-tenant", "", "tenant of the hosts --libvirt adds (default: demo with --demo, else admin)")
+	f.StringArrayVar(&cfg.QGASocketDirs, "qga-socket-dir", nil,
+		"directory whose QEMU guest agent sockets the qga channel may dial (repeatable; none: the qga channel dials nothing)")
+	f.IntVar(&cfg.MaxInstancesPerTenant, "max-instances-per-tenant", core.DefaultMaxInstancesPerTenant,
+		"most instances one tenant may have (registration, agent enrolment and host inventory stop there)")
+	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxies", nil,
+		"reverse proxies (CIDR,...) whose X-Forwarded-For gives the client's address; other peers' forwarding headers are ignored")
 	agentDefaults := agentserver.DefaultConfig()
 	f.DurationVar(&cfg.Agent.Silence, "agent-silence", envDuration("FLEETPASS_AGENT_SILENCE", agentDefaults.Silence),
 		"an agent unheard for this long counts as not alive")

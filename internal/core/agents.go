@@ -150,14 +150,17 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 		case err == nil:
 			id.InstanceID = in.ID
 			if err := s.store.SetInstanceGuest(ctx, tx, in.ID, guest); err != nil {
-				return err
+				return linkError(err)
 			}
 		case errors.Is(err, store.ErrNotFound):
 			in = apiv1.Instance{ID: id.InstanceID, Tenant: tok.Tenant, Name: name, OSType: e.OSType,
 				AdminUser: DefaultAdminUser(e.OSType), State: apiv1.StatePending,
 				Power: apiv1.DriverLink{Driver: ManualPowerDriver, Address: id.AgentID}, Guest: guest}
-			if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+			if err := s.checkQuota(ctx, tx, tok.Tenant, 1); err != nil {
 				return err
+			}
+			if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+				return linkError(err)
 			}
 		default:
 			return err

@@ -219,6 +219,11 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 		for _, in := range existing {
 			byUUID[in.Power.Address] = in
 		}
+		have, err := s.store.CountTenantInstances(ctx, tx, h.Tenant)
+		if err != nil {
+			return err
+		}
+		skipped := 0
 		seen := make(map[string]bool, len(domains))
 		for _, d := range domains {
 			seen[d.UUID] = true
@@ -230,7 +235,14 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 				osType = h.DefaultOSType
 			}
 			in, ok := byUUID[d.UUID]
+			if !ok && have >= s.quota() {
+				// The tenant is full: its other machines stay out until
+				// the operator raises the quota or the tenant deletes some.
+				skipped++
+				continue
+			}
 			if !ok {
+				have++
 				link := apiv1.DriverLink{Driver: h.Driver, Host: h.ID, Address: d.UUID}
 				in = apiv1.Instance{ID: NewID("ins", 10), Tenant: h.Tenant, Name: d.Name, OSType: osType,
 					AdminUser: DefaultAdminUser(osType), State: d.State, Power: link, Guest: link}
@@ -270,6 +282,10 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 				return err
 			}
 			changed = changed || c
+		}
+		if skipped > 0 {
+			s.log.Warn("inventory: the host's tenant is at its instance quota; machines left out",
+				"host_id", h.ID, "tenant", h.Tenant, "left_out", skipped, "quota", s.quota())
 		}
 		return nil
 	})

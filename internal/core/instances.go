@@ -54,14 +54,8 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 	if !userNameRe.MatchString(user) {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "adminUser: not a valid user name")
 	}
-	if _, ok := s.drivers.Power[req.Power.Driver]; !ok {
-		return apiv1.Instance{}, errorf(CodeUnknownDriver, "power.driver: %q is not a power driver of this server", req.Power.Driver)
-	}
-	if _, ok := s.drivers.Guest[req.Guest.Driver]; !ok {
-		return apiv1.Instance{}, errorf(CodeUnknownDriver, "guest.driver: %q is not a guest channel of this server", req.Guest.Driver)
-	}
-	if req.Power.Address == "" || req.Guest.Address == "" {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "power.address and guest.address are required")
+	if err := s.checkLinks(ctx, s.store.DB, p, tenant, req.Power, req.Guest); err != nil {
+		return apiv1.Instance{}, err
 	}
 	in := apiv1.Instance{ID: NewID("ins", 10), Tenant: tenant, Name: name, OSType: req.OSType, AdminUser: user,
 		State: apiv1.StatePending, Power: req.Power, Guest: req.Guest}
@@ -72,8 +66,11 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 			}
 			return err
 		}
-		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+		if err := s.checkQuota(ctx, tx, tenant, 1); err != nil {
 			return err
+		}
+		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+			return linkError(err)
 		}
 		if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
 			return err
@@ -118,10 +115,11 @@ func (s *Service) fillMethods(in *apiv1.Instance) {
 
 // DeleteInstance removes an idle instance p may see.
 func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) error {
-	if _, err := s.GetInstance(ctx, p, id); err != nil {
+	in, err := s.GetInstance(ctx, p, id)
+	if err != nil {
 		return err
 	}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if err := s.store.DeleteInstance(ctx, tx, id); err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				return &Error{Code: CodeInstanceBusy, Message: "the instance has an operation in progress",
@@ -129,7 +127,8 @@ func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) er
 			}
 			return err
 		}
-		return s.audit(ctx, tx, p, p.Tenant, "instance.delete", id, "")
+		// Audited in the instance's tenant, whoever deleted it.
+		return s.audit(ctx, tx, p, in.Tenant, "instance.delete", id, "")
 	})
 	return wrapStore(err)
 }

@@ -164,6 +164,10 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
+	tenant, err := oneTenant(insts)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
 
 	policy := req.Policy
 	if policy == nil {
@@ -257,7 +261,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 			Details: map[string]any{"instanceIds": needConsent}}
 	}
 
-	op := s.newOperation(p, apiv1.KindResetPassword)
+	op := s.newOperation(p, tenant, apiv1.KindResetPassword)
 	items := make([]store.ItemWork, len(insts))
 	for i, in := range insts {
 		sealed, err := s.sealer.Seal(req.Password, []byte(op.ID+"/"+in.ID))
@@ -362,6 +366,10 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
+	tenant, err := oneTenant(insts)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
 	var notReady []string
 	for _, in := range insts {
 		switch {
@@ -379,7 +387,7 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 		return apiv1.Operation{}, &Error{Code: code, Message: "these instances are not in a state that allows the action",
 			Details: map[string]any{"instanceIds": notReady}}
 	}
-	op := s.newOperation(p, kind)
+	op := s.newOperation(p, tenant, kind)
 	items := make([]store.ItemWork, len(insts))
 	for i, in := range insts {
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
@@ -388,8 +396,11 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, false)
 }
 
-func (s *Service) newOperation(p Principal, kind string) apiv1.Operation {
-	return apiv1.Operation{ID: NewID("op", 16), Kind: kind, Tenant: p.Tenant, Status: apiv1.OperationRunning,
+// newOperation makes an operation of tenant, the tenant of all its
+// instances (an admin acting on a tenant's instances makes that tenant's
+// operation, which the tenant sees with the admin as its requester).
+func (s *Service) newOperation(p Principal, tenant, kind string) apiv1.Operation {
+	return apiv1.Operation{ID: NewID("op", 16), Kind: kind, Tenant: tenant, Status: apiv1.OperationRunning,
 		RequestedBy: p.requester(), CreatedAt: s.store.Now().UTC().Truncate(time.Millisecond)}
 }
 
@@ -410,7 +421,9 @@ func (s *Service) replay(ctx context.Context, p Principal, key string, fingerpri
 	if err != nil {
 		return apiv1.Operation{}, false, internal(err)
 	}
-	return s.replayed(ctx, r, fingerprint)
+	op, ok, err := s.replayed(ctx, r, fingerprint)
+	redactItems(p, &op)
+	return op, ok, err
 }
 
 func (s *Service) replayed(ctx context.Context, r store.Idempotency, fingerprint []byte) (apiv1.Operation, bool, error) {
@@ -438,13 +451,6 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 	for i := range items {
 		items[i].OperationID, items[i].Tenant, items[i].Kind = op.ID, op.Tenant, op.Kind
 		ids[i] = items[i].InstanceID
-	}
-	// The operation belongs to the instances' tenant (an admin acting on a
-	// tenant's instances makes that tenant's operation).
-	if insts, err := s.store.GetInstances(ctx, s.store.DB, ids[:1]); err == nil {
-		if in, ok := insts[ids[0]]; ok {
-			op.Tenant = in.Tenant
-		}
 	}
 	var replayed *apiv1.Operation
 	accept := func(tx *sql.Tx) error {
@@ -513,6 +519,7 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		err = s.store.InTx(ctx, accept)
 	}
 	if replayed != nil && err == nil {
+		redactItems(p, replayed)
 		return *replayed, nil
 	}
 	if err != nil {
@@ -533,6 +540,7 @@ func (s *Service) GetOperation(ctx context.Context, p Principal, id string) (api
 	if err != nil {
 		return apiv1.Operation{}, internal(err)
 	}
+	redactItems(p, &op)
 	one := []apiv1.Operation{op}
 	s.nameRequesters(ctx, one)
 	return one[0], nil
@@ -600,6 +608,9 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 	if out.Operations == nil {
 		out.Operations = []apiv1.Operation{}
 	}
+	for i := range out.Operations {
+		redactItems(p, &out.Operations[i])
+	}
 	if limit := f.Limit - 1; len(ops) > limit {
 		out.Operations = ops[:limit]
 		last := ops[limit-1]
@@ -630,6 +641,9 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 		}
 		for _, row := range rows {
 			cursor = row.ID
+			if s.Revoked(ctx, p, row) {
+				return apiv1.Operation{}, ErrRevoked
+			}
 			if row.Type == events.TypeOperation && row.Ref == id {
 				if op, err = s.GetOperation(ctx, p, id); err != nil || op.Status != apiv1.OperationRunning {
 					return op, err

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,9 @@ type Principal struct {
 	Admin     bool
 	Address   string
 	RequestID string
+	// session is the hex SHA-256 of a console user's session token, so
+	// open streams can tell when that session ends.
+	session string
 }
 
 func (p Principal) requester() apiv1.Requester {
@@ -69,13 +73,19 @@ type Service struct {
 	hosts   HostConnector
 	limiter *ratelimit.Limiter
 
+	// maxPerTenant is the per-tenant instance quota.
+	maxPerTenant int
+	// hashSem bounds console password verifications at once.
+	hashSem chan struct{}
+
 	touchMu sync.Mutex
 	touched map[string]time.Time
 }
 
 // New makes the service.
 func New(s *store.Store, e *engine.Engine, seal *sealer.Sealer, bus *events.Bus, d engine.Drivers, log *slog.Logger) *Service {
-	return &Service{store: s, engine: e, sealer: seal, bus: bus, drivers: d, log: log, touched: make(map[string]time.Time)}
+	return &Service{store: s, engine: e, sealer: seal, bus: bus, drivers: d, log: log, touched: make(map[string]time.Time),
+		hashSem: make(chan struct{}, min(MaxConcurrentHashes, runtime.GOMAXPROCS(0)))}
 }
 
 // Bus is the event bus (for /v1/events).
@@ -235,15 +245,29 @@ func (s *Service) ListKeys(ctx context.Context, p Principal) ([]apiv1.Key, error
 
 // RevokeKey revokes a key p may see.
 func (s *Service) RevokeKey(ctx context.Context, p Principal, id string) error {
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	k, err := s.store.GetKey(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && k.Tenant != p.Tenant) {
+		return errorf(CodeKeyNotFound, "key %q not found or already revoked", id)
+	}
+	if err != nil {
+		return internal(err)
+	}
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if err := s.store.RevokeKey(ctx, tx, p.scope(), id); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeKeyNotFound, "key %q not found or already revoked", id)
 			}
 			return err
 		}
-		return s.audit(ctx, tx, p, p.Tenant, "key.revoke", id, "")
+		// The key's tenant sees who revoked its key, the admin included.
+		if err := s.audit(ctx, tx, p, k.Tenant, "key.revoke", id, ""); err != nil {
+			return err
+		}
+		return s.emitRevocation(ctx, tx, k.Tenant, "key:"+id)
 	})
+	if err == nil {
+		s.bus.Poke()
+	}
 	return wrapStore(err)
 }
 

@@ -158,3 +158,10 @@ func IsTransient(err error) bool {
 	var t *TransientError
 	return errors.As(err, &t)
 }
+
+// AddressChecker is implemented by drivers that can tell, when a link is
+// registered, that an address is not one they would ever act on (the qga
+// channel dials only sockets under the operator's directories).
+type AddressChecker interface {
+	CheckAddress(ref Ref) error
+}

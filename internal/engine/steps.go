@@ -40,6 +40,10 @@ const (
 	CodeDiskUnsupported      = "DISK_UNSUPPORTED"
 	CodeDiskInUse            = "DISK_IN_USE"
 	CodeDiskResetUnavailable = "DISK_RESET_UNAVAILABLE"
+	// CodeLinkMismatch ends an item whose instance's links are not its
+	// own when the engine is about to act on them (another instance holds
+	// one, or it names another tenant's host or agent).
+	CodeLinkMismatch = "DRIVER_LINK_MISMATCH"
 )
 
 // machine is what one execution knows of the item's instance.
@@ -54,6 +58,9 @@ type machine struct {
 // itemFailure ends an item with a code and a message for people.
 type itemFailure struct {
 	code, msg string
+	// detail is what the driver said: it may name other systems (socket
+	// paths, host URIs, agent ids), so only the operator reads it.
+	detail string
 }
 
 func (f *itemFailure) Error() string { return f.code + ": " + f.msg }
@@ -95,6 +102,19 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 	m.power = e.drivers.Power[inst.Power.Driver]
 	m.guest = e.drivers.Guest[inst.Guest.Driver]
 
+	// Defence in depth: the API refuses links that are not the
+	// instance's own, and the engine checks again before it acts.
+	if problem, err := e.linkProblem(ctx, w, inst); err != nil {
+		return err
+	} else if problem != "" {
+		log.Warn("refusing to act on links that are not the instance's own", "problem", problem)
+		w.State, w.ErrorCode = apiv1.ItemFailed, CodeLinkMismatch
+		w.Message, w.Detail = "the instance's machine links are not its own; nothing was done", problem
+		return e.finish(ctx, &w, nil, log)
+	}
+
+	// The per-host slot is keyed by the link's host, which linkProblem
+	// checked is a registered host of the tenant for host drivers.
 	release, err := e.hostSlot(ctx, inst.Power.Driver+"/"+inst.Power.Host)
 	if err != nil {
 		return err
@@ -137,12 +157,13 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 			case <-time.After(wait.d):
 			}
 		case errors.As(err, &failure):
-			w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, failure.code, failure.msg
+			w.State, w.ErrorCode, w.Message, w.Detail = apiv1.ItemFailed, failure.code, failure.msg, failure.detail
 			return e.finish(ctx, &w, &m, log)
 		case driver.IsTransient(err):
 			if w.Attempts >= e.cfg.MaxAttempts {
 				w.State, w.ErrorCode = apiv1.ItemFailed, CodeDriverError
-				w.Message = fmt.Sprintf("gave up after %d attempts: %v", w.Attempts, err)
+				w.Message = fmt.Sprintf("gave up after %d attempts: the driver kept failing", w.Attempts)
+				w.Detail = err.Error()
 				return e.finish(ctx, &w, &m, log)
 			}
 			log.Warn("transient driver error; retrying", "step", w.Step, "attempt", w.Attempts, "err", err)
@@ -165,6 +186,15 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 			return err
 		}
 	}
+}
+
+// linkProblem checks that the instance is the item's tenant's and that its
+// links are its own (see store.LinkOwnerProblem).
+func (e *Engine) linkProblem(ctx context.Context, w store.ItemWork, inst apiv1.Instance) (string, error) {
+	if inst.Tenant != w.Tenant {
+		return "the instance belongs to another tenant than its operation", nil
+	}
+	return e.store.LinkOwnerProblem(ctx, e.store.DB, inst, e.drivers.HostDriver, e.drivers.AgentDriver)
 }
 
 // to moves the item to step, recording it (and the instance state) before
@@ -332,7 +362,7 @@ func mapDriverError(err error, what string) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	}
-	return fail(CodeDriverError, "%s: %v", what, err)
+	return &itemFailure{code: CodeDriverError, msg: "the driver failed to " + what, detail: err.Error()}
 }
 
 // step performs at most one action of the item's current step and moves it

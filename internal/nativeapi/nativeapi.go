@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/httpx"
 	"github.com/fleetpass/fleetpass/internal/metrics"
 )
@@ -88,6 +89,8 @@ func (a *API) Routes() []Route {
 		{"GET", "/v1/hosts/{id}", a.getHost},
 		{"DELETE", "/v1/hosts/{id}", a.removeHost},
 		{"POST", "/v1/agent-tokens", a.createAgentToken},
+		{"GET", "/v1/agent-tokens", a.listAgentTokens},
+		{"DELETE", "/v1/agent-tokens/{id}", a.revokeAgentToken},
 	}
 }
 
@@ -202,6 +205,11 @@ var statusOf = map[string]int{
 	core.CodeGuestNotAlive:        http.StatusConflict,
 	core.CodeMethodUnsupported:    http.StatusConflict,
 	core.CodeIdempotencyKeyReused: http.StatusUnprocessableEntity,
+	core.CodeLinkForbidden:        http.StatusForbidden,
+	core.CodeLinkInUse:            http.StatusConflict,
+	core.CodeCrossTenantBatch:     http.StatusBadRequest,
+	core.CodeInstanceQuota:        http.StatusForbidden,
+	core.CodeAgentTokenNotFound:   http.StatusNotFound,
 	core.CodeRateLimited:          http.StatusTooManyRequests,
 	core.CodeStoreUnavailable:     http.StatusServiceUnavailable,
 	core.CodeInternal:             http.StatusInternalServerError,
@@ -569,6 +577,15 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p core.Principal) e
 		}
 		for _, row := range rows {
 			after = row.ID
+			if row.Type == events.TypeRevocation {
+				if a.svc.Revoked(ctx, p, row) {
+					// The key was revoked or the session ended: the
+					// stream ends with it.
+					_ = rc.Flush()
+					return nil
+				}
+				continue
+			}
 			if !core.EventVisible(p, row.Tenant) || (opFilter != "" && !(row.Type != "instance" && row.Ref == opFilter)) {
 				continue
 			}

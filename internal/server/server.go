@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,17 @@ type Config struct {
 	// or "off" to disable disk resets.
 	DiskHelper string
 
+	// QGASocketDirs are the only directories whose QEMU guest agent
+	// sockets the qga channel dials (--qga-socket-dir); none: it dials no
+	// socket at all.
+	QGASocketDirs []string
+	// MaxInstancesPerTenant is the per-tenant instance quota; zero means
+	// core.DefaultMaxInstancesPerTenant.
+	MaxInstancesPerTenant int
+	// TrustedProxies are the reverse proxies (CIDRs) whose X-Forwarded-For
+	// gives the client's address (--trusted-proxies).
+	TrustedProxies []string
+
 	Log *slog.Logger
 	// Out receives the messages meant for the operator at start-up (where
 	// the credentials are, the URL): standard output for `serve`.
@@ -98,6 +110,7 @@ type Server struct {
 	hosts   *libvirtHosts
 	handler http.Handler
 	ready   bool
+	trusted []netip.Prefix
 }
 
 // Open prepares a server: data directory, database, engine, bootstrap and
@@ -112,17 +125,27 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 15 * time.Second
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	trusted, err := httpx.ParsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("--trusted-proxies: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Log}
+	qgaDirs := make([]string, 0, len(cfg.QGASocketDirs))
+	for _, d := range cfg.QGASocketDirs {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("--qga-socket-dir %q: must be an absolute path", d)
+		}
+		qgaDirs = append(qgaDirs, filepath.Clean(d))
+	}
+	if err := secureDataDir(cfg.DataDir, cfg.Log); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, trusted: trusted}
 	ok := false
 	defer func() {
 		if !ok {
 			s.closeAll()
 		}
 	}()
-	var err error
 	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -134,13 +157,20 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DatabaseURL != "" {
 		s.store, err = store.OpenPostgres(ctx, cfg.DatabaseURL)
 	} else {
+		if err := createPrivate(filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
+			return nil, err
+		}
 		s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db"))
 	}
 	if err != nil {
 		return nil, err
 	}
-	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{}}
+	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{},
+		HostDriver: core.LibvirtDriver, AgentDriver: core.AgentGuestDriver}
 	if cfg.Demo || cfg.Sim || cfg.SimLoad > 0 {
+		if err := createPrivate(filepath.Join(cfg.DataDir, "sim-fleet.db")); err != nil {
+			return nil, err
+		}
 		if s.sim, err = sim.Open(ctx, filepath.Join(cfg.DataDir, "sim-fleet.db"), sim.Options{}); err != nil {
 			return nil, fmt.Errorf("simulated fleet: %w", err)
 		}
@@ -148,7 +178,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	// The QEMU guest agent on a unix socket the host exposes: the address
 	// of an instance's guest link is the socket's path.
-	drivers.Guest["qga"] = &qga.Channel{}
+	drivers.Guest["qga"] = &qga.Channel{SocketDirs: qgaDirs}
 	// libvirt hosts: power and the QEMU guest agent through libvirt. The
 	// driver always exists; it has nothing to do until a host is added.
 	lvcfg := cfg.Libvirt
@@ -172,6 +202,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.svc = core.New(s.store, s.engine, seal, s.bus, drivers, cfg.Log)
+	s.svc.SetMaxInstancesPerTenant(cfg.MaxInstancesPerTenant)
 	s.hosts = newLibvirtHosts(s.libvirt, s.engine)
 	s.svc.SetHostConnector(s.hosts)
 	s.svc.SetRateLimiter(ratelimit.New(cfg.API.RateLimit, cfg.API.Burst, func(door string) {
@@ -223,6 +254,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		return float64(n)
 	})
+	if err := privateFiles(cfg.DataDir, cfg.Log); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes()
 	ok = true
 	return s, nil
@@ -272,7 +306,7 @@ func (s *Server) routes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "fleetpass is running. API: /v1 (OpenAPI at /v1/openapi.json), metrics: /metrics.")
 	})
-	return httpx.Middleware(s.log, mux)
+	return httpx.Middleware(s.log, mux, s.trusted...)
 }
 
 // Start starts the background work (engine, event bus, inventory sync)

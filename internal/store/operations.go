@@ -59,7 +59,7 @@ func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operat
 }
 
 const itemColumns = `i.operation_id, o.tenant_id, i.instance_id, i.seq, i.instance_name, i.kind, i.state, i.step, i.mode,
-	i.user_name, i.force_stop, i.stop_mode, i.deadline, i.error_code, i.message, i.attempts, i.sealed_secret,
+	i.user_name, i.force_stop, i.stop_mode, i.deadline, i.error_code, i.message, i.detail, i.attempts, i.sealed_secret,
 	i.started_at, i.finished_at, i.updated_at, i.method, i.was_running, i.shutdown`
 
 func scanItem(sc interface{ Scan(...any) error }) (ItemWork, error) {
@@ -68,7 +68,7 @@ func scanItem(sc interface{ Scan(...any) error }) (ItemWork, error) {
 	var deadline, started, finished sql.NullInt64
 	var updated int64
 	err := sc.Scan(&w.OperationID, &w.Tenant, &w.InstanceID, &w.Seq, &w.InstanceName, &w.Kind, &w.State, &w.Step,
-		&w.Mode, &w.User, &force, &w.StopMode, &deadline, &w.ErrorCode, &w.Message, &w.Attempts, &w.SealedSecret,
+		&w.Mode, &w.User, &force, &w.StopMode, &deadline, &w.ErrorCode, &w.Message, &w.Detail, &w.Attempts, &w.SealedSecret,
 		&started, &finished, &updated, &w.Method, &wasRunning, &shutdown)
 	if err != nil {
 		return w, err
@@ -100,9 +100,9 @@ func (s *Store) GetItem(ctx context.Context, q Querier, opID, instanceID string)
 // FinishItem.
 func (s *Store) SaveItem(ctx context.Context, q Querier, w *ItemWork) error {
 	_, err := s.c(q).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, mode = ?, method = ?, was_running = ?, deadline = ?,
-		error_code = ?, message = ?, attempts = ?, sealed_secret = ?, started_at = ?, finished_at = ?, updated_at = ?
+		error_code = ?, message = ?, detail = ?, attempts = ?, sealed_secret = ?, started_at = ?, finished_at = ?, updated_at = ?
 		WHERE operation_id = ? AND instance_id = ?`,
-		w.State, w.Step, w.Mode, w.Method, boolInt(w.WasRunning), nullMS(w.Deadline), w.ErrorCode, w.Message, w.Attempts, w.SealedSecret,
+		w.State, w.Step, w.Mode, w.Method, boolInt(w.WasRunning), nullMS(w.Deadline), w.ErrorCode, w.Message, w.Detail, w.Attempts, w.SealedSecret,
 		nullMS(w.StartedAt), nullMS(w.FinishedAt), ms(s.now()), w.OperationID, w.InstanceID)
 	if err != nil {
 		return fmt.Errorf("save item: %w", err)
@@ -122,10 +122,10 @@ func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork, instSta
 	w.FinishedAt = ptr(fromMS(ms(now)))
 	// Only the transition into a terminal state counts, so a retried
 	// finish after a crash cannot count an item twice.
-	res, err := s.c(tx).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, error_code = ?, message = ?, attempts = ?,
+	res, err := s.c(tx).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, error_code = ?, message = ?, detail = ?, attempts = ?,
 		sealed_secret = NULL, deadline = NULL, finished_at = ?, updated_at = ?
 		WHERE operation_id = ? AND instance_id = ? AND state NOT IN (?, ?)`,
-		w.State, w.Step, w.ErrorCode, w.Message, w.Attempts, ms(now), ms(now), w.OperationID, w.InstanceID,
+		w.State, w.Step, w.ErrorCode, w.Message, w.Detail, w.Attempts, ms(now), ms(now), w.OperationID, w.InstanceID,
 		apiv1.ItemSucceeded, apiv1.ItemFailed)
 	if err != nil {
 		return "", fmt.Errorf("finish item: %w", err)
