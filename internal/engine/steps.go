@@ -527,10 +527,8 @@ func (e *Engine) editDisk(ctx context.Context, w *store.ItemWork, m *machine) er
 	if err != nil {
 		return err
 	}
-	start := time.Now()
 	err = de.EditDisk(ctx, m.gref, w.User, pw)
 	sealer.Wipe(pw)
-	e.metrics.StepDuration.WithLabelValues(w.Kind, apiv1.StepEditingDisk+"_edit").Observe(time.Since(start).Seconds())
 	if err == nil {
 		return e.to(ctx, w, m, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
 	}
