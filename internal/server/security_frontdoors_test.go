@@ -350,7 +350,7 @@ func TestSecurity_ListsAreEmptyArraysNeverNull(t *testing.T) {
 	k := e.newKey("empty")
 	for _, who := range []key{k, e.admin} {
 		for _, path := range []string{"/v1/instances", "/v1/instances?state=ERROR", "/v1/operations", "/v1/keys", "/v1/tenants",
-			"/v1/audit", "/v1/hosts"} {
+			"/v1/audit", "/v1/hosts", "/v1/agent-tokens"} {
 			r := e.do(who, "GET", path, nil)
 			if r.status == http.StatusForbidden {
 				continue // admin-only lists
@@ -363,6 +363,20 @@ func TestSecurity_ListsAreEmptyArraysNeverNull(t *testing.T) {
 				t.Errorf("GET %s as %s: null at %v: %s", path, who.id, nulls, r.body)
 			}
 		}
+	}
+	// The dialects' lists too.
+	for _, r := range []reply{
+		e.sendAction(actionCall{key: k, action: "DescribeInstances", body: "{}"}),
+		e.sendAction(actionCall{key: k, path: "/api/v2/zec", action: "DescribeInstancesStatus", body: "{}"}),
+	} {
+		var v any
+		_ = json.Unmarshal(r.body, &v)
+		if nulls := nullArrays("", v); len(nulls) > 0 || !strings.Contains(string(r.body), `"dataSet":[]`) {
+			t.Errorf("action API: null at %v: %s", nulls, r.body)
+		}
+	}
+	if r, _ := e.sendBM(bmCall{key: k, params: url.Values{"Action": {"DescribeDeviceList"}}}); !strings.Contains(string(r.body), `"deviceList":[]`) {
+		t.Errorf("bare-metal API: %s", r.body)
 	}
 	// An operation's own lists.
 	in := e.addMachine(machineOpts{name: "web", running: true})
