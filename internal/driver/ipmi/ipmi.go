@@ -321,6 +321,8 @@ func (d *Driver) withSession(ctx context.Context, ref driver.Ref, idempotent boo
 			return nil
 		}
 		d.drop(ref.InstanceID, s)
+		d.cfg.Log.Debug("ipmi: exchange failed; session dropped", "instance_id", ref.InstanceID, "bmc", bmc.Address, "what", what,
+			"err", oneLine(err.Error()))
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -379,9 +381,11 @@ func (d *Driver) session(ctx context.Context, id string, bmc BMC) (*session, boo
 	if err != nil {
 		s.mu.Unlock()
 		d.drop(id, s)
+		d.cfg.Log.Debug("ipmi: no session", "instance_id", id, "bmc", bmc.Address, "err", err)
 		return nil, false, err
 	}
 	s.c, s.closed = c, false
+	d.cfg.Log.Debug("ipmi: session opened", "instance_id", id, "bmc", bmc.Address, "user", bmc.User, "cipher_suite", bmc.CipherSuite)
 	return s, true, nil
 }
 
