@@ -24,13 +24,21 @@ const maxBody = 16 << 10
 type API struct {
 	svc   *core.Service
 	store *store.Store
+	queue commandQueue
 	ch    *Channel
 	log   *slog.Logger
 }
 
+// commandQueue is what a held poll reads and takes: the store (its tests
+// count the calls, since taking is a write and reading is not).
+type commandQueue interface {
+	TakeAgentCommands(ctx context.Context, q store.Querier, agentID string) ([]store.AgentCommand, error)
+	HasAgentCommands(ctx context.Context, q store.Querier, agentID string) (bool, error)
+}
+
 // NewAPI makes the endpoints over the service and the channel.
 func NewAPI(svc *core.Service, s *store.Store, ch *Channel, log *slog.Logger) *API {
-	return &API{svc: svc, store: s, ch: ch, log: log}
+	return &API{svc: svc, store: s, queue: s, ch: ch, log: log}
 }
 
 // Register adds the routes to mux.
@@ -149,21 +157,26 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 	defer hold.Stop()
 	tick := time.NewTicker(a.ch.cfg.Recheck)
 	defer tick.Stop()
+	// Taking commands is a write (it marks them sent); an idle recheck only
+	// reads, and takes only when another replica stored something.
+	take := true
 	for {
-		cmds, err := a.store.TakeAgentCommands(ctx, a.store.DB, ag.ID)
-		if err != nil {
-			a.writeErr(w, r, err)
-			return
-		}
-		// An agent that is starting gets an answer at once, even empty: it
-		// reports ready only after this one.
-		if len(cmds) > 0 || !req.Ready {
-			out := agentproto.PollResponse{Commands: make([]agentproto.Command, len(cmds))}
-			for i, c := range cmds {
-				out.Commands[i] = agentproto.Command{ID: c.ID, Kind: c.Kind, User: c.User, Sealed: c.Sealed}
+		if take {
+			cmds, err := a.queue.TakeAgentCommands(ctx, a.store.DB, ag.ID)
+			if err != nil {
+				a.writeErr(w, r, err)
+				return
 			}
-			writeJSON(w, http.StatusOK, out)
-			return
+			// An agent that is starting gets an answer at once, even empty:
+			// it reports ready only after this one.
+			if len(cmds) > 0 || !req.Ready {
+				out := agentproto.PollResponse{Commands: make([]agentproto.Command, len(cmds))}
+				for i, c := range cmds {
+					out.Commands[i] = agentproto.Command{ID: c.ID, Kind: c.Kind, User: c.User, Sealed: c.Sealed}
+				}
+				writeJSON(w, http.StatusOK, out)
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -183,11 +196,15 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, agentproto.PollResponse{Commands: []agentproto.Command{}})
 			return
 		case <-wake:
+			take = true
 		case <-tick.C:
-			// Another replica may have stored a command.
-			if has, err := a.store.HasAgentCommands(ctx, a.store.DB, ag.ID); err != nil || !has {
-				continue
+			// Another replica may have stored a command. A failed read
+			// is retried at the next tick; the hold ends the poll anyway.
+			has, err := a.queue.HasAgentCommands(ctx, a.store.DB, ag.ID)
+			if err != nil && ctx.Err() == nil {
+				a.log.WarnContext(ctx, "recheck agent commands", "agent_id", ag.ID, "err", err)
 			}
+			take = err == nil && has
 		}
 	}
 }
