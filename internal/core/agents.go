@@ -215,7 +215,7 @@ func (s *Service) AuthenticateAgent(ctx context.Context, agentID string, secret 
 		return store.Agent{}, unauth
 	}
 	if err != nil {
-		return store.Agent{}, internal(err)
+		return store.Agent{}, storeFailed(err)
 	}
 	if subtle.ConstantTimeCompare(hashSecret(secret), a.SecretHash) != 1 {
 		return store.Agent{}, unauth
@@ -224,7 +224,7 @@ func (s *Service) AuthenticateAgent(ctx context.Context, agentID string, secret 
 	if _, err := s.store.GetInstance(ctx, s.store.DB, a.InstanceID); errors.Is(err, store.ErrNotFound) {
 		return store.Agent{}, unauth
 	} else if err != nil {
-		return store.Agent{}, internal(err)
+		return store.Agent{}, storeFailed(err)
 	}
 	return a, nil
 }

@@ -26,7 +26,7 @@ const (
 func (s *Service) UseSignature(ctx context.Context, replayKey string, expires time.Time) error {
 	fresh, err := s.store.UseReplayKey(ctx, replayKey, expires)
 	if err != nil {
-		return internal(err)
+		return storeFailed(err)
 	}
 	if !fresh {
 		return errorf(CodeReplayedRequest, "this signature was already used; sign every request anew")
@@ -43,7 +43,7 @@ func (s *Service) TaskNumber(ctx context.Context, p Principal, opID string) (int
 	}
 	n, err := s.store.TaskNumber(ctx, opID)
 	if err != nil {
-		return 0, internal(err)
+		return 0, storeFailed(err)
 	}
 	return n, nil
 }
@@ -56,7 +56,7 @@ func (s *Service) OperationByTask(ctx context.Context, p Principal, n int64) (ap
 		return apiv1.Operation{}, errorf(CodeTaskNotFound, "task %d not found", n)
 	}
 	if err != nil {
-		return apiv1.Operation{}, internal(err)
+		return apiv1.Operation{}, storeFailed(err)
 	}
 	op, err := s.GetOperation(ctx, p, opID)
 	if CodeOf(err) == CodeOperationNotFound {
@@ -94,7 +94,7 @@ func (s *Service) SearchInstances(ctx context.Context, p Principal, q SearchQuer
 	list, total, err := s.store.SearchInstances(ctx, store.InstanceSearch{Tenant: p.scope(), IDs: q.IDs, States: q.States,
 		NameContains: q.NameContains, Offset: q.Offset, Limit: q.Limit})
 	if err != nil {
-		return nil, 0, internal(err)
+		return nil, 0, storeFailed(err)
 	}
 	return list, total, nil
 }
@@ -104,7 +104,7 @@ func (s *Service) SearchInstances(ctx context.Context, p Principal, q SearchQuer
 func (s *Service) InstancesByID(ctx context.Context, p Principal, ids []string) (map[string]apiv1.Instance, error) {
 	found, err := s.store.GetInstances(ctx, s.store.DB, ids)
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	for id, in := range found {
 		if !p.Admin && in.Tenant != p.Tenant {

@@ -113,7 +113,7 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 func (s *Service) ListHosts(ctx context.Context, p Principal) ([]apiv1.Host, error) {
 	list, err := s.store.ListHosts(ctx, p.scope())
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	if s.hosts != nil {
 		for i := range list {
@@ -130,7 +130,7 @@ func (s *Service) GetHost(ctx context.Context, p Principal, id string) (apiv1.Ho
 		return apiv1.Host{}, errorf(CodeHostNotFound, "host %q not found", id)
 	}
 	if err != nil {
-		return apiv1.Host{}, internal(err)
+		return apiv1.Host{}, storeFailed(err)
 	}
 	if s.hosts != nil {
 		s.hosts.Status(&h)

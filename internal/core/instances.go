@@ -92,7 +92,7 @@ func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv
 		return apiv1.Instance{}, errorf(CodeInstanceNotFound, "instance %q not found", id)
 	}
 	if err != nil {
-		return apiv1.Instance{}, internal(err)
+		return apiv1.Instance{}, storeFailed(err)
 	}
 	return in, nil
 }
@@ -163,7 +163,7 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	}
 	list, err := s.store.ListInstances(ctx, f)
 	if err != nil {
-		return apiv1.InstanceList{}, internal(err)
+		return apiv1.InstanceList{}, storeFailed(err)
 	}
 	out := apiv1.InstanceList{Instances: list}
 	if limit := f.Limit - 1; len(list) > limit {

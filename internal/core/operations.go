@@ -91,7 +91,7 @@ func checkIDs(ids []string) error {
 func (s *Service) loadInstances(ctx context.Context, p Principal, ids []string) ([]apiv1.Instance, error) {
 	found, err := s.store.GetInstances(ctx, s.store.DB, ids)
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	var unknown []string
 	out := make([]apiv1.Instance, 0, len(ids))
@@ -350,7 +350,7 @@ func (s *Service) replay(ctx context.Context, p Principal, key string, fingerpri
 		return apiv1.Operation{}, false, nil
 	}
 	if err != nil {
-		return apiv1.Operation{}, false, internal(err)
+		return apiv1.Operation{}, false, storeFailed(err)
 	}
 	return s.replayed(ctx, r, fingerprint)
 }
@@ -362,7 +362,7 @@ func (s *Service) replayed(ctx context.Context, r store.Idempotency, fingerprint
 	}
 	op, err := s.store.GetOperation(ctx, s.store.DB, r.OperationID)
 	if err != nil {
-		return apiv1.Operation{}, false, internal(err)
+		return apiv1.Operation{}, false, storeFailed(err)
 	}
 	return op, true, nil
 }
@@ -458,7 +458,7 @@ func (s *Service) GetOperation(ctx context.Context, p Principal, id string) (api
 		return apiv1.Operation{}, errorf(CodeOperationNotFound, "operation %q not found", id)
 	}
 	if err != nil {
-		return apiv1.Operation{}, internal(err)
+		return apiv1.Operation{}, storeFailed(err)
 	}
 	return op, nil
 }
@@ -490,7 +490,7 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 	}
 	ops, err := s.store.ListOperations(ctx, f)
 	if err != nil {
-		return apiv1.OperationList{}, internal(err)
+		return apiv1.OperationList{}, storeFailed(err)
 	}
 	out := apiv1.OperationList{Operations: ops}
 	if out.Operations == nil {

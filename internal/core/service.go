@@ -116,7 +116,7 @@ func (s *Service) Authenticate(ctx context.Context, keyID string, secret []byte,
 		return Principal{}, unauth
 	}
 	if err != nil {
-		return Principal{}, internal(err)
+		return Principal{}, storeFailed(err)
 	}
 	if subtle.ConstantTimeCompare(hashSecret(secret), k.SecretHash) != 1 || k.RevokedAt != nil {
 		return Principal{}, unauth
@@ -133,11 +133,11 @@ func (s *Service) KeySecret(ctx context.Context, keyID string) ([]byte, Principa
 		return nil, Principal{}, errorf(CodeUnauthenticated, "unknown or revoked key")
 	}
 	if err != nil {
-		return nil, Principal{}, internal(err)
+		return nil, Principal{}, storeFailed(err)
 	}
 	secret, err := s.sealer.Open(k.SecretSealed, []byte("key/"+k.ID))
 	if err != nil {
-		return nil, Principal{}, internal(err)
+		return nil, Principal{}, internalErr(fmt.Errorf("open the secret of key %s: %w", k.ID, err))
 	}
 	s.touchKey(ctx, k.ID)
 	return secret, Principal{Kind: "key", ID: k.ID, Tenant: k.Tenant, Admin: k.Admin}, nil
@@ -214,7 +214,7 @@ func (s *Service) InsertKey(ctx context.Context, id, secret, tenant, name string
 func (s *Service) insertKey(ctx context.Context, tx *sql.Tx, id, secret, tenant, name string, admin bool) (apiv1.Key, error) {
 	sealed, err := s.sealer.Seal([]byte(secret), []byte("key/"+id))
 	if err != nil {
-		return apiv1.Key{}, err
+		return apiv1.Key{}, internalErr(fmt.Errorf("seal the secret of key %s: %w", id, err))
 	}
 	k := store.KeyRecord{Key: apiv1.Key{ID: id, Tenant: tenant, Name: name, Admin: admin, CreatedAt: s.store.Now().UTC().Truncate(time.Millisecond)},
 		SecretHash: hashSecret([]byte(secret)), SecretSealed: sealed}
@@ -282,7 +282,7 @@ func (s *Service) EnsureTenant(ctx context.Context, id string) error {
 func (s *Service) ListTenants(ctx context.Context, p Principal) ([]apiv1.Tenant, error) {
 	all, err := s.store.ListTenants(ctx)
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	if p.Admin {
 		return all, nil
@@ -313,7 +313,7 @@ func (s *Service) ListAudit(ctx context.Context, p Principal, cursor string, lim
 	limit = clampLimit(limit)
 	entries, err := s.store.ListAudit(ctx, p.scope(), before, limit+1)
 	if err != nil {
-		return apiv1.AuditList{}, internal(err)
+		return apiv1.AuditList{}, storeFailed(err)
 	}
 	out := apiv1.AuditList{Entries: entries}
 	if len(entries) > limit {
@@ -345,5 +345,5 @@ func wrapStore(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return internal(err)
+	return storeFailed(err)
 }

@@ -189,7 +189,7 @@ func (s *Service) CreateConsoleUser(ctx context.Context, p Principal, name, tena
 func (s *Service) ListConsoleUsers(ctx context.Context, p Principal) ([]ConsoleUser, error) {
 	us, err := s.store.ListConsoleUsers(ctx, p.scope())
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	out := make([]ConsoleUser, len(us))
 	for i, u := range us {
@@ -207,7 +207,7 @@ func (s *Service) EnsureConsoleAdmin(ctx context.Context) (name, pw string, crea
 		return "", "", false, wrapStore(err)
 	}
 	if err := s.EnsureTenant(ctx, AdminTenant); err != nil {
-		return "", "", false, internal(err)
+		return "", "", false, wrapStore(err)
 	}
 	b := make([]byte, 18)
 	if _, err := rand.Read(b); err != nil {
@@ -240,7 +240,7 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 	for _, sub := range subjects {
 		f, err := s.store.GetSignInFailures(ctx, s.store.DB, sub)
 		if err != nil {
-			return Session{}, internal(err)
+			return Session{}, storeFailed(err)
 		}
 		if now.Before(f.LockedUntil) {
 			mins := int(f.LockedUntil.Sub(now).Minutes()) + 1
@@ -250,7 +250,7 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 	u, err := s.store.GetConsoleUser(ctx, s.store.DB, name)
 	found := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return Session{}, internal(err)
+		return Session{}, storeFailed(err)
 	}
 	hash := dummyHash
 	if found {
@@ -280,7 +280,7 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 			}
 			return nil
 		}); err != nil {
-			return Session{}, internal(err)
+			return Session{}, storeFailed(err)
 		}
 		s.log.Info("console sign-in failed", "user", name, "address", addr)
 		return Session{}, errorf(CodeSignInFailed, "wrong user name or password")
@@ -332,7 +332,7 @@ func (s *Service) SessionPrincipal(ctx context.Context, token, addr, requestID s
 		return Principal{}, Session{}, expired
 	}
 	if err != nil {
-		return Principal{}, Session{}, internal(err)
+		return Principal{}, Session{}, storeFailed(err)
 	}
 	now := s.store.Now()
 	if now.After(sess.ExpiresAt) || now.Sub(sess.LastSeenAt) > SessionIdle {
@@ -344,7 +344,7 @@ func (s *Service) SessionPrincipal(ctx context.Context, token, addr, requestID s
 		return Principal{}, Session{}, expired
 	}
 	if err != nil {
-		return Principal{}, Session{}, internal(err)
+		return Principal{}, Session{}, storeFailed(err)
 	}
 	// Writing on every request would serialise reads behind SQLite's
 	// single writer; a minute's precision is plenty for an idle timeout.
