@@ -1,8 +1,8 @@
-// Package agentserver is the server side of the fleetpass agent (DESIGN
-// §8): the guest channel "agent" that the engine drives (Ping, SetPassword,
-// Stage), the power driver "manual" of machines only the agent reaches, and
-// the HTTP endpoints the agents call (enrol, long-poll, acknowledge) plus
-// the native API's /v1/agent-tokens.
+// Package agentserver is the server side of the fleetpass agent
+// (docs/design.md#the-agent): the guest channel "agent" that the engine
+// drives (Ping, SetPassword, Stage), the power driver "manual" of machines
+// only the agent reaches, and the HTTP endpoints the agents call (enrol,
+// long-poll, acknowledge) plus the native API's /v1/agent-tokens.
 //
 // The channel and the endpoints share nothing but the database: a command
 // is a row sealed to the agent's key until the agent acknowledges it, and

@@ -22,7 +22,7 @@ const (
 
 // UseSignature records a verified request's replay key until it expires,
 // refusing a key seen before. The record lives in the database, so a
-// request replayed to another replica is refused as well (DESIGN §7).
+// request replayed to another replica is refused as well (docs/design.md#storage-and-tasks).
 func (s *Service) UseSignature(ctx context.Context, replayKey string, expires time.Time) error {
 	fresh, err := s.store.UseReplayKey(ctx, replayKey, expires)
 	if err != nil {

@@ -27,7 +27,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/store"
 )
 
-// MaxBatch is the most instances one request may name (DESIGN §1).
+// MaxBatch is the most instances one request may name (docs/design.md#what-it-is).
 const MaxBatch = 100
 
 // AdminTenant is the tenant of the bootstrap admin key.

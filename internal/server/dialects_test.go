@@ -27,7 +27,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 )
 
-// ---- test-side signers, written from DESIGN §4 and independent of
+// ---- test-side signers, written from docs/design.md#signatures and independent of
 // internal/sign: a bug shared by the server's verifier and its own signer
 // would not show in the sign packages' round trips, and shows here.
 
