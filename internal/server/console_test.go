@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -20,6 +20,8 @@ import (
 	"github.com/fleetpass/fleetpass/internal/console"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
 )
 
 // The console's tests drive a real Chromium (Debian's chromium package,
@@ -87,7 +89,7 @@ func newBrowser(t *testing.T, e *env, w, h int) *browser {
 			t.Fatal(err)
 		}
 	}
-	return &browser{t: t, e: e, ctx: ctx, base: e.http.URL, dir: dir}
+	return &browser{t: t, e: e, ctx: ctx, base: e.url, dir: dir}
 }
 
 // do runs steps, each bounded, and on failure saves a screenshot.
@@ -389,7 +391,7 @@ func sortedCopy(s []string) []string {
 
 func TestConsolePasswordMistakes(t *testing.T) {
 	t.Parallel()
-	cfg := fastEngine()
+	cfg := servertest.FastEngine()
 	cfg.BootTimeout = time.Minute // keeps the busy instance busy while the dialog is used
 	e := newEnv(t, envOpts{engine: cfg})
 	in := e.addMachine(machineOpts{name: "files-01"})
@@ -501,7 +503,7 @@ func TestConsoleSignInCSRFSignOut(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	e.addMachine(machineOpts{name: "web-01"})
-	var creds ConsoleCredentials
+	var creds server.ConsoleCredentials
 	data, err := os.ReadFile(filepath.Join(e.dataDir, "console-credentials"))
 	if err != nil {
 		t.Fatal(err)
@@ -541,7 +543,7 @@ func TestConsoleSignInCSRFSignOut(t *testing.T) {
 	}
 	csrf := b.eval(`fetch("/console/api/session").then(r => r.json()).then(s => s.csrfToken)`)
 	post := func(origin, token string) int {
-		req, _ := http.NewRequest("POST", e.http.URL+"/console/api/v1/password-resets", strings.NewReader(`{"instanceIds":[]}`))
+		req, _ := http.NewRequest("POST", e.url+"/console/api/v1/password-resets", strings.NewReader(`{"instanceIds":[]}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
 		if origin != "" {
@@ -560,19 +562,19 @@ func TestConsoleSignInCSRFSignOut(t *testing.T) {
 	if s := post("https://evil.example", csrf); s != http.StatusForbidden {
 		t.Errorf("cross-origin POST with the token: %d, want 403", s)
 	}
-	if s := post(e.http.URL, ""); s != http.StatusForbidden {
+	if s := post(e.url, ""); s != http.StatusForbidden {
 		t.Errorf("same-origin POST without the token: %d, want 403", s)
 	}
-	if s := post(e.http.URL, "wrong"+csrf); s != http.StatusForbidden {
+	if s := post(e.url, "wrong"+csrf); s != http.StatusForbidden {
 		t.Errorf("same-origin POST with a wrong token: %d, want 403", s)
 	}
-	if s := post(e.http.URL, csrf); s != http.StatusBadRequest { // the empty list is refused by the core
+	if s := post(e.url, csrf); s != http.StatusBadRequest { // the empty list is refused by the core
 		t.Errorf("same-origin POST with the token: %d, want 400", s)
 	}
 
 	b.do("sign out", click("#sign-out"), visible("#signin-user"))
 	b.screenshot("signed-out")
-	req, _ := http.NewRequest("GET", e.http.URL+"/console/api/v1/instances", nil)
+	req, _ := http.NewRequest("GET", e.url+"/console/api/v1/instances", nil)
 	req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -663,9 +665,9 @@ func TestConsoleSignInLimit(t *testing.T) {
 	e.consoleUser("gina", "acme", false)
 	try := func(pw string) (int, string) {
 		body := fmt.Sprintf(`{"user":"gina","password":%s}`, jsString(pw))
-		req, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-in", strings.NewReader(body))
+		req, _ := http.NewRequest("POST", e.url+"/console/api/sign-in", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Origin", e.http.URL)
+		req.Header.Set("Origin", e.url)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -687,7 +689,7 @@ func TestConsoleSignInLimit(t *testing.T) {
 		t.Fatalf("after %d failures the right password gave %d %s, want 429 %s", core.UserFailureLimit, s, code, core.CodeSignInLocked)
 	}
 	// Without the Origin of this server, sign-in is refused outright.
-	req, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-in", strings.NewReader(`{}`))
+	req, _ := http.NewRequest("POST", e.url+"/console/api/sign-in", strings.NewReader(`{}`))
 	req.Header.Set("Origin", "https://evil.example")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -1,11 +1,10 @@
-package server
+package server_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,28 +17,8 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
-
-// buildBinary builds cmd/fleetpass once per test binary run.
-func buildBinary(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "fleetpass")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/fleetpass/fleetpass/cmd/fleetpass")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build fleetpass: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // proc is a fleetpass server running as a real process.
 type proc struct {
@@ -131,10 +110,10 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the server binary")
 	}
-	bin := buildBinary(t)
+	bin := testutil.BuildBinary(t, "github.com/fleetpass/fleetpass/cmd/fleetpass")
 	dataDir := t.TempDir()
 	logPath := filepath.Join(t.TempDir(), "server.log")
-	addr := freePort(t)
+	addr := testutil.FreePort(t)
 	args := []string{"--sim-instances", "100", "--sim-boot-time", "1500ms", "--sim-shutdown-time", "1500ms"}
 	p := startProc(t, bin, dataDir, addr, logPath, args...)
 

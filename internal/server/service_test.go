@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/server"
 )
 
 const goodPW = "Fleet-Pass-42x"
@@ -460,7 +461,7 @@ func TestEventsStreamOperationItemAndInstanceChangesPerTenant(t *testing.T) {
 	blue := e.newKey("blue")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+"/v1/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/events", nil)
 	req.SetBasicAuth(blue.id, blue.secret)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -507,7 +508,7 @@ func TestEventsStreamOperationItemAndInstanceChangesPerTenant(t *testing.T) {
 		t.Fatalf("events seen: %v (%v)", seen, sc.Err())
 	}
 	// Resuming after the last id replays nothing already seen.
-	req2, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+"/v1/events", nil)
+	req2, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/events", nil)
 	req2.SetBasicAuth(blue.id, blue.secret)
 	req2.Header.Set("Last-Event-ID", "0")
 	resp2, err := http.DefaultClient.Do(req2)
@@ -588,7 +589,7 @@ func TestMetricsCountOperationsAndItems(t *testing.T) {
 
 func TestALockedDataDirectoryIsRefused(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	_, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: e.dataDir})
+	_, err := server.Open(context.Background(), server.Config{Listen: "127.0.0.1:0", DataDir: e.dataDir})
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("a second server on the same data directory: %v", err)
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 func TestANonLoopbackAddressWithoutACertificateGetsAPersistentSelfSignedOne(t *testing.T) {
@@ -43,8 +45,8 @@ func TestServeWithTLSCertificatePrintsItsFingerprint(t *testing.T) {
 	if _, _, err := (&Server{cfg: Config{DataDir: certDir}}).tlsConfig(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 10)}); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
-	addr := freePort(t)
+	out := &testutil.LogBuffer{}
+	addr := testutil.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := Open(ctx, Config{Listen: addr, DataDir: t.TempDir(), TLSCert: filepath.Join(certDir, "tls.crt"),
 		TLSKey: filepath.Join(certDir, "tls.key"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Out: out})
