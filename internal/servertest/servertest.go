@@ -445,4 +445,6 @@ func (s *Server) AssertNoSecret(secret string) {
 }
 
 // String names the server in test output.
-func (s *Server) String() string { return fmt.Sprintf("fleetpass test server at %s (%s)", s.URL, s.DataDir) }
+func (s *Server) String() string {
+	return fmt.Sprintf("fleetpass test server at %s (%s)", s.URL, s.DataDir)
+}
