@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,10 +52,15 @@ type Server struct {
 	// the operator.
 	Logs, Out *testutil.LogBuffer
 
-	http   *httptest.Server
-	cancel context.CancelFunc
-	closed bool
+	http     *httptest.Server
+	cancel   context.CancelFunc
+	closed   bool
+	requests atomic.Int64
 }
+
+// Requests is how many HTTP requests the server has received: a command
+// refused before it calls the server leaves it unchanged.
+func (s *Server) Requests() int64 { return s.requests.Load() }
 
 type options struct {
 	cfg     server.Config
@@ -191,7 +197,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 		srv.Close()
 		t.Fatal(err)
 	}
-	s.http = httptest.NewUnstartedServer(srv.Handler())
+	handler := srv.Handler()
+	s.http = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		handler.ServeHTTP(w, r)
+	}))
 	s.http.Listener.Close()
 	s.http.Listener = ln
 	// Requests see the server's life in their context, as under `serve`:
