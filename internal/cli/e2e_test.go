@@ -2,12 +2,18 @@ package cli
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/servertest"
 )
+
+// TestMain stops the throwaway PostgreSQL cluster of a run on PostgreSQL
+// (servertest.DatabaseURL).
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
 // passwordIs reports whether root's password on in's simulated machine
 // is pw.

@@ -21,7 +21,8 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run the fleetpass server",
 		Long: `Run the fleetpass server: the native API (/v1), metrics (/metrics) and health
-checks (/healthz, /readyz), on SQLite in the data directory.
+checks (/healthz, /readyz), on SQLite in the data directory, or on
+PostgreSQL 15 or newer with --database-url (see docs/postgresql.md).
 
 The first start creates an admin API key and writes it to
 <data-dir>/admin-credentials (mode 0600); set FLEETPASS_ADMIN_KEY_ID and
@@ -51,6 +52,9 @@ the next start.`,
 				return usageErrorf("--log-format must be text or json")
 			}
 			cfg.Out = cmd.OutOrStdout()
+			if cfg.DatabaseURL == "" {
+				cfg.DatabaseURL = os.Getenv("FLEETPASS_DATABASE_URL")
+			}
 			if cfg.LibvirtTenant == "" && cfg.Demo {
 				// So the console's demo user sees the host's VMs beside
 				// the simulated fleet.
@@ -70,7 +74,9 @@ the next start.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", envOr("FLEETPASS_LISTEN", "127.0.0.1:8080"), "address to listen on")
 	f.StringVar(&cfg.DataDir, "data-dir", envOr("FLEETPASS_DATA_DIR", "./fleetpass-data"), "data directory (database, keys, credentials)")
-	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL for replicated mode (not yet supported)")
+	// No env default here: --help prints defaults, and a URL may carry a password.
+	f.StringVar(&cfg.DatabaseURL, "database-url", "",
+		"PostgreSQL database, postgres://user@host:port/db (or FLEETPASS_DATABASE_URL); empty: SQLite in the data directory")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key file (PEM)")
 	f.BoolVar(&cfg.Demo, "demo", false, "seed a simulated demo fleet")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,8 +19,13 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/servertest"
 )
+
+// TestMain stops the throwaway PostgreSQL cluster of a run on PostgreSQL
+// (servertest.DatabaseURL).
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
 // newTestClient returns a client of url whose retry pauses are recorded
 // instead of slept.

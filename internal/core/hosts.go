@@ -204,6 +204,12 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 	}
 	changed := false
 	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		// Two reconciles of one host at once (a resync beside an event,
+		// or two replicas) would each find a new domain missing and both
+		// add it: they take turns instead.
+		if err := s.store.LockHost(ctx, tx, h.ID); err != nil {
+			return err
+		}
 		existing, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
 		if err != nil {
 			return err

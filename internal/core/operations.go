@@ -367,6 +367,10 @@ func (s *Service) replayed(ctx context.Context, r store.Idempotency, fingerprint
 	return op, true, nil
 }
 
+// errIdempotencyRace is a request's idempotency key taken by a concurrent
+// request between the check and the insert.
+var errIdempotencyRace = errors.New("idempotency key taken by a concurrent request")
+
 // createOperation writes the operation, its items, the instance locks, the
 // item jobs, the idempotency record, the audit line and the events in one
 // transaction: a request is accepted whole or not at all.
@@ -385,7 +389,8 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		}
 	}
 	var replayed *apiv1.Operation
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	accept := func(tx *sql.Tx) error {
+		replayed = nil
 		if idemKey != "" {
 			r, err := s.store.GetIdempotency(ctx, tx, idemPrincipal(p), idemKey)
 			if err == nil {
@@ -398,6 +403,9 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 			}
 			if err := s.store.PutIdempotency(ctx, tx, idemPrincipal(p), idemKey,
 				store.Idempotency{RequestHash: fingerprint, OperationID: op.ID}); err != nil {
+				if errors.Is(err, store.ErrConflict) {
+					return errIdempotencyRace
+				}
 				return err
 			}
 		}
@@ -438,7 +446,13 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 			}
 		}
 		return nil
-	})
+	}
+	err := s.store.InTx(ctx, accept)
+	for race := 0; errors.Is(err, errIdempotencyRace) && race < 3; race++ {
+		// The same key committed by a concurrent request (another replica)
+		// after our read: run again, and the read finds it and replays it.
+		err = s.store.InTx(ctx, accept)
+	}
 	if replayed != nil && err == nil {
 		return *replayed, nil
 	}

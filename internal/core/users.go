@@ -263,18 +263,7 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 				if i == 1 {
 					limit = AddrFailureLimit
 				}
-				f, err := s.store.GetSignInFailures(ctx, tx, sub)
-				if err != nil {
-					return err
-				}
-				if now.Sub(f.WindowStart) > FailureWindow {
-					f = store.SignInFailures{WindowStart: now}
-				}
-				f.Failures++
-				if f.Failures >= limit {
-					f.LockedUntil = now.Add(LockDuration)
-				}
-				if err := s.store.PutSignInFailures(ctx, tx, sub, f); err != nil {
+				if _, err := s.store.CountSignInFailure(ctx, tx, sub, now, FailureWindow, limit, LockDuration); err != nil {
 					return err
 				}
 			}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 	"github.com/riverqueue/river/rivertype"
@@ -144,13 +145,9 @@ func New(ctx context.Context, s *store.Store, d Drivers, seal *sealer.Sealer, bu
 	cfg = cfg.withDefaults()
 	e := &Engine{store: s, drivers: d, sealer: seal, bus: bus, metrics: m, log: log, cfg: cfg,
 		hosts: make(map[string]chan struct{})}
-	drv := riversqlite.New(s.DB)
-	migrator, err := rivermigrate.New(drv, &rivermigrate.Config{Logger: quietLogger(log)})
-	if err != nil {
-		return nil, fmt.Errorf("river migrate: %w", err)
-	}
-	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-		return nil, fmt.Errorf("river migrate: %w", err)
+	drv := riverDriver(s)
+	if err := Migrate(ctx, s, log); err != nil {
+		return nil, err
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, river.WorkFunc(e.work))
@@ -172,6 +169,36 @@ func New(ctx context.Context, s *store.Store, d Drivers, seal *sealer.Sealer, bu
 	}
 	e.river = client
 	return e, nil
+}
+
+// Migrate brings River's tables in s's database up to date. rivermigrate
+// takes no lock of its own, so servers starting together on one PostgreSQL
+// database take turns.
+func Migrate(ctx context.Context, s *store.Store, log *slog.Logger) error {
+	migrator, err := rivermigrate.New(riverDriver(s), &rivermigrate.Config{Logger: quietLogger(log)})
+	if err != nil {
+		return fmt.Errorf("river migrate: %w", err)
+	}
+	err = s.WithSessionLock(ctx, store.MigrationLock, "river", func(ctx context.Context) error {
+		_, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("river migrate: %w", err)
+	}
+	return nil
+}
+
+// riverDriver is River's driver for s's database. On PostgreSQL it is
+// riverdatabasesql with a pgx listener: jobs and transactions go through
+// the same database/sql handle as the store (so an operation's items and
+// their jobs commit in one *sql.Tx), and LISTEN/NOTIFY wakes the workers
+// of a job inserted by another process.
+func riverDriver(s *store.Store) riverdriver.Driver[*sql.Tx] {
+	if s.Dialect() == store.Postgres {
+		return riverdatabasesql.NewWithPgxListener(s.DB, s.ListenerPool())
+	}
+	return riversqlite.New(s.DB)
 }
 
 // quietLogger keeps River's own info chatter out of the operator's log.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -11,10 +12,15 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/server"
 	"github.com/fleetpass/fleetpass/internal/servertest"
 	"github.com/fleetpass/fleetpass/internal/testutil"
 )
+
+// TestMain stops the throwaway PostgreSQL cluster of a run on PostgreSQL
+// (servertest.DatabaseURL).
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
 // env is a whole server in process (servertest), on the test kit's
 // database, with the sim drivers; its methods are the native API calls the

@@ -117,9 +117,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 15 * time.Second
 	}
-	if cfg.DatabaseURL != "" {
-		return nil, errors.New("--database-url (PostgreSQL) is not supported yet; omit it to use SQLite in the data directory")
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -139,7 +136,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sealer = seal
-	if s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
+	if cfg.DatabaseURL != "" {
+		s.store, err = store.OpenPostgres(ctx, cfg.DatabaseURL)
+	} else {
+		s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db"))
+	}
+	if err != nil {
 		return nil, err
 	}
 	if cfg.Clock != nil {

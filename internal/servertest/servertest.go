@@ -33,6 +33,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
 	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
@@ -129,27 +130,13 @@ func FastEngine() engine.Config {
 }
 
 // DatabaseURL is the database test servers use, chosen by the test kit's
-// one switch: FLEETPASS_TEST_DATABASE=sqlite (the default: SQLite in each
-// server's data directory, the empty URL) or postgres (a fresh database
-// per server, from the cluster the PostgreSQL tests provide).
+// one switch (storetest.EnvDatabase): FLEETPASS_TEST_DATABASE=postgres
+// gives each server a fresh PostgreSQL database, anything else SQLite in
+// its data directory. A package whose tests start servers calls
+// pgtest.Run from its TestMain, which stops the PostgreSQL cluster.
 func DatabaseURL(t testing.TB) string {
 	t.Helper()
-	switch kind := os.Getenv("FLEETPASS_TEST_DATABASE"); kind {
-	case "", "sqlite":
-		return ""
-	case "postgres":
-		return postgresURL(t)
-	default:
-		t.Fatalf("FLEETPASS_TEST_DATABASE=%q: want sqlite or postgres", kind)
-		return ""
-	}
-}
-
-// postgresURL is where the PostgreSQL test cluster plugs in.
-func postgresURL(t testing.TB) string {
-	t.Helper()
-	t.Fatal("FLEETPASS_TEST_DATABASE=postgres: this build has no PostgreSQL test cluster")
-	return ""
+	return storetest.DatabaseURL(t)
 }
 
 // Start starts a server and stops it when the test ends.

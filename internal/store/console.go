@@ -215,6 +215,36 @@ func (s *Store) PutSignInFailures(ctx context.Context, q Querier, subject string
 	return nil
 }
 
+// CountSignInFailure counts one failed sign-in of subject at now, in one
+// statement so that failures counted at once by concurrent transactions
+// (other replicas) all count: a window older than window starts afresh,
+// and reaching limit locks the subject until now+lock. It returns the
+// subject's count after this failure.
+func (s *Store) CountSignInFailure(ctx context.Context, q Querier, subject string, now time.Time,
+	window time.Duration, limit int, lock time.Duration) (SignInFailures, error) {
+	at, stale, until := ms(now), ms(now.Add(-window)), ms(now.Add(lock))
+	lockedAtFirst := int64(0)
+	if limit <= 1 {
+		lockedAtFirst = until
+	}
+	const t = "console_signin_failures"
+	var f SignInFailures
+	var start, locked int64
+	err := s.c(q).QueryRowContext(ctx, `INSERT INTO `+t+` (subject, failures, window_start, locked_until)
+		VALUES (?, 1, ?, ?) ON CONFLICT (subject) DO UPDATE SET
+		failures = CASE WHEN `+t+`.window_start < ? THEN 1 ELSE `+t+`.failures + 1 END,
+		window_start = CASE WHEN `+t+`.window_start < ? THEN ? ELSE `+t+`.window_start END,
+		locked_until = CASE WHEN (CASE WHEN `+t+`.window_start < ? THEN 1 ELSE `+t+`.failures + 1 END) >= ? THEN ?
+			WHEN `+t+`.window_start < ? THEN 0 ELSE `+t+`.locked_until END
+		RETURNING failures, window_start, locked_until`,
+		subject, at, lockedAtFirst, stale, stale, at, stale, limit, until, stale).Scan(&f.Failures, &start, &locked)
+	if err != nil {
+		return f, fmt.Errorf("count sign-in failure: %w", err)
+	}
+	f.WindowStart, f.LockedUntil = fromMS(start), fromMS(locked)
+	return f, nil
+}
+
 // ClearSignInFailures forgets a subject's failures.
 func (s *Store) ClearSignInFailures(ctx context.Context, q Querier, subject string) error {
 	if _, err := s.c(q).ExecContext(ctx, `DELETE FROM console_signin_failures WHERE subject = ?`, subject); err != nil {

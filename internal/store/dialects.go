@@ -106,20 +106,20 @@ func (s *Store) SearchInstances(ctx context.Context, f InstanceSearch) ([]apiv1.
 		where, args = append(where, "state IN ("+placeholders(len(f.States))+")"), append(args, anys(f.States)...)
 	}
 	if f.NameContains != "" {
-		where, args = append(where, "instr(name, ?) > 0"), append(args, f.NameContains)
+		where, args = append(where, s.containsExpr("name")), append(args, f.NameContains)
 	}
 	cond := ""
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
-	// One read transaction, so the total and the page agree.
+	// One snapshot, so the total and the page agree.
 	var out []apiv1.Instance
 	var total int
-	err := s.InTx(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM instances`+cond, args...).Scan(&total); err != nil {
+	err := s.inSnapshot(ctx, func(tx *sql.Tx) error {
+		if err := s.c(tx).QueryRowContext(ctx, `SELECT count(*) FROM instances`+cond, args...).Scan(&total); err != nil {
 			return fmt.Errorf("count instances: %w", err)
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+instanceColumns+` FROM instances`+cond+` ORDER BY name, id LIMIT ? OFFSET ?`,
+		rows, err := s.c(tx).QueryContext(ctx, `SELECT `+instanceColumns+` FROM instances`+cond+` ORDER BY name, id LIMIT ? OFFSET ?`,
 			append(args, f.Limit, f.Offset)...)
 		if err != nil {
 			return fmt.Errorf("search instances: %w", err)

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 )
@@ -27,10 +26,20 @@ func (s *Store) CreateHost(ctx context.Context, q Querier, h *apiv1.Host) error 
 	_, err := s.c(q).ExecContext(ctx, `INSERT INTO hosts (`+hostColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		h.ID, h.Tenant, h.Name, h.Driver, h.URI, h.MaxConcurrency, h.DefaultOSType, ms(now))
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE") {
+		if isUniqueViolation(err) {
 			return fmt.Errorf("host %q: %w", h.URI, ErrConflict)
 		}
 		return fmt.Errorf("create host: %w", err)
+	}
+	return nil
+}
+
+// LockHost serialises the transactions that change a host's instances
+// (reconciles) until they end: on PostgreSQL two of them at once would
+// each see a new domain as missing and both add it.
+func (s *Store) LockHost(ctx context.Context, tx *sql.Tx, hostID string) error {
+	if err := s.lockKey(ctx, tx, lockHost, hostID); err != nil {
+		return fmt.Errorf("lock host %s: %w", hostID, err)
 	}
 	return nil
 }

@@ -375,13 +375,35 @@ type EventRow struct {
 
 // InsertEvent appends to the event log, in the caller's transaction so an
 // event exists exactly when the change it reports was committed.
+//
+// Readers follow the log by id, so ids must be in commit order: SQLite's
+// single writer gives that for free. PostgreSQL hands out identity values
+// at insert time, and transactions then commit in any order, so there an
+// event's transaction takes the event lock before its insert and holds it
+// to its commit: a reader that saw id n can never later find a smaller id
+// appear.
 func (s *Store) InsertEvent(ctx context.Context, q Querier, tenant, typ, ref string, data []byte) error {
-	_, err := s.c(q).ExecContext(ctx, `INSERT INTO events (tenant_id, type, ref, data, created_at) VALUES (?, ?, ?, ?, ?)`,
-		tenant, typ, ref, string(data), ms(s.now()))
-	if err != nil {
-		return fmt.Errorf("insert event: %w", err)
+	insert := func(q Querier) error {
+		_, err := s.c(q).ExecContext(ctx, `INSERT INTO events (tenant_id, type, ref, data, created_at) VALUES (?, ?, ?, ?, ?)`,
+			tenant, typ, ref, string(data), ms(s.now()))
+		if err != nil {
+			return fmt.Errorf("insert event: %w", err)
+		}
+		return nil
 	}
-	return nil
+	if s.dialect != Postgres {
+		return insert(q)
+	}
+	lockAndInsert := func(tx *sql.Tx) error {
+		if err := s.lockKey(ctx, tx, lockEvents, "events"); err != nil {
+			return fmt.Errorf("insert event: %w", err)
+		}
+		return insert(tx)
+	}
+	if tx, ok := pgTx(q); ok {
+		return lockAndInsert(tx)
+	}
+	return s.InTx(ctx, lockAndInsert)
 }
 
 // EventsAfter reads up to limit events with id > after, oldest first.

@@ -77,6 +77,10 @@ type cached struct {
 func (s *Store) c(q Querier) cached { return cached{s: s, q: q} }
 
 func (c cached) stmt(ctx context.Context, query string) *sql.Stmt {
+	if c.s.dialect == Postgres {
+		// pgx prepares and caches statements per connection itself.
+		return nil
+	}
 	st := c.s.stmts.get(c.s.DB, query)
 	if st == nil {
 		return nil
@@ -89,6 +93,9 @@ func (c cached) stmt(ctx context.Context, query string) *sql.Stmt {
 }
 
 func (c cached) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if c.s.dialect == Postgres {
+		return c.q.ExecContext(ctx, c.s.binds.rebind(query), args...)
+	}
 	if st := c.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -96,6 +103,9 @@ func (c cached) ExecContext(ctx context.Context, query string, args ...any) (sql
 }
 
 func (c cached) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if c.s.dialect == Postgres {
+		return c.q.QueryContext(ctx, c.s.binds.rebind(query), args...)
+	}
 	if st := c.stmt(ctx, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
@@ -103,6 +113,9 @@ func (c cached) QueryContext(ctx context.Context, query string, args ...any) (*s
 }
 
 func (c cached) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if c.s.dialect == Postgres {
+		return c.q.QueryRowContext(ctx, c.s.binds.rebind(query), args...)
+	}
 	if st := c.stmt(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}

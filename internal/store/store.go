@@ -11,19 +11,24 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // the pure Go SQLite driver, so serve needs nothing installed
 )
 
-//go:embed migrations/sqlite/*.sql
-var sqliteMigrations embed.FS
+// Both dialects' migrations, with the same version numbers: one schema.
+//
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
+var migrations embed.FS
 
 // Errors the store returns; callers test them with errors.Is.
 var (
@@ -35,8 +40,13 @@ var (
 type Store struct {
 	DB *sql.DB
 	// now is the clock; tests may replace it.
-	now   func() time.Time
-	stmts stmtCache
+	now     func() time.Time
+	stmts   stmtCache
+	dialect Dialect
+	binds   rebinder
+	// pg is the PostgreSQL connection pool behind DB, listen a small pool
+	// for LISTEN (River's notifier); both nil on SQLite.
+	pg, listen *pgxpool.Pool
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
@@ -59,7 +69,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	s := &Store{DB: db, now: time.Now}
+	s := &Store{DB: db, now: time.Now, dialect: SQLite}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -67,25 +77,85 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
+// ErrSchemaTooNew is returned when the database was migrated by a newer
+// fleetpass than this one: running on it could corrupt what that version
+// wrote.
+var ErrSchemaTooNew = errors.New("the database schema is newer than this fleetpass")
+
+// migrate brings the schema up to date. Each migration runs in its own
+// transaction, so a failure leaves the schema at the last whole version.
 func (s *Store) migrate(ctx context.Context) error {
-	sub, err := fs.Sub(sqliteMigrations, "migrations/sqlite")
+	dir, gd := "migrations/sqlite", goose.DialectSQLite3
+	if s.dialect == Postgres {
+		dir, gd = "migrations/postgres", goose.DialectPostgres
+	}
+	sub, err := fs.Sub(migrations, dir)
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, s.DB, sub, goose.WithDisableGlobalRegistry(true))
+	p, err := goose.NewProvider(gd, s.DB, sub, goose.WithDisableGlobalRegistry(true))
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	return nil
+	return s.WithSessionLock(ctx, lockMigrate, "schema", func(ctx context.Context) error {
+		srcs := p.ListSources()
+		known := srcs[len(srcs)-1].Version
+		have, err := p.GetDBVersion(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate: read the schema version: %w", err)
+		}
+		if have > known {
+			return fmt.Errorf("%w: it is at version %d, this fleetpass knows versions up to %d; run a fleetpass at least as new as the one that last ran on it", ErrSchemaTooNew, have, known)
+		}
+		if _, err := p.Up(ctx); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		return nil
+	})
 }
+
+// WithSessionLock runs fn while holding a database-wide lock named by (ns,
+// key), so two servers starting at once against one PostgreSQL database
+// migrate (or bootstrap) once, one after the other. SQLite needs none: its
+// data directory is locked to one process.
+func (s *Store) WithSessionLock(ctx context.Context, ns int32, key string, fn func(context.Context) error) error {
+	if s.dialect != Postgres {
+		return fn(ctx)
+	}
+	conn, err := s.DB.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", key, err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1, hashtext($2))`, ns, key); err != nil {
+		return fmt.Errorf("lock %s: %w", key, err)
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, err := conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, ns, key); err != nil {
+			// A lock we cannot release must not go back to the pool.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	return fn(ctx)
+}
+
+// MigrationLock is the lock namespace for schema migrations, for callers
+// (the engine's River migration) that migrate tables of their own.
+const MigrationLock = lockMigrate
 
 // Close closes the database.
 func (s *Store) Close() error {
 	s.stmts.close()
-	return s.DB.Close()
+	err := s.DB.Close()
+	if s.pg != nil {
+		s.pg.Close()
+	}
+	if s.listen != nil {
+		s.listen.Close()
+	}
+	return err
 }
 
 // SetClock replaces the store's clock (tests).
@@ -101,9 +171,46 @@ type Querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// InTx runs fn in a transaction, committing if it returns nil.
+// maxTxAttempts bounds the runs of one InTx when PostgreSQL picks its
+// transaction as a deadlock or serialization victim.
+const maxTxAttempts = 8
+
+// InTx runs fn in a transaction, committing if it returns nil. A
+// transaction the database aborted as a deadlock or serialization victim
+// is run again from the start (after a short random pause), so fn must
+// set everything it reports from scratch on each run.
 func (s *Store) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.DB.BeginTx(ctx, nil)
+	for attempt := 1; ; attempt++ {
+		err := s.inTx(ctx, fn)
+		if err == nil || attempt == maxTxAttempts || !IsRetryable(err) {
+			return err
+		}
+		pause := time.Duration(rand.Int64N(int64(attempt) * int64(5*time.Millisecond)))
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
+// inSnapshot runs the reads of fn in one snapshot of the database: a
+// read-only REPEATABLE READ transaction on PostgreSQL, whose READ COMMITTED
+// default takes a new snapshot per statement.
+func (s *Store) inSnapshot(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	opts := &sql.TxOptions{}
+	if s.dialect == Postgres {
+		opts = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
+	}
+	return s.inTxOpts(ctx, opts, fn)
+}
+
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.inTxOpts(ctx, nil, fn)
+}
+
+func (s *Store) inTxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
+	tx, err := s.DB.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
