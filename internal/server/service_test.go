@@ -474,12 +474,12 @@ func TestEventsStreamOperationItemAndInstanceChangesPerTenant(t *testing.T) {
 	e.wait(e.admin, e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: ids(other), Password: goodPW}).ID)
 	op := e.wait(blue, e.reset(blue, apiv1.PasswordReset{InstanceIDs: ids(in), Password: goodPW}).ID)
 	seen := map[string]bool{}
-	var lastID string
+	var eventIDs []string
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() && !(seen["operation-end"] && seen["item"] && seen["instance"]) {
 		line := sc.Text()
 		if id, ok := strings.CutPrefix(line, "id: "); ok {
-			lastID = id
+			eventIDs = append(eventIDs, id)
 		}
 		data, ok := strings.CutPrefix(line, "data: ")
 		if !ok {
@@ -507,23 +507,30 @@ func TestEventsStreamOperationItemAndInstanceChangesPerTenant(t *testing.T) {
 	if !seen["operation-end"] || !seen["item"] || !seen["instance"] {
 		t.Fatalf("events seen: %v (%v)", seen, sc.Err())
 	}
-	// Resuming after the last id replays nothing already seen.
+	if len(eventIDs) < 2 {
+		t.Fatalf("events carry ids %q, want at least two", eventIDs)
+	}
+	// Resuming after the first event replays the rest from the log: the
+	// first event of the new stream is the second of the first one (a
+	// server ignoring the header would start at the beginning, or with
+	// new events only, which never come).
 	req2, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/events", nil)
 	req2.SetBasicAuth(blue.id, blue.secret)
-	req2.Header.Set("Last-Event-ID", "0")
+	req2.Header.Set("Last-Event-ID", eventIDs[0])
 	resp2, err := http.DefaultClient.Do(req2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp2.Body.Close()
 	sc2 := bufio.NewScanner(resp2.Body)
-	for sc2.Scan() {
-		if strings.HasPrefix(sc2.Text(), "id: ") {
-			break // replay from the start of the log works
+	var resumed string
+	for resumed == "" && sc2.Scan() {
+		if id, ok := strings.CutPrefix(sc2.Text(), "id: "); ok {
+			resumed = id
 		}
 	}
-	if lastID == "" {
-		t.Error("events carry no id")
+	if resumed != eventIDs[1] {
+		t.Errorf("after Last-Event-ID %s the stream resumed at %q, want %s (%v)", eventIDs[0], resumed, eventIDs[1], sc2.Err())
 	}
 }
 
