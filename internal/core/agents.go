@@ -40,12 +40,9 @@ func (s *Service) GuestDriver(name string) driver.Guest { return s.drivers.Guest
 // agent, bound to a tenant (the caller's own unless admin) and optionally
 // to an instance name. The token is returned once; the store keeps its hash.
 func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.AgentTokenCreate) (apiv1.AgentTokenCreated, error) {
-	tenant := req.Tenant
-	if tenant == "" {
-		tenant = p.Tenant
-	}
-	if tenant != p.Tenant && !p.Admin {
-		return apiv1.AgentTokenCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+	tenant, err := p.TenantFor(req.Tenant)
+	if err != nil {
+		return apiv1.AgentTokenCreated{}, err
 	}
 	name := strings.TrimSpace(req.InstanceName)
 	if len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
@@ -67,7 +64,7 @@ func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.A
 	now := s.store.Now().UTC().Truncate(time.Millisecond)
 	rec := store.AgentToken{ID: NewID("fpt", 12), Tenant: tenant, InstanceName: name, TokenHash: hashSecret([]byte(token)),
 		CreatedBy: p.ID, CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)

@@ -107,7 +107,7 @@ func (s *Service) InstancesByID(ctx context.Context, p Principal, ids []string) 
 		return nil, storeFailed(err)
 	}
 	for id, in := range found {
-		if !p.Admin && in.Tenant != p.Tenant {
+		if !p.Sees(in.Tenant) {
 			delete(found, id)
 		}
 	}

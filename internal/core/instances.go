@@ -30,12 +30,9 @@ func DefaultAdminUser(osType string) string {
 // RegisterInstance adds an instance to a tenant (the caller's own unless
 // admin). Drivers and the inventory sync call it too.
 func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.InstanceCreate) (apiv1.Instance, error) {
-	tenant := req.Tenant
-	if tenant == "" {
-		tenant = p.Tenant
-	}
-	if tenant != p.Tenant && !p.Admin {
-		return apiv1.Instance{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+	tenant, err := p.TenantFor(req.Tenant)
+	if err != nil {
+		return apiv1.Instance{}, err
 	}
 	name := strings.TrimSpace(req.Name)
 	if name == "" || len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
@@ -62,7 +59,7 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 	}
 	in := apiv1.Instance{ID: NewID("ins", 10), Tenant: tenant, Name: name, OSType: req.OSType, AdminUser: user,
 		State: apiv1.StatePending, Power: req.Power, Guest: req.Guest}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)
@@ -88,7 +85,7 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 // answered exactly like a missing one.
 func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv1.Instance, error) {
 	in, err := s.store.GetInstance(ctx, s.store.DB, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && in.Tenant != p.Tenant) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Sees(in.Tenant)) {
 		return apiv1.Instance{}, errorf(CodeInstanceNotFound, "instance %q not found", id)
 	}
 	if err != nil {
@@ -149,7 +146,7 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	f := store.InstanceFilter{Tenant: p.scope(), State: strings.ToUpper(q.State), OSType: q.OSType, NamePrefix: q.NamePrefix,
 		Limit: clampLimit(q.Limit) + 1}
 	if q.Tenant != "" {
-		if !p.Admin && q.Tenant != p.Tenant {
+		if !p.Sees(q.Tenant) {
 			return apiv1.InstanceList{Instances: []apiv1.Instance{}}, nil
 		}
 		f.Tenant = q.Tenant

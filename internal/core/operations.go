@@ -51,7 +51,6 @@ type PowerRequest struct {
 	Action         string
 	InstanceIDs    []string
 	StopMode       string
-	Require        string
 	IdempotencyKey string
 	Fingerprint    []byte
 }
@@ -97,7 +96,7 @@ func (s *Service) loadInstances(ctx context.Context, p Principal, ids []string) 
 	out := make([]apiv1.Instance, 0, len(ids))
 	for _, id := range ids {
 		in, ok := found[id]
-		if !ok || (!p.Admin && in.Tenant != p.Tenant) {
+		if !ok || (!p.Sees(in.Tenant)) {
 			unknown = append(unknown, id)
 			continue
 		}
@@ -114,6 +113,52 @@ func (s *Service) loadInstances(ctx context.Context, p Principal, ids []string) 
 // machine is on: shutting it down then needs consent.
 func poweredOn(state string) bool {
 	return state != apiv1.StateStopped && state != apiv1.StateStopping
+}
+
+// canGoOnline reports whether in can have its password changed with no
+// downtime: it runs and its guest channel is alive.
+func canGoOnline(in apiv1.Instance) bool { return in.State == apiv1.StateRunning && in.GuestAlive }
+
+// resolveMode is the mode a reset of in in the requested mode runs in:
+// auto is online when in can go online, offline otherwise.
+func resolveMode(in apiv1.Instance, requested string) string {
+	if requested != apiv1.ModeAuto {
+		return requested
+	}
+	if canGoOnline(in) {
+		return apiv1.ModeOnline
+	}
+	return apiv1.ModeOffline
+}
+
+// ResetPlan is what a reset of some instances would need, for a front door
+// that asks before it sends (the console's dialog).
+type ResetPlan struct {
+	// Online is whether every instance can be reset without a shutdown.
+	Online bool `json:"online"`
+	// Running are the instances an offline reset must shut down: it needs
+	// consent to a forced shutdown for them.
+	Running []string `json:"running"`
+}
+
+// PlanReset answers the ResetPlan of the named instances p may see, with
+// the rules ResetPassword applies; unknown ids are refused alike.
+func (s *Service) PlanReset(ctx context.Context, p Principal, ids []string) (ResetPlan, error) {
+	if err := checkIDs(ids); err != nil {
+		return ResetPlan{}, err
+	}
+	insts, err := s.loadInstances(ctx, p, ids)
+	if err != nil {
+		return ResetPlan{}, err
+	}
+	plan := ResetPlan{Online: true, Running: []string{}}
+	for _, in := range insts {
+		plan.Online = plan.Online && canGoOnline(in)
+		if poweredOn(in.State) {
+			plan.Running = append(plan.Running, in.ID)
+		}
+	}
+	return plan, nil
 }
 
 // ResetPassword accepts a password reset and returns its operation. With
@@ -150,7 +195,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 		for _, in := range insts {
 			osTypes = append(osTypes, in.OSType)
 		}
-		pol := password.Strictest(osTypes...)
+		pol := PasswordPolicyFor(osTypes...)
 		policy = &pol
 	}
 	users := make([]string, len(insts))
@@ -182,13 +227,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 	modes := make([]string, len(insts))
 	var needConsent, notReady []string
 	for i, in := range insts {
-		m := mode
-		if m == apiv1.ModeAuto {
-			m = apiv1.ModeOffline
-			if in.State == apiv1.StateRunning && in.GuestAlive {
-				m = apiv1.ModeOnline
-			}
-		}
+		m := resolveMode(in, mode)
 		modes[i] = m
 		if m == apiv1.ModeOffline && poweredOn(in.State) && !req.ForceStop {
 			needConsent = append(needConsent, in.ID)
@@ -199,7 +238,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 				notReady = append(notReady, in.ID)
 			}
 		case RequireRunningGuest:
-			if in.State != apiv1.StateRunning || !in.GuestAlive {
+			if !canGoOnline(in) {
 				notReady = append(notReady, in.ID)
 			}
 		}
@@ -303,23 +342,6 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 	insts, err := s.loadInstances(ctx, p, req.InstanceIDs)
 	if err != nil {
 		return apiv1.Operation{}, err
-	}
-	var notReady []string
-	for _, in := range insts {
-		switch {
-		case req.Require == RequireStopped && in.State != apiv1.StateStopped:
-			notReady = append(notReady, in.ID)
-		case req.Require == RequireRunningGuest && in.State != apiv1.StateRunning:
-			notReady = append(notReady, in.ID)
-		}
-	}
-	if len(notReady) > 0 {
-		code := CodeInstanceNotStopped
-		if req.Require == RequireRunningGuest {
-			code = CodeInstanceNotRunning
-		}
-		return apiv1.Operation{}, &Error{Code: code, Message: "these instances are not in a state that allows the action",
-			Details: map[string]any{"instanceIds": notReady}}
 	}
 	op := s.newOperation(p, kind)
 	items := make([]store.ItemWork, len(insts))
@@ -468,7 +490,7 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 // GetOperation reads an operation p may see.
 func (s *Service) GetOperation(ctx context.Context, p Principal, id string) (apiv1.Operation, error) {
 	op, err := s.store.GetOperation(ctx, s.store.DB, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && op.Tenant != p.Tenant) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Sees(op.Tenant)) {
 		return apiv1.Operation{}, errorf(CodeOperationNotFound, "operation %q not found", id)
 	}
 	if err != nil {

@@ -48,6 +48,23 @@ func (p Principal) requester() apiv1.Requester {
 	return apiv1.Requester{Kind: p.Kind, ID: p.ID, Address: p.Address}
 }
 
+// Sees reports whether p may see what belongs to tenant: an admin sees
+// every tenant, anyone else only their own. Whatever p may not see is
+// answered exactly like what does not exist.
+func (p Principal) Sees(tenant string) bool { return p.Admin || tenant == p.Tenant }
+
+// TenantFor resolves the tenant a request names: empty means p's own; any
+// other is p's to name only if p sees it, else it is not found.
+func (p Principal) TenantFor(requested string) (string, error) {
+	if requested == "" {
+		return p.Tenant, nil
+	}
+	if !p.Sees(requested) {
+		return "", errorf(CodeTenantNotFound, "tenant %q not found", requested)
+	}
+	return requested, nil
+}
+
 // scope is the tenant filter for p: empty (all) for admins.
 func (p Principal) scope() string {
 	if p.Admin {
@@ -89,8 +106,12 @@ func NewID(prefix string, n int) string {
 	return prefix + "-" + strings.ToLower(b32.EncodeToString(b))[:n]
 }
 
+// InstanceIDPattern is what an instance id looks like: "ins-" and 8 to 12
+// lowercase letters and digits.
+const InstanceIDPattern = `^ins-[a-z0-9]{8,12}$`
+
 var (
-	instanceIDRe = regexp.MustCompile(`^ins-[a-z0-9]{8,12}$`)
+	instanceIDRe = regexp.MustCompile(InstanceIDPattern)
 	tenantIDRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
 	userNameRe   = regexp.MustCompile(`^[A-Za-z0-9_.][A-Za-z0-9_.@$ -]{0,63}$`)
 )
@@ -171,19 +192,16 @@ func NewKeyMaterial() (id string, secret string) {
 // CreateKey makes an API key in tenant (the caller's own unless admin). The
 // secret is returned once; the store keeps its hash and a sealed copy.
 func (s *Service) CreateKey(ctx context.Context, p Principal, req apiv1.KeyCreate) (apiv1.KeyCreated, error) {
-	tenant := req.Tenant
-	if tenant == "" {
-		tenant = p.Tenant
-	}
-	if tenant != p.Tenant && !p.Admin {
-		return apiv1.KeyCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+	tenant, err := p.TenantFor(req.Tenant)
+	if err != nil {
+		return apiv1.KeyCreated{}, err
 	}
 	if len(req.Name) > 100 {
 		return apiv1.KeyCreated{}, errorf(CodeInvalidArgument, "name: at most 100 characters")
 	}
 	id, secret := NewKeyMaterial()
 	var out apiv1.KeyCreated
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)

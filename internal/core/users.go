@@ -90,6 +90,20 @@ type Session struct {
 	ExpiresAt  time.Time
 }
 
+// Usable refuses the session of a user who must still change the initial
+// password: until then, changing it is all the console lets them do.
+func (s Session) Usable() error {
+	if s.MustChange {
+		return errorf(CodeForbidden, "change your initial password first")
+	}
+	return nil
+}
+
+// PasswordPolicyFor is the rule a new password for instances of these OS
+// types must meet through the native API and the console: the strictest
+// that fits them all (the dialects apply their documents' own rules).
+func PasswordPolicyFor(osTypes ...string) password.Policy { return password.Strictest(osTypes...) }
+
 func hashConsolePassword(pw []byte) (string, error) {
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
@@ -148,8 +162,9 @@ func (s *Service) CreateConsoleUser(ctx context.Context, p Principal, name, tena
 	if !p.Admin {
 		return ConsoleUser{}, errorf(CodeForbidden, "only an admin may create console users")
 	}
-	if tenant == "" {
-		tenant = p.Tenant
+	tenant, err := p.TenantFor(tenant)
+	if err != nil {
+		return ConsoleUser{}, err
 	}
 	if !consoleUserRe.MatchString(name) {
 		return ConsoleUser{}, errorf(CodeInvalidArgument, "name: 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
