@@ -22,23 +22,25 @@ const maxBody = 16 << 10
 
 // API serves the agent endpoints (the native API serves /v1/agent-tokens).
 type API struct {
-	svc   *core.Service
-	store *store.Store
-	queue commandQueue
-	ch    *Channel
-	log   *slog.Logger
+	svc      *core.Service
+	agents   *core.AgentQueue
+	commands commandReader
+	ch       *Channel
+	log      *slog.Logger
 }
 
-// commandQueue is what a held poll reads and takes: the store (its tests
-// count the calls, since taking is a write and reading is not).
-type commandQueue interface {
-	TakeAgentCommands(ctx context.Context, q store.Querier, agentID string) ([]store.AgentCommand, error)
-	HasAgentCommands(ctx context.Context, q store.Querier, agentID string) (bool, error)
+// commandReader is what a held poll takes and reads: the core's agent
+// queue (its tests count the calls, since taking is a write and reading
+// is not).
+type commandReader interface {
+	Take(ctx context.Context, agentID string) ([]store.AgentCommand, error)
+	Has(ctx context.Context, agentID string) (bool, error)
 }
 
-// NewAPI makes the endpoints over the service and the channel.
-func NewAPI(svc *core.Service, s *store.Store, ch *Channel, log *slog.Logger) *API {
-	return &API{svc: svc, store: s, queue: s, ch: ch, log: log}
+// NewAPI makes the endpoints over the service and the channel; agents'
+// rows and commands go through the channel's core.AgentQueue.
+func NewAPI(svc *core.Service, ch *Channel, log *slog.Logger) *API {
+	return &API{svc: svc, agents: ch.queue, commands: ch.queue, ch: ch, log: log}
 }
 
 // Register adds the routes to mux.
@@ -137,15 +139,11 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, r, err)
 		return
 	}
-	if len(req.Session) > 64 || len(req.Version) > 64 {
-		a.writeErr(w, r, &core.Error{Code: core.CodeInvalidArgument, Message: "session and version: at most 64 characters"})
-		return
-	}
 	ctx := r.Context()
 	// Subscribe before reading, so a command stored meanwhile wakes us.
 	wake, cancel := a.ch.polls.subscribe(ag.ID)
 	defer cancel()
-	seq, changed, err := a.store.AgentPolled(ctx, a.store.DB, ag.ID, req.Session, req.Ready, req.Version)
+	seq, changed, err := a.agents.Polled(ctx, ag.ID, req.Session, req.Ready, req.Version)
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
@@ -162,7 +160,7 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 	take := true
 	for {
 		if take {
-			cmds, err := a.queue.TakeAgentCommands(ctx, a.store.DB, ag.ID)
+			cmds, err := a.commands.Take(ctx, ag.ID)
 			if err != nil {
 				a.writeErr(w, r, err)
 				return
@@ -187,7 +185,7 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 			}
 			// The agent went away (killed, powered off, network cut).
 			gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if gone, err := a.store.AgentGone(gctx, a.store.DB, ag.ID, seq); err == nil && gone {
+			if gone, err := a.agents.Gone(gctx, ag.ID, seq); err == nil && gone {
 				a.observe(gctx, ag, false)
 			}
 			gcancel()
@@ -200,7 +198,7 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 			// Another replica may have stored a command. A failed read
 			// is retried at the next tick; the hold ends the poll anyway.
-			has, err := a.queue.HasAgentCommands(ctx, a.store.DB, ag.ID)
+			has, err := a.commands.Has(ctx, ag.ID)
 			if err != nil && ctx.Err() == nil {
 				a.log.WarnContext(ctx, "recheck agent commands", "agent_id", ag.ID, "err", err)
 			}
@@ -220,23 +218,14 @@ func (a *API) ack(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, r, err)
 		return
 	}
-	switch req.Result {
-	case agentproto.ResultOK, agentproto.ResultUserNotFound, agentproto.ResultFailed, agentproto.ResultBadCommand:
-	default:
-		a.writeErr(w, r, &core.Error{Code: core.CodeInvalidArgument, Message: "result: unknown"})
-		return
-	}
-	if len(req.Message) > 1024 {
-		req.Message = req.Message[:1024]
-	}
-	err = a.store.AckAgentCommand(r.Context(), a.store.DB, ag.ID, req.ID, req.Result, req.ExitCode, req.Message)
-	if errors.Is(err, store.ErrNotFound) {
-		// Superseded or already acknowledged: nothing waits for it.
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
+	acked, err := a.agents.Ack(r.Context(), ag.ID, req)
 	if err != nil {
 		a.writeErr(w, r, err)
+		return
+	}
+	if !acked {
+		// Superseded or already acknowledged: nothing waits for it.
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	a.ch.acks.notify(req.ID)

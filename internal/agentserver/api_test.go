@@ -14,6 +14,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/store"
 )
 
 func (f *fixture) postToken(keyID, secret string, req apiv1.AgentTokenCreate) (int, apiv1.AgentTokenCreated, string) {
@@ -193,4 +194,92 @@ func TestAnIdlePollRechecksByReadingAndTakesOnlyWhatAnotherReplicaStored(t *test
 			t.Fatalf("poll got %+v, want the other replica's command", got.Commands)
 		}
 	})
+}
+
+// ack sends an acknowledgement as the agent and returns the status and
+// error code.
+func (f *fixture) ack(st *agent.State, a agentproto.Ack) (int, string) {
+	f.t.Helper()
+	b, _ := json.Marshal(a)
+	r, err := http.NewRequest(http.MethodPost, f.url+agentproto.PathAck, bytes.NewReader(b))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	r.Header.Set("Authorization", "Bearer "+st.AgentID+":"+st.Secret)
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var eb apiv1.ErrorBody
+	_ = json.NewDecoder(resp.Body).Decode(&eb)
+	return resp.StatusCode, eb.Error.Code
+}
+
+func TestAnAgentAcknowledgesOnlyCommandsItWasSent(t *testing.T) {
+	f := newFixture(t, fastConfig())
+	ctx := context.Background()
+	enrol := func(name string) *agent.State {
+		st, err := agent.Enroll(ctx, agent.EnrollOptions{Server: f.url, Token: f.token(name), Hostname: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	a, b := enrol("a"), enrol("b")
+	sealed, err := agentproto.Seal(a.PublicKey, []byte("Never-Sent-Pw-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue := core.NewAgentQueue(f.store)
+	const id = "cmd-acktest0000001"
+	if err := queue.Queue(ctx, store.AgentCommand{ID: id, AgentID: a.AgentID, Kind: agentproto.KindSetPassword,
+		User: "root", Sealed: sealed}); err != nil {
+		t.Fatal(err)
+	}
+	ok := agentproto.Ack{ID: id, Result: agentproto.ResultOK}
+
+	steps := []struct {
+		name       string
+		by         *agent.State
+		ack        agentproto.Ack
+		wantStatus int
+		wantCode   string
+	}{
+		{"a command not sent yet is refused", a, ok, http.StatusConflict, core.CodeCommandNotSent},
+		{"another agent's command is refused", b, ok, http.StatusConflict, core.CodeCommandNotSent},
+		{"an unknown result is refused", a, agentproto.Ack{ID: id, Result: "maybe"}, http.StatusBadRequest, core.CodeInvalidArgument},
+	}
+	for _, s := range steps {
+		if status, code := f.ack(s.by, s.ack); status != s.wantStatus || code != s.wantCode {
+			t.Errorf("%s: %d %q, want %d %q", s.name, status, code, s.wantStatus, s.wantCode)
+		}
+	}
+	if cmd, err := queue.Command(ctx, id); err != nil || cmd.State != store.CommandPending {
+		t.Fatalf("after the refused acks the command is %+v (%v), want still pending", cmd, err)
+	}
+
+	if got := f.poll(ctx, a, false); len(got.Commands) != 1 || got.Commands[0].ID != id {
+		t.Fatalf("poll got %+v, want the command", got.Commands)
+	}
+	steps = []struct {
+		name       string
+		by         *agent.State
+		ack        agentproto.Ack
+		wantStatus int
+		wantCode   string
+	}{
+		{"another agent still cannot acknowledge it once sent", b, ok, http.StatusConflict, core.CodeCommandNotSent},
+		{"its agent acknowledges it once sent", a, ok, http.StatusNoContent, ""},
+		{"a second acknowledgement changes nothing", a, agentproto.Ack{ID: id, Result: agentproto.ResultFailed}, http.StatusNoContent, ""},
+		{"an unknown (superseded) command is nothing to wait for", a, agentproto.Ack{ID: "cmd-gone", Result: agentproto.ResultOK}, http.StatusNoContent, ""},
+	}
+	for _, s := range steps {
+		if status, code := f.ack(s.by, s.ack); status != s.wantStatus || code != s.wantCode {
+			t.Errorf("%s: %d %q, want %d %q", s.name, status, code, s.wantStatus, s.wantCode)
+		}
+	}
+	if cmd, err := queue.Command(ctx, id); err != nil || cmd.State != agentproto.ResultOK {
+		t.Errorf("the command is %+v (%v), want acknowledged ok", cmd, err)
+	}
 }

@@ -61,7 +61,7 @@ func newFixture(t *testing.T, cfg agentserver.Config) *fixture {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	api := agentserver.NewAPI(svc, st, ch, log)
+	api := agentserver.NewAPI(svc, ch, log)
 	api.Register(mux)
 	// Tokens are made through the native API, as in the server.
 	nativeapi.New(svc, log, metrics.New(), nativeapi.Config{}).Register(mux)

@@ -228,6 +228,7 @@ var statusOf = map[string]int{
 	core.CodeInstanceNotRunning:   http.StatusConflict,
 	core.CodeInstanceNotStopped:   http.StatusConflict,
 	core.CodeGuestNotAlive:        http.StatusConflict,
+	core.CodeCommandNotSent:       http.StatusConflict,
 	core.CodeIdempotencyKeyReused: http.StatusUnprocessableEntity,
 	core.CodeStoreUnavailable:     http.StatusServiceUnavailable,
 	core.CodeInternal:             http.StatusInternalServerError,
