@@ -8,6 +8,10 @@
 #   libvirt-clients debootstrap
 #                     real VMs (internal/vmtest): libvirtd driving QEMU, and
 #                     scripts/vm/build-image.sh's guest image
+#   libguestfs-tools golang-guestfs-dev
+#                     disk resets (cmd/fleetpass-diskreset): libguestfs, its
+#                     headers for the cgo build, and its appliance's packages;
+#                     the appliance kernel is extracted below
 # The system's sshd is not started: guesttest runs sshd of its own, inside
 # each guest. Nor are libvirtd and virtlogd: vmtest starts them when a test
 # needs them. --no-install-recommends leaves out dnsmasq, so libvirt's
@@ -16,7 +20,8 @@ set -euo pipefail
 
 packages=(openssh-server qemu-guest-agent chromium
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
-	libvirt-clients debootstrap)
+	libvirt-clients debootstrap
+	libguestfs-tools golang-guestfs-dev)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
@@ -59,3 +64,10 @@ fi
 if [[ ! -d /run/sshd ]]; then
 	"${sudo[@]}" mkdir -p -m 0755 /run/sshd
 fi
+
+# libguestfs's appliance needs a kernel and its modules, which a machine
+# booted from some other kernel (a CI runner, a cloud VM) lacks: extract
+# Debian's, cached in /var/cache/fleetpass/guestfs (about 10 s the first
+# time, nothing later). The tests read its output for SUPERMIN_KERNEL and
+# its siblings.
+"${sudo[@]}" /bin/bash "$(dirname "$0")/vm/guestfs-kernel.sh" >/dev/null

@@ -81,11 +81,11 @@ func bearer(r *http.Request) (id, secret string, ok bool) {
 	if id, secret, ok = r.BasicAuth(); ok {
 		return id, secret, id != ""
 	}
-	tok, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tok, found := httpx.BearerToken(r)
 	if !found {
 		return "", "", false
 	}
-	id, secret, ok = strings.Cut(strings.TrimSpace(tok), ":")
+	id, secret, ok = strings.Cut(tok, ":")
 	return id, secret, ok && id != ""
 }
 
@@ -104,6 +104,8 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.InfoContext(r.Context(), "agent enrolled", "agent_id", id.AgentID, "instance_id", id.InstanceID,
 		"tenant", id.Tenant, "hostname", req.Hostname)
+	// The answer carries the agent's secret: no cache may keep it.
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, agentproto.EnrollResponse{AgentID: id.AgentID, InstanceID: id.InstanceID,
 		Tenant: id.Tenant, Secret: id.Secret})
 }

@@ -67,7 +67,11 @@ type Instance struct {
 	GuestSeenAt *time.Time `json:"guestSeenAt,omitempty"`
 	// NoGuestChannel is set when the machine's host says it has no guest
 	// agent channel at all: no password can reach it through the host.
-	NoGuestChannel  bool             `json:"noGuestChannel,omitempty"`
+	NoGuestChannel bool `json:"noGuestChannel,omitempty"`
+	// ResetMethods are the ways this server can reset the instance's
+	// password: guest (through its guest channel) and disk (by editing its
+	// shut-off disk, for Linux VMs of a local libvirt host).
+	ResetMethods    []string         `json:"resetMethods,omitempty"`
 	Busy            bool             `json:"busy"`
 	LatestOperation *LatestOperation `json:"latestOperation,omitempty"`
 	CreatedAt       time.Time        `json:"createdAt"`
@@ -97,6 +101,14 @@ const (
 	ModeOffline = "offline"
 )
 
+// Reset methods: how the new password reaches an instance (DESIGN §2).
+// Auto is the guest channel when the instance has one, else its disk.
+const (
+	MethodAuto  = "auto"
+	MethodGuest = "guest"
+	MethodDisk  = "disk"
+)
+
 // PasswordReset asks for the password of one or more instances to change.
 // Exactly one of Password and Generate must be given.
 type PasswordReset struct {
@@ -104,6 +116,9 @@ type PasswordReset struct {
 	// User defaults to each instance's admin user (root or Administrator).
 	User string `json:"user,omitempty"`
 	Mode string `json:"mode,omitempty"`
+	// Method is auto (default), guest or disk. Disk implies an offline
+	// reset.
+	Method string `json:"method,omitempty"`
 	// ForceStop is the caller's consent to shut running instances down, and
 	// to cut their power if a graceful shutdown times out.
 	ForceStop bool   `json:"forceStop,omitempty"`
@@ -166,6 +181,7 @@ const (
 	StepForceStopping = "force_stopping"
 	StepStopped       = "stopped"
 	StepStaging       = "staging"
+	StepEditingDisk   = "editing_disk"
 	StepStarting      = "starting"
 	StepWaitingGuest  = "waiting_for_guest"
 	StepApplying      = "applying"
@@ -174,17 +190,21 @@ const (
 
 // Item is one instance's part of an operation.
 type Item struct {
-	InstanceID   string     `json:"instanceId"`
-	InstanceName string     `json:"instanceName"`
-	State        string     `json:"state"`
-	Step         string     `json:"step"`
-	Mode         string     `json:"mode,omitempty"`
-	User         string     `json:"user,omitempty"`
-	ErrorCode    string     `json:"errorCode,omitempty"`
-	Message      string     `json:"message,omitempty"`
-	Attempts     int        `json:"attempts"`
-	StartedAt    *time.Time `json:"startedAt,omitempty"`
-	FinishedAt   *time.Time `json:"finishedAt,omitempty"`
+	InstanceID   string `json:"instanceId"`
+	InstanceName string `json:"instanceName"`
+	State        string `json:"state"`
+	Step         string `json:"step"`
+	Mode         string `json:"mode,omitempty"`
+	Method       string `json:"method,omitempty"`
+	User         string `json:"user,omitempty"`
+	ErrorCode    string `json:"errorCode,omitempty"`
+	Message      string `json:"message,omitempty"`
+	// Detail is what the driver said of a failure (socket paths, host
+	// URIs, agent ids): shown to the operator (admin) only.
+	Detail     string     `json:"detail,omitempty"`
+	Attempts   int        `json:"attempts"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }
 
 // Requester records who asked for an operation, and from where.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 )
 
 func (a *app) newInstancesCmd() *cobra.Command {
@@ -120,7 +121,7 @@ func (a *app) newInstancesShowCmd() *cobra.Command {
 				if v == "" {
 					v = "-"
 				}
-				fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+				fmt.Fprintf(tw, "%s:\t%s\n", k, ctlchar.Escape(v))
 			}
 			field("ID", in.ID)
 			field("Name", in.Name)

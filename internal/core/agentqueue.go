@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/agentproto"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
 
@@ -103,6 +104,11 @@ func (q *AgentQueue) Ack(ctx context.Context, agentID string, ack agentproto.Ack
 	}
 	if len(ack.Message) > maxAckMessage {
 		ack.Message = strings.ToValidUTF8(ack.Message[:maxAckMessage], "")
+	}
+	if ctlchar.Contains(ack.Message) {
+		// The agent replaces them before sending; one that does not is
+		// refused rather than have its text reach a terminal.
+		return false, errorf(CodeInvalidArgument, "message: no control characters")
 	}
 	cmd, err := q.store.GetAgentCommand(ctx, q.store.DB, ack.ID)
 	if errors.Is(err, store.ErrNotFound) {

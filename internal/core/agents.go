@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
@@ -45,8 +46,8 @@ func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.A
 		return apiv1.AgentTokenCreated{}, err
 	}
 	name := strings.TrimSpace(req.InstanceName)
-	if len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
-		return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "instanceName: at most 128 printable characters")
+	if len(name) > 128 || ctlchar.Contains(name) {
+		return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "instanceName: at most 128 printable characters (no control characters)")
 	}
 	ttl := DefaultAgentTokenTTL
 	if req.TTL != "" {
@@ -113,10 +114,10 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "publicKey: an X25519 public key of 32 bytes")
 	}
 	host := strings.TrimSpace(e.Hostname)
-	if host == "" || len(host) > 128 || strings.ContainsAny(host, "\x00\n\r\t") {
-		return AgentIdentity{}, errorf(CodeInvalidArgument, "hostname: 1-128 printable characters")
+	if host == "" || len(host) > 128 || ctlchar.Contains(host) {
+		return AgentIdentity{}, errorf(CodeInvalidArgument, "hostname: 1-128 printable characters (no control characters)")
 	}
-	if len(e.Version) > 64 {
+	if len(e.Version) > 64 || ctlchar.Contains(e.Version) {
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "version: at most 64 characters")
 	}
 	if _, ok := s.drivers.Guest[AgentGuestDriver]; !ok {
@@ -146,14 +147,17 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 		case err == nil:
 			id.InstanceID = in.ID
 			if err := s.store.SetInstanceGuest(ctx, tx, in.ID, guest); err != nil {
-				return err
+				return linkError(err)
 			}
 		case errors.Is(err, store.ErrNotFound):
 			in = apiv1.Instance{ID: id.InstanceID, Tenant: tok.Tenant, Name: name, OSType: e.OSType,
 				AdminUser: DefaultAdminUser(e.OSType), State: apiv1.StatePending,
 				Power: apiv1.DriverLink{Driver: ManualPowerDriver, Address: id.AgentID}, Guest: guest}
-			if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+			if err := s.checkQuota(ctx, tx, tok.Tenant, 1); err != nil {
 				return err
+			}
+			if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+				return linkError(err)
 			}
 		default:
 			return err

@@ -6,9 +6,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
+	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -35,8 +38,8 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		return apiv1.Instance{}, err
 	}
 	name := strings.TrimSpace(req.Name)
-	if name == "" || len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters")
+	if name == "" || len(name) > 128 || ctlchar.Contains(name) {
+		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters (no control characters)")
 	}
 	if req.OSType != OSLinux && req.OSType != OSWindows {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "osType: must be linux or windows")
@@ -48,14 +51,8 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 	if !userNameRe.MatchString(user) {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "adminUser: not a valid user name")
 	}
-	if _, ok := s.drivers.Power[req.Power.Driver]; !ok {
-		return apiv1.Instance{}, errorf(CodeUnknownDriver, "power.driver: %q is not a power driver of this server", req.Power.Driver)
-	}
-	if _, ok := s.drivers.Guest[req.Guest.Driver]; !ok {
-		return apiv1.Instance{}, errorf(CodeUnknownDriver, "guest.driver: %q is not a guest channel of this server", req.Guest.Driver)
-	}
-	if req.Power.Address == "" || req.Guest.Address == "" {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "power.address and guest.address are required")
+	if err := s.checkLinks(ctx, s.store.DB, p, tenant, req.Power, req.Guest); err != nil {
+		return apiv1.Instance{}, err
 	}
 	in := apiv1.Instance{ID: NewID("ins", 10), Tenant: tenant, Name: name, OSType: req.OSType, AdminUser: user,
 		State: apiv1.StatePending, Power: req.Power, Guest: req.Guest}
@@ -66,8 +63,11 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 			}
 			return err
 		}
-		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+		if err := s.checkQuota(ctx, tx, tenant, 1); err != nil {
 			return err
+		}
+		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+			return linkError(err)
 		}
 		if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
 			return err
@@ -91,15 +91,32 @@ func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv
 	if err != nil {
 		return apiv1.Instance{}, storeFailed(err)
 	}
+	s.fillMethods(&in)
 	return in, nil
+}
+
+// fillMethods sets the reset methods this server can use on in: guest
+// unless its host says it has no guest channel, disk when its guest driver
+// can edit disks on this server and it is not a Windows machine.
+func (s *Service) fillMethods(in *apiv1.Instance) {
+	in.ResetMethods = nil
+	if !in.NoGuestChannel {
+		in.ResetMethods = append(in.ResetMethods, apiv1.MethodGuest)
+	}
+	if de, ok := s.drivers.Guest[in.Guest.Driver].(driver.DiskEditor); ok && in.OSType != "windows" {
+		if ok, _ := de.DiskResets(); ok {
+			in.ResetMethods = append(in.ResetMethods, apiv1.MethodDisk)
+		}
+	}
 }
 
 // DeleteInstance removes an idle instance p may see.
 func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) error {
-	if _, err := s.GetInstance(ctx, p, id); err != nil {
+	in, err := s.GetInstance(ctx, p, id)
+	if err != nil {
 		return err
 	}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if err := s.store.DeleteInstance(ctx, tx, id); err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				return &Error{Code: CodeInstanceBusy, Message: "the instance has an operation in progress",
@@ -107,10 +124,16 @@ func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) er
 			}
 			return err
 		}
-		return s.audit(ctx, tx, p, p.Tenant, "instance.delete", id, "")
+		// Audited in the instance's tenant, whoever deleted it.
+		return s.audit(ctx, tx, p, in.Tenant, "instance.delete", id, "")
 	})
 	return wrapStore(err)
 }
+
+// instanceStates are the states a list may filter on.
+var instanceStates = []string{apiv1.StatePending, apiv1.StateRunning, apiv1.StateStopping, apiv1.StateStopped,
+	apiv1.StateStarting, apiv1.StateRebooting, apiv1.StateResettingPassword, apiv1.StateError,
+	apiv1.StateUnknown, apiv1.StateMissing}
 
 // InstanceQuery filters a list of instances.
 type InstanceQuery struct {
@@ -143,6 +166,12 @@ func decodeCursor(c string, v any) error {
 // ListInstances lists a page of the instances p may see, ordered by name
 // then id (a stable order: a page boundary survives inserts and deletes).
 func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuery) (apiv1.InstanceList, error) {
+	if q.State != "" && !slices.Contains(instanceStates, strings.ToUpper(q.State)) {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "state: not an instance state; one of %s", strings.Join(instanceStates, ", "))
+	}
+	if q.OSType != "" && q.OSType != OSLinux && q.OSType != OSWindows {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
+	}
 	f := store.InstanceFilter{Tenant: p.scope(), State: strings.ToUpper(q.State), OSType: q.OSType, NamePrefix: q.NamePrefix,
 		Limit: clampLimit(q.Limit) + 1}
 	if q.Tenant != "" {
@@ -161,6 +190,9 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	list, err := s.store.ListInstances(ctx, f)
 	if err != nil {
 		return apiv1.InstanceList{}, storeFailed(err)
+	}
+	for i := range list {
+		s.fillMethods(&list[i])
 	}
 	out := apiv1.InstanceList{Instances: list}
 	if limit := f.Limit - 1; len(list) > limit {

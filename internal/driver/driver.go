@@ -92,7 +92,37 @@ var (
 	// domain defined without a guest-agent channel), so no password can
 	// reach it however long one waits.
 	ErrNoGuestChannel = errors.New("machine has no guest agent channel")
+	// ErrDiskUnsupported: the machine's disk cannot be edited offline (a
+	// format, encryption, layout or remote host the disk editor cannot
+	// open, or a Windows guest).
+	ErrDiskUnsupported = errors.New("the machine's disk cannot be edited")
+	// ErrDiskInUse: another process holds the stopped machine's disk.
+	ErrDiskInUse = errors.New("the machine's disk is in use by another process")
+	// ErrDiskResetUnavailable: this server cannot edit disks at all (its
+	// helper or libguestfs is missing).
+	ErrDiskResetUnavailable = errors.New("disk resets are not available on this server")
 )
+
+// DiskEditor is implemented by guest channels that can set a password
+// without any agent in the guest, by editing a stopped machine's disk (its
+// /etc/shadow). The engine uses it in an offline reset whose method is
+// disk: it asks CheckDisk before the first power action and EditDisk once
+// the machine is stopped.
+type DiskEditor interface {
+	// DiskResets reports whether this server can edit disks at all (its
+	// helper and libguestfs are there), and why not.
+	DiskResets() (available bool, why string)
+	// CheckDisk tells whether EditDisk can work on the machine, as far as
+	// can be known without opening its disk: nil, or an error wrapping
+	// ErrDiskUnsupported, ErrDiskInUse or ErrDiskResetUnavailable.
+	CheckDisk(ctx context.Context, ref Ref) error
+	// EditDisk sets user's password in the stopped machine's disk and
+	// returns nil only once the new hash was read back from it. Editing
+	// twice is harmless (the engine does after a crash). A running machine
+	// gives an error wrapping ErrDiskInUse, a missing user one wrapping
+	// ErrUserNotFound. The caller wipes password after the call.
+	EditDisk(ctx context.Context, ref Ref, user string, password []byte) error
+}
 
 // Preflighter is implemented by guest channels that can tell, before the
 // engine touches a machine's power, that a password will never reach it
@@ -127,4 +157,11 @@ func Transientf(format string, args ...any) error {
 func IsTransient(err error) bool {
 	var t *TransientError
 	return errors.As(err, &t)
+}
+
+// AddressChecker is implemented by drivers that can tell, when a link is
+// registered, that an address is not one they would ever act on (the qga
+// channel dials only sockets under the operator's directories).
+type AddressChecker interface {
+	CheckAddress(ref Ref) error
 }

@@ -44,6 +44,12 @@ type envOpts struct {
 	engine    engine.Config
 	rateLimit float64
 	burst     int
+	// Security settings (security_test.go).
+	qgaDirs        []string
+	maxPerTenant   int
+	trustedProxies []string
+	syncInterval   time.Duration
+	dataDir        string
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -52,6 +58,15 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.engine.PollInterval != 0 {
 		opts = append(opts, servertest.WithEngine(o.engine))
 	}
+	if o.dataDir != "" {
+		opts = append(opts, servertest.WithDataDir(o.dataDir))
+	}
+	opts = append(opts, servertest.WithConfig(func(c *server.Config) {
+		if o.syncInterval != 0 {
+			c.SyncInterval = o.syncInterval
+		}
+		c.QGASocketDirs, c.MaxInstancesPerTenant, c.TrustedProxies = o.qgaDirs, o.maxPerTenant, o.trustedProxies
+	}))
 	s := servertest.Start(t, opts...)
 	return &env{t: t, s: s, srv: s.Server, url: s.URL, dataDir: s.DataDir, logs: s.Logs, out: s.Out,
 		admin: key{s.Admin.ID, s.Admin.Secret}}

@@ -250,8 +250,9 @@ func TestFaultsFailTheirItemWithAReasonAndSpareTheOthers(t *testing.T) {
 	if op.Status != apiv1.OperationPartial || op.Summary.Succeeded != 2 || op.Summary.Failed != 2 {
 		t.Errorf("operation %s %+v, want partial 2/2", op.Status, op.Summary)
 	}
-	if itemOf(op, flaky.ID).Attempts != 2 {
-		t.Errorf("flaky: %d attempts recorded, want 2 transient retries", itemOf(op, flaky.ID).Attempts)
+	if itemOf(op, flaky.ID).Attempts != 3 || itemOf(op, healthy.ID).Attempts != 1 {
+		t.Errorf("attempts: flaky %d, healthy %d; want 3 (two transient failures, then the success) and 1",
+			itemOf(op, flaky.ID).Attempts, itemOf(op, healthy.ID).Attempts)
 	}
 	if !e.checkPassword(flaky, "deploy", goodPW) || !e.checkPassword(healthy, "deploy", goodPW) {
 		t.Errorf("the healthy items did not get the password")
