@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,11 +21,25 @@ import (
 // issue 10 item 12: a name such as "\x1b[2J" (clear screen) that reaches the
 // CLI, from an older server or a hostile one, prints as text.
 func TestSecurity_ControlCharactersInNamesAreEscapedNotSentToTheTerminal(t *testing.T) {
-	api := startAPI(t)
-	const id = "ins-evil"
-	api.fake.AddInstance(id, "evil\x1b[2J\u009b31m\x07", apiv1.StateRunning)
+	// The real server refuses such names, so a hostile one stands in: a
+	// small handler that answers the two reads with the name.
+	const id = "ins-evil0000"
+	in := apiv1.Instance{ID: id, Name: "evil\x1b[2J\u009b31m\x07", Tenant: "acme", OSType: "linux", State: apiv1.StateRunning}
+	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/instances":
+			_ = json.NewEncoder(w).Encode(apiv1.InstanceList{Instances: []apiv1.Instance{in}})
+		case "/v1/instances/" + id:
+			_ = json.NewEncoder(w).Encode(in)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer hostile.Close()
+	env := map[string]string{envServer: hostile.URL, envKeyID: "fpk-any", envKeySecret: "any-secret-0123456789"}
 	for _, args := range [][]string{{"instances", "list"}, {"instances", "show", id}} {
-		r := api.run(t, "", args...)
+		r := runCLI(t, env, "", args...)
 		if r.code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, r.code, r.stderr)
 		}
