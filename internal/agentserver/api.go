@@ -60,6 +60,10 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		code, msg = ce.Code, ce.Message
 	}
 	status := nativeapi.StatusOf(code)
+	if code == core.CodeCommandNotSent {
+		// The agent protocol's own conflict; the native API has no such call.
+		status = http.StatusConflict
+	}
 	if status >= 500 {
 		a.log.ErrorContext(r.Context(), "agent endpoint failed", "path", r.URL.Path, "err", err)
 	}

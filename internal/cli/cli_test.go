@@ -147,7 +147,9 @@ func TestResetPasswordFromStdinIsNotPrinted(t *testing.T) {
 		t.Errorf("password leaked:\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
 	}
 	op := opID(t, r.stdout)
-	for _, want := range []string{"Operation " + op + " accepted", in.ID + " web-1 starting", in.ID + " web-1 succeeded",
+	// Which steps show in between depends on how fast the machine is;
+	// the start and the end always do.
+	for _, want := range []string{"Operation " + op + " accepted", in.ID + " web-1 succeeded",
 		op + " reset_password succeeded: 1 succeeded of 1"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)

@@ -130,8 +130,8 @@ func TestTransientDriverErrorsAreRetriedUntilTheItemSucceeds(t *testing.T) {
 	// Three failed calls, within the four attempts.
 	in := f.add(sim.Machine{ID: "flaky", Running: true, Faults: sim.Faults{Transient: 3}})
 	op := f.reset(in, apiv1.ModeOnline, "Retry-Until-Ok-1")
-	if op.Status != apiv1.OperationSucceeded || op.Items[0].Attempts != 3 {
-		t.Fatalf("operation %s, item %+v; want success after 3 retried attempts", op.Status, op.Items[0])
+	if op.Status != apiv1.OperationSucceeded || op.Items[0].Attempts != 4 {
+		t.Fatalf("operation %s, item %+v; want success at the 4th attempt (3 transient failures, then the success)", op.Status, op.Items[0])
 	}
 	if !f.passwordIs(in, "Retry-Until-Ok-1") {
 		t.Error("the password is not set")
@@ -169,7 +169,7 @@ func TestAUserThatDoesNotExistFailsTheItemAtOnce(t *testing.T) {
 	f := newFixture(t, fast())
 	in := f.add(sim.Machine{ID: "nouser", Running: true, Users: []string{"deploy"}})
 	op := f.reset(in, apiv1.ModeOnline, "No-Such-User-1")
-	if it := op.Items[0]; op.Status != apiv1.OperationFailed || it.ErrorCode != engine.CodeUserNotFound || it.Attempts != 0 {
-		t.Fatalf("operation %s, item %+v; want failed with %s, no retry", op.Status, it, engine.CodeUserNotFound)
+	if it := op.Items[0]; op.Status != apiv1.OperationFailed || it.ErrorCode != engine.CodeUserNotFound || it.Attempts != 1 {
+		t.Fatalf("operation %s, item %+v; want failed with %s at the first attempt, no retry", op.Status, it, engine.CodeUserNotFound)
 	}
 }

@@ -59,7 +59,7 @@ func (f *fixture) add(m sim.Machine) apiv1.Instance {
 	if err := f.fleet.Add(ctx, m); err != nil {
 		f.t.Fatal(err)
 	}
-	in, err := f.svc.RegisterInstance(ctx, core.Principal{Kind: "key", ID: "test", Tenant: "acme"}, apiv1.InstanceCreate{
+	in, err := f.svc.RegisterInstance(ctx, core.Principal{Kind: "key", ID: "test", Tenant: "acme", Admin: true}, apiv1.InstanceCreate{
 		Name: m.ID, OSType: core.OSLinux, Power: apiv1.DriverLink{Driver: "sim", Address: m.ID},
 		Guest: apiv1.DriverLink{Driver: "sim", Address: m.ID}})
 	if err != nil {

@@ -203,7 +203,6 @@ var statusOf = map[string]int{
 	core.CodeInstanceNotRunning:   http.StatusConflict,
 	core.CodeInstanceNotStopped:   http.StatusConflict,
 	core.CodeGuestNotAlive:        http.StatusConflict,
-	core.CodeCommandNotSent:       http.StatusConflict,
 	core.CodeMethodUnsupported:    http.StatusConflict,
 	core.CodeIdempotencyKeyReused: http.StatusUnprocessableEntity,
 	core.CodeLinkForbidden:        http.StatusForbidden,

@@ -761,7 +761,7 @@ func errorStatuses() map[int][]string {
 	for code, status := range map[string]int{
 		codeInvalidJSON: http.StatusBadRequest, codeUnknownField: http.StatusBadRequest,
 		codeBodyTooLarge: http.StatusRequestEntityTooLarge,
-		codeNotFound: http.StatusNotFound, codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
+		codeNotFound:     http.StatusNotFound, codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
 	} {
 		if _, ok := byCode[code]; !ok {
 			byCode[code] = status
