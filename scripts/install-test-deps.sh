@@ -8,6 +8,9 @@
 #   libvirt-clients debootstrap
 #                     real VMs (internal/vmtest): libvirtd driving QEMU, and
 #                     scripts/vm/build-image.sh's guest image
+#   openipmi ipmitool ipmi_sim, a real IPMI 2.0 (lanplus) BMC on loopback
+#                     whose chassis commands run the test's own hook
+#                     (internal/ipmitest), and ipmitool as a second client
 #   libguestfs-tools golang-guestfs-dev
 #                     disk resets (cmd/fleetpass-diskreset): libguestfs, its
 #                     headers for the cgo build, and its appliance's packages;
@@ -21,6 +24,7 @@ set -euo pipefail
 packages=(openssh-server qemu-guest-agent chromium
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
 	libvirt-clients debootstrap
+	openipmi ipmitool
 	libguestfs-tools golang-guestfs-dev)
 
 sudo=()

@@ -105,7 +105,8 @@ type AgentIdentity struct {
 // identity, in one transaction. When the machine is a VM the tenant's
 // libvirt inventory knows already (its SMBIOS UUID is a domain's UUID), the
 // agent becomes that instance's guest channel instead, and libvirt keeps
-// its power. Unknown, used and expired tokens are refused alike.
+// its power; so it does for a bare-metal server registered with its BMC,
+// found by the name the token is bound to, whose BMC keeps its power. Unknown, used and expired tokens are refused alike.
 func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdentity, error) {
 	if e.OSType != OSLinux && e.OSType != OSWindows {
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
@@ -143,6 +144,9 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 		}
 		guest := apiv1.DriverLink{Driver: AgentGuestDriver, Address: id.AgentID}
 		in, err := s.vmInstance(ctx, tx, tok.Tenant, tok.InstanceName, e.MachineID)
+		if errors.Is(err, store.ErrNotFound) {
+			in, err = s.bareMetalInstance(ctx, tx, tok.Tenant, tok.InstanceName)
+		}
 		switch {
 		case err == nil:
 			id.InstanceID = in.ID

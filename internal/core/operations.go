@@ -55,9 +55,13 @@ const (
 
 // PowerRequest asks for a power action.
 type PowerRequest struct {
-	Action         string
-	InstanceIDs    []string
-	StopMode       string
+	Action      string
+	InstanceIDs []string
+	StopMode    string
+	// Require, if set, refuses the whole request when an instance is not
+	// in the state the action needs (the Tencent dialect's documents
+	// refuse such requests): RequireStopped, RequireRunningGuest.
+	Require        string
 	IdempotencyKey string
 	Fingerprint    []byte
 }
@@ -407,6 +411,23 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 	tenant, err := oneTenant(insts)
 	if err != nil {
 		return apiv1.Operation{}, err
+	}
+	var notReady []string
+	for _, in := range insts {
+		switch {
+		case req.Require == RequireStopped && in.State != apiv1.StateStopped:
+			notReady = append(notReady, in.ID)
+		case req.Require == RequireRunningGuest && in.State != apiv1.StateRunning:
+			notReady = append(notReady, in.ID)
+		}
+	}
+	if len(notReady) > 0 {
+		code := CodeInstanceNotStopped
+		if req.Require == RequireRunningGuest {
+			code = CodeInstanceNotRunning
+		}
+		return apiv1.Operation{}, &Error{Code: code, Message: "these instances are not in a state that allows the action",
+			Details: map[string]any{"instanceIds": notReady}}
 	}
 	op := s.newOperation(p, tenant, kind)
 	items := make([]store.ItemWork, len(insts))

@@ -88,6 +88,7 @@ type Service struct {
 	log     *slog.Logger
 	drivers engine.Drivers
 	hosts   HostConnector
+	bmcs    BMCChecker
 	limiter *ratelimit.Limiter
 
 	// maxPerTenant is the per-tenant instance quota.

@@ -74,6 +74,7 @@ type Handle struct {
 
 	mu     sync.Mutex
 	pid    int
+	killed bool // Kill was called: a launch that ends later is ended too
 	closed bool
 }
 
@@ -143,6 +144,7 @@ func (h *Handle) Close() {
 func (h *Handle) Kill() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.killed = true
 	if h.pid > 0 {
 		killPid(h.pid)
 	}
@@ -171,8 +173,12 @@ func (h *Handle) Launch() error {
 		return h.err("launch")
 	}
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.pid = int(C.guestfs_get_pid(h.g))
-	h.mu.Unlock()
+	if h.killed {
+		killPid(h.pid)
+		return &Error{Op: "launch", Msg: "killed"}
+	}
 	return nil
 }
 

@@ -531,12 +531,16 @@ var mirroredTypes = map[string]reflect.Type{
 	"Error":           reflect.TypeFor[apiv1.Error](),
 	"DriverLink":      reflect.TypeFor[apiv1.DriverLink](),
 	"LatestOperation": reflect.TypeFor[apiv1.LatestOperation](),
+	"BMCStatus":       reflect.TypeFor[apiv1.BMCStatus](),
+	"BMCCredentials":  reflect.TypeFor[apiv1.BMCCredentials](),
+	"BMCUpdate":       reflect.TypeFor[apiv1.BMCUpdate](),
 }
 
 // requestTypes are only ever sent by clients: a field the server can do
 // without may be optional even if Go always encodes it.
 var requestTypes = map[string]bool{
 	"InstanceCreate": true, "PasswordReset": true, "PowerAction": true, "KeyCreate": true, "TenantCreate": true,
+	"BMCCredentials": true, "BMCUpdate": true,
 }
 
 type jsonField struct {

@@ -702,3 +702,51 @@ func TestSecurity_DataDirReadableByOthers(t *testing.T) {
 		t.Errorf("data dir holds %d files; the test looks at none", len(entries))
 	}
 }
+
+// An admin's console selection over two tenants would have been filed
+// under one of them: the console sends one reset per tenant and shows each
+// operation.
+func TestSecurity_ConsoleSplitsAnAdminsSelectionPerTenant(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives Chromium")
+	}
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	a := e.addMachine(machineOpts{name: "acme-01", tenant: "acme"})
+	g := e.addMachine(machineOpts{name: "globex-01", tenant: "globex"})
+	e.consoleUser("root-op", core.AdminTenant, true)
+	b := newBrowser(t, e, 1280, 900)
+	b.signIn("root-op", consolePassword)
+	b.waitList()
+	for _, in := range []apiv1.Instance{a, g} {
+		b.do("select "+in.Name, click(rowSel(in.ID)+" .row-select"))
+	}
+	b.do("batch reset", click("#batch-reset"), visible("#reset-dialog #reset-password"))
+	const pw = "Split-Tenants-2024"
+	b.do("type", typeIn("#reset-password", pw), typeIn("#reset-confirm", pw))
+	b.do("submit", click("#reset-submit"))
+	b.waitFor("split notice", `document.querySelector("#split-notice") !== null`)
+	b.screenshot("split-per-tenant")
+	if n := b.eval(`String(document.querySelectorAll("#split-notice li").length)`); n != "2" {
+		t.Errorf("the notice lists %s operations, want 2", n)
+	}
+	b.waitOperationEnd()
+	// The other tenant's operation is one click away.
+	b.do("other operation", click("#split-notice a"))
+	b.waitFor("other operation's page", `document.querySelector("#split-notice li span") !== null && document.querySelectorAll("#progress tbody tr").length === 1`)
+	b.waitOperationEnd()
+	for _, in := range []apiv1.Instance{a, g} {
+		if !e.checkPassword(in, "root", pw) {
+			t.Errorf("%s did not get the new password", in.Name)
+		}
+	}
+	var ops apiv1.OperationList
+	e.mustDo(e.admin, "GET", "/v1/operations", nil, http.StatusOK, &ops)
+	tenants := map[string]bool{}
+	for _, op := range ops.Operations {
+		tenants[op.Tenant] = true
+	}
+	if !tenants["acme"] || !tenants["globex"] {
+		t.Errorf("operations in tenants %v, want one in acme and one in globex", tenants)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/driver/ipmi"
 	"github.com/fleetpass/fleetpass/internal/driver/libvirt"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
@@ -71,6 +72,11 @@ type Config struct {
 	LibvirtTenant string
 	// Libvirt tunes the libvirt driver; zero fields take defaults.
 	Libvirt libvirt.Config
+	// IPMI tunes the IPMI driver of bare-metal servers; zero fields take
+	// defaults. BMCSyncInterval is how often each idle bare-metal server's
+	// BMC is asked for its power state (default 5s).
+	IPMI            ipmi.Config
+	BMCSyncInterval time.Duration
 	// DiskHelper is the fleetpass-diskreset helper for disk resets of
 	// libvirt VMs: a path, "" to look beside the executable then on PATH,
 	// or "off" to disable disk resets.
@@ -120,9 +126,12 @@ type Server struct {
 	syncer  *inventory.Syncer
 	libvirt *libvirt.Driver
 	hosts   *libvirtHosts
-	handler http.Handler
-	ready   bool
-	trusted []netip.Prefix
+	ipmi    *ipmi.Driver
+	// bmcWatch keeps bare-metal servers' power state in step with their BMCs.
+	bmcWatch *inventory.BMCWatcher
+	handler  http.Handler
+	ready    bool
+	trusted  []netip.Prefix
 }
 
 // Open prepares a server: data directory, database, engine, bootstrap and
@@ -136,6 +145,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 15 * time.Second
+	}
+	if cfg.BMCSyncInterval <= 0 {
+		cfg.BMCSyncInterval = 5 * time.Second
 	}
 	trusted, err := httpx.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
@@ -208,6 +220,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.addAgentDrivers(&drivers); err != nil {
 		return nil, err
 	}
+	s.addBMCDrivers(&drivers)
 	for name, p := range cfg.Power {
 		drivers.Power[name] = p
 	}
@@ -230,6 +243,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.metrics.RateLimited.WithLabelValues(door).Inc()
 	}))
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
+	s.startBMCs()
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
@@ -338,6 +352,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	go s.bus.Run(ctx)
 	go s.syncer.Run(ctx)
+	go s.bmcWatch.Run(ctx)
 	if err := s.startHosts(ctx); err != nil {
 		return err
 	}
@@ -437,6 +452,9 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeAll() {
+	if s.ipmi != nil {
+		s.ipmi.Close()
+	}
 	if s.store != nil {
 		s.store.Close()
 	}
