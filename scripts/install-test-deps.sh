@@ -15,6 +15,8 @@
 #                     disk resets (cmd/fleetpass-diskreset): libguestfs, its
 #                     headers for the cgo build, and its appliance's packages;
 #                     the appliance kernel is extracted below
+#   curl openssl      the signed-request examples of docs/examples, run by
+#                     the server tests
 # The system's sshd is not started: guesttest runs sshd of its own, inside
 # each guest. Nor are libvirtd and virtlogd: vmtest starts them when a test
 # needs them. --no-install-recommends leaves out dnsmasq, so libvirt's
@@ -25,7 +27,8 @@ packages=(openssh-server qemu-guest-agent chromium
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
 	libvirt-clients debootstrap
 	openipmi ipmitool
-	libguestfs-tools golang-guestfs-dev)
+	libguestfs-tools golang-guestfs-dev
+	curl openssl)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then

@@ -3,7 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,7 +18,9 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
 )
 
 // TestSecurity_ControlCharactersInNamesAreEscapedNotSentToTheTerminal pins
@@ -104,5 +110,92 @@ func TestSecurity_TheDemosDeadAgentMachineFailsWithinAbout15Seconds(t *testing.T
 			t.Fatal("the demo server did not come up")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSecurity_ACertificateNameMismatchSuggestsPinningTheFingerprint pins
+// issue 10 item 16: the CLI answered a self-signed certificate's name
+// mismatch with Go's x509 error alone.
+func TestSecurity_ACertificateNameMismatchSuggestsPinningTheFingerprint(t *testing.T) {
+	plain := startAPI(t)
+	// The same server behind TLS with a certificate that names 127.0.0.1
+	// and example.com, reached as localhost: a name mismatch.
+	ts := httptest.NewTLSServer(plain.s.Handler())
+	t.Cleanup(ts.Close)
+	env := maps.Clone(plain.env)
+	env[envServer] = strings.Replace(ts.URL, "127.0.0.1", "localhost", 1)
+	r := runCLI(t, env, "", "instances", "list")
+	sum := sha256.Sum256(ts.Certificate().Raw)
+	fp := hex.EncodeToString(sum[:])
+	if r.code == 0 || !strings.Contains(r.stderr, "--tls-fingerprint "+fp) || !strings.Contains(r.stderr, "does not name localhost") {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, env, "", "--tls-fingerprint", fp, "instances", "list"); r.code != 0 {
+		t.Fatalf("with the suggested pin: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// The --wait view (issue 10 item 19).
+
+func TestSecurity_WaitCountsElapsedTimeFromTheOperationsStartAndKeepsTicking(t *testing.T) {
+	created := time.Now().Add(-90 * time.Second)
+	op := &apiv1.Operation{ID: "op-1", Kind: apiv1.KindStop, Status: apiv1.OperationRunning, CreatedAt: created, Items: []apiv1.Item{
+		{InstanceID: "ins-a", InstanceName: "web-1", State: apiv1.ItemRunning, Step: apiv1.StepShuttingDown},
+	}}
+	var out bytes.Buffer
+	clock := created.Add(90 * time.Second)
+	r := &liveRenderer{w: &out, width: 80, now: func() time.Time { return clock }}
+	p := newProgress(op, clock)
+	r.update(p, p.order)
+	if !strings.Contains(out.String(), "(1m30s)") {
+		t.Fatalf("elapsed is not counted from the operation's creation: %q", out.String())
+	}
+	// No news, time passes: the view still moves.
+	var tr ticker = r
+	clock = clock.Add(5 * time.Second)
+	tr.tick(p)
+	if !strings.Contains(out.String(), "(1m35s)") {
+		t.Fatalf("the elapsed time does not tick: %q", out.String())
+	}
+}
+
+func TestSecurity_WaitWrapsLongFailureReasonsInsteadOfCuttingThem(t *testing.T) {
+	reason := "the instance did not shut down within 1m0s and no forced stop was allowed; it was left stopping; consent with --force-stop"
+	op := &apiv1.Operation{ID: "op-1", Kind: apiv1.KindResetPassword, Status: apiv1.OperationFailed, Items: []apiv1.Item{
+		{InstanceID: "ins-a", InstanceName: "web-1", State: apiv1.ItemFailed, Step: apiv1.StepShuttingDown,
+			ErrorCode: "SHUTDOWN_TIMEOUT", Message: reason},
+	}}
+	var out bytes.Buffer
+	r := &liveRenderer{w: &out, width: 60, now: time.Now}
+	p := newProgress(op, time.Now())
+	r.finish(p)
+	var text []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		l = strings.TrimPrefix(l, "\r\x1b[2K")
+		if n := len([]rune(l)); n >= 60 {
+			t.Fatalf("a line of %d characters on a 60-column terminal: %q", n, l)
+		}
+		text = append(text, strings.TrimSpace(l))
+	}
+	joined := strings.Join(text, " ")
+	for _, word := range strings.Fields(reason) {
+		if !strings.Contains(joined, word) {
+			t.Fatalf("the reason lost %q:\n%s", word, out.String())
+		}
+	}
+	// Moving back over the table counts every wrapped line.
+	lines := strings.Count(out.String(), "\n")
+	r.finish(p)
+	if !strings.Contains(out.String(), fmt.Sprintf("\x1b[%dA", lines)) {
+		t.Fatalf("the redraw does not move back over the %d lines drawn", lines)
+	}
+}
+
+func TestSecurity_CLIErrorsNameTheFlagsNotTheAPIFields(t *testing.T) {
+	srv := startAPI(t)
+	in := srv.add(t, servertest.Machine{Name: "web", Running: true, Faults: sim.Faults{AgentDead: true}})
+	r := runCLI(t, srv.env, "", "reset-password", in.ID, "--mode", "offline", "--generate")
+	if r.code == 0 || !strings.Contains(r.stderr, "--force-stop") || strings.Contains(r.stderr, "forceStop") {
+		t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)
 	}
 }

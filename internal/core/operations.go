@@ -316,7 +316,8 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 			itemMethod = apiv1.MethodGuest
 		}
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
-			Step: apiv1.StepQueued, Mode: modes[i], Method: itemMethod, User: users[i]}, Seq: i, ForceStop: req.ForceStop,
+			Step: apiv1.StepQueued, Mode: modes[i], Method: itemMethod, User: users[i],
+			Shutdown: modes[i] == apiv1.ModeOffline && poweredOn(in.State)}, Seq: i, ForceStop: req.ForceStop,
 			SealedSecret: sealed}
 	}
 	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, req.NumberTask)
@@ -583,7 +584,32 @@ func (s *Service) GetOperation(ctx context.Context, p Principal, id string) (api
 		return apiv1.Operation{}, storeFailed(err)
 	}
 	redactItems(p, &op)
-	return op, nil
+	one := []apiv1.Operation{op}
+	s.nameRequesters(ctx, one)
+	return one[0], nil
+}
+
+// nameRequesters fills in who asked for each operation by name: a key's
+// name, a console user's name (its id). Names are looked up when read, as
+// they are shown, so the operation rows need not copy them.
+func (s *Service) nameRequesters(ctx context.Context, ops []apiv1.Operation) {
+	names := map[string]string{}
+	for i := range ops {
+		r := &ops[i].RequestedBy
+		switch r.Kind {
+		case "user":
+			r.Name = r.ID
+		case "key":
+			name, ok := names[r.ID]
+			if !ok {
+				if k, err := s.store.GetKey(ctx, r.ID); err == nil {
+					name = k.Name
+				}
+				names[r.ID] = name
+			}
+			r.Name = name
+		}
+	}
 }
 
 // OperationQuery filters a list of operations.
@@ -620,6 +646,7 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 	if err != nil {
 		return apiv1.OperationList{}, storeFailed(err)
 	}
+	s.nameRequesters(ctx, ops)
 	out := apiv1.OperationList{Operations: ops}
 	if out.Operations == nil {
 		out.Operations = []apiv1.Operation{}

@@ -254,8 +254,9 @@ func openStream(t *testing.T, req *http.Request) <-chan struct{} {
 	return done
 }
 
-// A revoked key, or a signed-out console session, kept its open event
-// stream and long poll, and with them the tenant's live events.
+// A revoked key, a signed-out console session, or the other sessions of a
+// user who changed the password, kept their open event streams and long
+// polls, and with them the tenant's live events.
 func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	in := e.addMachine(machineOpts{name: "slow", tenant: "acme", running: true, shutdown: time.Hour, faults: sim.Faults{HangShutdown: true}})
@@ -320,6 +321,35 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	case <-consoleStream:
 	case <-time.After(5 * time.Second):
 		t.Error("the signed-out session's event stream is still open 5 s after signing out")
+	}
+
+	// A password change ends the user's other sessions and their streams.
+	here := signInClient(t, e, "olga", consolePassword, "")
+	there := signInClient(t, e, "olga", consolePassword, "")
+	req, _ = http.NewRequest("GET", e.url+"/console/api/v1/events", nil)
+	resp, err = there.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherStream := make(chan struct{})
+	go func() {
+		defer close(otherStream)
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	change, _ := http.NewRequest("POST", e.url+"/console/api/password",
+		strings.NewReader(`{"current":"`+consolePassword+`","new":"Another-Console-pw-77"}`))
+	change.Header.Set("Content-Type", "application/json")
+	change.Header.Set("Origin", e.url)
+	change.Header.Set("X-CSRF-Token", here.csrf)
+	if r, err := here.client.Do(change); err != nil || r.StatusCode != http.StatusOK {
+		t.Fatalf("password change: %v %v", r, err)
+	}
+	select {
+	case <-otherStream:
+	case <-time.After(5 * time.Second):
+		t.Error("another session's event stream is still open 5 s after the password change")
 	}
 }
 

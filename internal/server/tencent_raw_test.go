@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -256,4 +259,51 @@ func TestTencentBareMetalSharesTheTaskNumbers(t *testing.T) {
 		t.Errorf("another tenant's task: %q", got)
 	}
 	e.assertNoSecret("Metal9pass")
+}
+
+// docs/examples/sign-tencent.sh, as docs/api-tencent.md runs it: openssl
+// signs, curl sends, the real server answers.
+func TestTencentDocsExampleScript(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs openssl and curl")
+	}
+	for _, tool := range []string{"sh", "openssl", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed (scripts/install-test-deps.sh installs it): %v", tool, err)
+		}
+	}
+	e := newEnv(t, envOpts{})
+	in := e.addMachine(machineOpts{name: "docs"})
+	run := func(version, action, body string) map[string]json.RawMessage {
+		t.Helper()
+		cmd := exec.Command("sh", filepath.Join("..", "..", "docs", "examples", "sign-tencent.sh"), version, action)
+		cmd.Env = append(os.Environ(), "FLEETPASS_DATA="+e.dataDir, "FLEETPASS_URL="+e.url)
+		cmd.Stdin = strings.NewReader(body)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", action, err, out)
+		}
+		var a tcAnswer
+		if err := json.Unmarshal(out, &a); err != nil || a.Response == nil {
+			t.Fatalf("%s: %s", action, out)
+		}
+		if a.errorCode() != "" {
+			t.Fatalf("%s: %s", action, out)
+		}
+		return a.Response
+	}
+	if resp := run("2017-03-12", "DescribeInstances", `{"Limit": 5}`); string(resp["TotalCount"]) != "1" {
+		t.Errorf("DescribeInstances: %v", resp)
+	}
+	const pw = "Docs+Reset9Ok"
+	run("2017-03-12", "ResetInstancesPassword", `{"InstanceIds": ["`+in.ID+`"], "Password": "`+pw+`"}`)
+	run("2018-04-23", "DescribeDevices", `{}`)
+	deadline := time.Now().Add(60 * time.Second)
+	for !e.checkPassword(in, "root", pw) {
+		if time.Now().After(deadline) {
+			t.Fatal("the reset sent by the script did not apply")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.assertNoSecret(pw)
 }

@@ -443,3 +443,22 @@ func TestTencentSDKRateLimit(t *testing.T) {
 		t.Errorf("codes %q", codes)
 	}
 }
+
+// A failed database is InternalError, with the RequestId to quote, and
+// the password nowhere.
+func TestTencentSDKInternalError(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	in := e.addMachine(machineOpts{name: "m"})
+	c := e.cvmClient(k)
+	if err := e.srv.Store().DB.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.ResetInstancesPassword(resetRequest("Tc3+Broken9db", false, in.ID))
+	if code := sdkCode(t, err); code != "InternalError" {
+		t.Errorf("got %q (%v)", code, err)
+	}
+	if strings.Contains(err.Error(), "Tc3+Broken9db") || strings.Contains(e.logs.String(), "Tc3+Broken9db") {
+		t.Error("the password leaked into the answer or the log")
+	}
+}
