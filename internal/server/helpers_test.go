@@ -26,10 +26,12 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 // database, with the sim drivers; its methods are the native API calls the
 // tests here make.
 type env struct {
-	t       testing.TB
-	s       *servertest.Server
-	srv     *server.Server
-	url     string
+	t   testing.TB
+	s   *servertest.Server
+	srv *server.Server
+	url string
+	// http.URL is url, as tests written before servertest spell it.
+	http    struct{ URL string }
 	dataDir string
 	logs    *testutil.LogBuffer
 	out     *testutil.LogBuffer
@@ -68,8 +70,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 		c.QGASocketDirs, c.MaxInstancesPerTenant, c.TrustedProxies = o.qgaDirs, o.maxPerTenant, o.trustedProxies
 	}))
 	s := servertest.Start(t, opts...)
-	return &env{t: t, s: s, srv: s.Server, url: s.URL, dataDir: s.DataDir, logs: s.Logs, out: s.Out,
+	e := &env{t: t, s: s, srv: s.Server, url: s.URL, dataDir: s.DataDir, logs: s.Logs, out: s.Out,
 		admin: key{s.Admin.ID, s.Admin.Secret}}
+	e.http.URL = s.URL
+	return e
 }
 
 type machineOpts struct {

@@ -3,10 +3,12 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite"
@@ -49,5 +51,38 @@ func TestMigrationRefusesDuplicateLinksByName(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the refusal does not name %q: %v", want, err)
 		}
+	}
+}
+
+// Past slowAfter failures, each counted attempt closes the subject for a
+// delay that doubles from 2 s to the cap; attempts while it is closed are
+// not counted.
+func TestSignInDelaysGrowToTheCap(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	now := time.UnixMilli(1_800_000_000_000)
+	var delays []time.Duration
+	for range 12 {
+		a, err := s.CountSignInDelayed(ctx, s.DB, "user:x", now, 15*time.Minute, 5, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !a.Counted {
+			t.Fatalf("an attempt after the delay was not counted: %+v", a)
+		}
+		if a.LockedUntil.After(now) {
+			d := a.LockedUntil.Sub(now)
+			delays = append(delays, d)
+			// An attempt inside the delay is refused, not counted.
+			b, err := s.CountSignInDelayed(ctx, s.DB, "user:x", now.Add(d/2), 15*time.Minute, 5, time.Minute)
+			if err != nil || b.Counted || b.Failures != a.Failures {
+				t.Fatalf("an attempt inside the delay: %+v %v", b, err)
+			}
+			now = now.Add(d)
+		}
+	}
+	want := []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute}
+	if fmt.Sprint(delays) != fmt.Sprint(want) {
+		t.Errorf("delays %v, want %v", delays, want)
 	}
 }
