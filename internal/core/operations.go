@@ -642,7 +642,7 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 		for _, row := range rows {
 			cursor = row.ID
 			if s.Revoked(ctx, p, row) {
-				return apiv1.Operation{}, ErrRevoked
+				return apiv1.Operation{}, revokedError()
 			}
 			if row.Type == events.TypeOperation && row.Ref == id {
 				if op, err = s.GetOperation(ctx, p, id); err != nil || op.Status != apiv1.OperationRunning {
