@@ -82,7 +82,7 @@ func TestSecurity_TheDemosDeadAgentMachineFailsWithinAbout15Seconds(t *testing.T
 					if r.code != 2 || !strings.Contains(r.stdout, "GUEST_TIMEOUT") {
 						t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
 					}
-					if took > 30*time.Second {
+					if took > 45*time.Second { // about 15 s, with room for a loaded machine; it was 5 min
 						t.Fatalf("the dead-agent machine failed after %s, want about 15 s", took)
 					}
 					t.Logf("the dead-agent machine failed after %s", took.Round(time.Second))
