@@ -258,6 +258,13 @@ func (d *Driver) power(ctx context.Context, ref driver.Ref) (bool, error) {
 		}
 		return err
 	})
+	if err == nil && !on {
+		// The soft off did its work (or the server went down otherwise):
+		// the next one, after a boot, is a new press.
+		d.mu.Lock()
+		delete(d.softOffs, ref.InstanceID)
+		d.mu.Unlock()
+	}
 	return on, err
 }
 
