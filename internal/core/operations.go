@@ -670,6 +670,13 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 	ctx2, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cursor := s.bus.Last()
+	// A revocation between the request's authentication and the cursor
+	// would be missed: look once more, now that later ones will be seen.
+	if ok, err := s.StillAuthorized(ctx, p); err != nil {
+		return apiv1.Operation{}, internal(err)
+	} else if !ok {
+		return apiv1.Operation{}, revokedError()
+	}
 	op, err := s.GetOperation(ctx, p, id)
 	if err != nil || op.Status != apiv1.OperationRunning {
 		return op, err
@@ -685,7 +692,7 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 		for _, row := range rows {
 			cursor = row.ID
 			if s.Revoked(ctx, p, row) {
-				return apiv1.Operation{}, ErrRevoked
+				return apiv1.Operation{}, revokedError()
 			}
 			if row.Type == events.TypeOperation && row.Ref == id {
 				if op, err = s.GetOperation(ctx, p, id); err != nil || op.Status != apiv1.OperationRunning {
