@@ -673,7 +673,7 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 	// A revocation between the request's authentication and the cursor
 	// would be missed: look once more, now that later ones will be seen.
 	if ok, err := s.StillAuthorized(ctx, p); err != nil {
-		return apiv1.Operation{}, internal(err)
+		return apiv1.Operation{}, storeFailed(err)
 	} else if !ok {
 		return apiv1.Operation{}, revokedError()
 	}
