@@ -20,7 +20,7 @@ type Error struct {
 	Details   map[string]any `json:"details,omitempty"`
 }
 
-// Instance states (DESIGN §2).
+// Instance states (docs/design.md#states).
 const (
 	StatePending           = "PENDING"
 	StateRunning           = "RUNNING"
@@ -139,7 +139,7 @@ type InstanceList struct {
 	NextCursor string     `json:"nextCursor,omitempty"`
 }
 
-// Reset modes (DESIGN §3).
+// Reset modes (docs/design.md#modes).
 const (
 	ModeAuto    = "auto"
 	ModeOnline  = "online"

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -19,17 +20,32 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
 )
 
 // TestSecurity_ControlCharactersInNamesAreEscapedNotSentToTheTerminal pins
 // issue 10 item 12: a name such as "\x1b[2J" (clear screen) that reaches the
 // CLI, from an older server or a hostile one, prints as text.
 func TestSecurity_ControlCharactersInNamesAreEscapedNotSentToTheTerminal(t *testing.T) {
-	api := startAPI(t)
-	const id = "ins-evil"
-	api.fake.AddInstance(id, "evil\x1b[2J\u009b31m\x07", apiv1.StateRunning)
+	// The real server refuses such names, so a hostile one stands in: a
+	// small handler that answers the two reads with the name.
+	const id = "ins-evil0000"
+	in := apiv1.Instance{ID: id, Name: "evil\x1b[2J\u009b31m\x07", Tenant: "acme", OSType: "linux", State: apiv1.StateRunning}
+	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/instances":
+			_ = json.NewEncoder(w).Encode(apiv1.InstanceList{Instances: []apiv1.Instance{in}})
+		case "/v1/instances/" + id:
+			_ = json.NewEncoder(w).Encode(in)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer hostile.Close()
+	env := map[string]string{envServer: hostile.URL, envKeyID: "fpk-any", envKeySecret: "any-secret-0123456789"}
 	for _, args := range [][]string{{"instances", "list"}, {"instances", "show", id}} {
-		r := api.run(t, "", args...)
+		r := runCLI(t, env, "", args...)
 		if r.code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, r.code, r.stderr)
 		}
@@ -101,10 +117,10 @@ func TestSecurity_TheDemosDeadAgentMachineFailsWithinAbout15Seconds(t *testing.T
 // issue 10 item 16: the CLI answered a self-signed certificate's name
 // mismatch with Go's x509 error alone.
 func TestSecurity_ACertificateNameMismatchSuggestsPinningTheFingerprint(t *testing.T) {
-	plain := startRealServer(t)
+	plain := startAPI(t)
 	// The same server behind TLS with a certificate that names 127.0.0.1
 	// and example.com, reached as localhost: a name mismatch.
-	ts := httptest.NewTLSServer(plain.srv.Handler())
+	ts := httptest.NewTLSServer(plain.s.Handler())
 	t.Cleanup(ts.Close)
 	env := maps.Clone(plain.env)
 	env[envServer] = strings.Replace(ts.URL, "127.0.0.1", "localhost", 1)
@@ -176,8 +192,8 @@ func TestSecurity_WaitWrapsLongFailureReasonsInsteadOfCuttingThem(t *testing.T) 
 }
 
 func TestSecurity_CLIErrorsNameTheFlagsNotTheAPIFields(t *testing.T) {
-	srv := startRealServer(t)
-	in := srv.add(t, "web", true, sim.Faults{AgentDead: true})
+	srv := startAPI(t)
+	in := srv.add(t, servertest.Machine{Name: "web", Running: true, Faults: sim.Faults{AgentDead: true}})
 	r := runCLI(t, srv.env, "", "reset-password", in.ID, "--mode", "offline", "--generate")
 	if r.code == 0 || !strings.Contains(r.stderr, "--force-stop") || strings.Contains(r.stderr, "forceStop") {
 		t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)

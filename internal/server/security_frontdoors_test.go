@@ -1,13 +1,11 @@
-package server
+package server_test
 
 // Regression tests of the front doors (issue 10, items 9-12 and 14-22):
 // each is named after the failure it pins. They drive a whole server in
 // process through its public HTTP interfaces, as a client would.
 
 import (
-	"crypto/x509"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -125,7 +123,7 @@ func TestSecurity_AnIdenticalRequestToAnotherReplicaIsAnsweredFromTheDatabase(t 
 	// replica reads is what this one wrote.
 	var scope string
 	var answered int
-	if err := e.srv.store.DB.QueryRow(`SELECT scope, answered FROM signed_requests`).Scan(&scope, &answered); err != nil || answered != 1 ||
+	if err := e.srv.Store().DB.QueryRow(`SELECT scope, answered FROM signed_requests`).Scan(&scope, &answered); err != nil || answered != 1 ||
 		scope != "/api/v2/zec RebootInstances" {
 		t.Fatalf("signed request row: scope %q answered %v (%v)", scope, answered, err)
 	}
@@ -287,7 +285,7 @@ func TestSecurity_ABrowserOpeningTheRootIsSentToTheConsole(t *testing.T) {
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	get := func(accept string) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequest("GET", e.http.URL+"/", nil)
+		req, _ := http.NewRequest("GET", e.url+"/", nil)
 		if accept != "" {
 			req.Header.Set("Accept", accept)
 		}
@@ -420,51 +418,6 @@ func TestSecurity_ATimedOutShutdownLeavesTheInstanceRunningAndConsentIsAskedAgai
 	if r.status != http.StatusConflict || r.errCode() != "FORCED_SHUTDOWN_CONSENT_REQUIRED" {
 		t.Fatalf("auto reset after the timed-out shutdown: %d %s", r.status, r.body)
 	}
-}
-
-// ---- item 16: the self-signed certificate's names
-
-func TestSecurity_TheSelfSignedCertificateNamesTheAddressAndHostItServesOn(t *testing.T) {
-	host, _ := os.Hostname()
-	for _, c := range []struct {
-		name   string
-		listen net.IP
-		want   []string
-	}{
-		{"one address", net.IPv4(192, 0, 2, 10), []string{"192.0.2.10", host, "localhost", "127.0.0.1"}},
-		{"all addresses", net.IPv4zero, interfaceAddrs(t)},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			s := &Server{cfg: Config{DataDir: t.TempDir()}}
-			cfg, _, err := s.tlsConfig(&net.TCPAddr{IP: c.listen, Port: 8443})
-			if err != nil {
-				t.Fatal(err)
-			}
-			leaf, err := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, name := range c.want {
-				if err := leaf.VerifyHostname(name); err != nil {
-					t.Errorf("the certificate does not name %s: %v (DNS %v, IPs %v)", name, err, leaf.DNSNames, leaf.IPAddresses)
-				}
-			}
-		})
-	}
-}
-
-func interfaceAddrs(t *testing.T) []string {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLinkLocalUnicast() {
-			out = append(out, n.IP.String())
-		}
-	}
-	return out
 }
 
 // TestSecurity_TheDocsActionExamplePastedAsOneBlockWorks runs the signed

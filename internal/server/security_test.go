@@ -1,4 +1,4 @@
-package server
+package server_test
 
 // The security review of tenant boundaries, revocation, console sign-in and
 // the data directory: each test is an attack or a failure seen from
@@ -264,7 +264,7 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	op := e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: ids(in), Password: goodPW, Mode: apiv1.ModeOffline, ForceStop: true})
 
 	get := func(path string) *http.Request {
-		req, _ := http.NewRequest("GET", e.http.URL+path, nil)
+		req, _ := http.NewRequest("GET", e.url+path, nil)
 		req.SetBasicAuth(k.id, k.secret)
 		return req
 	}
@@ -298,7 +298,7 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	// A console session's stream ends when it signs out.
 	e.consoleUser("olga", "acme", false)
 	jar := signInClient(t, e, "olga", consolePassword, "")
-	req, _ := http.NewRequest("GET", e.http.URL+"/console/api/v1/events", nil)
+	req, _ := http.NewRequest("GET", e.url+"/console/api/v1/events", nil)
 	resp, err := jar.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -311,8 +311,8 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	// Signing out from another tab of the same session.
-	out, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-out", nil)
-	out.Header.Set("Origin", e.http.URL)
+	out, _ := http.NewRequest("POST", e.url+"/console/api/sign-out", nil)
+	out.Header.Set("Origin", e.url)
 	out.Header.Set("X-CSRF-Token", jar.csrf)
 	if r, err := jar.client.Do(out); err != nil || r.StatusCode != http.StatusNoContent {
 		t.Fatalf("sign-out: %v %v", r, err)
@@ -326,7 +326,7 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	// A password change ends the user's other sessions and their streams.
 	here := signInClient(t, e, "olga", consolePassword, "")
 	there := signInClient(t, e, "olga", consolePassword, "")
-	req, _ = http.NewRequest("GET", e.http.URL+"/console/api/v1/events", nil)
+	req, _ = http.NewRequest("GET", e.url+"/console/api/v1/events", nil)
 	resp, err = there.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -338,10 +338,10 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 	}()
 	time.Sleep(300 * time.Millisecond)
-	change, _ := http.NewRequest("POST", e.http.URL+"/console/api/password",
+	change, _ := http.NewRequest("POST", e.url+"/console/api/password",
 		strings.NewReader(`{"current":"`+consolePassword+`","new":"Another-Console-pw-77"}`))
 	change.Header.Set("Content-Type", "application/json")
-	change.Header.Set("Origin", e.http.URL)
+	change.Header.Set("Origin", e.url)
 	change.Header.Set("X-CSRF-Token", here.csrf)
 	if r, err := here.client.Do(change); err != nil || r.StatusCode != http.StatusOK {
 		t.Fatalf("password change: %v %v", r, err)
@@ -379,9 +379,9 @@ func signInClient(t *testing.T, e *env, user, pw, forwardedFor string) signedIn 
 // and a client carrying the session cookie, if any.
 func consoleSignIn(e *env, user, pw, forwardedFor string) (int, []byte, http.Header, *http.Client) {
 	body, _ := json.Marshal(map[string]string{"user": user, "password": pw})
-	req, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-in", strings.NewReader(string(body)))
+	req, _ := http.NewRequest("POST", e.url+"/console/api/sign-in", strings.NewReader(string(body)))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Origin", e.http.URL)
+	req.Header.Set("Origin", e.url)
 	if forwardedFor != "" {
 		req.Header.Set("X-Forwarded-For", forwardedFor)
 	}

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"crypto/hmac"
@@ -120,7 +120,7 @@ func (e *env) sendTC(c tcCall) tcAnswer {
 	if c.at.IsZero() {
 		c.at = time.Now()
 	}
-	req, err := http.NewRequest("POST", e.http.URL+"/", strings.NewReader(c.body))
+	req, err := http.NewRequest("POST", e.url+"/", strings.NewReader(c.body))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func (e *env) sendTC(c tcCall) tcAnswer {
 	req.Header.Set("X-TC-Version", c.version)
 	req.Header.Set("X-TC-Timestamp", strconv.FormatInt(c.at.Unix(), 10))
 	req.Header.Set("X-TC-Region", "eu-frankfurt")
-	u, _ := url.Parse(e.http.URL)
+	u, _ := url.Parse(e.url)
 	req.Header.Set("Authorization", testTC3Authorization(c.key, c.service, c.at, u.Host, "application/json", []byte(c.body)))
 	if c.editReq != nil {
 		c.editReq(req)
@@ -277,7 +277,7 @@ func TestTencentDocsExampleScript(t *testing.T) {
 	run := func(version, action, body string) map[string]json.RawMessage {
 		t.Helper()
 		cmd := exec.Command("sh", filepath.Join("..", "..", "docs", "examples", "sign-tencent.sh"), version, action)
-		cmd.Env = append(os.Environ(), "FLEETPASS_DATA="+e.dataDir, "FLEETPASS_URL="+e.http.URL)
+		cmd.Env = append(os.Environ(), "FLEETPASS_DATA="+e.dataDir, "FLEETPASS_URL="+e.url)
 		cmd.Stdin = strings.NewReader(body)
 		out, err := cmd.Output()
 		if err != nil {

@@ -339,7 +339,7 @@ async function showInstances() {
   clear(main);
   const search = h("input", { type: "search", id: "filter-name", value: L.namePrefix, placeholder: "Name prefix or instance ID" });
   const stateSel = h("select", { id: "filter-state" },
-    ["", "RUNNING", "STOPPED", "STOPPING", "STARTING", "RESETTING_PASSWORD", "ERROR", "PENDING", "UNKNOWN", "MISSING"].map((s) =>
+    ["", "RUNNING", "STOPPED", "STOPPING", "STARTING", "REBOOTING", "RESETTING_PASSWORD", "ERROR", "PENDING", "UNKNOWN", "MISSING"].map((s) =>
       h("option", { value: s, selected: L.state === s }, s ? s.charAt(0) + s.slice(1).toLowerCase().replace(/_/g, " ") : "All states")));
   const osSel = h("select", { id: "filter-os" },
     [["", "All OS types"], ["linux", "Linux"], ["windows", "Windows"]].map(([v, t]) => h("option", { value: v, selected: L.os === v }, t)));

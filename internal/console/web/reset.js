@@ -2,7 +2,7 @@
 // name, new password and its confirmation checked against the rule as the
 // user types, and, when a selected instance is running, a second step that
 // asks for consent to a forced shutdown.
-import { h, clear, focusables, poweredOn } from "./dom.js";
+import { h, clear, focusables } from "./dom.js";
 import { call, newIdempotencyKey } from "./api.js";
 import { violations } from "./policy.js";
 
@@ -25,12 +25,16 @@ export async function openResetDialog(instances, onAccepted) {
   const opener = document.activeElement;
   const oses = [...new Set(instances.map((i) => i.osType))].sort();
   const spec = await call("GET", "/password-policy?os=" + encodeURIComponent(oses.join(",")));
+  // The server says which instances an offline reset must shut down and
+  // whether all can change without a shutdown: its rules, not a copy.
+  const plan = await call("GET", "/reset-plan?ids=" + encodeURIComponent(instances.map((i) => i.id).join(",")));
   const n = ++seq;
   const id = (s) => "reset-" + s;
   instances = [...instances];
   let defaultUsers = [...new Set(instances.map((i) => i.adminUser))];
-  let running = instances.filter(poweredOn);
-  const canOnline = instances.every((i) => i.state === "RUNNING" && i.guestAlive);
+  const planned = (i) => plan.running.includes(i.id);
+  let running = instances.filter(planned);
+  const canOnline = plan.online;
   const instErrors = new Map();
   let step = 1;
   let busy = false;
@@ -147,7 +151,7 @@ export async function openResetDialog(instances, onAccepted) {
   function drop(iid) {
     if (instances.length <= 1) return;
     instances = instances.filter((i) => i.id !== iid);
-    running = instances.filter(poweredOn);
+    running = instances.filter(planned);
     defaultUsers = [...new Set(instances.map((i) => i.adminUser))];
     instErrors.delete(iid);
     if (!instErrors.size) generalError.hidden = true;

@@ -1,6 +1,6 @@
 // Package actionapi is the action API dialect: POST /api/v2/vm and
 // POST /api/v2/zec with the action in X-ZC-Action, JSON bodies and
-// ZC2-HMAC-SHA256 signatures (DESIGN §4, docs/api-action.md).
+// ZC2-HMAC-SHA256 signatures (docs/design.md#signatures, docs/api-action.md).
 //
 // The two paths follow the platform the document comes from. The VM path
 // resets stopped instances offline and starts them again; the ZEC path
