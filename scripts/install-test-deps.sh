@@ -8,10 +8,15 @@
 #   libvirt-clients debootstrap
 #                     real VMs (internal/vmtest): libvirtd driving QEMU, and
 #                     scripts/vm/build-image.sh's guest image
+#   openipmi ipmitool ipmi_sim, a real IPMI 2.0 (lanplus) BMC on loopback
+#                     whose chassis commands run the test's own hook
+#                     (internal/ipmitest), and ipmitool as a second client
 #   libguestfs-tools golang-guestfs-dev
 #                     disk resets (cmd/fleetpass-diskreset): libguestfs, its
 #                     headers for the cgo build, and its appliance's packages;
 #                     the appliance kernel is extracted below
+#   curl openssl      the signed-request examples of docs/examples, run by
+#                     the server tests
 # The system's sshd is not started: guesttest runs sshd of its own, inside
 # each guest. Nor are libvirtd and virtlogd: vmtest starts them when a test
 # needs them. --no-install-recommends leaves out dnsmasq, so libvirt's
@@ -21,7 +26,9 @@ set -euo pipefail
 packages=(openssh-server qemu-guest-agent chromium
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
 	libvirt-clients debootstrap
-	libguestfs-tools golang-guestfs-dev)
+	openipmi ipmitool
+	libguestfs-tools golang-guestfs-dev
+	curl openssl)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then

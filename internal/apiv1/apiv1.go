@@ -20,7 +20,7 @@ type Error struct {
 	Details   map[string]any `json:"details,omitempty"`
 }
 
-// Instance states (DESIGN §2).
+// Instance states (docs/design.md#states).
 const (
 	StatePending           = "PENDING"
 	StateRunning           = "RUNNING"
@@ -74,8 +74,48 @@ type Instance struct {
 	ResetMethods    []string         `json:"resetMethods,omitempty"`
 	Busy            bool             `json:"busy"`
 	LatestOperation *LatestOperation `json:"latestOperation,omitempty"`
-	CreatedAt       time.Time        `json:"createdAt"`
-	UpdatedAt       time.Time        `json:"updatedAt"`
+	// BMC describes the BMC of a bare-metal server whose power link is a
+	// BMC driver (ipmi). Its password is never returned.
+	BMC       *BMCStatus `json:"bmc,omitempty"`
+	CreatedAt time.Time  `json:"createdAt"`
+	UpdatedAt time.Time  `json:"updatedAt"`
+}
+
+// BMCStatus is what an instance shows of its BMC.
+type BMCStatus struct {
+	// Address is the BMC's host:port (the power link's address).
+	Address     string `json:"address"`
+	User        string `json:"user"`
+	CipherSuite int    `json:"cipherSuite"`
+	// AcceptsCipherSuite0 flags a BMC that accepted a session with cipher
+	// suite 0, which checks no password: anyone who knows a user name can
+	// power the server. fleetpass never uses it; disable it on the BMC.
+	AcceptsCipherSuite0 bool `json:"acceptsCipherSuite0,omitempty"`
+	// Error is the BMC's last fault (unreachable, credentials refused),
+	// empty while it answers.
+	Error     string     `json:"error,omitempty"`
+	CheckedAt *time.Time `json:"checkedAt,omitempty"`
+}
+
+// BMCCredentials are a BMC's login, given when a bare-metal server is
+// registered (InstanceCreate.BMC) or its BMC settings change (BMCUpdate).
+type BMCCredentials struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+	// CipherSuite is the RMCP+ cipher suite; absent means 3 (use 17 where
+	// the BMC has it); 0 is refused, not taken for a default.
+	CipherSuite *int `json:"cipherSuite,omitempty"`
+}
+
+// BMCUpdate changes a bare-metal server's BMC settings (admin only):
+// PUT /v1/instances/{id}/bmc. Empty fields keep their value, except that
+// a new user needs its password.
+type BMCUpdate struct {
+	// Address moves the power link to another BMC address (HOST[:PORT]).
+	Address     string `json:"address,omitempty"`
+	User        string `json:"user,omitempty"`
+	Password    string `json:"password,omitempty"`
+	CipherSuite *int   `json:"cipherSuite,omitempty"`
 }
 
 // InstanceCreate registers an instance.
@@ -85,7 +125,12 @@ type InstanceCreate struct {
 	OSType    string     `json:"osType"`
 	AdminUser string     `json:"adminUser,omitempty"` // defaults to root or Administrator
 	Power     DriverLink `json:"power"`
-	Guest     DriverLink `json:"guest"`
+	// Guest defaults, for a bare-metal server with a BMC, to the fleetpass
+	// agent's channel, which the server's agent joins when it enrols with
+	// a token bound to the instance's name.
+	Guest DriverLink `json:"guest"`
+	// BMC is required when Power.Driver is "ipmi" (admin only).
+	BMC *BMCCredentials `json:"bmc,omitempty"`
 }
 
 // InstanceList is one page of instances. NextCursor is empty on the last page.
@@ -94,7 +139,7 @@ type InstanceList struct {
 	NextCursor string     `json:"nextCursor,omitempty"`
 }
 
-// Reset modes (DESIGN §3).
+// Reset modes (docs/design.md#modes).
 const (
 	ModeAuto    = "auto"
 	ModeOnline  = "online"
@@ -195,10 +240,13 @@ type Item struct {
 	State        string `json:"state"`
 	Step         string `json:"step"`
 	Mode         string `json:"mode,omitempty"`
-	Method       string `json:"method,omitempty"`
-	User         string `json:"user,omitempty"`
-	ErrorCode    string `json:"errorCode,omitempty"`
-	Message      string `json:"message,omitempty"`
+	// Shutdown tells that the item shuts its machine down (an offline
+	// reset of a machine that was on when the operation was accepted).
+	Shutdown  bool   `json:"shutdown,omitempty"`
+	Method    string `json:"method,omitempty"`
+	User      string `json:"user,omitempty"`
+	ErrorCode string `json:"errorCode,omitempty"`
+	Message   string `json:"message,omitempty"`
 	// Detail is what the driver said of a failure (socket paths, host
 	// URIs, agent ids): shown to the operator (admin) only.
 	Detail     string     `json:"detail,omitempty"`
@@ -209,8 +257,11 @@ type Item struct {
 
 // Requester records who asked for an operation, and from where.
 type Requester struct {
-	Kind    string `json:"kind"` // "key" or "user"
-	ID      string `json:"id"`
+	Kind string `json:"kind"` // "key" or "user"
+	ID   string `json:"id"`
+	// Name is the key's name (what it is for) or the console user's name,
+	// for people reading who asked; empty for a key without a name.
+	Name    string `json:"name,omitempty"`
 	Address string `json:"address"`
 }
 

@@ -16,9 +16,9 @@ func (a *app) newInstancesCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "instances",
 		Aliases: []string{"instance", "ins"},
-		Short:   "List and show instances",
+		Short:   "List, show and register instances",
 	}
-	cmd.AddCommand(a.newInstancesListCmd(), a.newInstancesShowCmd())
+	cmd.AddCommand(a.newInstancesListCmd(), a.newInstancesShowCmd(), a.newInstancesAddCmd(), a.newInstancesSetBMCCmd())
 	return cmd
 }
 
@@ -135,6 +135,13 @@ func (a *app) newInstancesShowCmd() *cobra.Command {
 			field("Guest alive", yesNo(in.GuestAlive))
 			field("Guest seen", fmtTimePtr(in.GuestSeenAt))
 			field("Reset methods", strings.Join(in.ResetMethods, ", "))
+			if b := in.BMC; b != nil {
+				field("BMC", fmt.Sprintf("%s user %s, cipher suite %d", b.Address, b.User, b.CipherSuite))
+				if b.AcceptsCipherSuite0 {
+					field("BMC warning", "accepts cipher suite 0 (no password check): disable it on the BMC")
+				}
+				field("BMC error", b.Error)
+			}
 			if in.LatestOperation != nil {
 				field("Latest operation", in.LatestOperation.ID+" "+latestOp(*in))
 			}

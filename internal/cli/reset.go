@@ -113,12 +113,19 @@ func (a *app) runResetPassword(ctx context.Context, f resetFlags, ids []string) 
 	if err != nil {
 		return err
 	}
-	op, err := c.ResetPasswordSecret(ctx, req, password)
-	clear(password) // as soon as it is sent: it is not needed again
-	if err != nil {
-		return fmt.Errorf("resetting passwords: %w", err)
-	}
-	return a.reportOperation(ctx, c, op, f.wait)
+	// Cleared once every request is sent: an admin's selection over
+	// several tenants is sent once per tenant.
+	defer clear(password)
+	err = a.perTenant(ctx, c, ids, f.wait, func(ids []string) (*apiv1.Operation, error) {
+		r := req
+		r.InstanceIDs = ids
+		op, err := c.ResetPasswordSecret(ctx, r, password)
+		if err != nil {
+			return nil, fmt.Errorf("resetting passwords: %w", err)
+		}
+		return op, nil
+	})
+	return err
 }
 
 // reportOperation prints an accepted operation, and follows it with wait.

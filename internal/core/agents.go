@@ -41,12 +41,9 @@ func (s *Service) GuestDriver(name string) driver.Guest { return s.drivers.Guest
 // agent, bound to a tenant (the caller's own unless admin) and optionally
 // to an instance name. The token is returned once; the store keeps its hash.
 func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.AgentTokenCreate) (apiv1.AgentTokenCreated, error) {
-	tenant := req.Tenant
-	if tenant == "" {
-		tenant = p.Tenant
-	}
-	if tenant != p.Tenant && !p.Admin {
-		return apiv1.AgentTokenCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+	tenant, err := p.TenantFor(req.Tenant)
+	if err != nil {
+		return apiv1.AgentTokenCreated{}, err
 	}
 	name := strings.TrimSpace(req.InstanceName)
 	if len(name) > 128 || ctlchar.Contains(name) {
@@ -68,7 +65,7 @@ func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.A
 	now := s.store.Now().UTC().Truncate(time.Millisecond)
 	rec := store.AgentToken{ID: NewID("fpt", 12), Tenant: tenant, InstanceName: name, TokenHash: hashSecret([]byte(token)),
 		CreatedBy: p.ID, CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)
@@ -108,7 +105,8 @@ type AgentIdentity struct {
 // identity, in one transaction. When the machine is a VM the tenant's
 // libvirt inventory knows already (its SMBIOS UUID is a domain's UUID), the
 // agent becomes that instance's guest channel instead, and libvirt keeps
-// its power. Unknown, used and expired tokens are refused alike.
+// its power; so it does for a bare-metal server registered with its BMC,
+// found by the name the token is bound to, whose BMC keeps its power. Unknown, used and expired tokens are refused alike.
 func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdentity, error) {
 	if e.OSType != OSLinux && e.OSType != OSWindows {
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
@@ -146,6 +144,9 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 		}
 		guest := apiv1.DriverLink{Driver: AgentGuestDriver, Address: id.AgentID}
 		in, err := s.vmInstance(ctx, tx, tok.Tenant, tok.InstanceName, e.MachineID)
+		if errors.Is(err, store.ErrNotFound) {
+			in, err = s.bareMetalInstance(ctx, tx, tok.Tenant, tok.InstanceName)
+		}
 		switch {
 		case err == nil:
 			id.InstanceID = in.ID
@@ -219,7 +220,7 @@ func (s *Service) AuthenticateAgent(ctx context.Context, agentID string, secret 
 		return store.Agent{}, unauth
 	}
 	if err != nil {
-		return store.Agent{}, internal(err)
+		return store.Agent{}, storeFailed(err)
 	}
 	if subtle.ConstantTimeCompare(hashSecret(secret), a.SecretHash) != 1 {
 		return store.Agent{}, unauth
@@ -228,7 +229,7 @@ func (s *Service) AuthenticateAgent(ctx context.Context, agentID string, secret 
 	if _, err := s.store.GetInstance(ctx, s.store.DB, a.InstanceID); errors.Is(err, store.ErrNotFound) {
 		return store.Agent{}, unauth
 	} else if err != nil {
-		return store.Agent{}, internal(err)
+		return store.Agent{}, storeFailed(err)
 	}
 	return a, nil
 }

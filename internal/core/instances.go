@@ -13,6 +13,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
 
@@ -33,12 +34,9 @@ func DefaultAdminUser(osType string) string {
 // RegisterInstance adds an instance to a tenant (the caller's own unless
 // admin). Drivers and the inventory sync call it too.
 func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.InstanceCreate) (apiv1.Instance, error) {
-	tenant := req.Tenant
-	if tenant == "" {
-		tenant = p.Tenant
-	}
-	if tenant != p.Tenant && !p.Admin {
-		return apiv1.Instance{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+	tenant, err := p.TenantFor(req.Tenant)
+	if err != nil {
+		return apiv1.Instance{}, err
 	}
 	name := strings.TrimSpace(req.Name)
 	if name == "" || len(name) > 128 || ctlchar.Contains(name) {
@@ -54,12 +52,28 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 	if !userNameRe.MatchString(user) {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "adminUser: not a valid user name")
 	}
-	if err := s.checkLinks(ctx, s.store.DB, p, tenant, req.Power, req.Guest); err != nil {
+	var bm *bareMetal
+	if req.Power.Driver == IPMIDriver || req.BMC != nil {
+		// A BMC link has rules of its own (and no guest address until the
+		// server's agent enrols); the operator-only rule is the same.
+		var err error
+		if bm, err = s.prepareBareMetal(ctx, p, &req); err != nil {
+			return apiv1.Instance{}, err
+		}
+		defer sealer.Wipe(bm.login.Password)
+	} else if err := s.checkLinks(ctx, s.store.DB, p, tenant, req.Power, req.Guest); err != nil {
 		return apiv1.Instance{}, err
 	}
 	in := apiv1.Instance{ID: NewID("ins", 10), Tenant: tenant, Name: name, OSType: req.OSType, AdminUser: user,
 		State: apiv1.StatePending, Power: req.Power, Guest: req.Guest}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	if bm != nil {
+		// The BMC was asked already: the state is known from the start.
+		in.State = apiv1.StateStopped
+		if bm.check.On {
+			in.State = apiv1.StateRunning
+		}
+	}
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)
@@ -69,8 +83,18 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		if err := s.checkQuota(ctx, tx, tenant, 1); err != nil {
 			return err
 		}
+		if bm != nil {
+			if err := s.powerLinkFree(ctx, tx, in); err != nil {
+				return err
+			}
+		}
 		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
 			return linkError(err)
+		}
+		if bm != nil {
+			if err := s.createBareMetal(ctx, tx, &in, bm); err != nil {
+				return err
+			}
 		}
 		if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
 			return err
@@ -81,6 +105,9 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		return apiv1.Instance{}, wrapStore(err)
 	}
 	s.bus.Poke()
+	if bm != nil {
+		return s.GetInstance(ctx, p, in.ID)
+	}
 	return in, nil
 }
 
@@ -88,14 +115,18 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 // answered exactly like a missing one.
 func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv1.Instance, error) {
 	in, err := s.store.GetInstance(ctx, s.store.DB, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && in.Tenant != p.Tenant) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Sees(in.Tenant)) {
 		return apiv1.Instance{}, errorf(CodeInstanceNotFound, "instance %q not found", id)
 	}
 	if err != nil {
-		return apiv1.Instance{}, internal(err)
+		return apiv1.Instance{}, storeFailed(err)
 	}
 	s.fillMethods(&in)
-	return in, nil
+	list := []apiv1.Instance{in}
+	if err := s.withBMCs(ctx, p, list); err != nil {
+		return apiv1.Instance{}, storeFailed(err)
+	}
+	return list[0], nil
 }
 
 // fillMethods sets the reset methods this server can use on in: guest
@@ -178,7 +209,7 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	f := store.InstanceFilter{Tenant: p.scope(), State: strings.ToUpper(q.State), OSType: q.OSType, NamePrefix: q.NamePrefix,
 		Limit: clampLimit(q.Limit) + 1}
 	if q.Tenant != "" {
-		if !p.Admin && q.Tenant != p.Tenant {
+		if !p.Sees(q.Tenant) {
 			return apiv1.InstanceList{Instances: []apiv1.Instance{}}, nil
 		}
 		f.Tenant = q.Tenant
@@ -192,7 +223,7 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	}
 	list, err := s.store.ListInstances(ctx, f)
 	if err != nil {
-		return apiv1.InstanceList{}, internal(err)
+		return apiv1.InstanceList{}, storeFailed(err)
 	}
 	for i := range list {
 		s.fillMethods(&list[i])
@@ -202,6 +233,9 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 		out.Instances = list[:limit]
 		last := list[limit-1]
 		out.NextCursor = encodeCursor(instanceCursor{Name: last.Name, ID: last.ID})
+	}
+	if err := s.withBMCs(ctx, p, out.Instances); err != nil {
+		return apiv1.InstanceList{}, storeFailed(err)
 	}
 	return out, nil
 }

@@ -2,7 +2,8 @@
 // machines: Power (switch a machine on and off and read its power state) and
 // Guest (reach the operating system inside it to change a password).
 //
-// Implementations live in sub-packages (sim, and later qga, agent, libvirt).
+// Implementations live in sub-packages (sim, libvirt, ipmi; the guest
+// channels in qga and agentserver).
 // Every implementation must pass the shared conformance suite in
 // package drivertest, so the engine can treat them all alike.
 package driver
@@ -92,6 +93,24 @@ var (
 	// domain defined without a guest-agent channel), so no password can
 	// reach it however long one waits.
 	ErrNoGuestChannel = errors.New("machine has no guest agent channel")
+
+	// Errors of power controllers reached over the network (a server's
+	// BMC), so that every such driver (IPMI, later Redfish) gives an
+	// operator the same item error codes.
+
+	// ErrControllerUnreachable: the power controller does not answer.
+	ErrControllerUnreachable = errors.New("the power controller (BMC) does not answer")
+	// ErrControllerAuth: the power controller refused the credentials.
+	ErrControllerAuth = errors.New("the power controller (BMC) refused the user name or password")
+	// ErrControllerCipher: the power controller does not accept the
+	// configured cipher suite (or the suite is one fleetpass refuses).
+	ErrControllerCipher = errors.New("the power controller (BMC) does not accept the cipher suite")
+	// ErrPowerCommandFailed: the power controller refused or failed a
+	// power command.
+	ErrPowerCommandFailed = errors.New("the power controller (BMC) refused or failed the command")
+	// ErrPowerOutcomeUnknown: a command that must not be sent twice got no
+	// answer, so whether it ran is unknown.
+	ErrPowerOutcomeUnknown = errors.New("the outcome of the power command is unknown")
 	// ErrDiskUnsupported: the machine's disk cannot be edited offline (a
 	// format, encryption, layout or remote host the disk editor cannot
 	// open, or a Windows guest).

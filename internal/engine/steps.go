@@ -33,6 +33,14 @@ const (
 	CodeDriverError        = "DRIVER_ERROR"
 	CodeSecretUnavailable  = "SECRET_UNAVAILABLE"
 	CodeInstanceGone       = "INSTANCE_GONE"
+	// A bare-metal server's BMC: it does not answer, refuses fleetpass's
+	// credentials or cipher suite, refuses or fails a power command, or a
+	// command that must not be repeated went unanswered.
+	CodeBMCUnreachable      = "BMC_UNREACHABLE"
+	CodeBMCAuthFailed       = "BMC_AUTH_FAILED"
+	CodeBMCCipherSuite      = "BMC_CIPHER_SUITE_REFUSED"
+	CodePowerCommandFailed  = "POWER_COMMAND_FAILED"
+	CodePowerOutcomeUnknown = "POWER_OUTCOME_UNKNOWN"
 	// Disk resets (method disk): a disk fleetpass cannot open (a format,
 	// encryption or layout it cannot read, a remote host's disk, a Windows
 	// guest), a disk another process holds, and a server without the
@@ -163,6 +171,10 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 			if w.Attempts >= e.cfg.MaxAttempts {
 				w.State, w.ErrorCode = apiv1.ItemFailed, CodeDriverError
 				w.Message = fmt.Sprintf("gave up after %d attempts: the driver kept failing", w.Attempts)
+				if errors.Is(err, driver.ErrControllerUnreachable) {
+					w.ErrorCode = CodeBMCUnreachable
+					w.Message = fmt.Sprintf("gave up after %d attempts: the server's BMC does not answer", w.Attempts)
+				}
 				w.Detail = err.Error()
 				return e.finish(ctx, &w, &m, log)
 			}
@@ -353,6 +365,23 @@ func mapDriverError(err error, what string) error {
 		return fail(CodeMachineNotFound, "the machine is unknown to its driver (%s)", what)
 	case errors.Is(err, driver.ErrNotRunning):
 		return fail(CodeInstanceNotRunning, "the instance is not running (%s)", what)
+	// The BMC's address and user are the operator's: the message says
+	// what happened, the detail (shown to the operator) where.
+	case errors.Is(err, driver.ErrControllerAuth):
+		return &itemFailure{code: CodeBMCAuthFailed, detail: err.Error(),
+			msg: "the server's BMC refused fleetpass's credentials (" + what + "); the operator must update them (fleetpass instances set-bmc)"}
+	case errors.Is(err, driver.ErrControllerCipher):
+		return &itemFailure{code: CodeBMCCipherSuite, detail: err.Error(),
+			msg: "the server's BMC refused the cipher suite (" + what + ")"}
+	case errors.Is(err, driver.ErrPowerCommandFailed):
+		return &itemFailure{code: CodePowerCommandFailed, detail: err.Error(),
+			msg: "the server's BMC refused or failed the power command (" + what + ")"}
+	case errors.Is(err, driver.ErrPowerOutcomeUnknown):
+		return &itemFailure{code: CodePowerOutcomeUnknown, detail: err.Error(),
+			msg: "the server's BMC did not answer a power command that is never sent twice, so whether it ran is unknown (" + what + ")"}
+	case errors.Is(err, driver.ErrControllerUnreachable):
+		return &itemFailure{code: CodeBMCUnreachable, detail: err.Error(),
+			msg: "the server's BMC does not answer (" + what + ")"}
 	case errors.Is(err, driver.ErrDiskInUse):
 		return fail(CodeDiskInUse, "the instance's disk is in use by another process, so it was not touched (%s): %v", what, err)
 	case errors.Is(err, driver.ErrDiskUnsupported):

@@ -46,6 +46,19 @@ type Syncer struct {
 	sweeping map[string]bool // tenants whose full sweep runs
 	inflight map[string]bool // instances being refreshed
 	tenantN  map[string]int  // PENDING refreshes in flight per tenant
+	// watched are power drivers whose state a watcher of their own keeps
+	// (BMCWatcher): this syncer only checks their guests.
+	watched map[string]bool
+}
+
+// LeavePower tells the syncer that another watcher keeps the power state of
+// the instances of power driver name (a BMC driver's BMCWatcher), so that
+// two loops do not record different readings of one fault.
+func (y *Syncer) LeavePower(name string) {
+	if y.watched == nil {
+		y.watched = map[string]bool{}
+	}
+	y.watched[name] = true
 }
 
 // New makes a Syncer doing a full pass every interval.
@@ -246,7 +259,7 @@ func (y *Syncer) SyncOne(ctx context.Context, in apiv1.Instance) {
 		return
 	}
 	state := ""
-	if p := y.drivers.Power[in.Power.Driver]; p != nil {
+	if p := y.drivers.Power[in.Power.Driver]; p != nil && !y.watched[in.Power.Driver] {
 		ps, err := p.State(ctx, driver.Ref{InstanceID: in.ID, Host: in.Power.Host, Address: in.Power.Address})
 		switch {
 		case err == nil:

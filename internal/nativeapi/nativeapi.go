@@ -72,6 +72,7 @@ func (a *API) Routes() []Route {
 		{"POST", "/v1/instances", a.createInstance},
 		{"GET", "/v1/instances/{id}", a.getInstance},
 		{"DELETE", "/v1/instances/{id}", a.deleteInstance},
+		{"PUT", "/v1/instances/{id}/bmc", a.setBMC},
 		{"POST", "/v1/password-resets", a.resetPassword},
 		{"POST", "/v1/power-actions", a.powerAction},
 		{"GET", "/v1/operations", a.listOperations},
@@ -205,15 +206,20 @@ var statusOf = map[string]int{
 	core.CodeGuestNotAlive:        http.StatusConflict,
 	core.CodeMethodUnsupported:    http.StatusConflict,
 	core.CodeIdempotencyKeyReused: http.StatusUnprocessableEntity,
-	core.CodeLinkForbidden:        http.StatusForbidden,
-	core.CodeLinkInUse:            http.StatusConflict,
-	core.CodeCrossTenantBatch:     http.StatusBadRequest,
-	core.CodeInstanceQuota:        http.StatusForbidden,
-	core.CodeAgentTokenNotFound:   http.StatusNotFound,
-	core.CodeRateLimited:          http.StatusTooManyRequests,
-	core.CodeStoreUnavailable:     http.StatusServiceUnavailable,
-	core.CodeInternal:             http.StatusInternalServerError,
-	codeUnsupportedMediaType:      http.StatusUnsupportedMediaType,
+	// A bare-metal server's BMC, asked for the request, refused the
+	// settings or did not answer: the upstream's answer, as a gateway's.
+	core.CodeBMCAuthFailed:      http.StatusBadGateway,
+	core.CodeBMCCipherSuite:     http.StatusBadGateway,
+	core.CodeBMCUnreachable:     http.StatusBadGateway,
+	core.CodeLinkForbidden:      http.StatusForbidden,
+	core.CodeLinkInUse:          http.StatusConflict,
+	core.CodeCrossTenantBatch:   http.StatusBadRequest,
+	core.CodeInstanceQuota:      http.StatusForbidden,
+	core.CodeAgentTokenNotFound: http.StatusNotFound,
+	core.CodeRateLimited:        http.StatusTooManyRequests,
+	core.CodeStoreUnavailable:   http.StatusServiceUnavailable,
+	core.CodeInternal:           http.StatusInternalServerError,
+	codeUnsupportedMediaType:    http.StatusUnsupportedMediaType,
 }
 
 // StatusOf is the HTTP status the native API answers a core error code
@@ -357,6 +363,19 @@ func (a *API) createInstance(w http.ResponseWriter, r *http.Request, p core.Prin
 	}
 	w.Header().Set("Location", "/v1/instances/"+in.ID)
 	httpx.WriteJSON(w, http.StatusCreated, in)
+	return nil
+}
+
+func (a *API) setBMC(w http.ResponseWriter, r *http.Request, p core.Principal) error {
+	var req apiv1.BMCUpdate
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	in, err := a.svc.SetBMC(r.Context(), p, r.PathValue("id"), req)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, in)
 	return nil
 }
 
@@ -546,6 +565,14 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p core.Principal) e
 			return &core.Error{Code: core.CodeInvalidArgument, Message: "Last-Event-ID: must be an event id"}
 		}
 		after = n
+	}
+	// A revocation between the authentication and the position taken
+	// above would be missed: look once more, now that later ones are seen.
+	if ok, err := a.svc.StillAuthorized(r.Context(), p); err != nil || !ok {
+		if err != nil {
+			return err
+		}
+		return &core.Error{Code: core.CodeUnauthenticated, Message: "the credentials of this request were revoked or signed out"}
 	}
 	opFilter := r.URL.Query().Get("operationId")
 	rc := http.NewResponseController(w)

@@ -531,12 +531,16 @@ var mirroredTypes = map[string]reflect.Type{
 	"Error":           reflect.TypeFor[apiv1.Error](),
 	"DriverLink":      reflect.TypeFor[apiv1.DriverLink](),
 	"LatestOperation": reflect.TypeFor[apiv1.LatestOperation](),
+	"BMCStatus":       reflect.TypeFor[apiv1.BMCStatus](),
+	"BMCCredentials":  reflect.TypeFor[apiv1.BMCCredentials](),
+	"BMCUpdate":       reflect.TypeFor[apiv1.BMCUpdate](),
 }
 
 // requestTypes are only ever sent by clients: a field the server can do
 // without may be optional even if Go always encodes it.
 var requestTypes = map[string]bool{
 	"InstanceCreate": true, "PasswordReset": true, "PowerAction": true, "KeyCreate": true, "TenantCreate": true,
+	"BMCCredentials": true, "BMCUpdate": true,
 }
 
 type jsonField struct {
@@ -761,7 +765,7 @@ func errorStatuses() map[int][]string {
 	for code, status := range map[string]int{
 		codeInvalidJSON: http.StatusBadRequest, codeUnknownField: http.StatusBadRequest,
 		codeBodyTooLarge: http.StatusRequestEntityTooLarge,
-		codeNotFound: http.StatusNotFound, codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
+		codeNotFound:     http.StatusNotFound, codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
 	} {
 		if _, ok := byCode[code]; !ok {
 			byCode[code] = status

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 func TestServeSaysAtStartUpWhyDiskResetsAreUnavailable(t *testing.T) {
@@ -22,7 +24,7 @@ func TestServeSaysAtStartUpWhyDiskResetsAreUnavailable(t *testing.T) {
 		{filepath.Join(t.TempDir(), "missing"), "no such file"},
 	} {
 		t.Run(tc.helper, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &testutil.LogBuffer{}
 			srv, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), DiskHelper: tc.helper,
 				SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(logs, nil))})
 			if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/driver/ipmi"
 	"github.com/fleetpass/fleetpass/internal/driver/libvirt"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
@@ -71,6 +72,11 @@ type Config struct {
 	LibvirtTenant string
 	// Libvirt tunes the libvirt driver; zero fields take defaults.
 	Libvirt libvirt.Config
+	// IPMI tunes the IPMI driver of bare-metal servers; zero fields take
+	// defaults. BMCSyncInterval is how often each idle bare-metal server's
+	// BMC is asked for its power state (default 5s).
+	IPMI            ipmi.Config
+	BMCSyncInterval time.Duration
 	// DiskHelper is the fleetpass-diskreset helper for disk resets of
 	// libvirt VMs: a path, "" to look beside the executable then on PATH,
 	// or "off" to disable disk resets.
@@ -86,6 +92,18 @@ type Config struct {
 	// TrustedProxies are the reverse proxies (CIDRs) whose X-Forwarded-For
 	// gives the client's address (--trusted-proxies).
 	TrustedProxies []string
+
+	// Power and Guest are drivers of the caller's own, by name, added to
+	// the built-in ones: how tests plug in the power of their throwaway
+	// guests and still run the server users run.
+	Power map[string]driver.Power
+	Guest map[string]driver.Guest
+	// Clock, when set, replaces the database's clock (tests of expiries).
+	Clock func() time.Time
+	// AdminKeyID and AdminKeySecret, when set, are the bootstrap admin key
+	// of an empty database instead of random ones, as the environment
+	// variables FLEETPASS_ADMIN_KEY_ID and FLEETPASS_ADMIN_KEY_SECRET.
+	AdminKeyID, AdminKeySecret string
 
 	Log *slog.Logger
 	// Out receives the messages meant for the operator at start-up (where
@@ -108,9 +126,12 @@ type Server struct {
 	syncer  *inventory.Syncer
 	libvirt *libvirt.Driver
 	hosts   *libvirtHosts
-	handler http.Handler
-	ready   bool
-	trusted []netip.Prefix
+	ipmi    *ipmi.Driver
+	// bmcWatch keeps bare-metal servers' power state in step with their BMCs.
+	bmcWatch *inventory.BMCWatcher
+	handler  http.Handler
+	ready    bool
+	trusted  []netip.Prefix
 }
 
 // Open prepares a server: data directory, database, engine, bootstrap and
@@ -124,6 +145,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 15 * time.Second
+	}
+	if cfg.BMCSyncInterval <= 0 {
+		cfg.BMCSyncInterval = 5 * time.Second
 	}
 	trusted, err := httpx.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
@@ -165,6 +189,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Clock != nil {
+		s.store.SetClock(cfg.Clock)
+	}
 	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{},
 		HostDriver: core.LibvirtDriver, AgentDriver: core.AgentGuestDriver}
 	if cfg.Demo || cfg.Sim || cfg.SimLoad > 0 {
@@ -193,6 +220,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.addAgentDrivers(&drivers); err != nil {
 		return nil, err
 	}
+	s.addBMCDrivers(&drivers)
+	for name, p := range cfg.Power {
+		drivers.Power[name] = p
+	}
+	for name, g := range cfg.Guest {
+		drivers.Guest[name] = g
+	}
 	s.metrics = metrics.New()
 	s.bus = events.NewBus(s.store, cfg.Log, 250*time.Millisecond)
 	if err := s.bus.Start(ctx); err != nil {
@@ -209,6 +243,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.metrics.RateLimited.WithLabelValues(door).Inc()
 	}))
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
+	s.startBMCs()
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
@@ -317,6 +352,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	go s.bus.Run(ctx)
 	go s.syncer.Run(ctx)
+	go s.bmcWatch.Run(ctx)
 	if err := s.startHosts(ctx); err != nil {
 		return err
 	}
@@ -416,6 +452,9 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeAll() {
+	if s.ipmi != nil {
+		s.ipmi.Close()
+	}
 	if s.store != nil {
 		s.store.Close()
 	}
@@ -452,11 +491,15 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return nil
 	}
 	id, secret := core.NewKeyMaterial()
-	if envID, envSecret := os.Getenv("FLEETPASS_ADMIN_KEY_ID"), os.Getenv("FLEETPASS_ADMIN_KEY_SECRET"); envID != "" || envSecret != "" {
-		if envID == "" || envSecret == "" || len(envSecret) < 16 {
+	givenID, givenSecret := s.cfg.AdminKeyID, s.cfg.AdminKeySecret
+	if givenID == "" && givenSecret == "" {
+		givenID, givenSecret = os.Getenv("FLEETPASS_ADMIN_KEY_ID"), os.Getenv("FLEETPASS_ADMIN_KEY_SECRET")
+	}
+	if givenID != "" || givenSecret != "" {
+		if givenID == "" || givenSecret == "" || len(givenSecret) < 16 {
 			return errors.New("FLEETPASS_ADMIN_KEY_ID and FLEETPASS_ADMIN_KEY_SECRET must be set together, the secret at least 16 characters")
 		}
-		id, secret = envID, envSecret
+		id, secret = givenID, givenSecret
 	}
 	if err := s.svc.InsertKey(ctx, id, secret, core.AdminTenant, "bootstrap admin", true); err != nil {
 		return fmt.Errorf("bootstrap admin key: %w", err)

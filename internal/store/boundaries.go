@@ -247,6 +247,11 @@ func (s *Store) LinkOwnerProblem(ctx context.Context, q Querier, in apiv1.Instan
 		if which == LinkGuest {
 			link = in.Guest
 		}
+		if link.Address == "" {
+			// No link yet: a bare-metal server whose agent has not
+			// enrolled. Its channel says so itself.
+			continue
+		}
 		holders, err := s.LinkHolders(ctx, q, which, link)
 		if err != nil {
 			return "", err
