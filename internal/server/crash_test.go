@@ -18,6 +18,8 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
 )
 
 // buildBinary builds cmd/fleetpass once per test binary run.
@@ -136,6 +138,9 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "server.log")
 	addr := freePort(t)
 	args := []string{"--sim-instances", "100", "--sim-boot-time", "1500ms", "--sim-shutdown-time", "1500ms"}
+	if url := storetest.DatabaseURL(t); url != "" {
+		args = append(args, "--database-url", url)
+	}
 	p := startProc(t, bin, dataDir, addr, logPath, args...)
 
 	var list apiv1.InstanceList
@@ -216,6 +221,26 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 		t.Error("the password is in the server's log")
 	}
 	assertNotInDir(t, dataDir, password)
+	if storetest.OnPostgres() {
+		assertNotInPostgres(t, password)
+	}
+}
+
+// assertNotInPostgres checks that secret is nowhere in the PostgreSQL
+// cluster's files: its tables and indexes (base/), its write-ahead log
+// (pg_wal/) and its server log.
+func assertNotInPostgres(t testing.TB, secret string) {
+	t.Helper()
+	c := pgtest.Shared(t)
+	if err := c.Exec(context.Background(), "postgres", "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{filepath.Join(c.Data, "base"), filepath.Join(c.Data, "pg_wal")} {
+		assertNotInDir(t, dir, secret)
+	}
+	if data, err := os.ReadFile(c.Log); err != nil || bytes.Contains(data, []byte(secret)) {
+		t.Errorf("the password is in PostgreSQL's log (or the log cannot be read: %v)", err)
+	}
 }
 
 func assertSomeMachines(t testing.TB, dataDir string, pred func(sim.Snapshot) bool, msg string) {

@@ -62,9 +62,12 @@ type env struct {
 type key struct{ id, secret string }
 
 type envOpts struct {
-	engine    engine.Config
-	rateLimit float64
-	burst     int
+	// databaseURL puts the server on this PostgreSQL database whatever
+	// the run's database.
+	databaseURL string
+	engine      engine.Config
+	rateLimit   float64
+	burst       int
 }
 
 // fastEngine keeps the waits of the sim fleet short.
@@ -87,7 +90,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	e := &env{t: t, dataDir: t.TempDir(), logs: &syncBuffer{}, out: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
-	e.databaseURL = storetest.DatabaseURL(t)
+	e.databaseURL = o.databaseURL
+	if e.databaseURL == "" {
+		e.databaseURL = storetest.DatabaseURL(t)
+	}
 	srv, err := Open(ctx, Config{
 		Listen: "127.0.0.1:0", DataDir: e.dataDir, DatabaseURL: e.databaseURL, Sim: true, Engine: o.engine,
 		API:          nativeapi.Config{RateLimit: o.rateLimit, Burst: o.burst},
@@ -313,7 +319,8 @@ func ids(ins ...apiv1.Instance) []string {
 }
 
 // assertNoSecret fails if secret appears in the logs or any file of the
-// data directory (the database, its WAL, the simulated fleet).
+// data directory (the database, its WAL, the simulated fleet), or, on
+// PostgreSQL, in the cluster's files and log.
 func (e *env) assertNoSecret(secret string) {
 	e.t.Helper()
 	if strings.Contains(e.logs.String(), secret) || strings.Contains(e.out.String(), secret) {
@@ -332,4 +339,7 @@ func (e *env) assertNoSecret(secret string) {
 		}
 		return nil
 	})
+	if e.databaseURL != "" {
+		assertNotInPostgres(e.t, secret)
+	}
 }

@@ -1,0 +1,186 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
+)
+
+// openPG opens a server on the PostgreSQL database url (with its own data
+// directory), or returns Open's error.
+func openPG(t *testing.T, url string) (*Server, error) {
+	t.Helper()
+	srv, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), DatabaseURL: url,
+		Sim: true, Engine: fastEngine(), SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil {
+		t.Cleanup(func() { srv.Close() })
+	}
+	return srv, err
+}
+
+func TestPostgresStartupRefusesBadDatabasesClearly(t *testing.T) {
+	c := pgtest.Shared(t)
+	wrongPassword := "not-the-" + pgtest.PasswordUserPassword
+	for _, tc := range []struct {
+		name string
+		url  string
+		want string
+	}{
+		{"malformed URL", "postgres://fleetpass@localhost:notaport/db", "database URL"},
+		{"nothing listening", "postgres://fleetpass@127.0.0.1:1/fleetpass?sslmode=disable&connect_timeout=5", "cannot connect to PostgreSQL at 127.0.0.1:1"},
+		{"wrong password", "postgres://" + pgtest.PasswordUser + ":" + wrongPassword + "@/postgres?host=" + c.Socket, "refused the credentials"},
+		{"no such database", c.URL("no_such_database"), "the database does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := openPG(t, tc.url)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open: %v, want an error saying %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), wrongPassword) {
+				t.Fatalf("the error repeats the URL's password: %v", err)
+			}
+		})
+	}
+}
+
+func TestPostgresNewerSchemaIsRefusedAndLeftAlone(t *testing.T) {
+	c := pgtest.Shared(t)
+	url := storetest.PostgresURL(t)
+	db := c.DBURL(t, url)
+	if _, err := db.Exec(`INSERT INTO goose_db_version (version_id, is_applied) VALUES (9999, true)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := openPG(t, url)
+	if !errors.Is(err, store.ErrSchemaTooNew) || !strings.Contains(err.Error(), "version 9999") {
+		t.Fatalf("Open on a newer schema: %v, want ErrSchemaTooNew naming version 9999", err)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM goose_db_version WHERE version_id = 9999`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the newer version's row: %d (%v)", n, err)
+	}
+}
+
+func TestPostgresServersStartingTogetherMigrateOnce(t *testing.T) {
+	c := pgtest.Shared(t)
+	url := c.Database(t) // empty: both servers find nothing migrated
+	const n = 3
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = openPG(t, url) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("server %d: %v", i, err)
+		}
+	}
+	var dup int
+	err := c.DBURL(t, url).QueryRow(`SELECT count(*) FROM (SELECT version_id FROM goose_db_version
+		GROUP BY version_id HAVING count(*) > 1) d`).Scan(&dup)
+	if err != nil || dup != 0 {
+		t.Fatalf("%d schema versions applied more than once (%v)", dup, err)
+	}
+}
+
+// TestConcurrentIdenticalRequestsGiveOneOperation: two requests with one
+// Idempotency-Key at the same moment (as two replicas would get them)
+// make one operation; the other is its replay, never a 5xx.
+func TestConcurrentIdenticalRequestsGiveOneOperation(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	var ids []string
+	for i := range 4 {
+		ids = append(ids, e.addMachine(machineOpts{name: fmt.Sprint("race-", i), running: true}).ID)
+	}
+	for round := range 5 {
+		body := apiv1.PasswordReset{InstanceIDs: ids, Mode: apiv1.ModeOnline, Generate: true}
+		const n = 6
+		replies := make([]reply, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				replies[i] = e.do(e.admin, "POST", "/v1/password-resets", body, "Idempotency-Key", fmt.Sprint("race-", round))
+			})
+		}
+		close(start)
+		wg.Wait()
+		opIDs := map[string]bool{}
+		for _, r := range replies {
+			if r.status != 202 {
+				t.Fatalf("round %d: status %d: %s", round, r.status, r.body)
+			}
+			var op apiv1.Operation
+			if err := json.Unmarshal(r.body, &op); err != nil {
+				t.Fatal(err)
+			}
+			opIDs[op.ID] = true
+		}
+		if len(opIDs) != 1 {
+			t.Fatalf("round %d: %d operations for one idempotency key", round, len(opIDs))
+		}
+		for id := range opIDs {
+			e.wait(e.admin, id)
+		}
+	}
+}
+
+// TestPostgresRestartMidBatchFinishes restarts PostgreSQL (pg_ctl restart
+// -m fast) while a batch of offline resets runs: the server reconnects and
+// every item ends, applied.
+func TestPostgresRestartMidBatchFinishes(t *testing.T) {
+	c := pgtest.Shared(t)
+	e := newEnv(t, envOpts{databaseURL: storetest.PostgresURL(t)})
+	const n = 20
+	var ids []string
+	var machines []apiv1.Instance
+	for i := range n {
+		in := e.addMachine(machineOpts{name: fmt.Sprint("pgr-", i), running: true, boot: 700 * time.Millisecond,
+			shutdown: 700 * time.Millisecond})
+		ids, machines = append(ids, in.ID), append(machines, in)
+	}
+	const password = "Pg-Restart-pw-4242"
+	op := e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: ids, Mode: apiv1.ModeOffline, ForceStop: true, Password: password})
+	time.Sleep(300 * time.Millisecond)
+	if err := c.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		r := e.do(e.admin, "GET", "/v1/operations/"+op.ID+"/wait?timeout=20s", nil)
+		if r.status == 200 {
+			if err := json.Unmarshal(r.body, &op); err != nil {
+				t.Fatal(err)
+			}
+			if op.Status != apiv1.OperationRunning {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the batch did not finish after PostgreSQL restarted: %+v (last status %d)", op.Summary, r.status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if op.Status != apiv1.OperationSucceeded || op.Summary.Succeeded != n {
+		t.Fatalf("operation %s %+v", op.Status, op.Summary)
+	}
+	for _, in := range machines {
+		if !e.checkPassword(in, "root", password) {
+			t.Errorf("%s: the new password is not set", in.Name)
+		}
+	}
+	e.assertNoSecret(password)
+}
