@@ -8,15 +8,18 @@
 #   libvirt-clients debootstrap
 #                     real VMs (internal/vmtest): libvirtd driving QEMU, and
 #                     scripts/vm/build-image.sh's guest image
+#   postgresql        PostgreSQL 15+: the store's conformance suite and the
+#                     server and CLI suites on PostgreSQL (internal/pgtest
+#                     runs throwaway clusters of its own)
 # The system's sshd is not started: guesttest runs sshd of its own, inside
 # each guest. Nor are libvirtd and virtlogd: vmtest starts them when a test
-# needs them. --no-install-recommends leaves out dnsmasq, so libvirt's
+# needs them. Nor is the system's PostgreSQL cluster: pgtest starts its own. --no-install-recommends leaves out dnsmasq, so libvirt's
 # default NAT network is never set up. Needs root (or sudo).
 set -euo pipefail
 
 packages=(openssh-server qemu-guest-agent chromium
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
-	libvirt-clients debootstrap)
+	libvirt-clients debootstrap postgresql)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then

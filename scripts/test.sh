@@ -3,7 +3,8 @@
 # real-component tests need (sshd, qemu-guest-agent, chromium, libvirt and
 # QEMU), checks formatting and vet, cross-compiles for Windows, runs every
 # test (real processes, real sshd, real qemu-ga, real Chromium, real VMs
-# under a real libvirtd included) and each Go fuzz target for a few seconds.
+# under a real libvirtd, real PostgreSQL included; the server and CLI
+# suites once on SQLite and once on PostgreSQL) and each Go fuzz target for a few seconds.
 # Run it as root from anywhere in the tree. The VM tests' guest image is
 # built on the first run (about 2.5 minutes) and cached in
 # /var/cache/fleetpass/vm.
@@ -44,6 +45,12 @@ GOOS=windows GOARCH=amd64 go vet ./internal/agent/... 2>/dev/null || true
 
 step "tests (all of them, real components included)"
 go test -count=1 -timeout 45m ./...
+
+# The store's conformance suite runs on both databases above; the server
+# and CLI suites run on SQLite above and once more on PostgreSQL here (a
+# throwaway cluster per test binary, a fresh database per test).
+step "server and CLI tests on PostgreSQL"
+FLEETPASS_TEST_DATABASE=postgres go test -count=1 -timeout 30m ./internal/server ./internal/cli
 
 step "fuzz targets, ${fuzztime} each"
 # Each package's Fuzz functions, found in its test files.

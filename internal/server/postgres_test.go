@@ -1,12 +1,15 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 	"github.com/fleetpass/fleetpass/internal/store/storetest"
 )
@@ -183,4 +187,79 @@ func TestPostgresRestartMidBatchFinishes(t *testing.T) {
 		}
 	}
 	e.assertNoSecret(password)
+}
+
+func writeKey(t *testing.T, b byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sealing.key")
+	if err := os.WriteFile(path, bytes.Repeat([]byte{b}, sealer.KeySize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestServersOfOneDatabaseNeedTheSameKey: servers that share a database
+// but not a data directory take the sealing key from --secret-key-file;
+// one with another key refuses to start, even with nothing sealed yet.
+func TestServersOfOneDatabaseNeedTheSameKey(t *testing.T) {
+	url := storetest.DatabaseURL(t)
+	open := func(dataDir, keyFile string) error {
+		srv, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: dataDir, DatabaseURL: url,
+			SecretKeyFile: keyFile, Engine: fastEngine(), SyncInterval: time.Hour,
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err == nil {
+			srv.Close()
+		}
+		return err
+	}
+	first, other := writeKey(t, 1), writeKey(t, 2)
+	dataDir := t.TempDir()
+	if err := open(dataDir, first); err != nil {
+		t.Fatal(err)
+	}
+	if url == "" {
+		// On SQLite a second server shares the data directory, not only
+		// the database: the same directory, another key.
+		if err := open(dataDir, other); !errors.Is(err, store.ErrKeyMismatch) || !strings.Contains(err.Error(), "--secret-key-file") {
+			t.Fatalf("another key: %v, want ErrKeyMismatch naming --secret-key-file", err)
+		}
+		if err := open(dataDir, first); err != nil {
+			t.Fatalf("the same key again: %v", err)
+		}
+		return
+	}
+	if err := open(t.TempDir(), other); !errors.Is(err, store.ErrKeyMismatch) || !strings.Contains(err.Error(), "--secret-key-file") {
+		t.Fatalf("another key: %v, want ErrKeyMismatch naming --secret-key-file", err)
+	}
+	if err := open(t.TempDir(), first); err != nil {
+		t.Fatalf("the same key from another data directory: %v", err)
+	}
+}
+
+func TestSecretKeyFileMustExistAndBePrivate(t *testing.T) {
+	open := func(keyFile string) error {
+		srv, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), SecretKeyFile: keyFile,
+			Engine: fastEngine(), SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err == nil {
+			srv.Close()
+		}
+		return err
+	}
+	if err := open(filepath.Join(t.TempDir(), "missing.key")); err == nil || !strings.Contains(err.Error(), "key file") {
+		t.Fatalf("a missing key file: %v", err)
+	}
+	loose := writeKey(t, 3)
+	if err := os.Chmod(loose, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(loose); err == nil || !strings.Contains(err.Error(), "must be 0600") {
+		t.Fatalf("a key file others can read: %v", err)
+	}
+	short := filepath.Join(t.TempDir(), "short.key")
+	if err := os.WriteFile(short, []byte("too short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(short); err == nil || !strings.Contains(err.Error(), "32 bytes") {
+		t.Fatalf("a short key: %v", err)
+	}
 }

@@ -93,7 +93,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
-	p, err := goose.NewProvider(gd, s.DB, sub, goose.WithDisableGlobalRegistry(true))
+	// Out of order: migrations are numbered as branches are planned, and
+	// one with a lower number may land after a higher one was applied.
+	// Each is independent of the others' order.
+	p, err := goose.NewProvider(gd, s.DB, sub, goose.WithDisableGlobalRegistry(true), goose.WithAllowOutofOrder(true))
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
