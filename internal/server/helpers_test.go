@@ -65,9 +65,13 @@ type envOpts struct {
 	// databaseURL puts the server on this PostgreSQL database whatever
 	// the run's database.
 	databaseURL string
-	engine      engine.Config
-	rateLimit   float64
-	burst       int
+	// sqlite puts the server on SQLite whatever the run's database.
+	sqlite bool
+	// dataDir is the data directory to use (a restart); empty: a new one.
+	dataDir   string
+	engine    engine.Config
+	rateLimit float64
+	burst     int
 }
 
 // fastEngine keeps the waits of the sim fleet short.
@@ -90,8 +94,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	e := &env{t: t, dataDir: t.TempDir(), logs: &syncBuffer{}, out: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
+	if o.dataDir != "" {
+		e.dataDir = o.dataDir
+	}
 	e.databaseURL = o.databaseURL
-	if e.databaseURL == "" {
+	if e.databaseURL == "" && !o.sqlite {
 		e.databaseURL = storetest.DatabaseURL(t)
 	}
 	srv, err := Open(ctx, Config{

@@ -263,3 +263,76 @@ func TestSecretKeyFileMustExistAndBePrivate(t *testing.T) {
 		t.Fatalf("a short key: %v", err)
 	}
 }
+
+// TestDBCopyMovesASQLiteInstallationToPostgres copies a stopped SQLite
+// installation with finished and unfinished work into PostgreSQL: the
+// server started on the copy knows every tenant, key, instance, operation
+// and audit line, finishes the unfinished items, and carries on numbering
+// after the copied ids.
+func TestDBCopyMovesASQLiteInstallationToPostgres(t *testing.T) {
+	url := storetest.PostgresURL(t)
+	src := newEnv(t, envOpts{sqlite: true})
+	k := src.newKey("acme")
+	done := src.addMachine(machineOpts{name: "done", running: true})
+	var slow []apiv1.Instance
+	for i := range 3 {
+		slow = append(slow, src.addMachine(machineOpts{name: fmt.Sprint("slow-", i), running: true,
+			shutdown: 1500 * time.Millisecond, boot: 500 * time.Millisecond}))
+	}
+	first := src.wait(k, src.reset(k, apiv1.PasswordReset{InstanceIDs: []string{done.ID}, Mode: apiv1.ModeOnline,
+		Password: "First-pass-111"}).ID)
+	if first.Status != apiv1.OperationSucceeded {
+		t.Fatalf("first reset: %+v", first)
+	}
+	const password = "Moved-pass-222"
+	pending := src.reset(k, apiv1.PasswordReset{InstanceIDs: ids(slow...), Mode: apiv1.ModeOffline, ForceStop: true,
+		Password: password})
+	var audit apiv1.AuditList
+	src.mustDo(src.admin, "GET", "/v1/audit?limit=500", nil, 200, &audit)
+	var keys apiv1.KeyList
+	src.mustDo(src.admin, "GET", "/v1/keys", nil, 200, &keys)
+	src.http.Close()
+	src.srv.Close()
+
+	res, err := CopyDatabase(context.Background(), src.dataDir, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed != len(slow) || res.Rows["instances"] != 4 || res.Rows["operations"] != 2 {
+		t.Fatalf("copied %+v", res)
+	}
+	if _, err := CopyDatabase(context.Background(), src.dataDir, url); err == nil || !strings.Contains(err.Error(), "empty database") {
+		t.Fatalf("a second copy into the same database: %v", err)
+	}
+
+	dst := newEnv(t, envOpts{databaseURL: url, dataDir: src.dataDir})
+	if got := dst.wait(k, pending.ID); got.Status != apiv1.OperationSucceeded || got.Summary.Succeeded != len(slow) {
+		t.Fatalf("the unfinished operation after the move: %s %+v", got.Status, got.Summary)
+	}
+	for _, in := range slow {
+		if !dst.checkPassword(in, "root", password) {
+			t.Errorf("%s: the moved item did not set the password", in.Name)
+		}
+	}
+	var op apiv1.Operation
+	dst.mustDo(k, "GET", "/v1/operations/"+first.ID, nil, 200, &op)
+	if op.Status != apiv1.OperationSucceeded || len(op.Items) != 1 {
+		t.Fatalf("the finished operation after the move: %+v", op)
+	}
+	var keys2 apiv1.KeyList
+	dst.mustDo(dst.admin, "GET", "/v1/keys", nil, 200, &keys2)
+	if len(keys2.Keys) != len(keys.Keys) || len(keys.Keys) < 2 {
+		t.Fatalf("%d keys after the move, %d before", len(keys2.Keys), len(keys.Keys))
+	}
+	dst.newKey("acme") // an audited action on the new database
+	var audit2 apiv1.AuditList
+	dst.mustDo(dst.admin, "GET", "/v1/audit?limit=500", nil, 200, &audit2)
+	if len(audit2.Entries) <= len(audit.Entries) {
+		t.Fatalf("%d audit lines after the move, %d before", len(audit2.Entries), len(audit.Entries))
+	}
+	// A new line gets an id after the copied ones.
+	if audit2.Entries[0].ID <= audit.Entries[0].ID {
+		t.Fatalf("newest audit id %d after the move, %d before", audit2.Entries[0].ID, audit.Entries[0].ID)
+	}
+	dst.assertNoSecret(password)
+}

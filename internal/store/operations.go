@@ -302,10 +302,10 @@ func (s *Store) ListOperations(ctx context.Context, f OperationFilter) ([]apiv1.
 	return out, nil
 }
 
-// UnfinishedItems lists the items not yet ended (start-up reconciliation).
-func (s *Store) UnfinishedItems(ctx context.Context) ([]ItemWork, error) {
-	rows, err := s.c(s.DB).QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
-		WHERE i.state NOT IN (?, ?)`, apiv1.ItemSucceeded, apiv1.ItemFailed)
+// UnfinishedItems lists the items not yet ended, by operation.
+func (s *Store) UnfinishedItems(ctx context.Context, q Querier) ([]ItemWork, error) {
+	rows, err := s.c(q).QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
+		WHERE i.state NOT IN (?, ?) ORDER BY i.operation_id, i.seq`, apiv1.ItemSucceeded, apiv1.ItemFailed)
 	if err != nil {
 		return nil, fmt.Errorf("unfinished items: %w", err)
 	}
