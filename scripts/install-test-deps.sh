@@ -8,18 +8,32 @@
 #   libvirt-clients debootstrap
 #                     real VMs (internal/vmtest): libvirtd driving QEMU, and
 #                     scripts/vm/build-image.sh's guest image
+#   openipmi ipmitool ipmi_sim, a real IPMI 2.0 (lanplus) BMC on loopback
+#                     whose chassis commands run the test's own hook
+#                     (internal/ipmitest), and ipmitool as a second client
+#   libguestfs-tools golang-guestfs-dev
+#                     disk resets (cmd/fleetpass-diskreset): libguestfs, its
+#                     headers for the cgo build, and its appliance's packages;
+#                     the appliance kernel is extracted below
+#   curl openssl      the signed-request examples of docs/examples, run by
+#                     the server tests
 #   postgresql        PostgreSQL 15+: the store's conformance suite and the
 #                     server and CLI suites on PostgreSQL (internal/pgtest
 #                     runs throwaway clusters of its own)
 # The system's sshd is not started: guesttest runs sshd of its own, inside
 # each guest. Nor are libvirtd and virtlogd: vmtest starts them when a test
-# needs them. Nor is the system's PostgreSQL cluster: pgtest starts its own. --no-install-recommends leaves out dnsmasq, so libvirt's
+# needs them. Nor is the system's PostgreSQL cluster: pgtest starts its own.
+# --no-install-recommends leaves out dnsmasq, so libvirt's
 # default NAT network is never set up. Needs root (or sudo).
 set -euo pipefail
 
 packages=(openssh-server qemu-guest-agent chromium
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
-	libvirt-clients debootstrap postgresql)
+	libvirt-clients debootstrap
+	openipmi ipmitool
+	libguestfs-tools golang-guestfs-dev
+	curl openssl
+	postgresql)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
@@ -62,3 +76,10 @@ fi
 if [[ ! -d /run/sshd ]]; then
 	"${sudo[@]}" mkdir -p -m 0755 /run/sshd
 fi
+
+# libguestfs's appliance needs a kernel and its modules, which a machine
+# booted from some other kernel (a CI runner, a cloud VM) lacks: extract
+# Debian's, cached in /var/cache/fleetpass/guestfs (about 10 s the first
+# time, nothing later). The tests read its output for SUPERMIN_KERNEL and
+# its siblings.
+"${sudo[@]}" /bin/bash "$(dirname "$0")/vm/guestfs-kernel.sh" >/dev/null

@@ -52,6 +52,9 @@ go test -count=1 -timeout 45m ./...
 step "server and CLI tests on PostgreSQL"
 FLEETPASS_TEST_DATABASE=postgres go test -count=1 -timeout 30m ./internal/server ./internal/cli
 
+step "Tencent bare-metal SDK test (a module of its own: the SDK's bm package cannot share the main module's build)"
+(cd internal/dialect/tencent/sdktest && go vet ./... && go test -count=1 -timeout 10m ./...)
+
 step "fuzz targets, ${fuzztime} each"
 # Each package's Fuzz functions, found in its test files.
 for dir in $(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | xargs -n1 dirname | sort -u); do

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/agentproto"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 )
 
@@ -157,7 +158,7 @@ func (r *runner) runAll(ctx context.Context, cmds []agentproto.Command) error {
 		res := r.apply(ctx, cmd)
 		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := post(actx, r.c, r.st.Server, agentproto.PathAck, r.auth,
-			agentproto.Ack{ID: cmd.ID, Result: res.Code, ExitCode: res.ExitCode, Message: res.Message}, nil)
+			agentproto.Ack{ID: cmd.ID, Result: res.Code, ExitCode: res.ExitCode, Message: ctlchar.Replace(res.Message)}, nil)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("acknowledge command %s: %w", cmd.ID, err)

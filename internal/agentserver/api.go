@@ -12,6 +12,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/agentproto"
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/httpx"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/store"
@@ -71,11 +72,11 @@ func bearer(r *http.Request) (id, secret string, ok bool) {
 	if id, secret, ok = r.BasicAuth(); ok {
 		return id, secret, id != ""
 	}
-	tok, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tok, found := httpx.BearerToken(r)
 	if !found {
 		return "", "", false
 	}
-	id, secret, ok = strings.Cut(strings.TrimSpace(tok), ":")
+	id, secret, ok = strings.Cut(tok, ":")
 	return id, secret, ok && id != ""
 }
 
@@ -94,6 +95,8 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.InfoContext(r.Context(), "agent enrolled", "agent_id", id.AgentID, "instance_id", id.InstanceID,
 		"tenant", id.Tenant, "hostname", req.Hostname)
+	// The answer carries the agent's secret: no cache may keep it.
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, agentproto.EnrollResponse{AgentID: id.AgentID, InstanceID: id.InstanceID,
 		Tenant: id.Tenant, Secret: id.Secret})
 }
@@ -210,7 +213,13 @@ func (a *API) ack(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Message) > 1024 {
-		req.Message = req.Message[:1024]
+		req.Message = strings.ToValidUTF8(req.Message[:1024], "")
+	}
+	if ctlchar.Contains(req.Message) {
+		// The agent replaces them before sending; one that does not is
+		// refused rather than have its text reach a terminal.
+		a.writeErr(w, r, &core.Error{Code: core.CodeInvalidArgument, Message: "message: no control characters"})
+		return
 	}
 	err = a.store.AckAgentCommand(r.Context(), a.store.DB, ag.ID, req.ID, req.Result, req.ExitCode, req.Message)
 	if errors.Is(err, store.ErrNotFound) {

@@ -86,6 +86,9 @@ func (c *Channel) Alive(a store.Agent) bool {
 }
 
 func (c *Channel) agent(ctx context.Context, ref driver.Ref) (store.Agent, error) {
+	if ref.Address == "" {
+		return store.Agent{}, errNoAgentYet
+	}
 	a, err := c.store.GetAgent(ctx, c.store.DB, ref.Address)
 	if errors.Is(err, store.ErrNotFound) {
 		return a, fmt.Errorf("agent %q: %w", ref.Address, driver.ErrMachineNotFound)
@@ -94,6 +97,20 @@ func (c *Channel) agent(ctx context.Context, ref driver.Ref) (store.Agent, error
 		return a, driver.Transient(fmt.Errorf("agent %q: %w", ref.Address, err))
 	}
 	return a, nil
+}
+
+// errNoAgentYet is the channel of a bare-metal server registered with its
+// BMC whose agent has not enrolled: no password can reach it until one does.
+var errNoAgentYet = fmt.Errorf("no fleetpass agent has enrolled on this machine yet (enrol one with a token bound to the instance's name): %w",
+	driver.ErrNoGuestChannel)
+
+// Preflight fails a reset before any power action when no agent has
+// enrolled on the machine.
+func (c *Channel) Preflight(ctx context.Context, ref driver.Ref) error {
+	if ref.Address == "" {
+		return errNoAgentYet
+	}
+	return nil
 }
 
 func (c *Channel) notAlive(a store.Agent) error {

@@ -25,3 +25,31 @@ type AgentTokenCreated struct {
 	InstanceName string    `json:"instanceName,omitempty"`
 	ExpiresAt    time.Time `json:"expiresAt"`
 }
+
+// States of an enrolment token.
+const (
+	TokenActive  = "active"
+	TokenUsed    = "used"
+	TokenExpired = "expired"
+	TokenRevoked = "revoked"
+)
+
+// AgentToken is an enrolment token as listed: never the token itself.
+type AgentToken struct {
+	ID           string     `json:"id"`
+	Tenant       string     `json:"tenant"`
+	InstanceName string     `json:"instanceName,omitempty"`
+	State        string     `json:"state"`
+	CreatedBy    string     `json:"createdBy"`
+	CreatedAt    time.Time  `json:"createdAt"`
+	ExpiresAt    time.Time  `json:"expiresAt"`
+	UsedAt       *time.Time `json:"usedAt,omitempty"`
+	RevokedAt    *time.Time `json:"revokedAt,omitempty"`
+	// AgentID is the agent that used the token.
+	AgentID string `json:"agentId,omitempty"`
+}
+
+// AgentTokenList is the answer of GET /v1/agent-tokens.
+type AgentTokenList struct {
+	Tokens []AgentToken `json:"tokens"`
+}

@@ -67,11 +67,55 @@ type Instance struct {
 	GuestSeenAt *time.Time `json:"guestSeenAt,omitempty"`
 	// NoGuestChannel is set when the machine's host says it has no guest
 	// agent channel at all: no password can reach it through the host.
-	NoGuestChannel  bool             `json:"noGuestChannel,omitempty"`
+	NoGuestChannel bool `json:"noGuestChannel,omitempty"`
+	// ResetMethods are the ways this server can reset the instance's
+	// password: guest (through its guest channel) and disk (by editing its
+	// shut-off disk, for Linux VMs of a local libvirt host).
+	ResetMethods    []string         `json:"resetMethods,omitempty"`
 	Busy            bool             `json:"busy"`
 	LatestOperation *LatestOperation `json:"latestOperation,omitempty"`
-	CreatedAt       time.Time        `json:"createdAt"`
-	UpdatedAt       time.Time        `json:"updatedAt"`
+	// BMC describes the BMC of a bare-metal server whose power link is a
+	// BMC driver (ipmi). Its password is never returned.
+	BMC       *BMCStatus `json:"bmc,omitempty"`
+	CreatedAt time.Time  `json:"createdAt"`
+	UpdatedAt time.Time  `json:"updatedAt"`
+}
+
+// BMCStatus is what an instance shows of its BMC.
+type BMCStatus struct {
+	// Address is the BMC's host:port (the power link's address).
+	Address     string `json:"address"`
+	User        string `json:"user"`
+	CipherSuite int    `json:"cipherSuite"`
+	// AcceptsCipherSuite0 flags a BMC that accepted a session with cipher
+	// suite 0, which checks no password: anyone who knows a user name can
+	// power the server. fleetpass never uses it; disable it on the BMC.
+	AcceptsCipherSuite0 bool `json:"acceptsCipherSuite0,omitempty"`
+	// Error is the BMC's last fault (unreachable, credentials refused),
+	// empty while it answers.
+	Error     string     `json:"error,omitempty"`
+	CheckedAt *time.Time `json:"checkedAt,omitempty"`
+}
+
+// BMCCredentials are a BMC's login, given when a bare-metal server is
+// registered (InstanceCreate.BMC) or its BMC settings change (BMCUpdate).
+type BMCCredentials struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+	// CipherSuite is the RMCP+ cipher suite; absent means 3 (use 17 where
+	// the BMC has it); 0 is refused, not taken for a default.
+	CipherSuite *int `json:"cipherSuite,omitempty"`
+}
+
+// BMCUpdate changes a bare-metal server's BMC settings (admin only):
+// PUT /v1/instances/{id}/bmc. Empty fields keep their value, except that
+// a new user needs its password.
+type BMCUpdate struct {
+	// Address moves the power link to another BMC address (HOST[:PORT]).
+	Address     string `json:"address,omitempty"`
+	User        string `json:"user,omitempty"`
+	Password    string `json:"password,omitempty"`
+	CipherSuite *int   `json:"cipherSuite,omitempty"`
 }
 
 // InstanceCreate registers an instance.
@@ -81,7 +125,12 @@ type InstanceCreate struct {
 	OSType    string     `json:"osType"`
 	AdminUser string     `json:"adminUser,omitempty"` // defaults to root or Administrator
 	Power     DriverLink `json:"power"`
-	Guest     DriverLink `json:"guest"`
+	// Guest defaults, for a bare-metal server with a BMC, to the fleetpass
+	// agent's channel, which the server's agent joins when it enrols with
+	// a token bound to the instance's name.
+	Guest DriverLink `json:"guest"`
+	// BMC is required when Power.Driver is "ipmi" (admin only).
+	BMC *BMCCredentials `json:"bmc,omitempty"`
 }
 
 // InstanceList is one page of instances. NextCursor is empty on the last page.
@@ -97,6 +146,14 @@ const (
 	ModeOffline = "offline"
 )
 
+// Reset methods: how the new password reaches an instance (DESIGN §2).
+// Auto is the guest channel when the instance has one, else its disk.
+const (
+	MethodAuto  = "auto"
+	MethodGuest = "guest"
+	MethodDisk  = "disk"
+)
+
 // PasswordReset asks for the password of one or more instances to change.
 // Exactly one of Password and Generate must be given.
 type PasswordReset struct {
@@ -104,6 +161,9 @@ type PasswordReset struct {
 	// User defaults to each instance's admin user (root or Administrator).
 	User string `json:"user,omitempty"`
 	Mode string `json:"mode,omitempty"`
+	// Method is auto (default), guest or disk. Disk implies an offline
+	// reset.
+	Method string `json:"method,omitempty"`
 	// ForceStop is the caller's consent to shut running instances down, and
 	// to cut their power if a graceful shutdown times out.
 	ForceStop bool   `json:"forceStop,omitempty"`
@@ -166,6 +226,7 @@ const (
 	StepForceStopping = "force_stopping"
 	StepStopped       = "stopped"
 	StepStaging       = "staging"
+	StepEditingDisk   = "editing_disk"
 	StepStarting      = "starting"
 	StepWaitingGuest  = "waiting_for_guest"
 	StepApplying      = "applying"
@@ -174,17 +235,21 @@ const (
 
 // Item is one instance's part of an operation.
 type Item struct {
-	InstanceID   string     `json:"instanceId"`
-	InstanceName string     `json:"instanceName"`
-	State        string     `json:"state"`
-	Step         string     `json:"step"`
-	Mode         string     `json:"mode,omitempty"`
-	User         string     `json:"user,omitempty"`
-	ErrorCode    string     `json:"errorCode,omitempty"`
-	Message      string     `json:"message,omitempty"`
-	Attempts     int        `json:"attempts"`
-	StartedAt    *time.Time `json:"startedAt,omitempty"`
-	FinishedAt   *time.Time `json:"finishedAt,omitempty"`
+	InstanceID   string `json:"instanceId"`
+	InstanceName string `json:"instanceName"`
+	State        string `json:"state"`
+	Step         string `json:"step"`
+	Mode         string `json:"mode,omitempty"`
+	Method       string `json:"method,omitempty"`
+	User         string `json:"user,omitempty"`
+	ErrorCode    string `json:"errorCode,omitempty"`
+	Message      string `json:"message,omitempty"`
+	// Detail is what the driver said of a failure (socket paths, host
+	// URIs, agent ids): shown to the operator (admin) only.
+	Detail     string     `json:"detail,omitempty"`
+	Attempts   int        `json:"attempts"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }
 
 // Requester records who asked for an operation, and from where.

@@ -128,7 +128,7 @@ func (a *app) newTenantsCmd() *cobra.Command {
 			if a.jsonOutput() {
 				return writeJSON(a.stdout, t)
 			}
-			fmt.Fprintf(a.stdout, "Created tenant %s (%s)\n", t.ID, t.Name)
+			fmt.Fprintf(a.stdout, "Created tenant %s (%s)\n", t.ID, orDash(t.Name))
 			return nil
 		},
 	}

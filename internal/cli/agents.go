@@ -16,7 +16,7 @@ func (a *app) newAgentsCmd() *cobra.Command {
 		Short:   "Enrol fleetpass agents",
 	}
 	token := &cobra.Command{Use: "token", Short: "Enrolment tokens of the fleetpass agent"}
-	token.AddCommand(a.newAgentTokenCreateCmd())
+	token.AddCommand(a.newAgentTokenCreateCmd(), a.newAgentTokenListCmd(), a.newAgentTokenRevokeCmd())
 	cmd.AddCommand(token)
 	return cmd
 }
@@ -69,4 +69,52 @@ to an instance name (else the machine's host name is used). On the machine:
 	cmd.Flags().StringVar(&in.InstanceName, "name", "", "instance name to give the enrolled machine (default: its host name)")
 	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token can be used")
 	return cmd
+}
+
+func (a *app) newAgentTokenListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List enrolment tokens (never the tokens themselves)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			l, err := c.ListAgentTokens(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("listing agent tokens: %w", err)
+			}
+			if a.jsonOutput() {
+				l.Tokens = nonNil(l.Tokens)
+				return writeJSON(a.stdout, l)
+			}
+			tw := newTable(a.stdout)
+			row(tw, "ID", "TENANT", "INSTANCE NAME", "STATE", "CREATED BY", "CREATED", "EXPIRES", "AGENT")
+			for _, t := range l.Tokens {
+				row(tw, t.ID, t.Tenant, orDash(t.InstanceName), t.State, t.CreatedBy, fmtTime(t.CreatedAt), fmtTime(t.ExpiresAt), orDash(t.AgentID))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func (a *app) newAgentTokenRevokeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke TOKEN-ID...",
+		Short: "Revoke unused enrolment tokens: no agent can enrol with them any more",
+		Args:  minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			return a.eachID(args, "Revoked", func(id string) error {
+				if err := c.RevokeAgentToken(cmd.Context(), id); err != nil {
+					return fmt.Errorf("revoking agent token %s: %w", id, err)
+				}
+				return nil
+			})
+		},
+	}
 }

@@ -48,7 +48,7 @@ The URI must not hold a password. See docs/libvirt.md.`,
 			if a.jsonOutput() {
 				return writeJSON(a.stdout, h)
 			}
-			fmt.Fprintf(a.stdout, "Added host %s (%s): %s\n", h.ID, h.Name, connState(*h))
+			fmt.Fprintf(a.stdout, "Added host %s (%s): %s\n", h.ID, orDash(h.Name), connState(*h))
 			return nil
 		},
 	}

@@ -9,15 +9,16 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 )
 
 func (a *app) newInstancesCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "instances",
 		Aliases: []string{"instance", "ins"},
-		Short:   "List and show instances",
+		Short:   "List, show and register instances",
 	}
-	cmd.AddCommand(a.newInstancesListCmd(), a.newInstancesShowCmd())
+	cmd.AddCommand(a.newInstancesListCmd(), a.newInstancesShowCmd(), a.newInstancesAddCmd(), a.newInstancesSetBMCCmd())
 	return cmd
 }
 
@@ -120,7 +121,7 @@ func (a *app) newInstancesShowCmd() *cobra.Command {
 				if v == "" {
 					v = "-"
 				}
-				fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+				fmt.Fprintf(tw, "%s:\t%s\n", k, ctlchar.Escape(v))
 			}
 			field("ID", in.ID)
 			field("Name", in.Name)
@@ -133,6 +134,13 @@ func (a *app) newInstancesShowCmd() *cobra.Command {
 			field("Guest", joinNonEmpty(in.Guest.Driver, in.Guest.Host, in.Guest.Address))
 			field("Guest alive", yesNo(in.GuestAlive))
 			field("Guest seen", fmtTimePtr(in.GuestSeenAt))
+			if b := in.BMC; b != nil {
+				field("BMC", fmt.Sprintf("%s user %s, cipher suite %d", b.Address, b.User, b.CipherSuite))
+				if b.AcceptsCipherSuite0 {
+					field("BMC warning", "accepts cipher suite 0 (no password check): disable it on the BMC")
+				}
+				field("BMC error", b.Error)
+			}
 			if in.LatestOperation != nil {
 				field("Latest operation", in.LatestOperation.ID+" "+latestOp(*in))
 			}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"golang.org/x/term"
 )
 
@@ -30,12 +32,14 @@ func newTable(w io.Writer) *tabwriter.Writer {
 }
 
 // row writes one tab-separated table row; empty cells show as "-" so
-// columns stay aligned and readable.
+// columns stay aligned and readable. Cells come from the server, so their
+// control characters are shown escaped, never sent to the terminal.
 func row(w io.Writer, cells ...string) {
 	for i, c := range cells {
 		if c == "" {
-			cells[i] = "-"
+			c = "-"
 		}
+		cells[i] = ctlchar.Escape(c)
 	}
 	fmt.Fprintln(w, strings.Join(cells, "\t"))
 }

@@ -42,11 +42,13 @@ only if a soft shutdown does not finish in time.`
 			if err != nil {
 				return err
 			}
-			op, err := c.PowerAction(cmd.Context(), apiv1.PowerAction{Action: action, InstanceIDs: args, StopMode: mode})
-			if err != nil {
-				return fmt.Errorf("%s: %w", action, err)
-			}
-			return a.reportOperation(cmd.Context(), c, op, wait)
+			return a.perTenant(cmd.Context(), c, args, wait, func(ids []string) (*apiv1.Operation, error) {
+				op, err := c.PowerAction(cmd.Context(), apiv1.PowerAction{Action: action, InstanceIDs: ids, StopMode: mode})
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", action, err)
+				}
+				return op, nil
+			})
 		},
 	}
 	if action != apiv1.ActionStart {

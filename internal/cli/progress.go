@@ -15,6 +15,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 )
 
 // progress is what the CLI knows of an operation it follows.
@@ -151,7 +152,7 @@ func (r *plainRenderer) update(p *progress, changed []string) {
 	}
 	for _, id := range changed {
 		it := p.items[id]
-		line := fmt.Sprintf("%s %s %s", id, orDash(it.InstanceName), describe(it))
+		line := fmt.Sprintf("%s %s %s", id, orDash(it.InstanceName), ctlchar.Escape(describe(it)))
 		if r.last[id] == line {
 			continue
 		}
@@ -164,11 +165,12 @@ func (r *plainRenderer) finish(p *progress) {
 	fmt.Fprintln(r.w, p.summary())
 }
 
+// orDash is s as printed: "-" if empty, its control characters escaped.
 func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return ctlchar.Escape(s)
 }
 
 // liveRenderer redraws a table in place on a terminal.

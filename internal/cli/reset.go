@@ -13,6 +13,7 @@ import (
 type resetFlags struct {
 	user          string
 	mode          string
+	method        string
 	forceStop     bool
 	passwordStdin bool
 	generate      bool
@@ -39,13 +40,20 @@ password and starts it again. Stopping a running instance needs
 --force-stop: it is shut down, and its power is cut if the shutdown times
 out, with the risk of losing unsaved data.
 
+Methods: auto (default) reaches the guest through its guest channel (the
+fleetpass agent or the QEMU guest agent) when it has one, else edits its
+disk; guest insists on the channel; disk (offline only) edits /etc/shadow
+on the stopped VM's disk, with nothing installed in the guest (Linux VMs of
+a local libvirt host; see docs/libvirt.md).
+
 With --wait the command follows the operation until every instance is done,
 showing each instance's progress.
 
 ` + exitCodesHelp,
 		Example: `  fleetpass reset-password --generate --wait ins-1a2b3c4d
   printf '%s\n' "$NEW_PASSWORD" | fleetpass reset-password --password-stdin --user admin ins-1a2b3c4d ins-5e6f7a8b
-  fleetpass reset-password --mode offline --force-stop ins-1a2b3c4d`,
+  fleetpass reset-password --mode offline --force-stop ins-1a2b3c4d
+  fleetpass reset-password --method disk --force-stop --wait ins-1a2b3c4d`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.runResetPassword(cmd.Context(), f, args)
@@ -54,6 +62,7 @@ showing each instance's progress.
 	fl := cmd.Flags()
 	fl.StringVar(&f.user, "user", "", "user whose password changes (default: root on Linux, Administrator on Windows)")
 	fl.StringVar(&f.mode, "mode", "", "auto, online or offline (default auto)")
+	fl.StringVar(&f.method, "method", "", "auto, guest or disk (default auto)")
 	fl.BoolVar(&f.forceStop, "force-stop", false, "agree to shut running instances down, forcibly if needed (data may be lost)")
 	fl.BoolVar(&f.passwordStdin, "password-stdin", false, "read the new password from the first line of standard input")
 	fl.BoolVar(&f.generate, "generate", false, "let the server generate a password and print it once")
@@ -67,6 +76,11 @@ func (a *app) runResetPassword(ctx context.Context, f resetFlags, ids []string) 
 	case "", apiv1.ModeAuto, apiv1.ModeOnline, apiv1.ModeOffline:
 	default:
 		return usageErrorf("--mode must be auto, online or offline, not %q", f.mode)
+	}
+	switch f.method {
+	case "", apiv1.MethodAuto, apiv1.MethodGuest, apiv1.MethodDisk:
+	default:
+		return usageErrorf("--method must be auto, guest or disk, not %q", f.method)
 	}
 	// cobra checks exclusive flags too, but the rule is important enough to
 	// hold even if the flag wiring changes.
@@ -84,7 +98,7 @@ func (a *app) runResetPassword(ctx context.Context, f resetFlags, ids []string) 
 		return err
 	}
 
-	req := apiv1.PasswordReset{InstanceIDs: ids, User: f.user, Mode: f.mode, ForceStop: f.forceStop, Generate: f.generate}
+	req := apiv1.PasswordReset{InstanceIDs: ids, User: f.user, Mode: f.mode, Method: f.method, ForceStop: f.forceStop, Generate: f.generate}
 	var password []byte
 	switch {
 	case f.generate:
@@ -99,12 +113,19 @@ func (a *app) runResetPassword(ctx context.Context, f resetFlags, ids []string) 
 	if err != nil {
 		return err
 	}
-	op, err := c.ResetPasswordSecret(ctx, req, password)
-	clear(password) // as soon as it is sent: it is not needed again
-	if err != nil {
-		return fmt.Errorf("resetting passwords: %w", err)
-	}
-	return a.reportOperation(ctx, c, op, f.wait)
+	// Cleared once every request is sent: an admin's selection over
+	// several tenants is sent once per tenant.
+	defer clear(password)
+	err = a.perTenant(ctx, c, ids, f.wait, func(ids []string) (*apiv1.Operation, error) {
+		r := req
+		r.InstanceIDs = ids
+		op, err := c.ResetPasswordSecret(ctx, r, password)
+		if err != nil {
+			return nil, fmt.Errorf("resetting passwords: %w", err)
+		}
+		return op, nil
+	})
+	return err
 }
 
 // reportOperation prints an accepted operation, and follows it with wait.

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetpass/fleetpass/internal/client"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 )
 
 // Defaults of the client configuration.
@@ -172,7 +173,7 @@ func exitCode(err error) int {
 }
 
 func printError(w io.Writer, cmd *cobra.Command, err error) {
-	fmt.Fprintf(w, "fleetpass: %v\n", err)
+	fmt.Fprintf(w, "fleetpass: %s\n", ctlchar.Escape(err.Error()))
 	var ae *client.APIError
 	if errors.As(err, &ae) && len(ae.Details) > 0 {
 		if d, jerr := json.Marshal(ae.Details); jerr == nil {

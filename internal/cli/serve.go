@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetpass/fleetpass/internal/agentserver"
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/server"
 )
@@ -52,6 +54,9 @@ the next start.`,
 				return usageErrorf("--log-format must be text or json")
 			}
 			cfg.Out = cmd.OutOrStdout()
+			if cfg.Demo {
+				demoTimeouts(&cfg, cmd.Flags().Changed)
+			}
 			if cfg.DatabaseURL == "" {
 				cfg.DatabaseURL = os.Getenv("FLEETPASS_DATABASE_URL")
 			}
@@ -98,7 +103,15 @@ the next start.`,
 	f.IntVar(&cfg.API.Burst, "rate-burst", 200, "burst of requests allowed per API key")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 15*time.Second, "how often idle instances' states are read from their drivers")
 	f.StringArrayVar(&cfg.LibvirtHosts, "libvirt", nil, "libvirt URI to manage, e.g. qemu:///system (repeatable; added as a host unless registered already)")
+	f.StringVar(&cfg.DiskHelper, "disk-helper", envOr("FLEETPASS_DISK_HELPER", ""),
+		"fleetpass-diskreset helper for disk resets of libvirt VMs (default: beside this executable, then on PATH; \"off\" disables them)")
 	f.StringVar(&cfg.LibvirtTenant, "libvirt-tenant", "", "tenant of the hosts --libvirt adds (default: demo with --demo, else admin)")
+	f.StringArrayVar(&cfg.QGASocketDirs, "qga-socket-dir", nil,
+		"directory whose QEMU guest agent sockets the qga channel may dial (repeatable; none: the qga channel dials nothing)")
+	f.IntVar(&cfg.MaxInstancesPerTenant, "max-instances-per-tenant", core.DefaultMaxInstancesPerTenant,
+		"most instances one tenant may have (registration, agent enrolment and host inventory stop there)")
+	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxies", nil,
+		"reverse proxies (CIDR,...) whose X-Forwarded-For gives the client's address; other peers' forwarding headers are ignored")
 	agentDefaults := agentserver.DefaultConfig()
 	f.DurationVar(&cfg.Agent.Silence, "agent-silence", envDuration("FLEETPASS_AGENT_SILENCE", agentDefaults.Silence),
 		"an agent unheard for this long counts as not alive")
@@ -124,4 +137,22 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// demoTimeouts gives the demo its short timeouts where the flags were not
+// set explicitly.
+func demoTimeouts(cfg *server.Config, changed func(flag string) bool) {
+	for _, t := range []struct {
+		flag string
+		v    *time.Duration
+		demo time.Duration
+	}{
+		{"guest-timeout", &cfg.Engine.GuestTimeout, demo.GuestTimeout},
+		{"shutdown-timeout", &cfg.Engine.ShutdownTimeout, demo.ShutdownTimeout},
+		{"boot-timeout", &cfg.Engine.BootTimeout, demo.BootTimeout},
+	} {
+		if !changed(t.flag) {
+			*t.v = t.demo
+		}
+	}
 }

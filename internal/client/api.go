@@ -106,6 +106,21 @@ func (c *Client) CreateInstance(ctx context.Context, in apiv1.InstanceCreate) (*
 	return &out, nil
 }
 
+// SetBMC changes a bare-metal server's BMC settings (admin keys): a rotated
+// password, another user, cipher suite or address. The server checks them
+// against the BMC before it stores them.
+func (c *Client) SetBMC(ctx context.Context, id string, in apiv1.BMCUpdate) (*apiv1.Instance, error) {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return nil, fmt.Errorf("client: encoding the request: %w", err)
+	}
+	var out apiv1.Instance
+	if _, err := c.do(ctx, &request{method: http.MethodPut, path: "/v1/instances/" + url.PathEscape(id) + "/bmc", body: body}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // DeleteInstance removes an instance from fleetpass.
 func (c *Client) DeleteInstance(ctx context.Context, id string) error {
 	return c.delete(ctx, "/v1/instances/"+url.PathEscape(id))

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/core"
@@ -331,6 +332,8 @@ var statusOf = map[string]int{
 	core.CodeUnauthenticated:   http.StatusUnauthorized,
 	core.CodeSignInFailed:      http.StatusUnauthorized,
 	core.CodeSignInLocked:      http.StatusTooManyRequests,
+	core.CodeSignInThrottled:   http.StatusTooManyRequests,
+	core.CodeSignInBusy:        http.StatusTooManyRequests,
 	core.CodeForbidden:         http.StatusForbidden,
 	core.CodeUserExists:        http.StatusConflict,
 	core.CodeTenantNotFound:    http.StatusNotFound,
@@ -356,6 +359,9 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if status >= 500 {
 		c.log.ErrorContext(r.Context(), "console request failed", "code", ce.Code, "err", err)
+	}
+	if secs, ok := ce.Details["retryAfterSeconds"].(int); ok && status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
 	}
 	nativeapi.WriteError(w, r, status, ce.Code, ce.Message, ce.Details)
 }

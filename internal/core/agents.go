@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
@@ -48,8 +49,8 @@ func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.A
 		return apiv1.AgentTokenCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
 	}
 	name := strings.TrimSpace(req.InstanceName)
-	if len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
-		return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "instanceName: at most 128 printable characters")
+	if len(name) > 128 || ctlchar.Contains(name) {
+		return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "instanceName: at most 128 printable characters (no control characters)")
 	}
 	ttl := DefaultAgentTokenTTL
 	if req.TTL != "" {
@@ -107,7 +108,8 @@ type AgentIdentity struct {
 // identity, in one transaction. When the machine is a VM the tenant's
 // libvirt inventory knows already (its SMBIOS UUID is a domain's UUID), the
 // agent becomes that instance's guest channel instead, and libvirt keeps
-// its power. Unknown, used and expired tokens are refused alike.
+// its power; so it does for a bare-metal server registered with its BMC,
+// found by the name the token is bound to, whose BMC keeps its power. Unknown, used and expired tokens are refused alike.
 func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdentity, error) {
 	if e.OSType != OSLinux && e.OSType != OSWindows {
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
@@ -116,10 +118,10 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "publicKey: an X25519 public key of 32 bytes")
 	}
 	host := strings.TrimSpace(e.Hostname)
-	if host == "" || len(host) > 128 || strings.ContainsAny(host, "\x00\n\r\t") {
-		return AgentIdentity{}, errorf(CodeInvalidArgument, "hostname: 1-128 printable characters")
+	if host == "" || len(host) > 128 || ctlchar.Contains(host) {
+		return AgentIdentity{}, errorf(CodeInvalidArgument, "hostname: 1-128 printable characters (no control characters)")
 	}
-	if len(e.Version) > 64 {
+	if len(e.Version) > 64 || ctlchar.Contains(e.Version) {
 		return AgentIdentity{}, errorf(CodeInvalidArgument, "version: at most 64 characters")
 	}
 	if _, ok := s.drivers.Guest[AgentGuestDriver]; !ok {
@@ -145,18 +147,24 @@ func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdent
 		}
 		guest := apiv1.DriverLink{Driver: AgentGuestDriver, Address: id.AgentID}
 		in, err := s.vmInstance(ctx, tx, tok.Tenant, tok.InstanceName, e.MachineID)
+		if errors.Is(err, store.ErrNotFound) {
+			in, err = s.bareMetalInstance(ctx, tx, tok.Tenant, tok.InstanceName)
+		}
 		switch {
 		case err == nil:
 			id.InstanceID = in.ID
 			if err := s.store.SetInstanceGuest(ctx, tx, in.ID, guest); err != nil {
-				return err
+				return linkError(err)
 			}
 		case errors.Is(err, store.ErrNotFound):
 			in = apiv1.Instance{ID: id.InstanceID, Tenant: tok.Tenant, Name: name, OSType: e.OSType,
 				AdminUser: DefaultAdminUser(e.OSType), State: apiv1.StatePending,
 				Power: apiv1.DriverLink{Driver: ManualPowerDriver, Address: id.AgentID}, Guest: guest}
-			if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+			if err := s.checkQuota(ctx, tx, tok.Tenant, 1); err != nil {
 				return err
+			}
+			if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+				return linkError(err)
 			}
 		default:
 			return err

@@ -33,6 +33,7 @@ const (
 	CodeGuestNotAlive        = "GUEST_NOT_ALIVE"
 	CodeHostNotFound         = "HOST_NOT_FOUND"
 	CodeHostExists           = "HOST_EXISTS"
+	CodeMethodUnsupported    = "RESET_METHOD_UNSUPPORTED"
 )
 
 // Error is a failure the caller can act on: a stable code, a message for

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -67,7 +68,7 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 			h.Name = "local"
 		}
 	}
-	if len(h.Name) > 128 || strings.ContainsAny(h.Name, "\x00\n\r\t") {
+	if len(h.Name) > 128 || ctlchar.Contains(h.Name) {
 		return apiv1.Host{}, errorf(CodeInvalidArgument, "name: at most 128 printable characters")
 	}
 	switch {
@@ -218,15 +219,30 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 		for _, in := range existing {
 			byUUID[in.Power.Address] = in
 		}
+		have, err := s.store.CountTenantInstances(ctx, tx, h.Tenant)
+		if err != nil {
+			return err
+		}
+		skipped := 0
 		seen := make(map[string]bool, len(domains))
 		for _, d := range domains {
 			seen[d.UUID] = true
+			// A host's domain names are another system's input: shown
+			// as text, never as terminal controls.
+			d.Name = ctlchar.Replace(d.Name)
 			osType := d.OSType
 			if osType == "" {
 				osType = h.DefaultOSType
 			}
 			in, ok := byUUID[d.UUID]
+			if !ok && have >= s.quota() {
+				// The tenant is full: its other machines stay out until
+				// the operator raises the quota or the tenant deletes some.
+				skipped++
+				continue
+			}
 			if !ok {
+				have++
 				link := apiv1.DriverLink{Driver: h.Driver, Host: h.ID, Address: d.UUID}
 				in = apiv1.Instance{ID: NewID("ins", 10), Tenant: h.Tenant, Name: d.Name, OSType: osType,
 					AdminUser: DefaultAdminUser(osType), State: d.State, Power: link, Guest: link}
@@ -266,6 +282,10 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 				return err
 			}
 			changed = changed || c
+		}
+		if skipped > 0 {
+			s.log.Warn("inventory: the host's tenant is at its instance quota; machines left out",
+				"host_id", h.ID, "tenant", h.Tenant, "left_out", skipped, "quota", s.quota())
 		}
 		return nil
 	})

@@ -6,10 +6,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
+	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
 
@@ -38,8 +42,8 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		return apiv1.Instance{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
 	}
 	name := strings.TrimSpace(req.Name)
-	if name == "" || len(name) > 128 || strings.ContainsAny(name, "\x00\n\r\t") {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters")
+	if name == "" || len(name) > 128 || ctlchar.Contains(name) {
+		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters (no control characters)")
 	}
 	if req.OSType != OSLinux && req.OSType != OSWindows {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "osType: must be linux or windows")
@@ -51,17 +55,27 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 	if !userNameRe.MatchString(user) {
 		return apiv1.Instance{}, errorf(CodeInvalidArgument, "adminUser: not a valid user name")
 	}
-	if _, ok := s.drivers.Power[req.Power.Driver]; !ok {
-		return apiv1.Instance{}, errorf(CodeUnknownDriver, "power.driver: %q is not a power driver of this server", req.Power.Driver)
-	}
-	if _, ok := s.drivers.Guest[req.Guest.Driver]; !ok {
-		return apiv1.Instance{}, errorf(CodeUnknownDriver, "guest.driver: %q is not a guest channel of this server", req.Guest.Driver)
-	}
-	if req.Power.Address == "" || req.Guest.Address == "" {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "power.address and guest.address are required")
+	var bm *bareMetal
+	if req.Power.Driver == IPMIDriver || req.BMC != nil {
+		// A BMC link has rules of its own (and no guest address until the
+		// server's agent enrols); the operator-only rule is the same.
+		var err error
+		if bm, err = s.prepareBareMetal(ctx, p, &req); err != nil {
+			return apiv1.Instance{}, err
+		}
+		defer sealer.Wipe(bm.login.Password)
+	} else if err := s.checkLinks(ctx, s.store.DB, p, tenant, req.Power, req.Guest); err != nil {
+		return apiv1.Instance{}, err
 	}
 	in := apiv1.Instance{ID: NewID("ins", 10), Tenant: tenant, Name: name, OSType: req.OSType, AdminUser: user,
 		State: apiv1.StatePending, Power: req.Power, Guest: req.Guest}
+	if bm != nil {
+		// The BMC was asked already: the state is known from the start.
+		in.State = apiv1.StateStopped
+		if bm.check.On {
+			in.State = apiv1.StateRunning
+		}
+	}
 	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
@@ -69,8 +83,21 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 			}
 			return err
 		}
-		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+		if err := s.checkQuota(ctx, tx, tenant, 1); err != nil {
 			return err
+		}
+		if bm != nil {
+			if err := s.powerLinkFree(ctx, tx, in); err != nil {
+				return err
+			}
+		}
+		if err := s.store.CreateInstance(ctx, tx, &in); err != nil {
+			return linkError(err)
+		}
+		if bm != nil {
+			if err := s.createBareMetal(ctx, tx, &in, bm); err != nil {
+				return err
+			}
 		}
 		if err := events.EmitInstance(ctx, tx, s.store, in.ID); err != nil {
 			return err
@@ -81,6 +108,9 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 		return apiv1.Instance{}, wrapStore(err)
 	}
 	s.bus.Poke()
+	if bm != nil {
+		return s.GetInstance(ctx, p, in.ID)
+	}
 	return in, nil
 }
 
@@ -94,15 +124,36 @@ func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv
 	if err != nil {
 		return apiv1.Instance{}, internal(err)
 	}
-	return in, nil
+	s.fillMethods(&in)
+	list := []apiv1.Instance{in}
+	if err := s.withBMCs(ctx, p, list); err != nil {
+		return apiv1.Instance{}, internal(err)
+	}
+	return list[0], nil
+}
+
+// fillMethods sets the reset methods this server can use on in: guest
+// unless its host says it has no guest channel, disk when its guest driver
+// can edit disks on this server and it is not a Windows machine.
+func (s *Service) fillMethods(in *apiv1.Instance) {
+	in.ResetMethods = nil
+	if !in.NoGuestChannel {
+		in.ResetMethods = append(in.ResetMethods, apiv1.MethodGuest)
+	}
+	if de, ok := s.drivers.Guest[in.Guest.Driver].(driver.DiskEditor); ok && in.OSType != "windows" {
+		if ok, _ := de.DiskResets(); ok {
+			in.ResetMethods = append(in.ResetMethods, apiv1.MethodDisk)
+		}
+	}
 }
 
 // DeleteInstance removes an idle instance p may see.
 func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) error {
-	if _, err := s.GetInstance(ctx, p, id); err != nil {
+	in, err := s.GetInstance(ctx, p, id)
+	if err != nil {
 		return err
 	}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if err := s.store.DeleteInstance(ctx, tx, id); err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				return &Error{Code: CodeInstanceBusy, Message: "the instance has an operation in progress",
@@ -110,10 +161,16 @@ func (s *Service) DeleteInstance(ctx context.Context, p Principal, id string) er
 			}
 			return err
 		}
-		return s.audit(ctx, tx, p, p.Tenant, "instance.delete", id, "")
+		// Audited in the instance's tenant, whoever deleted it.
+		return s.audit(ctx, tx, p, in.Tenant, "instance.delete", id, "")
 	})
 	return wrapStore(err)
 }
+
+// instanceStates are the states a list may filter on.
+var instanceStates = []string{apiv1.StatePending, apiv1.StateRunning, apiv1.StateStopping, apiv1.StateStopped,
+	apiv1.StateStarting, apiv1.StateRebooting, apiv1.StateResettingPassword, apiv1.StateError,
+	apiv1.StateUnknown, apiv1.StateMissing}
 
 // InstanceQuery filters a list of instances.
 type InstanceQuery struct {
@@ -146,6 +203,12 @@ func decodeCursor(c string, v any) error {
 // ListInstances lists a page of the instances p may see, ordered by name
 // then id (a stable order: a page boundary survives inserts and deletes).
 func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuery) (apiv1.InstanceList, error) {
+	if q.State != "" && !slices.Contains(instanceStates, strings.ToUpper(q.State)) {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "state: not an instance state; one of %s", strings.Join(instanceStates, ", "))
+	}
+	if q.OSType != "" && q.OSType != OSLinux && q.OSType != OSWindows {
+		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
+	}
 	f := store.InstanceFilter{Tenant: p.scope(), State: strings.ToUpper(q.State), OSType: q.OSType, NamePrefix: q.NamePrefix,
 		Limit: clampLimit(q.Limit) + 1}
 	if q.Tenant != "" {
@@ -165,11 +228,17 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	if err != nil {
 		return apiv1.InstanceList{}, internal(err)
 	}
+	for i := range list {
+		s.fillMethods(&list[i])
+	}
 	out := apiv1.InstanceList{Instances: list}
 	if limit := f.Limit - 1; len(list) > limit {
 		out.Instances = list[:limit]
 		last := list[limit-1]
 		out.NextCursor = encodeCursor(instanceCursor{Name: last.Name, ID: last.ID})
+	}
+	if err := s.withBMCs(ctx, p, out.Instances); err != nil {
+		return apiv1.InstanceList{}, internal(err)
 	}
 	return out, nil
 }

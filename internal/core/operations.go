@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/password"
 	"github.com/fleetpass/fleetpass/internal/sealer"
@@ -23,7 +24,9 @@ type ResetRequest struct {
 	// User defaults to each instance's admin user.
 	User string
 	// Mode is auto, online or offline.
-	Mode      string
+	Mode string
+	// Method is auto, guest or disk (which implies offline).
+	Method    string
 	ForceStop bool
 	Password  []byte
 	Generate  bool
@@ -38,6 +41,10 @@ type ResetRequest struct {
 	// operation; Fingerprint identifies the request's content.
 	IdempotencyKey string
 	Fingerprint    []byte
+	// NumberTask gives the operation the next bare-metal task id of the
+	// caller's tenant: that API numbers only the operations made through
+	// it.
+	NumberTask bool
 }
 
 // Preconditions a dialect may require of every instance at request time.
@@ -130,6 +137,20 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 	if mode != apiv1.ModeAuto && mode != apiv1.ModeOnline && mode != apiv1.ModeOffline {
 		return apiv1.Operation{}, errorf(CodeInvalidArgument, "mode: must be auto, online or offline")
 	}
+	method := req.Method
+	if method == "" {
+		method = apiv1.MethodAuto
+	}
+	switch method {
+	case apiv1.MethodAuto, apiv1.MethodGuest:
+	case apiv1.MethodDisk:
+		if mode == apiv1.ModeOnline {
+			return apiv1.Operation{}, errorf(CodeInvalidArgument, "method: disk edits a stopped machine's disk, so it needs mode offline (or auto)")
+		}
+		mode = apiv1.ModeOffline
+	default:
+		return apiv1.Operation{}, errorf(CodeInvalidArgument, "method: must be auto, guest or disk")
+	}
 	if req.User != "" && !userNameRe.MatchString(req.User) {
 		return apiv1.Operation{}, errorf(CodeInvalidArgument, "user: not a valid user name")
 	}
@@ -140,6 +161,10 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 		return op, err
 	}
 	insts, err := s.loadInstances(ctx, p, req.InstanceIDs)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
+	tenant, err := oneTenant(insts)
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
@@ -180,8 +205,14 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 
 	// Resolve each instance's mode and check consent and preconditions.
 	modes := make([]string, len(insts))
-	var needConsent, notReady []string
+	var needConsent, notReady, noMethod []string
 	for i, in := range insts {
+		if method == apiv1.MethodDisk {
+			s.fillMethods(&in)
+			if !slices.Contains(in.ResetMethods, apiv1.MethodDisk) {
+				noMethod = append(noMethod, in.ID)
+			}
+		}
 		m := mode
 		if m == apiv1.ModeAuto {
 			m = apiv1.ModeOffline
@@ -204,6 +235,15 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 			}
 		}
 	}
+	if len(noMethod) > 0 {
+		why := "only Linux VMs of a local libvirt host can be reset by editing their disk"
+		if avail, reason := s.diskResets(); !avail {
+			why = "this server cannot edit disks: " + reason
+		}
+		return apiv1.Operation{}, &Error{Code: CodeMethodUnsupported,
+			Message: "these instances cannot be reset with method disk: " + why,
+			Details: map[string]any{"instanceIds": noMethod}}
+	}
 	if len(notReady) > 0 {
 		code, msg := CodeInstanceNotStopped, "these instances must be stopped"
 		if req.Require == RequireRunningGuest {
@@ -221,17 +261,22 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 			Details: map[string]any{"instanceIds": needConsent}}
 	}
 
-	op := s.newOperation(p, apiv1.KindResetPassword)
+	op := s.newOperation(p, tenant, apiv1.KindResetPassword)
 	items := make([]store.ItemWork, len(insts))
 	for i, in := range insts {
 		sealed, err := s.sealer.Seal(req.Password, []byte(op.ID+"/"+in.ID))
 		if err != nil {
 			return apiv1.Operation{}, &Error{Code: CodeInternal, Message: "could not seal the password", Err: err}
 		}
+		itemMethod := method
+		if modes[i] == apiv1.ModeOnline {
+			itemMethod = apiv1.MethodGuest
+		}
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
-			Step: apiv1.StepQueued, Mode: modes[i], User: users[i]}, Seq: i, ForceStop: req.ForceStop, SealedSecret: sealed}
+			Step: apiv1.StepQueued, Mode: modes[i], Method: itemMethod, User: users[i]}, Seq: i, ForceStop: req.ForceStop,
+			SealedSecret: sealed}
 	}
-	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, req.NumberTask)
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
@@ -240,6 +285,22 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 		sealer.Wipe(generated)
 	}
 	return created, nil
+}
+
+// diskResets reports whether any guest driver of this server can edit
+// disks, and why not.
+func (s *Service) diskResets() (bool, string) {
+	why := "no guest driver of this server edits disks"
+	for _, g := range s.drivers.Guest {
+		if de, ok := g.(driver.DiskEditor); ok {
+			ok, reason := de.DiskResets()
+			if ok {
+				return true, ""
+			}
+			why = reason
+		}
+	}
+	return false, why
 }
 
 // generateFor generates a password that fits policy for every user: a
@@ -304,6 +365,10 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 	if err != nil {
 		return apiv1.Operation{}, err
 	}
+	tenant, err := oneTenant(insts)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
 	var notReady []string
 	for _, in := range insts {
 		switch {
@@ -321,17 +386,20 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 		return apiv1.Operation{}, &Error{Code: code, Message: "these instances are not in a state that allows the action",
 			Details: map[string]any{"instanceIds": notReady}}
 	}
-	op := s.newOperation(p, kind)
+	op := s.newOperation(p, tenant, kind)
 	items := make([]store.ItemWork, len(insts))
 	for i, in := range insts {
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
 			Step: apiv1.StepQueued}, Seq: i, StopMode: stopMode}
 	}
-	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint)
+	return s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, false)
 }
 
-func (s *Service) newOperation(p Principal, kind string) apiv1.Operation {
-	return apiv1.Operation{ID: NewID("op", 16), Kind: kind, Tenant: p.Tenant, Status: apiv1.OperationRunning,
+// newOperation makes an operation of tenant, the tenant of all its
+// instances (an admin acting on a tenant's instances makes that tenant's
+// operation, which the tenant sees with the admin as its requester).
+func (s *Service) newOperation(p Principal, tenant, kind string) apiv1.Operation {
+	return apiv1.Operation{ID: NewID("op", 16), Kind: kind, Tenant: tenant, Status: apiv1.OperationRunning,
 		RequestedBy: p.requester(), CreatedAt: s.store.Now().UTC().Truncate(time.Millisecond)}
 }
 
@@ -352,7 +420,9 @@ func (s *Service) replay(ctx context.Context, p Principal, key string, fingerpri
 	if err != nil {
 		return apiv1.Operation{}, false, internal(err)
 	}
-	return s.replayed(ctx, s.store.DB, r, fingerprint)
+	op, ok, err := s.replayed(ctx, s.store.DB, r, fingerprint)
+	redactItems(p, &op)
+	return op, ok, err
 }
 
 // It reads through q: inside a transaction, the transaction itself (SQLite
@@ -377,18 +447,11 @@ var errIdempotencyRace = errors.New("idempotency key taken by a concurrent reque
 // item jobs, the idempotency record, the audit line and the events in one
 // transaction: a request is accepted whole or not at all.
 func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Operation, items []store.ItemWork,
-	idemKey string, fingerprint []byte) (apiv1.Operation, error) {
+	idemKey string, fingerprint []byte, numberTask bool) (apiv1.Operation, error) {
 	ids := make([]string, len(items))
 	for i := range items {
 		items[i].OperationID, items[i].Tenant, items[i].Kind = op.ID, op.Tenant, op.Kind
 		ids[i] = items[i].InstanceID
-	}
-	// The operation belongs to the instances' tenant (an admin acting on a
-	// tenant's instances makes that tenant's operation).
-	if insts, err := s.store.GetInstances(ctx, s.store.DB, ids[:1]); err == nil {
-		if in, ok := insts[ids[0]]; ok {
-			op.Tenant = in.Tenant
-		}
 	}
 	var replayed *apiv1.Operation
 	accept := func(tx *sql.Tx) error {
@@ -425,11 +488,12 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		if err := s.engine.EnqueueTx(ctx, tx, op.ID, ids); err != nil {
 			return err
 		}
-		// Dialects that poll tasks by integer (the bare-metal API) read
-		// this number; giving it here means an accepted operation can
-		// never lack one.
-		if err := s.store.NumberTask(ctx, tx, op.ID); err != nil {
-			return err
+		// The bare-metal API polls tasks by integer; giving the number
+		// here means an operation it accepted can never lack one.
+		if numberTask {
+			if _, err := s.store.NumberTask(ctx, tx, p.Tenant, op.ID); err != nil {
+				return err
+			}
 		}
 		if err := s.audit(ctx, tx, p, op.Tenant, "operation."+op.Kind, strings.Join(ids, ","), op.ID); err != nil {
 			return err
@@ -456,6 +520,7 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		err = s.store.InTx(ctx, accept)
 	}
 	if replayed != nil && err == nil {
+		redactItems(p, replayed)
 		return *replayed, nil
 	}
 	if err != nil {
@@ -476,6 +541,7 @@ func (s *Service) GetOperation(ctx context.Context, p Principal, id string) (api
 	if err != nil {
 		return apiv1.Operation{}, internal(err)
 	}
+	redactItems(p, &op)
 	return op, nil
 }
 
@@ -493,6 +559,11 @@ type operationCursor struct {
 
 // ListOperations lists operations p may see, newest first.
 func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQuery) (apiv1.OperationList, error) {
+	switch q.Status {
+	case "", apiv1.OperationRunning, apiv1.OperationSucceeded, apiv1.OperationFailed, apiv1.OperationPartial:
+	default:
+		return apiv1.OperationList{}, errorf(CodeInvalidArgument, "status: one of running, succeeded, failed, partial")
+	}
 	f := store.OperationFilter{Tenant: p.scope(), InstanceID: q.InstanceID, Status: q.Status, Limit: clampLimit(q.Limit) + 1}
 	if f.Limit > 201 {
 		f.Limit = 201 // operations carry their items: keep pages small
@@ -511,6 +582,9 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 	out := apiv1.OperationList{Operations: ops}
 	if out.Operations == nil {
 		out.Operations = []apiv1.Operation{}
+	}
+	for i := range out.Operations {
+		redactItems(p, &out.Operations[i])
 	}
 	if limit := f.Limit - 1; len(ops) > limit {
 		out.Operations = ops[:limit]
@@ -542,6 +616,9 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 		}
 		for _, row := range rows {
 			cursor = row.ID
+			if s.Revoked(ctx, p, row) {
+				return apiv1.Operation{}, ErrRevoked
+			}
 			if row.Type == events.TypeOperation && row.Ref == id {
 				if op, err = s.GetOperation(ctx, p, id); err != nil || op.Status != apiv1.OperationRunning {
 					return op, err

@@ -16,13 +16,16 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/ratelimit"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -42,6 +45,9 @@ type Principal struct {
 	Admin     bool
 	Address   string
 	RequestID string
+	// session is the hex SHA-256 of a console user's session token, so
+	// open streams can tell when that session ends.
+	session string
 }
 
 func (p Principal) requester() apiv1.Requester {
@@ -65,6 +71,13 @@ type Service struct {
 	log     *slog.Logger
 	drivers engine.Drivers
 	hosts   HostConnector
+	bmcs    BMCChecker
+	limiter *ratelimit.Limiter
+
+	// maxPerTenant is the per-tenant instance quota.
+	maxPerTenant int
+	// hashSem bounds console password verifications at once.
+	hashSem chan struct{}
 
 	touchMu sync.Mutex
 	touched map[string]time.Time
@@ -72,7 +85,8 @@ type Service struct {
 
 // New makes the service.
 func New(s *store.Store, e *engine.Engine, seal *sealer.Sealer, bus *events.Bus, d engine.Drivers, log *slog.Logger) *Service {
-	return &Service{store: s, engine: e, sealer: seal, bus: bus, drivers: d, log: log, touched: make(map[string]time.Time)}
+	return &Service{store: s, engine: e, sealer: seal, bus: bus, drivers: d, log: log, touched: make(map[string]time.Time),
+		hashSem: make(chan struct{}, min(MaxConcurrentHashes, runtime.GOMAXPROCS(0)))}
 }
 
 // Bus is the event bus (for /v1/events).
@@ -178,8 +192,8 @@ func (s *Service) CreateKey(ctx context.Context, p Principal, req apiv1.KeyCreat
 	if tenant != p.Tenant && !p.Admin {
 		return apiv1.KeyCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
 	}
-	if len(req.Name) > 100 {
-		return apiv1.KeyCreated{}, errorf(CodeInvalidArgument, "name: at most 100 characters")
+	if len(req.Name) > 100 || ctlchar.Contains(req.Name) {
+		return apiv1.KeyCreated{}, errorf(CodeInvalidArgument, "name: at most 100 printable characters (no control characters)")
 	}
 	id, secret := NewKeyMaterial()
 	var out apiv1.KeyCreated
@@ -232,15 +246,29 @@ func (s *Service) ListKeys(ctx context.Context, p Principal) ([]apiv1.Key, error
 
 // RevokeKey revokes a key p may see.
 func (s *Service) RevokeKey(ctx context.Context, p Principal, id string) error {
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	k, err := s.store.GetKey(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && k.Tenant != p.Tenant) {
+		return errorf(CodeKeyNotFound, "key %q not found or already revoked", id)
+	}
+	if err != nil {
+		return internal(err)
+	}
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if err := s.store.RevokeKey(ctx, tx, p.scope(), id); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeKeyNotFound, "key %q not found or already revoked", id)
 			}
 			return err
 		}
-		return s.audit(ctx, tx, p, p.Tenant, "key.revoke", id, "")
+		// The key's tenant sees who revoked its key, the admin included.
+		if err := s.audit(ctx, tx, p, k.Tenant, "key.revoke", id, ""); err != nil {
+			return err
+		}
+		return s.emitRevocation(ctx, tx, k.Tenant, "key:"+id)
 	})
+	if err == nil {
+		s.bus.Poke()
+	}
 	return wrapStore(err)
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"database/sql"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -24,6 +25,8 @@ import (
 const (
 	CodeSignInFailed           = "SIGN_IN_FAILED"
 	CodeSignInLocked           = "SIGN_IN_LOCKED"
+	CodeSignInThrottled        = "SIGN_IN_THROTTLED"
+	CodeSignInBusy             = "SIGN_IN_BUSY"
 	CodeSessionExpired         = "SESSION_EXPIRED"
 	CodePasswordChangeRequired = "PASSWORD_CHANGE_REQUIRED"
 	CodeUserExists             = "USER_EXISTS"
@@ -40,14 +43,30 @@ const (
 )
 
 // Limits on failed sign-ins, counted in the database so every replica
-// shares them. A user name is locked after UserFailureLimit failures in
-// FailureWindow; an address after AddrFailureLimit (it may front several
-// people, so it gets more room).
+// shares them, and counted before the password is checked, so parallel
+// guesses cannot all pass an old count. A user name and client address
+// pair is locked after PairFailureLimit failures in FailureWindow; an
+// address after AddrFailureLimit whatever the names (it may front several
+// people, so it gets more room). A user name is never locked out from
+// everywhere, which would let anyone lock its owner out: past
+// UserSlowAfter failures each attempt at it waits a delay that doubles up
+// to MaxUserDelay.
 const (
-	UserFailureLimit = 5
+	PairFailureLimit = 5
 	AddrFailureLimit = 20
 	FailureWindow    = 15 * time.Minute
 	LockDuration     = 15 * time.Minute
+	UserSlowAfter    = 5
+	MaxUserDelay     = 60 * time.Second
+)
+
+// Bounds on the password hashing of sign-ins: argon2id needs 19 MiB a
+// verification, so at most MaxConcurrentHashes run at once per process (no
+// more than its CPUs: more would only queue inside the scheduler);
+// a sign-in waits HashQueueWait for a turn, then is answered 429.
+const (
+	MaxConcurrentHashes = 4
+	HashQueueWait       = 3 * time.Second
 )
 
 // argon2id parameters: OWASP's minimum for argon2id (19 MiB, 2 passes, one
@@ -230,22 +249,48 @@ func tokenHash(token string) []byte {
 	return h[:]
 }
 
-// SignIn checks a console user's password and opens a session. Failures
-// are counted per user name and per address; past the limits, sign-in is
-// refused for a while without looking at the password.
+// SignIn checks a console user's password and opens a session. The
+// attempt is counted first (per user and address, per address, per user);
+// past the limits it is refused without looking at the password. A failure
+// logs the user name only if such a user exists: a password typed into the
+// name field must not reach the log.
 func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requestID string) (Session, error) {
 	defer sealer.Wipe(pw)
 	now := s.store.Now()
-	subjects := []string{"user:" + strings.ToLower(name), "addr:" + addr}
-	for _, sub := range subjects {
-		f, err := s.store.GetSignInFailures(ctx, s.store.DB, sub)
+	lname := strings.ToLower(name)
+	// An address holds no "/", so the pair's subject reads one way only.
+	pair := "pair:" + addr + "/" + lname
+	gates := []struct {
+		subject string
+		lockAt  int
+		delay   bool
+		code    string
+	}{
+		{pair, PairFailureLimit, false, CodeSignInLocked},
+		{"addr:" + addr, AddrFailureLimit, false, CodeSignInLocked},
+		{"user:" + lname, UserSlowAfter, true, CodeSignInThrottled},
+	}
+	for _, g := range gates {
+		var a store.SignInAttempt
+		var err error
+		if g.delay {
+			a, err = s.store.CountSignInDelayed(ctx, s.store.DB, g.subject, now, FailureWindow, g.lockAt, MaxUserDelay)
+		} else {
+			a, err = s.store.CountSignInAttempt(ctx, s.store.DB, g.subject, now, FailureWindow, g.lockAt, LockDuration)
+		}
 		if err != nil {
 			return Session{}, internal(err)
 		}
-		if now.Before(f.LockedUntil) {
-			mins := int(f.LockedUntil.Sub(now).Minutes()) + 1
-			return Session{}, errorf(CodeSignInLocked, "too many failed sign-ins; try again in %d minute(s)", mins)
+		if a.Counted {
+			continue
 		}
+		wait := a.LockedUntil.Sub(now)
+		secs := int(wait/time.Second) + 1
+		msg := fmt.Sprintf("too many failed sign-ins; try again in %d minute(s)", int(wait.Minutes())+1)
+		if g.delay {
+			msg = fmt.Sprintf("too many failed sign-ins for this user; try again in %d second(s)", secs)
+		}
+		return Session{}, &Error{Code: g.code, Message: msg, Details: map[string]any{"retryAfterSeconds": secs}}
 	}
 	u, err := s.store.GetConsoleUser(ctx, s.store.DB, name)
 	found := err == nil
@@ -256,24 +301,19 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 	if found {
 		hash = u.PasswordHash
 	}
-	if !verifyConsolePassword(hash, pw) || !found {
-		if err := s.store.InTx(ctx, func(tx *sql.Tx) error {
-			for i, sub := range subjects {
-				limit := UserFailureLimit
-				if i == 1 {
-					limit = AddrFailureLimit
-				}
-				if _, err := s.store.CountSignInFailure(ctx, tx, sub, now, FailureWindow, limit, LockDuration); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return Session{}, internal(err)
+	ok, err := s.verifyBounded(ctx, hash, pw)
+	if err != nil {
+		return Session{}, err
+	}
+	if !ok || !found {
+		if found {
+			s.log.Info("console sign-in failed", "user", u.Name, "address", addr, "request_id", requestID)
+		} else {
+			s.log.Info("console sign-in failed: no such user", "address", addr, "request_id", requestID)
 		}
-		s.log.Info("console sign-in failed", "user", name, "address", addr)
 		return Session{}, errorf(CodeSignInFailed, "wrong user name or password")
 	}
+	subjects := []string{pair, "user:" + lname}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return Session{}, fmt.Errorf("session token: %w", err)
@@ -283,10 +323,12 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 		ExpiresAt: now.Add(SessionMax)}
 	p := Principal{Kind: "user", ID: u.Name, Tenant: u.Tenant, Admin: u.Admin, Address: addr, RequestID: requestID}
 	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
-		// Only the user's count is forgiven: a success must not let one
+		// Only the user's counts are forgiven: a success must not let one
 		// address keep guessing at other names.
-		if err := s.store.ClearSignInFailures(ctx, tx, subjects[0]); err != nil {
-			return err
+		for _, sub := range subjects {
+			if err := s.store.ClearSignInFailures(ctx, tx, sub); err != nil {
+				return err
+			}
 		}
 		if err := s.store.CreateConsoleSession(ctx, tx, sess); err != nil {
 			return err
@@ -342,7 +384,8 @@ func (s *Service) SessionPrincipal(ctx context.Context, token, addr, requestID s
 			s.log.Warn("record console session use", "err", err)
 		}
 	}
-	p := Principal{Kind: "user", ID: u.Name, Tenant: u.Tenant, Admin: u.Admin, Address: addr, RequestID: requestID}
+	p := Principal{Kind: "user", ID: u.Name, Tenant: u.Tenant, Admin: u.Admin, Address: addr, RequestID: requestID,
+		session: hex.EncodeToString(th)}
 	return p, Session{Token: token, User: u.Name, Tenant: u.Tenant, Admin: u.Admin, MustChange: u.MustChange,
 		ExpiresAt: sess.ExpiresAt}, nil
 }
@@ -352,7 +395,28 @@ func (s *Service) SignOut(ctx context.Context, token string) error {
 	if token == "" {
 		return nil
 	}
-	return wrapStore(s.store.DeleteConsoleSession(ctx, s.store.DB, tokenHash(token)))
+	th := tokenHash(token)
+	sess, err := s.store.GetConsoleSession(ctx, th)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return internal(err)
+	}
+	tenant := ""
+	if u, err := s.store.GetConsoleUser(ctx, s.store.DB, sess.User); err == nil {
+		tenant = u.Tenant
+	}
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		if err := s.store.DeleteConsoleSession(ctx, tx, th); err != nil {
+			return err
+		}
+		return s.emitRevocation(ctx, tx, tenant, "user:"+sess.User)
+	})
+	if err == nil {
+		s.bus.Poke()
+	}
+	return wrapStore(err)
 }
 
 // ChangeConsolePassword changes the signed-in user's own password after
@@ -367,7 +431,11 @@ func (s *Service) ChangeConsolePassword(ctx context.Context, p Principal, token 
 	if err != nil {
 		return wrapStore(err)
 	}
-	if !verifyConsolePassword(u.PasswordHash, current) {
+	ok, err := s.verifyBounded(ctx, u.PasswordHash, current)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		return &Error{Code: CodeSignInFailed, Message: "the current password is wrong",
 			Details: map[string]any{"field": "current"}}
 	}
@@ -389,8 +457,14 @@ func (s *Service) ChangeConsolePassword(ctx context.Context, p Principal, token 
 		if err := s.store.DeleteConsoleSessionsOf(ctx, tx, u.Name, tokenHash(token)); err != nil {
 			return err
 		}
+		if err := s.emitRevocation(ctx, tx, u.Tenant, "user:"+u.Name); err != nil {
+			return err
+		}
 		return s.audit(ctx, tx, p, u.Tenant, "console_user.password_change", u.Name, "")
 	})
+	if err == nil {
+		s.bus.Poke()
+	}
 	return wrapStore(err)
 }
 
@@ -404,4 +478,23 @@ func (s *Service) CSRFToken(sessionToken string) string {
 func (s *Service) CheckCSRF(sessionToken, got string) bool {
 	want := s.CSRFToken(sessionToken)
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// verifyBounded checks a password against its hash with at most
+// MaxConcurrentHashes verifications at once in this process, so
+// unauthenticated requests cannot make the server's memory grow: past
+// HashQueueWait in the queue, the request is refused with 429.
+func (s *Service) verifyBounded(ctx context.Context, hash string, pw []byte) (bool, error) {
+	t := time.NewTimer(HashQueueWait)
+	defer t.Stop()
+	select {
+	case s.hashSem <- struct{}{}:
+	case <-t.C:
+		return false, &Error{Code: CodeSignInBusy, Message: "the server is busy checking other sign-ins; try again in a moment",
+			Details: map[string]any{"retryAfterSeconds": 1}}
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-s.hashSem }()
+	return verifyConsolePassword(hash, pw), nil
 }

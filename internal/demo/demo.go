@@ -22,6 +22,16 @@ const (
 	LoadTenant = "load"
 )
 
+// Timeouts of the demo, used unless set explicitly: the simulated machines
+// boot in 3 s and shut down in 2 s, so the production waits (minutes, for
+// real machines) would only make the dead-agent machine's failure arrive
+// minutes late. With these it fails within about 15 s.
+const (
+	GuestTimeout    = 10 * time.Second
+	ShutdownTimeout = 15 * time.Second
+	BootTimeout     = 30 * time.Second
+)
+
 type spec struct {
 	name    string
 	os      sim.OS

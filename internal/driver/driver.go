@@ -2,7 +2,8 @@
 // machines: Power (switch a machine on and off and read its power state) and
 // Guest (reach the operating system inside it to change a password).
 //
-// Implementations live in sub-packages (sim, and later qga, agent, libvirt).
+// Implementations live in sub-packages (sim, libvirt, ipmi; the guest
+// channels in qga and agentserver).
 // Every implementation must pass the shared conformance suite in
 // package drivertest, so the engine can treat them all alike.
 package driver
@@ -92,7 +93,55 @@ var (
 	// domain defined without a guest-agent channel), so no password can
 	// reach it however long one waits.
 	ErrNoGuestChannel = errors.New("machine has no guest agent channel")
+
+	// Errors of power controllers reached over the network (a server's
+	// BMC), so that every such driver (IPMI, later Redfish) gives an
+	// operator the same item error codes.
+
+	// ErrControllerUnreachable: the power controller does not answer.
+	ErrControllerUnreachable = errors.New("the power controller (BMC) does not answer")
+	// ErrControllerAuth: the power controller refused the credentials.
+	ErrControllerAuth = errors.New("the power controller (BMC) refused the user name or password")
+	// ErrControllerCipher: the power controller does not accept the
+	// configured cipher suite (or the suite is one fleetpass refuses).
+	ErrControllerCipher = errors.New("the power controller (BMC) does not accept the cipher suite")
+	// ErrPowerCommandFailed: the power controller refused or failed a
+	// power command.
+	ErrPowerCommandFailed = errors.New("the power controller (BMC) refused or failed the command")
+	// ErrPowerOutcomeUnknown: a command that must not be sent twice got no
+	// answer, so whether it ran is unknown.
+	ErrPowerOutcomeUnknown = errors.New("the outcome of the power command is unknown")
+	// ErrDiskUnsupported: the machine's disk cannot be edited offline (a
+	// format, encryption, layout or remote host the disk editor cannot
+	// open, or a Windows guest).
+	ErrDiskUnsupported = errors.New("the machine's disk cannot be edited")
+	// ErrDiskInUse: another process holds the stopped machine's disk.
+	ErrDiskInUse = errors.New("the machine's disk is in use by another process")
+	// ErrDiskResetUnavailable: this server cannot edit disks at all (its
+	// helper or libguestfs is missing).
+	ErrDiskResetUnavailable = errors.New("disk resets are not available on this server")
 )
+
+// DiskEditor is implemented by guest channels that can set a password
+// without any agent in the guest, by editing a stopped machine's disk (its
+// /etc/shadow). The engine uses it in an offline reset whose method is
+// disk: it asks CheckDisk before the first power action and EditDisk once
+// the machine is stopped.
+type DiskEditor interface {
+	// DiskResets reports whether this server can edit disks at all (its
+	// helper and libguestfs are there), and why not.
+	DiskResets() (available bool, why string)
+	// CheckDisk tells whether EditDisk can work on the machine, as far as
+	// can be known without opening its disk: nil, or an error wrapping
+	// ErrDiskUnsupported, ErrDiskInUse or ErrDiskResetUnavailable.
+	CheckDisk(ctx context.Context, ref Ref) error
+	// EditDisk sets user's password in the stopped machine's disk and
+	// returns nil only once the new hash was read back from it. Editing
+	// twice is harmless (the engine does after a crash). A running machine
+	// gives an error wrapping ErrDiskInUse, a missing user one wrapping
+	// ErrUserNotFound. The caller wipes password after the call.
+	EditDisk(ctx context.Context, ref Ref, user string, password []byte) error
+}
 
 // Preflighter is implemented by guest channels that can tell, before the
 // engine touches a machine's power, that a password will never reach it
@@ -127,4 +176,11 @@ func Transientf(format string, args ...any) error {
 func IsTransient(err error) bool {
 	var t *TransientError
 	return errors.As(err, &t)
+}
+
+// AddressChecker is implemented by drivers that can tell, when a link is
+// registered, that an address is not one they would ever act on (the qga
+// channel dials only sockets under the operator's directories).
+type AddressChecker interface {
+	CheckAddress(ref Ref) error
 }

@@ -110,6 +110,11 @@ func (c Config) withDefaults() Config {
 type Drivers struct {
 	Power map[string]driver.Power
 	Guest map[string]driver.Guest
+	// HostDriver names the driver whose links name a registered host
+	// (libvirt), AgentDriver the guest channel whose links name an
+	// enrolled agent: before acting, the engine checks that such a link
+	// is one of the instance's own tenant.
+	HostDriver, AgentDriver string
 }
 
 // Engine executes operation items.

@@ -33,6 +33,25 @@ const (
 	CodeDriverError        = "DRIVER_ERROR"
 	CodeSecretUnavailable  = "SECRET_UNAVAILABLE"
 	CodeInstanceGone       = "INSTANCE_GONE"
+	// A bare-metal server's BMC: it does not answer, refuses fleetpass's
+	// credentials or cipher suite, refuses or fails a power command, or a
+	// command that must not be repeated went unanswered.
+	CodeBMCUnreachable      = "BMC_UNREACHABLE"
+	CodeBMCAuthFailed       = "BMC_AUTH_FAILED"
+	CodeBMCCipherSuite      = "BMC_CIPHER_SUITE_REFUSED"
+	CodePowerCommandFailed  = "POWER_COMMAND_FAILED"
+	CodePowerOutcomeUnknown = "POWER_OUTCOME_UNKNOWN"
+	// Disk resets (method disk): a disk fleetpass cannot open (a format,
+	// encryption or layout it cannot read, a remote host's disk, a Windows
+	// guest), a disk another process holds, and a server without the
+	// fleetpass-diskreset helper or libguestfs.
+	CodeDiskUnsupported      = "DISK_UNSUPPORTED"
+	CodeDiskInUse            = "DISK_IN_USE"
+	CodeDiskResetUnavailable = "DISK_RESET_UNAVAILABLE"
+	// CodeLinkMismatch ends an item whose instance's links are not its
+	// own when the engine is about to act on them (another instance holds
+	// one, or it names another tenant's host or agent).
+	CodeLinkMismatch = "DRIVER_LINK_MISMATCH"
 )
 
 // machine is what one execution knows of the item's instance.
@@ -47,6 +66,9 @@ type machine struct {
 // itemFailure ends an item with a code and a message for people.
 type itemFailure struct {
 	code, msg string
+	// detail is what the driver said: it may name other systems (socket
+	// paths, host URIs, agent ids), so only the operator reads it.
+	detail string
 }
 
 func (f *itemFailure) Error() string { return f.code + ": " + f.msg }
@@ -88,6 +110,19 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 	m.power = e.drivers.Power[inst.Power.Driver]
 	m.guest = e.drivers.Guest[inst.Guest.Driver]
 
+	// Defence in depth: the API refuses links that are not the
+	// instance's own, and the engine checks again before it acts.
+	if problem, err := e.linkProblem(ctx, w, inst); err != nil {
+		return err
+	} else if problem != "" {
+		log.Warn("refusing to act on links that are not the instance's own", "problem", problem)
+		w.State, w.ErrorCode = apiv1.ItemFailed, CodeLinkMismatch
+		w.Message, w.Detail = "the instance's machine links are not its own; nothing was done", problem
+		return e.finish(ctx, &w, nil, log)
+	}
+
+	// The per-host slot is keyed by the link's host, which linkProblem
+	// checked is a registered host of the tenant for host drivers.
 	release, err := e.hostSlot(ctx, inst.Power.Driver+"/"+inst.Power.Host)
 	if err != nil {
 		return err
@@ -100,6 +135,9 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 		now := e.store.Now()
 		w.State, w.StartedAt = apiv1.ItemRunning, &now
 	}
+	// Attempts counts the tries of the item: this one, then one more for
+	// each retry after a transient driver error.
+	w.Attempts = max(w.Attempts, 1)
 	budget := time.Now().Add(e.cfg.ExecBudget)
 	for {
 		if m.power == nil {
@@ -127,20 +165,25 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 			case <-time.After(wait.d):
 			}
 		case errors.As(err, &failure):
-			w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, failure.code, failure.msg
+			w.State, w.ErrorCode, w.Message, w.Detail = apiv1.ItemFailed, failure.code, failure.msg, failure.detail
 			return e.finish(ctx, &w, &m, log)
 		case driver.IsTransient(err):
-			w.Attempts++
 			if w.Attempts >= e.cfg.MaxAttempts {
 				w.State, w.ErrorCode = apiv1.ItemFailed, CodeDriverError
-				w.Message = fmt.Sprintf("gave up after %d attempts: %v", w.Attempts, err)
+				w.Message = fmt.Sprintf("gave up after %d attempts: the driver kept failing", w.Attempts)
+				if errors.Is(err, driver.ErrControllerUnreachable) {
+					w.ErrorCode = CodeBMCUnreachable
+					w.Message = fmt.Sprintf("gave up after %d attempts: the server's BMC does not answer", w.Attempts)
+				}
+				w.Detail = err.Error()
 				return e.finish(ctx, &w, &m, log)
 			}
 			log.Warn("transient driver error; retrying", "step", w.Step, "attempt", w.Attempts, "err", err)
+			w.Attempts++
 			if err := e.save(ctx, &w, nil, "", false); err != nil {
 				return err
 			}
-			backoff := e.cfg.RetryBase << min(w.Attempts-1, 6)
+			backoff := e.cfg.RetryBase << min(w.Attempts-2, 6)
 			if time.Now().Add(backoff).After(budget) {
 				return river.JobSnooze(backoff)
 			}
@@ -155,6 +198,15 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 			return err
 		}
 	}
+}
+
+// linkProblem checks that the instance is the item's tenant's and that its
+// links are its own (see store.LinkOwnerProblem).
+func (e *Engine) linkProblem(ctx context.Context, w store.ItemWork, inst apiv1.Instance) (string, error) {
+	if inst.Tenant != w.Tenant {
+		return "the instance belongs to another tenant than its operation", nil
+	}
+	return e.store.LinkOwnerProblem(ctx, e.store.DB, inst, e.drivers.HostDriver, e.drivers.AgentDriver)
 }
 
 // to moves the item to step, recording it (and the instance state) before
@@ -212,6 +264,13 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 		}
 		if w.ErrorCode == CodeStartTimeout {
 			instState = apiv1.StateError
+		}
+		if w.ErrorCode == CodeShutdownTimeout && instState == apiv1.StateStopping {
+			// The guest ignored the shutdown request and runs on (a
+			// driver may still report the request as pending): RUNNING is
+			// what the machine is, and what makes the next offline reset
+			// ask for consent to force it again.
+			instState = apiv1.StateRunning
 		}
 	}
 	if w.State == apiv1.ItemSucceeded {
@@ -306,10 +365,33 @@ func mapDriverError(err error, what string) error {
 		return fail(CodeMachineNotFound, "the machine is unknown to its driver (%s)", what)
 	case errors.Is(err, driver.ErrNotRunning):
 		return fail(CodeInstanceNotRunning, "the instance is not running (%s)", what)
+	// The BMC's address and user are the operator's: the message says
+	// what happened, the detail (shown to the operator) where.
+	case errors.Is(err, driver.ErrControllerAuth):
+		return &itemFailure{code: CodeBMCAuthFailed, detail: err.Error(),
+			msg: "the server's BMC refused fleetpass's credentials (" + what + "); the operator must update them (fleetpass instances set-bmc)"}
+	case errors.Is(err, driver.ErrControllerCipher):
+		return &itemFailure{code: CodeBMCCipherSuite, detail: err.Error(),
+			msg: "the server's BMC refused the cipher suite (" + what + ")"}
+	case errors.Is(err, driver.ErrPowerCommandFailed):
+		return &itemFailure{code: CodePowerCommandFailed, detail: err.Error(),
+			msg: "the server's BMC refused or failed the power command (" + what + ")"}
+	case errors.Is(err, driver.ErrPowerOutcomeUnknown):
+		return &itemFailure{code: CodePowerOutcomeUnknown, detail: err.Error(),
+			msg: "the server's BMC did not answer a power command that is never sent twice, so whether it ran is unknown (" + what + ")"}
+	case errors.Is(err, driver.ErrControllerUnreachable):
+		return &itemFailure{code: CodeBMCUnreachable, detail: err.Error(),
+			msg: "the server's BMC does not answer (" + what + ")"}
+	case errors.Is(err, driver.ErrDiskInUse):
+		return fail(CodeDiskInUse, "the instance's disk is in use by another process, so it was not touched (%s): %v", what, err)
+	case errors.Is(err, driver.ErrDiskUnsupported):
+		return fail(CodeDiskUnsupported, "the instance's disk cannot be edited (%s): %v", what, err)
+	case errors.Is(err, driver.ErrDiskResetUnavailable):
+		return fail(CodeDiskResetUnavailable, "this server cannot edit disks (%s): %v", what, err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	}
-	return fail(CodeDriverError, "%s: %v", what, err)
+	return &itemFailure{code: CodeDriverError, msg: "the driver failed to " + what, detail: err.Error()}
 }
 
 // step performs at most one action of the item's current step and moves it
@@ -319,7 +401,7 @@ func (e *Engine) step(ctx context.Context, w *store.ItemWork, m *machine) error 
 	switch w.Kind {
 	case apiv1.KindResetPassword:
 		if w.Step == apiv1.StepQueued {
-			if err := e.preflight(ctx, m); err != nil {
+			if err := e.preflight(ctx, w, m); err != nil {
 				return err
 			}
 		}
@@ -337,16 +419,46 @@ func (e *Engine) step(ctx context.Context, w *store.ItemWork, m *machine) error 
 	return fail(CodeDriverError, "unknown operation kind %q", w.Kind)
 }
 
-// preflight fails a reset before any power action when the guest channel
-// knows the password can never reach the machine.
-func (e *Engine) preflight(ctx context.Context, m *machine) error {
+// preflight fails a reset before any power action when the password can
+// never reach the machine, and settles an auto method: the guest channel
+// when the machine has one, else its disk. The method chosen is recorded
+// with the item's next step.
+func (e *Engine) preflight(ctx context.Context, w *store.ItemWork, m *machine) error {
 	if m.guest == nil {
 		return fail(CodeNoDriver, "no guest channel %q is configured on this server", m.inst.Guest.Driver)
 	}
-	if p, ok := m.guest.(driver.Preflighter); ok {
-		return mapDriverError(p.Preflight(ctx, m.gref), "check the guest channel")
+	de, canDisk := m.guest.(driver.DiskEditor)
+	if w.Method == apiv1.MethodDisk {
+		if !canDisk {
+			return fail(CodeDiskUnsupported, "the guest channel %q cannot edit disks", m.inst.Guest.Driver)
+		}
+		return mapDriverError(de.CheckDisk(ctx, m.gref), "check the disk")
 	}
-	return nil
+	var err error
+	if p, ok := m.guest.(driver.Preflighter); ok {
+		err = p.Preflight(ctx, m.gref)
+	}
+	if w.Method == apiv1.MethodAuto && w.Mode == apiv1.ModeOffline {
+		if errors.Is(err, driver.ErrNoGuestChannel) && canDisk {
+			derr := de.CheckDisk(ctx, m.gref)
+			switch {
+			case derr == nil:
+				w.Method = apiv1.MethodDisk
+				return nil
+			case driver.IsTransient(derr):
+				return derr
+			case errors.Is(derr, driver.ErrDiskResetUnavailable):
+				return fail(CodeNoGuestChannel, "the machine has no guest agent channel, and this server cannot edit disks: %v", derr)
+			}
+			// No channel: the disk was the only way, so its refusal is
+			// the reason.
+			return mapDriverError(derr, "no guest agent channel; check the disk")
+		}
+		if err == nil {
+			w.Method = apiv1.MethodGuest
+		}
+	}
+	return mapDriverError(err, "check the guest channel")
 }
 
 func (e *Engine) readPower(ctx context.Context, m *machine) (driver.PowerState, error) {
@@ -379,7 +491,12 @@ func (e *Engine) stepOnlineReset(ctx context.Context, w *store.ItemWork, m *mach
 func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *machine) error {
 	switch w.Step {
 	case apiv1.StepQueued, apiv1.StepShuttingDown, apiv1.StepForceStopping:
+		if w.Method == apiv1.MethodDisk {
+			return e.stepStop(ctx, w, m, apiv1.StepEditingDisk)
+		}
 		return e.stepStop(ctx, w, m, apiv1.StepStaging)
+	case apiv1.StepEditingDisk:
+		return e.editDisk(ctx, w, m)
 	case apiv1.StepStaging:
 		if st, ok := m.guest.(driver.Stager); ok {
 			pw, err := e.password(w)
@@ -394,7 +511,18 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 		}
 		return e.to(ctx, w, m, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
 	case apiv1.StepStarting:
-		return e.stepStart(ctx, w, m, apiv1.StepWaitingGuest)
+		if w.Method != apiv1.MethodDisk && w.ErrorCode == "" {
+			return e.stepStart(ctx, w, m, apiv1.StepWaitingGuest)
+		}
+		// A disk reset is confirmed before the start (the hash was read
+		// back), and a failed one is only putting the machine back on.
+		if err := e.stepStart(ctx, w, m, apiv1.StepDone); err != nil || w.Step != apiv1.StepDone {
+			return err
+		}
+		if w.ErrorCode != "" {
+			return fail(w.ErrorCode, "%s", w.Message)
+		}
+		return nil
 	case apiv1.StepWaitingGuest:
 		if m.guest == nil {
 			return fail(CodeNoDriver, "no guest channel %q is configured on this server", m.inst.Guest.Driver)
@@ -414,6 +542,41 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 		return e.apply(ctx, w, m, nil)
 	}
 	return fail(CodeDriverError, "offline reset in unexpected step %q", w.Step)
+}
+
+// editDisk sets the password in the stopped machine's disk. A failure ends
+// the item, but a machine that was on is started again first: the failure
+// is recorded on the item while it starts, and reported once it runs.
+func (e *Engine) editDisk(ctx context.Context, w *store.ItemWork, m *machine) error {
+	de, ok := m.guest.(driver.DiskEditor)
+	if !ok {
+		return fail(CodeDiskUnsupported, "the guest channel %q cannot edit disks", m.inst.Guest.Driver)
+	}
+	pw, err := e.password(w)
+	if err != nil {
+		return err
+	}
+	err = de.EditDisk(ctx, m.gref, w.User, pw)
+	sealer.Wipe(pw)
+	if err == nil {
+		return e.to(ctx, w, m, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
+	}
+	if errors.Is(err, driver.ErrDiskInUse) && !driver.IsTransient(err) && w.Attempts+1 < e.cfg.MaxAttempts {
+		// The machine is off, so the holder is someone else: often a
+		// moment's (the appliance of an edit killed with its server,
+		// stopping). Retried with backoff, then reported.
+		return driver.Transient(err)
+	}
+	mapped := mapDriverError(err, "edit the disk")
+	var f *itemFailure
+	if !errors.As(mapped, &f) {
+		return mapped // transient, or the context ended: retried
+	}
+	if !w.WasRunning {
+		return mapped
+	}
+	w.ErrorCode, w.Message = f.code, f.msg
+	return e.to(ctx, w, m, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
 }
 
 // apply sets the password through the guest channel; the item is done when
@@ -505,6 +668,9 @@ func (e *Engine) stepStop(ctx context.Context, w *store.ItemWork, m *machine, ne
 		if w.ForceStop {
 			mode = apiv1.StopSoftThenHard
 		}
+	}
+	if w.Step == apiv1.StepQueued && w.Kind == apiv1.KindResetPassword {
+		w.WasRunning = true
 	}
 	switch w.Step {
 	case apiv1.StepQueued:

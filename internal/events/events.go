@@ -26,6 +26,11 @@ const (
 	TypeOperation = "operation"
 	TypeItem      = "item"
 	TypeInstance  = "instance"
+	// TypeRevocation says that a principal's credentials may have ended
+	// (a key revoked, a console session signed out or a password
+	// changed): open streams and long polls of that principal check
+	// whether they still may run. It is never sent to clients.
+	TypeRevocation = "revocation"
 )
 
 // ringSize is how many recent events a Bus keeps in memory; readers further
@@ -222,7 +227,11 @@ func EmitOperation(ctx context.Context, tx *sql.Tx, s *store.Store, op apiv1.Ope
 
 // EmitItem records an item event.
 func EmitItem(ctx context.Context, tx *sql.Tx, s *store.Store, w *store.ItemWork) error {
-	data, err := json.Marshal(apiv1.ItemEvent{OperationID: w.OperationID, Item: w.Item})
+	it := w.Item
+	// Events reach the tenant's every reader: the operator's detail stays
+	// in the operation record, where only an admin reads it.
+	it.Detail = ""
+	data, err := json.Marshal(apiv1.ItemEvent{OperationID: w.OperationID, Item: it})
 	if err != nil {
 		return fmt.Errorf("event: %w", err)
 	}

@@ -20,41 +20,84 @@ import (
 	"github.com/fleetpass/fleetpass/internal/store"
 )
 
-// Syncer refreshes instance states.
+// Syncer refreshes instance states. One tenant cannot slow another: each
+// machine gets a deadline, the pass over new (PENDING) instances runs apart
+// from the full pass and never waits for a machine that does not answer,
+// and the full pass sweeps each tenant on its own with a bounded number of
+// machines at once, so a tenant whose machines all hang holds only its own
+// few slots, and its sweep, still running at the next pass, is not started
+// twice while the other tenants' sweeps go on.
 type Syncer struct {
 	svc      *core.Service
 	store    *store.Store
 	drivers  engine.Drivers
 	log      *slog.Logger
 	interval time.Duration
-	// parallel bounds driver calls at once: real drivers answer slowly.
-	parallel int
+	// perTenant bounds one tenant's driver calls at once; global (16)
+	// bounds the full pass's: real drivers answer slowly.
+	perTenant int
+	// Deadline bounds one instance's refresh.
+	Deadline time.Duration
+
+	global  chan struct{} // full-pass slots
+	pending chan struct{} // PENDING-pass slots, apart from the full pass
+
+	mu       sync.Mutex
+	sweeping map[string]bool // tenants whose full sweep runs
+	inflight map[string]bool // instances being refreshed
+	tenantN  map[string]int  // PENDING refreshes in flight per tenant
+	// watched are power drivers whose state a watcher of their own keeps
+	// (BMCWatcher): this syncer only checks their guests.
+	watched map[string]bool
+}
+
+// LeavePower tells the syncer that another watcher keeps the power state of
+// the instances of power driver name (a BMC driver's BMCWatcher), so that
+// two loops do not record different readings of one fault.
+func (y *Syncer) LeavePower(name string) {
+	if y.watched == nil {
+		y.watched = map[string]bool{}
+	}
+	y.watched[name] = true
 }
 
 // New makes a Syncer doing a full pass every interval.
 func New(svc *core.Service, s *store.Store, d engine.Drivers, log *slog.Logger, interval time.Duration) *Syncer {
-	return &Syncer{svc: svc, store: s, drivers: d, log: log, interval: interval, parallel: 16}
+	return &Syncer{svc: svc, store: s, drivers: d, log: log, interval: interval, perTenant: 4,
+		Deadline: 10 * time.Second, global: make(chan struct{}, 16), pending: make(chan struct{}, 8),
+		sweeping: map[string]bool{}, inflight: map[string]bool{}, tenantN: map[string]int{}}
 }
 
 // Run syncs new (PENDING) instances every second and every idle instance
-// every interval, until ctx ends.
+// every interval, until ctx ends. The two passes run independently.
 func (y *Syncer) Run(ctx context.Context) {
-	fast := time.NewTicker(time.Second)
-	defer fast.Stop()
+	go func() {
+		fast := time.NewTicker(time.Second)
+		defer fast.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-fast.C:
+				y.syncPending(ctx)
+			}
+		}
+	}()
 	full := time.NewTicker(y.interval)
 	defer full.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-fast.C:
-			y.syncPending(ctx)
 		case <-full.C:
-			y.SyncAll(ctx)
+			y.startSweeps(ctx)
 		}
 	}
 }
 
+// syncPending starts a refresh of each new instance not being refreshed,
+// at most perTenant per tenant, and does not wait for them: a machine that
+// hangs delays nobody's next tick.
 func (y *Syncer) syncPending(ctx context.Context) {
 	list, err := y.store.ListInstances(ctx, store.InstanceFilter{State: apiv1.StatePending, Limit: 500})
 	if err != nil {
@@ -63,51 +106,160 @@ func (y *Syncer) syncPending(ctx context.Context) {
 		}
 		return
 	}
-	y.syncMany(ctx, list)
-}
-
-// SyncAll refreshes every idle instance once.
-func (y *Syncer) SyncAll(ctx context.Context) {
-	after := ""
-	for ctx.Err() == nil {
-		list, err := y.store.ListIdleInstances(ctx, after, 500)
-		if err != nil {
-			if ctx.Err() == nil {
-				y.log.Warn("inventory: list instances", "err", err)
-			}
-			return
-		}
-		if len(list) == 0 {
-			return
-		}
-		y.syncMany(ctx, list)
-		after = list[len(list)-1].ID
-	}
-}
-
-func (y *Syncer) syncMany(ctx context.Context, list []apiv1.Instance) {
-	sem := make(chan struct{}, y.parallel)
-	var wg sync.WaitGroup
 	for _, in := range list {
 		if in.Busy {
 			continue
 		}
-		sem <- struct{}{}
+		y.mu.Lock()
+		if y.inflight[in.ID] || y.tenantN[in.Tenant] >= y.perTenant {
+			y.mu.Unlock()
+			continue
+		}
+		select {
+		case y.pending <- struct{}{}:
+		default:
+			y.mu.Unlock()
+			return // all slots taken: the next tick goes on
+		}
+		y.inflight[in.ID] = true
+		y.tenantN[in.Tenant]++
+		y.mu.Unlock()
+		go func() {
+			defer func() {
+				<-y.pending
+				y.mu.Lock()
+				delete(y.inflight, in.ID)
+				y.tenantN[in.Tenant]--
+				y.mu.Unlock()
+			}()
+			y.SyncOne(ctx, in)
+		}()
+	}
+}
+
+// startSweeps starts the full sweep of every tenant whose last one ended.
+func (y *Syncer) startSweeps(ctx context.Context) {
+	tenants, err := y.store.ListTenants(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			y.log.Warn("inventory: list tenants", "err", err)
+		}
+		return
+	}
+	for _, t := range tenants {
+		y.mu.Lock()
+		if y.sweeping[t.ID] {
+			y.mu.Unlock()
+			continue
+		}
+		y.sweeping[t.ID] = true
+		y.mu.Unlock()
+		go func() {
+			defer func() {
+				y.mu.Lock()
+				delete(y.sweeping, t.ID)
+				y.mu.Unlock()
+			}()
+			y.sweepTenant(ctx, t.ID)
+		}()
+	}
+}
+
+// SyncAll refreshes every idle instance once, tenant by tenant in
+// parallel, and returns when all are done.
+func (y *Syncer) SyncAll(ctx context.Context) {
+	tenants, err := y.store.ListTenants(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			y.log.Warn("inventory: list tenants", "err", err)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for _, t := range tenants {
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			y.SyncOne(ctx, in)
+			defer wg.Done()
+			y.sweepTenant(ctx, t.ID)
 		}()
 	}
 	wg.Wait()
 }
 
+// sweepTenant refreshes a tenant's idle instances, perTenant at once.
+func (y *Syncer) sweepTenant(ctx context.Context, tenant string) {
+	f := store.InstanceFilter{Tenant: tenant, Limit: 500}
+	sem := make(chan struct{}, y.perTenant)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		list, err := y.store.ListInstances(ctx, f)
+		if err != nil {
+			if ctx.Err() == nil {
+				y.log.Warn("inventory: list instances", "tenant", tenant, "err", err)
+			}
+			return
+		}
+		for _, in := range list {
+			if in.Busy {
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case y.global <- struct{}{}:
+			case <-ctx.Done():
+				<-sem
+				return
+			}
+			y.mu.Lock()
+			dup := y.inflight[in.ID]
+			if !dup {
+				y.inflight[in.ID] = true
+			}
+			y.mu.Unlock()
+			if dup {
+				<-y.global
+				<-sem
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer func() {
+					y.mu.Lock()
+					delete(y.inflight, in.ID)
+					y.mu.Unlock()
+					<-y.global
+					<-sem
+					wg.Done()
+				}()
+				y.SyncOne(ctx, in)
+			}()
+		}
+		if len(list) < f.Limit {
+			return
+		}
+		last := list[len(list)-1]
+		f.AfterName, f.AfterID = last.Name, last.ID
+	}
+}
+
 // SyncOne refreshes one instance.
 func (y *Syncer) SyncOne(ctx context.Context, in apiv1.Instance) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, y.Deadline)
 	defer cancel()
+	// Defence in depth: act only on links that are the instance's own.
+	if problem, err := y.store.LinkOwnerProblem(ctx, y.store.DB, in, y.drivers.HostDriver, y.drivers.AgentDriver); err != nil || problem != "" {
+		if err == nil {
+			y.log.Warn("inventory: skipping an instance whose links are not its own", "instance_id", in.ID, "problem", problem)
+		}
+		return
+	}
 	state := ""
-	if p := y.drivers.Power[in.Power.Driver]; p != nil {
+	if p := y.drivers.Power[in.Power.Driver]; p != nil && !y.watched[in.Power.Driver] {
 		ps, err := p.State(ctx, driver.Ref{InstanceID: in.ID, Host: in.Power.Host, Address: in.Power.Address})
 		switch {
 		case err == nil:

@@ -59,6 +59,25 @@ func (a *API) createAgentToken(w http.ResponseWriter, r *http.Request, p core.Pr
 	if err != nil {
 		return err
 	}
+	// The answer carries the token: no cache may keep it.
+	w.Header().Set("Cache-Control", "no-store")
 	httpx.WriteJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (a *API) listAgentTokens(w http.ResponseWriter, r *http.Request, p core.Principal) error {
+	list, err := a.svc.ListAgentTokens(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, apiv1.AgentTokenList{Tokens: list})
+	return nil
+}
+
+func (a *API) revokeAgentToken(w http.ResponseWriter, r *http.Request, p core.Principal) error {
+	if err := a.svc.RevokeAgentToken(r.Context(), p, r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

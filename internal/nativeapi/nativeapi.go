@@ -15,13 +15,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/httpx"
 	"github.com/fleetpass/fleetpass/internal/metrics"
 )
@@ -33,7 +31,9 @@ const MaxBody = 64 << 10
 // Config tunes the API.
 type Config struct {
 	// RateLimit is the sustained requests per second allowed per key;
-	// Burst the bucket size. Zero RateLimit disables limiting.
+	// Burst the bucket size. Zero RateLimit disables limiting. The server
+	// applies them at every front door (core.Service.Throttle), not only
+	// here.
 	RateLimit float64
 	Burst     int
 }
@@ -45,15 +45,12 @@ type API struct {
 	metrics *metrics.Metrics
 	cfg     Config
 
-	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
-
 	authn func(*http.Request) (core.Principal, bool, error)
 }
 
 // New makes the API.
 func New(svc *core.Service, log *slog.Logger, m *metrics.Metrics, cfg Config) *API {
-	return &API{svc: svc, log: log, metrics: m, cfg: cfg, limiters: make(map[string]*rate.Limiter)}
+	return &API{svc: svc, log: log, metrics: m, cfg: cfg}
 }
 
 // WithAuthenticator makes the API try f before API keys: f reports whether
@@ -75,6 +72,7 @@ func (a *API) Routes() []Route {
 		{"POST", "/v1/instances", a.createInstance},
 		{"GET", "/v1/instances/{id}", a.getInstance},
 		{"DELETE", "/v1/instances/{id}", a.deleteInstance},
+		{"PUT", "/v1/instances/{id}/bmc", a.setBMC},
 		{"POST", "/v1/password-resets", a.resetPassword},
 		{"POST", "/v1/power-actions", a.powerAction},
 		{"GET", "/v1/operations", a.listOperations},
@@ -92,6 +90,8 @@ func (a *API) Routes() []Route {
 		{"GET", "/v1/hosts/{id}", a.getHost},
 		{"DELETE", "/v1/hosts/{id}", a.removeHost},
 		{"POST", "/v1/agent-tokens", a.createAgentToken},
+		{"GET", "/v1/agent-tokens", a.listAgentTokens},
+		{"DELETE", "/v1/agent-tokens/{id}", a.revokeAgentToken},
 	}
 }
 
@@ -129,7 +129,7 @@ func (a *API) wrap(route string, h handler) http.Handler {
 		r.Body = http.MaxBytesReader(rec, r.Body, MaxBody)
 		p, err := a.authenticate(r)
 		if err == nil {
-			err = a.limit(rec, p)
+			err = a.svc.Throttle(p, "native")
 		}
 		if err == nil {
 			httpx.SetLogAttrs(r.Context(), slog.String("principal", p.ID))
@@ -170,8 +170,8 @@ func (a *API) authenticate(r *http.Request) (core.Principal, error) {
 	}
 	id, secret, ok := r.BasicAuth()
 	if !ok {
-		if tok, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found {
-			id, secret, ok = strings.Cut(strings.TrimSpace(tok), ":")
+		if tok, found := httpx.BearerToken(r); found {
+			id, secret, ok = strings.Cut(tok, ":")
 		}
 	}
 	if !ok || id == "" {
@@ -179,30 +179,6 @@ func (a *API) authenticate(r *http.Request) (core.Principal, error) {
 			Message: "authenticate with an API key: HTTP Basic (key id and secret) or 'Authorization: Bearer ID:SECRET'"}
 	}
 	return a.svc.Authenticate(r.Context(), id, []byte(secret), httpx.ClientAddr(r), httpx.RequestID(r.Context()))
-}
-
-type rateLimited struct{ retry time.Duration }
-
-func (e rateLimited) Error() string { return "rate limited" }
-
-func (a *API) limit(w http.ResponseWriter, p core.Principal) error {
-	if a.cfg.RateLimit <= 0 {
-		return nil
-	}
-	a.mu.Lock()
-	l, ok := a.limiters[p.ID]
-	if !ok {
-		l = rate.NewLimiter(rate.Limit(a.cfg.RateLimit), max(a.cfg.Burst, 1))
-		a.limiters[p.ID] = l
-	}
-	a.mu.Unlock()
-	res := l.Reserve()
-	if d := res.Delay(); d > 0 {
-		res.Cancel()
-		a.metrics.RateLimited.WithLabelValues("native").Inc()
-		return rateLimited{retry: d}
-	}
-	return nil
 }
 
 // statusOf maps core codes to HTTP statuses.
@@ -228,10 +204,22 @@ var statusOf = map[string]int{
 	core.CodeInstanceNotRunning:   http.StatusConflict,
 	core.CodeInstanceNotStopped:   http.StatusConflict,
 	core.CodeGuestNotAlive:        http.StatusConflict,
+	core.CodeMethodUnsupported:    http.StatusConflict,
 	core.CodeIdempotencyKeyReused: http.StatusUnprocessableEntity,
-	core.CodeStoreUnavailable:     http.StatusServiceUnavailable,
-	core.CodeInternal:             http.StatusInternalServerError,
-	codeUnsupportedMediaType:      http.StatusUnsupportedMediaType,
+	// A bare-metal server's BMC, asked for the request, refused the
+	// settings or did not answer: the upstream's answer, as a gateway's.
+	core.CodeBMCAuthFailed:      http.StatusBadGateway,
+	core.CodeBMCCipherSuite:     http.StatusBadGateway,
+	core.CodeBMCUnreachable:     http.StatusBadGateway,
+	core.CodeLinkForbidden:      http.StatusForbidden,
+	core.CodeLinkInUse:          http.StatusConflict,
+	core.CodeCrossTenantBatch:   http.StatusBadRequest,
+	core.CodeInstanceQuota:      http.StatusForbidden,
+	core.CodeAgentTokenNotFound: http.StatusNotFound,
+	core.CodeRateLimited:        http.StatusTooManyRequests,
+	core.CodeStoreUnavailable:   http.StatusServiceUnavailable,
+	core.CodeInternal:           http.StatusInternalServerError,
+	codeUnsupportedMediaType:    http.StatusUnsupportedMediaType,
 }
 
 // StatusOf is the HTTP status the native API answers a core error code
@@ -250,19 +238,17 @@ const (
 	codeUnknownField         = "UNKNOWN_FIELD"
 	codeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
 	codeBodyTooLarge         = "BODY_TOO_LARGE"
-	codeRateLimited          = "RATE_LIMITED"
 	codeNotFound             = "NOT_FOUND"
 )
 
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	var ce *core.Error
-	var rl rateLimited
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &rl):
-		secs := int(rl.retry/time.Second) + 1
+	case core.CodeOf(err) == core.CodeRateLimited:
+		secs := int(core.RetryAfter(err) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		WriteError(w, r, http.StatusTooManyRequests, codeRateLimited,
+		WriteError(w, r, http.StatusTooManyRequests, core.CodeRateLimited,
 			fmt.Sprintf("too many requests for this key; retry after %d s", secs), nil)
 	case errors.As(err, &mbe):
 		WriteError(w, r, http.StatusRequestEntityTooLarge, codeBodyTooLarge,
@@ -380,6 +366,19 @@ func (a *API) createInstance(w http.ResponseWriter, r *http.Request, p core.Prin
 	return nil
 }
 
+func (a *API) setBMC(w http.ResponseWriter, r *http.Request, p core.Principal) error {
+	var req apiv1.BMCUpdate
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	in, err := a.svc.SetBMC(r.Context(), p, r.PathValue("id"), req)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, in)
+	return nil
+}
+
 func (a *API) getInstance(w http.ResponseWriter, r *http.Request, p core.Principal) error {
 	in, err := a.svc.GetInstance(r.Context(), p, r.PathValue("id"))
 	if err != nil {
@@ -410,7 +409,7 @@ func (a *API) resetPassword(w http.ResponseWriter, r *http.Request, p core.Princ
 	pw := []byte(req.Password)
 	fp, _ := json.Marshal(req)
 	op, err := a.svc.ResetPassword(r.Context(), p, core.ResetRequest{InstanceIDs: req.InstanceIDs, User: req.User,
-		Mode: req.Mode, ForceStop: req.ForceStop, Password: pw, Generate: req.Generate,
+		Mode: req.Mode, Method: req.Method, ForceStop: req.ForceStop, Password: pw, Generate: req.Generate,
 		IdempotencyKey: r.Header.Get("Idempotency-Key"), Fingerprint: a.svc.Fingerprint(fp)})
 	clear(fp)
 	if err != nil {
@@ -597,6 +596,15 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p core.Principal) e
 		}
 		for _, row := range rows {
 			after = row.ID
+			if row.Type == events.TypeRevocation {
+				if a.svc.Revoked(ctx, p, row) {
+					// The key was revoked or the session ended: the
+					// stream ends with it.
+					_ = rc.Flush()
+					return nil
+				}
+				continue
+			}
 			if !core.EventVisible(p, row.Tenant) || (opFilter != "" && !(row.Type != "instance" && row.Ref == opFilter)) {
 				continue
 			}

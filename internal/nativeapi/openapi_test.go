@@ -531,12 +531,16 @@ var mirroredTypes = map[string]reflect.Type{
 	"Error":           reflect.TypeFor[apiv1.Error](),
 	"DriverLink":      reflect.TypeFor[apiv1.DriverLink](),
 	"LatestOperation": reflect.TypeFor[apiv1.LatestOperation](),
+	"BMCStatus":       reflect.TypeFor[apiv1.BMCStatus](),
+	"BMCCredentials":  reflect.TypeFor[apiv1.BMCCredentials](),
+	"BMCUpdate":       reflect.TypeFor[apiv1.BMCUpdate](),
 }
 
 // requestTypes are only ever sent by clients: a field the server can do
 // without may be optional even if Go always encodes it.
 var requestTypes = map[string]bool{
 	"InstanceCreate": true, "PasswordReset": true, "PowerAction": true, "KeyCreate": true, "TenantCreate": true,
+	"BMCCredentials": true, "BMCUpdate": true,
 }
 
 type jsonField struct {
@@ -694,8 +698,9 @@ func TestOpenAPIEnumsAreTheAPIv1Constants(t *testing.T) {
 	opStatuses := []string{apiv1.OperationRunning, apiv1.OperationSucceeded, apiv1.OperationFailed, apiv1.OperationPartial}
 	itemStates := []string{apiv1.ItemPending, apiv1.ItemRunning, apiv1.ItemSucceeded, apiv1.ItemFailed}
 	steps := []string{apiv1.StepQueued, apiv1.StepShuttingDown, apiv1.StepForceStopping, apiv1.StepStopped,
-		apiv1.StepStaging, apiv1.StepStarting, apiv1.StepWaitingGuest, apiv1.StepApplying, apiv1.StepDone}
+		apiv1.StepStaging, apiv1.StepEditingDisk, apiv1.StepStarting, apiv1.StepWaitingGuest, apiv1.StepApplying, apiv1.StepDone}
 	itemModes := []string{apiv1.ModeOnline, apiv1.ModeOffline}
+	methods := []string{apiv1.MethodAuto, apiv1.MethodGuest, apiv1.MethodDisk}
 	osTypes := []string{core.OSLinux, core.OSWindows}
 	properties := []struct {
 		schema, prop string
@@ -707,6 +712,9 @@ func TestOpenAPIEnumsAreTheAPIv1Constants(t *testing.T) {
 		{"LatestOperation", "kind", kinds},
 		{"LatestOperation", "state", []string{apiv1.OpStateOperating, apiv1.OpStateSuccess, apiv1.OpStateFailed}},
 		{"PasswordReset", "mode", []string{apiv1.ModeAuto, apiv1.ModeOnline, apiv1.ModeOffline}},
+		{"PasswordReset", "method", methods},
+		{"Item", "method", methods},
+		{"ItemEvent", "method", methods},
 		{"PowerAction", "action", []string{apiv1.ActionStart, apiv1.ActionStop, apiv1.ActionReboot}},
 		{"PowerAction", "stopMode", []string{apiv1.StopSoft, apiv1.StopHard, apiv1.StopSoftThenHard}},
 		{"Operation", "kind", kinds},
@@ -756,8 +764,8 @@ func errorStatuses() map[int][]string {
 	byCode := maps.Clone(statusOf)
 	for code, status := range map[string]int{
 		codeInvalidJSON: http.StatusBadRequest, codeUnknownField: http.StatusBadRequest,
-		codeBodyTooLarge: http.StatusRequestEntityTooLarge, codeRateLimited: http.StatusTooManyRequests,
-		codeNotFound: http.StatusNotFound, codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
+		codeBodyTooLarge: http.StatusRequestEntityTooLarge,
+		codeNotFound:     http.StatusNotFound, codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
 	} {
 		if _, ok := byCode[code]; !ok {
 			byCode[code] = status

@@ -35,6 +35,9 @@ func (p Policy) Rules() []Rule {
 	if p.ForbidUser {
 		codes = append(codes, RuleContainsUser)
 	}
+	if p.ForbidFirst != "" {
+		codes = append(codes, RuleFirstChar)
+	}
 	rules := make([]Rule, len(codes))
 	for i, c := range codes {
 		rules[i] = Rule{Code: c, Message: p.message(c)}
@@ -79,6 +82,8 @@ func (p Policy) message(code string) string {
 		return fmt.Sprintf("must contain at least %d of: %s", p.MinClasses, strings.Join(names, ", "))
 	case RuleContainsUser:
 		return "must not contain the user name, in any case"
+	case RuleFirstChar:
+		return "must not start with " + joinOr(p.ForbidFirst)
 	default:
 		return "must follow the " + code + " rule"
 	}
@@ -147,6 +152,18 @@ func joinAnd(parts []string) string {
 		return strings.Join(parts, "")
 	}
 	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+}
+
+// joinOr quotes each character of chars: "'/'", "'/' or '-'".
+func joinOr(chars string) string {
+	var quoted []string
+	for _, r := range chars {
+		quoted = append(quoted, strconv.QuoteRune(r))
+	}
+	if len(quoted) <= 1 {
+		return strings.Join(quoted, "")
+	}
+	return strings.Join(quoted[:len(quoted)-1], ", ") + " or " + quoted[len(quoted)-1]
 }
 
 func sameKind(a, b rune) bool {

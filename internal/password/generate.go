@@ -11,9 +11,32 @@ import (
 )
 
 // generatedLength is the length Generate aims for, within the policy's
-// limits: 20 characters from ~90 give about 130 bits, and the 8-16
-// character dialects get their maximum, 16.
+// limits: 20 characters from the 84 easy ones of the host rules give about
+// 127 bits (at least 100 is the aim), and the 8-16 character dialects get
+// their maximum, 16.
 const generatedLength = 20
+
+// HardToType are the characters Generate leaves out although a policy may
+// allow them: awkward to type in a VM's console (space, quotes and the
+// backtick move on foreign keyboard layouts) or to quote in a shell
+// (backslash, ; | $ & < >). A password a person typed may hold them; a
+// generated one, which people copy into consoles and scripts, does not.
+const HardToType = " '\"`\\;|$&<>"
+
+// typeable is allowed without HardToType, or allowed itself if that leaves
+// nothing.
+func typeable(allowed string) string {
+	out := strings.Map(func(r rune) rune {
+		if strings.ContainsRune(HardToType, r) {
+			return -1
+		}
+		return r
+	}, allowed)
+	if out == "" {
+		return allowed
+	}
+	return out
+}
 
 // A random draw fails the policy only by bad luck (a class left out, or the
 // user name spelled out by chance), so a few attempts are nearly always
@@ -25,8 +48,9 @@ var ErrUnsatisfiable = errors.New("password: policy cannot be satisfied")
 
 // Generate returns a random password, from crypto/rand, that Check accepts
 // under p for any user name shorter than MinUserNameLength. It has a
-// character of every class of p, even where p does not ask for it. The
-// caller owns the slice and should clear it once the password is handed on.
+// character of every class of p, even where p does not ask for it, and
+// none of HardToType. The caller owns the slice and should clear it once
+// the password is handed on.
 func Generate(p Policy) ([]byte, error) {
 	return GenerateForUser(p, "")
 }
@@ -34,7 +58,8 @@ func Generate(p Policy) ([]byte, error) {
 // GenerateForUser is Generate for a known user name: the password also
 // passes the contains_user rule for that user.
 func GenerateForUser(p Policy, user string) ([]byte, error) {
-	alphabet := []rune(p.Allowed)
+	easy := typeable(p.Allowed)
+	alphabet := []rune(easy)
 	if len(alphabet) == 0 {
 		return nil, fmt.Errorf("%w: %s allows no characters", ErrUnsatisfiable, p.Name)
 	}
@@ -56,7 +81,7 @@ func GenerateForUser(p Policy, user string) ([]byte, error) {
 			}
 			pw = utf8.AppendRune(pw, alphabet[i.Int64()])
 		}
-		if Check(p, pw, user) == nil && hasEveryClass(pw, p) {
+		if Check(p, pw, user) == nil && hasEveryClass(pw, p, easy) {
 			return pw, nil
 		}
 		clear(pw)
@@ -64,11 +89,11 @@ func GenerateForUser(p Policy, user string) ([]byte, error) {
 	return nil, fmt.Errorf("%w: no %s password found in %d attempts", ErrUnsatisfiable, p.Name, maxAttempts)
 }
 
-// hasEveryClass skips classes with no allowed character, which no password
-// could contain.
-func hasEveryClass(pw []byte, p Policy) bool {
+// hasEveryClass skips classes with no character in alphabet, which no
+// password drawn from it could contain.
+func hasEveryClass(pw []byte, p Policy, alphabet string) bool {
 	for _, c := range p.Classes {
-		if strings.ContainsAny(p.Allowed, c.Chars) && !bytes.ContainsAny(pw, c.Chars) {
+		if strings.ContainsAny(alphabet, c.Chars) && !bytes.ContainsAny(pw, c.Chars) {
 			return false
 		}
 	}

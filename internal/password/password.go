@@ -26,6 +26,7 @@ const (
 	RuleCharset      = "charset"
 	RuleClasses      = "classes"
 	RuleContainsUser = "contains_user"
+	RuleFirstChar    = "first_char"
 )
 
 // MinUserNameLength is the shortest user name that the contains_user rule
@@ -58,6 +59,8 @@ type Policy struct {
 	// ForbidUser forbids the user name (compared case-insensitively) inside
 	// the password, once the name has MinUserNameLength characters.
 	ForbidUser bool `json:"forbidUser,omitempty"`
+	// ForbidFirst lists characters a password must not start with.
+	ForbidFirst string `json:"forbidFirst,omitempty"`
 }
 
 // A Class is a named set of characters, such as "digits".
@@ -126,6 +129,9 @@ func Check(p Policy, password []byte, user string) error {
 	}
 	if p.ForbidUser && containsUser(password, user) {
 		broken(RuleContainsUser)
+	}
+	if r, _ := utf8.DecodeRune(password); p.ForbidFirst != "" && len(password) > 0 && strings.ContainsRune(p.ForbidFirst, r) {
+		broken(RuleFirstChar)
 	}
 	if len(vs) == 0 {
 		return nil

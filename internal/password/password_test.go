@@ -368,5 +368,6 @@ func TestGenerateUnsatisfiable(t *testing.T) {
 }
 
 func allPolicies() []Policy {
-	return []Policy{Linux(), Windows(), ActionAPI(), BareMetal(), Strictest(OSLinux, OSWindows)}
+	return []Policy{Linux(), Windows(), ActionAPI(), BareMetal(), Strictest(OSLinux, OSWindows),
+		TencentLinux(), TencentWindows(), Tencent(OSLinux, OSWindows)}
 }

@@ -85,6 +85,60 @@ func BareMetal() Policy {
 	}
 }
 
+// tencentSpecials are the special characters Tencent Cloud's
+// ResetInstancesPassword lists.
+const tencentSpecials = "()`~!@#$%^&*-+=_|{}[]:;'<>,.?/"
+
+// TencentLinux is Tencent Cloud API 3.0's rule for Linux instances
+// (ResetInstancesPassword): 8 to 30 characters from a-z, A-Z, 0-9 and
+// ()`~!@#$%^&*-+=_|{}[]:;'<>,.?/, at least 3 of those four kinds, not
+// starting with '/'.
+func TencentLinux() Policy {
+	return Policy{
+		Name:        "tencent-linux",
+		MinLength:   8,
+		MaxLength:   30,
+		Allowed:     lowers + uppers + digits + tencentSpecials,
+		Classes:     fourClasses(tencentSpecials),
+		MinClasses:  3,
+		ForbidFirst: "/",
+	}
+}
+
+// TencentWindows is Tencent Cloud API 3.0's rule for Windows instances: 12
+// to 30 characters of the Linux rule's set, at least 3 kinds, not starting
+// with '/', and not containing the user name.
+func TencentWindows() Policy {
+	p := TencentLinux()
+	p.Name, p.MinLength, p.ForbidUser = "tencent-windows", 12, true
+	return p
+}
+
+// Tencent is the Tencent rule for a batch of instances with the given OS
+// types: like Strictest, a password it accepts is accepted by the rule of
+// every type listed, and an unknown type counts as both.
+func Tencent(osTypes ...string) Policy {
+	var linux, windows bool
+	for _, t := range osTypes {
+		switch strings.ToLower(strings.TrimSpace(t)) {
+		case OSLinux:
+			linux = true
+		case OSWindows:
+			windows = true
+		default:
+			linux, windows = true, true
+		}
+	}
+	switch {
+	case linux && !windows:
+		return TencentLinux()
+	case windows && !linux:
+		return TencentWindows()
+	default:
+		return combine(TencentLinux(), TencentWindows())
+	}
+}
+
 func fourClasses(specials string) []Class {
 	return []Class{
 		{Name: "lowercase letters", Chars: lowers},
@@ -131,6 +185,12 @@ func combine(a, b Policy) Policy {
 		MaxLength:  minLimit(a.MaxLength, b.MaxLength),
 		MinClasses: max(a.MinClasses, b.MinClasses),
 		ForbidUser: a.ForbidUser || b.ForbidUser,
+	}
+	p.ForbidFirst = a.ForbidFirst
+	for _, r := range b.ForbidFirst {
+		if !strings.ContainsRune(p.ForbidFirst, r) {
+			p.ForbidFirst += string(r)
+		}
 	}
 	p.Allowed = intersect(a.Allowed, b.Allowed)
 	for _, c := range a.Classes {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,6 +50,56 @@ type Channel struct {
 	// SyncTimeout bounds connecting and resynchronising within a call;
 	// zero means DefaultSyncTimeout.
 	SyncTimeout time.Duration
+	// SocketDirs, if not nil, are the only directories whose sockets the
+	// channel dials (the operator's --qga-socket-dir): an instance's
+	// guest address is a path anyone registering it could choose, and a
+	// socket elsewhere may be another tenant's machine or a system
+	// service. An empty, non-nil list dials none.
+	SocketDirs []string
+}
+
+// CheckAddress refuses a socket path outside SocketDirs: not absolute, not
+// clean, or under none of them (also after resolving symbolic links).
+func (c *Channel) CheckAddress(ref driver.Ref) error {
+	if c.SocketDirs == nil {
+		return nil
+	}
+	p := ref.Address
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return fmt.Errorf("qga socket %q: must be an absolute, clean path", p)
+	}
+	if !underAny(p, c.SocketDirs) {
+		return fmt.Errorf("qga socket %q: not under a directory this server may dial (--qga-socket-dir)", p)
+	}
+	// A link inside an allowed directory must not lead out of it (the
+	// socket itself may not exist yet: its directory is what counts).
+	real, err := filepath.EvalSymlinks(filepath.Dir(p))
+	if err == nil {
+		real = filepath.Join(real, filepath.Base(p))
+	}
+	if err == nil && real != p {
+		dirs := make([]string, 0, len(c.SocketDirs))
+		for _, d := range c.SocketDirs {
+			if rd, err := filepath.EvalSymlinks(d); err == nil {
+				dirs = append(dirs, rd)
+			}
+		}
+		if !underAny(real, dirs) {
+			return fmt.Errorf("qga socket %q: leads out of the directories this server may dial", p)
+		}
+	}
+	return nil
+}
+
+func underAny(p string, dirs []string) bool {
+	for _, d := range dirs {
+		d = filepath.Clean(d)
+		if rel, err := filepath.Rel(d, p); err == nil && filepath.IsAbs(d) && rel != "." && rel != ".." &&
+			!strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
 }
 
 var _ driver.Guest = (*Channel)(nil)
@@ -88,6 +140,9 @@ func (c *Channel) call(ctx context.Context, ref driver.Ref, what string, fn func
 	}
 	if ref.Address == "" {
 		return fmt.Errorf("qga: %s: %s: no agent socket path: %w", name, what, driver.ErrMachineNotFound)
+	}
+	if err := c.CheckAddress(ref); err != nil {
+		return fmt.Errorf("qga: %s: %s: %w", name, what, err)
 	}
 	timeout, syncTimeout := c.Timeout, c.SyncTimeout
 	if timeout <= 0 {

@@ -70,6 +70,7 @@ type server struct {
 	client      *client.Client
 	lv          *vmtest.Libvirt
 	img         *vmtest.GuestImage
+	args, env   []string
 }
 
 var (
@@ -78,7 +79,8 @@ var (
 	buildErr  error
 )
 
-// buildServer builds cmd/fleetpass once per test binary.
+// buildServer builds cmd/fleetpass once per test binary, with
+// cmd/fleetpass-diskreset beside it (where serve looks for it).
 func buildServer(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -91,6 +93,11 @@ func buildServer(t testing.TB) string {
 		cmd := exec.Command("go", "build", "-o", binPath, "github.com/fleetpass/fleetpass/cmd/fleetpass")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("build fleetpass: %v\n%s", err, out)
+			return
+		}
+		cmd = exec.Command("go", "build", "-o", filepath.Join(dir, "fleetpass-diskreset"), "github.com/fleetpass/fleetpass/cmd/fleetpass-diskreset")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build fleetpass-diskreset: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -116,7 +123,7 @@ func startServer(t testing.TB) *server {
 	s.port = ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	s.url = fmt.Sprintf("https://127.0.0.1:%d", s.port)
-	s.cmd = exec.Command(buildServer(t), "serve",
+	s.args = []string{"serve",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", s.port),
 		"--data-dir", filepath.Join(s.dir, "data"),
 		"--tls-cert", certFile, "--tls-key", keyFile,
@@ -124,28 +131,60 @@ func startServer(t testing.TB) *server {
 		"--shutdown-timeout", shutdownTimeout.String(),
 		"--boot-timeout", "3m", "--guest-timeout", "3m",
 		"--sync-interval", "2s",
-		"--log-level", "debug")
-	s.cmd.Env = append(os.Environ(), "FLEETPASS_ADMIN_KEY_ID="+adminKeyID, "FLEETPASS_ADMIN_KEY_SECRET="+adminSecret)
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+		"--log-level", "debug"}
+	// libguestfs's environment for disk resets (the appliance kernel,
+	// force_tcg), as an operator would set it for the server.
+	s.env = append(append(os.Environ(), vmtest.Guestfs(t)...),
+		"FLEETPASS_ADMIN_KEY_ID="+adminKeyID, "FLEETPASS_ADMIN_KEY_SECRET="+adminSecret)
+	s.launch()
 	t.Cleanup(s.stop)
 	c, err := client.New(s.url, adminKeyID, adminSecret, client.WithPinnedCertificate(s.fingerprint))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.client = c
+	s.waitReady()
+	return s
+}
+
+// launch starts the server process.
+func (s *server) launch() {
+	s.t.Helper()
+	s.cmd = exec.Command(buildServer(s.t), s.args...)
+	s.cmd.Env = s.env
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *server) waitReady() {
+	s.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if err := c.Ready(t.Context()); err == nil {
-			break
+		if err := s.client.Ready(s.t.Context()); err == nil {
+			return
 		} else if time.Now().After(deadline) {
-			t.Fatalf("fleetpass did not become ready: %v\n%s", err, s.logs)
+			s.t.Fatalf("fleetpass did not become ready: %v\n%s", err, s.logs)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return s
+}
+
+// kill kills the server with SIGKILL, as a crash or the OOM killer would,
+// and start starts it again on the same data directory.
+func (s *server) kill() {
+	s.t.Helper()
+	if err := s.cmd.Process.Kill(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.cmd.Wait()
+}
+
+func (s *server) restart() {
+	s.t.Helper()
+	s.launch()
+	s.waitReady()
 }
 
 func (s *server) stop() {

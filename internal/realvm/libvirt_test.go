@@ -180,7 +180,7 @@ func TestResetsOfARealVMThroughEveryFrontDoor(t *testing.T) {
 	s.assertNoSecret(pws...)
 }
 
-func TestADomainWithoutAGuestAgentChannelFailsItsResetBeforeAnyPowerAction(t *testing.T) {
+func TestADomainWithoutAGuestAgentChannelFailsAGuestResetBeforeAnyPowerAction(t *testing.T) {
 	s := startServer(t)
 	v := s.vm(vmtest.VMOptions{Name: "nochan", NoAgentChannel: true})
 	in := s.instanceOf(v, "stopped", stopped)
@@ -188,7 +188,8 @@ func TestADomainWithoutAGuestAgentChannelFailsItsResetBeforeAnyPowerAction(t *te
 		t.Errorf("the inventory did not see that the domain has no agent channel: %+v", in)
 	}
 	pw := newPassword()
-	op := s.resetAndWait(apiv1.PasswordReset{InstanceIDs: []string{in.ID}, Mode: apiv1.ModeOffline}, pw)
+	// Method guest: auto would edit the disk (see diskreset_test.go).
+	op := s.resetAndWait(apiv1.PasswordReset{InstanceIDs: []string{in.ID}, Mode: apiv1.ModeOffline, Method: apiv1.MethodGuest}, pw)
 	it := op.Items[0]
 	if op.Status != apiv1.OperationFailed || it.ErrorCode != "NO_GUEST_CHANNEL" || !strings.Contains(it.Message, "guest agent channel") {
 		t.Fatalf("reset: %s, item %+v; want failed with NO_GUEST_CHANNEL", op.Status, it)

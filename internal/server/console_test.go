@@ -678,13 +678,13 @@ func TestConsoleSignInLimit(t *testing.T) {
 	if s, _ := try(consolePassword); s != http.StatusOK {
 		t.Fatalf("good sign-in: %d", s)
 	}
-	for i := range core.UserFailureLimit {
+	for i := range core.PairFailureLimit {
 		if s, code := try("wrong-" + fmt.Sprint(i)); s != http.StatusUnauthorized {
 			t.Fatalf("failure %d: %d %s", i, s, code)
 		}
 	}
 	if s, code := try(consolePassword); s != http.StatusTooManyRequests || code != core.CodeSignInLocked {
-		t.Fatalf("after %d failures the right password gave %d %s, want 429 %s", core.UserFailureLimit, s, code, core.CodeSignInLocked)
+		t.Fatalf("after %d failures the right password gave %d %s, want 429 %s", core.PairFailureLimit, s, code, core.CodeSignInLocked)
 	}
 	// Without the Origin of this server, sign-in is refused outright.
 	req, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-in", strings.NewReader(`{}`))

@@ -66,12 +66,16 @@ type envOpts struct {
 	// the run's database.
 	databaseURL string
 	// sqlite puts the server on SQLite whatever the run's database.
-	sqlite bool
-	// dataDir is the data directory to use (a restart); empty: a new one.
-	dataDir   string
+	sqlite    bool
 	engine    engine.Config
 	rateLimit float64
 	burst     int
+	// Security settings (security_test.go).
+	qgaDirs        []string
+	maxPerTenant   int
+	trustedProxies []string
+	syncInterval   time.Duration
+	dataDir        string
 }
 
 // fastEngine keeps the waits of the sim fleet short.
@@ -92,11 +96,14 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.engine.PollInterval == 0 {
 		o.engine = fastEngine()
 	}
-	e := &env{t: t, dataDir: t.TempDir(), logs: &syncBuffer{}, out: &syncBuffer{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	if o.dataDir != "" {
-		e.dataDir = o.dataDir
+	e := &env{t: t, dataDir: o.dataDir, logs: &syncBuffer{}, out: &syncBuffer{}}
+	if e.dataDir == "" {
+		e.dataDir = t.TempDir()
 	}
+	if o.syncInterval == 0 {
+		o.syncInterval = time.Hour
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	e.databaseURL = o.databaseURL
 	if e.databaseURL == "" && !o.sqlite {
 		e.databaseURL = storetest.DatabaseURL(t)
@@ -104,9 +111,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	srv, err := Open(ctx, Config{
 		Listen: "127.0.0.1:0", DataDir: e.dataDir, DatabaseURL: e.databaseURL, Sim: true, Engine: o.engine,
 		API:          nativeapi.Config{RateLimit: o.rateLimit, Burst: o.burst},
-		SyncInterval: time.Hour,
-		Log:          slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Out:          e.out,
+		SyncInterval: o.syncInterval, QGASocketDirs: o.qgaDirs, MaxInstancesPerTenant: o.maxPerTenant,
+		TrustedProxies: o.trustedProxies,
+		Log:            slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Out:            e.out,
 	})
 	if err != nil {
 		cancel()

@@ -14,16 +14,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fleetpass/fleetpass/internal/agentserver"
+	"github.com/fleetpass/fleetpass/internal/console"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/driver/ipmi"
 	"github.com/fleetpass/fleetpass/internal/driver/libvirt"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
@@ -33,6 +37,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/qga"
+	"github.com/fleetpass/fleetpass/internal/ratelimit"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -71,6 +76,26 @@ type Config struct {
 	LibvirtTenant string
 	// Libvirt tunes the libvirt driver; zero fields take defaults.
 	Libvirt libvirt.Config
+	// IPMI tunes the IPMI driver of bare-metal servers; zero fields take
+	// defaults. BMCSyncInterval is how often each idle bare-metal server's
+	// BMC is asked for its power state (default 5s).
+	IPMI            ipmi.Config
+	BMCSyncInterval time.Duration
+	// DiskHelper is the fleetpass-diskreset helper for disk resets of
+	// libvirt VMs: a path, "" to look beside the executable then on PATH,
+	// or "off" to disable disk resets.
+	DiskHelper string
+
+	// QGASocketDirs are the only directories whose QEMU guest agent
+	// sockets the qga channel dials (--qga-socket-dir); none: it dials no
+	// socket at all.
+	QGASocketDirs []string
+	// MaxInstancesPerTenant is the per-tenant instance quota; zero means
+	// core.DefaultMaxInstancesPerTenant.
+	MaxInstancesPerTenant int
+	// TrustedProxies are the reverse proxies (CIDRs) whose X-Forwarded-For
+	// gives the client's address (--trusted-proxies).
+	TrustedProxies []string
 
 	Log *slog.Logger
 	// Out receives the messages meant for the operator at start-up (where
@@ -93,8 +118,12 @@ type Server struct {
 	syncer  *inventory.Syncer
 	libvirt *libvirt.Driver
 	hosts   *libvirtHosts
-	handler http.Handler
-	ready   bool
+	ipmi    *ipmi.Driver
+	// bmcWatch keeps bare-metal servers' power state in step with their BMCs.
+	bmcWatch *inventory.BMCWatcher
+	handler  http.Handler
+	ready    bool
+	trusted  []netip.Prefix
 }
 
 // Open prepares a server: data directory, database, engine, bootstrap and
@@ -109,17 +138,30 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 15 * time.Second
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if cfg.BMCSyncInterval <= 0 {
+		cfg.BMCSyncInterval = 5 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Log}
+	trusted, err := httpx.ParsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	qgaDirs := make([]string, 0, len(cfg.QGASocketDirs))
+	for _, d := range cfg.QGASocketDirs {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("--qga-socket-dir %q: must be an absolute path", d)
+		}
+		qgaDirs = append(qgaDirs, filepath.Clean(d))
+	}
+	if err := secureDataDir(cfg.DataDir, cfg.Log); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, trusted: trusted}
 	ok := false
 	defer func() {
 		if !ok {
 			s.closeAll()
 		}
 	}()
-	var err error
 	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -136,6 +178,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DatabaseURL != "" {
 		s.store, err = store.OpenPostgres(ctx, cfg.DatabaseURL)
 	} else {
+		if err := createPrivate(filepath.Join(cfg.DataDir, "fleetpass.db")); err != nil {
+			return nil, err
+		}
 		s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db"))
 	}
 	if err != nil {
@@ -147,8 +192,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		return nil, err
 	}
-	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{}}
+	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{},
+		HostDriver: core.LibvirtDriver, AgentDriver: core.AgentGuestDriver}
 	if cfg.Demo || cfg.Sim || cfg.SimLoad > 0 {
+		if err := createPrivate(filepath.Join(cfg.DataDir, "sim-fleet.db")); err != nil {
+			return nil, err
+		}
 		if s.sim, err = sim.Open(ctx, filepath.Join(cfg.DataDir, "sim-fleet.db"), sim.Options{}); err != nil {
 			return nil, fmt.Errorf("simulated fleet: %w", err)
 		}
@@ -156,18 +205,22 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	// The QEMU guest agent on a unix socket the host exposes: the address
 	// of an instance's guest link is the socket's path.
-	drivers.Guest["qga"] = &qga.Channel{}
+	drivers.Guest["qga"] = &qga.Channel{SocketDirs: qgaDirs}
 	// libvirt hosts: power and the QEMU guest agent through libvirt. The
 	// driver always exists; it has nothing to do until a host is added.
 	lvcfg := cfg.Libvirt
 	if lvcfg.Log == nil {
 		lvcfg.Log = cfg.Log
 	}
+	if lvcfg.Disk == nil && lvcfg.DiskUnavailable == "" {
+		lvcfg.Disk, lvcfg.DiskUnavailable = diskResets(ctx, cfg.DiskHelper, cfg.Log)
+	}
 	s.libvirt = libvirt.New(lvcfg)
 	drivers.Power[core.LibvirtDriver], drivers.Guest[core.LibvirtDriver] = s.libvirt, s.libvirt
 	if err := s.addAgentDrivers(&drivers); err != nil {
 		return nil, err
 	}
+	s.addBMCDrivers(&drivers)
 	s.metrics = metrics.New()
 	s.bus = events.NewBus(s.store, cfg.Log, 250*time.Millisecond)
 	if err := s.bus.Start(ctx); err != nil {
@@ -177,9 +230,14 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.svc = core.New(s.store, s.engine, seal, s.bus, drivers, cfg.Log)
+	s.svc.SetMaxInstancesPerTenant(cfg.MaxInstancesPerTenant)
 	s.hosts = newLibvirtHosts(s.libvirt, s.engine)
 	s.svc.SetHostConnector(s.hosts)
+	s.svc.SetRateLimiter(ratelimit.New(cfg.API.RateLimit, cfg.API.Burst, func(door string) {
+		s.metrics.RateLimited.WithLabelValues(door).Inc()
+	}))
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
+	s.startBMCs()
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
@@ -225,6 +283,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		return float64(n)
 	})
+	if err := privateFiles(cfg.DataDir, cfg.Log); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes()
 	ok = true
 	return s, nil
@@ -264,10 +325,17 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		// A browser asks for HTML: it opens the console. Programs (curl,
+		// monitoring) keep the plain answer.
+		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, console.Prefix+"/", http.StatusFound)
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "fleetpass is running. API: /v1 (OpenAPI at /v1/openapi.json), metrics: /metrics.")
 	})
-	return httpx.Middleware(s.log, mux)
+	return httpx.Middleware(s.log, mux, s.trusted...)
 }
 
 // Start starts the background work (engine, event bus, inventory sync)
@@ -278,6 +346,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	go s.bus.Run(ctx)
 	go s.syncer.Run(ctx)
+	go s.bmcWatch.Run(ctx)
 	if err := s.startHosts(ctx); err != nil {
 		return err
 	}
@@ -377,6 +446,9 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeAll() {
+	if s.ipmi != nil {
+		s.ipmi.Close()
+	}
 	if s.store != nil {
 		s.store.Close()
 	}

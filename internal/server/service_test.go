@@ -125,6 +125,9 @@ func TestBadInputGetsItsOwnErrorAndChangesNothing(t *testing.T) {
 		{"password and generate", apiv1.PasswordReset{InstanceIDs: []string{a.ID}, Password: goodPW, Generate: true}, nil, 400, "INVALID_ARGUMENT"},
 		{"no password", apiv1.PasswordReset{InstanceIDs: []string{a.ID}}, nil, 400, "INVALID_ARGUMENT"},
 		{"bad mode", apiv1.PasswordReset{InstanceIDs: []string{a.ID}, Password: goodPW, Mode: "sideways"}, nil, 400, "INVALID_ARGUMENT"},
+		{"bad method", apiv1.PasswordReset{InstanceIDs: []string{a.ID}, Password: goodPW, Method: "telepathy"}, nil, 400, "INVALID_ARGUMENT"},
+		{"method disk online", apiv1.PasswordReset{InstanceIDs: []string{a.ID}, Password: goodPW, Mode: apiv1.ModeOnline, Method: apiv1.MethodDisk}, nil, 400, "INVALID_ARGUMENT"},
+		{"method disk where no driver edits disks", apiv1.PasswordReset{InstanceIDs: []string{a.ID}, Password: goodPW, Method: apiv1.MethodDisk, ForceStop: true}, nil, 409, "RESET_METHOD_UNSUPPORTED"},
 		{"bad user", apiv1.PasswordReset{InstanceIDs: []string{a.ID}, Password: goodPW, User: "ro:ot"}, nil, 400, "INVALID_ARGUMENT"},
 		{"oversized body", `{"instanceIds":["` + strings.Repeat("x", 70<<10) + `"]}`, nil, 413, "BODY_TOO_LARGE"},
 		{"form body", `instanceIds=x`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, "UNSUPPORTED_MEDIA_TYPE"},
@@ -249,8 +252,9 @@ func TestFaultsFailTheirItemWithAReasonAndSpareTheOthers(t *testing.T) {
 	if op.Status != apiv1.OperationPartial || op.Summary.Succeeded != 2 || op.Summary.Failed != 2 {
 		t.Errorf("operation %s %+v, want partial 2/2", op.Status, op.Summary)
 	}
-	if itemOf(op, flaky.ID).Attempts != 2 {
-		t.Errorf("flaky: %d attempts recorded, want 2 transient retries", itemOf(op, flaky.ID).Attempts)
+	if itemOf(op, flaky.ID).Attempts != 3 || itemOf(op, healthy.ID).Attempts != 1 {
+		t.Errorf("attempts: flaky %d, healthy %d; want 3 (two transient failures, then the success) and 1",
+			itemOf(op, flaky.ID).Attempts, itemOf(op, healthy.ID).Attempts)
 	}
 	if !e.checkPassword(flaky, "deploy", goodPW) || !e.checkPassword(healthy, "deploy", goodPW) {
 		t.Errorf("the healthy items did not get the password")
@@ -591,5 +595,44 @@ func TestALockedDataDirectoryIsRefused(t *testing.T) {
 	_, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: e.dataDir})
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("a second server on the same data directory: %v", err)
+	}
+}
+
+func TestInstancesShowTheirResetMethodsAndItemsTheMethodUsed(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	running := e.addMachine(machineOpts{name: "m-1", running: true})
+	stopped := e.addMachine(machineOpts{name: "m-2"})
+	// The sim fleet has guest channels and no disks to edit.
+	if got := e.instance(e.admin, running.ID).ResetMethods; fmt.Sprint(got) != "[guest]" {
+		t.Fatalf("resetMethods = %v, want [guest]", got)
+	}
+	var list apiv1.InstanceList
+	e.mustDo(e.admin, "GET", "/v1/instances", nil, http.StatusOK, &list)
+	for _, in := range list.Instances {
+		if fmt.Sprint(in.ResetMethods) != "[guest]" {
+			t.Errorf("listed %s with resetMethods %v", in.Name, in.ResetMethods)
+		}
+	}
+	r := e.do(e.admin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(running, stopped),
+		Method: apiv1.MethodDisk, ForceStop: true, Password: goodPW})
+	if r.status != http.StatusConflict || r.errCode() != "RESET_METHOD_UNSUPPORTED" {
+		t.Fatalf("status %d code %s, want 409 RESET_METHOD_UNSUPPORTED", r.status, r.errCode())
+	}
+	if got := r.errBody().Error.Details["instanceIds"]; fmt.Sprint(got) != fmt.Sprint(ids(running, stopped)) {
+		t.Errorf("details.instanceIds = %v", got)
+	}
+	if msg := r.errBody().Error.Message; !strings.Contains(msg, "cannot edit disks") {
+		t.Errorf("message %q does not say why", msg)
+	}
+	assertNoOperations(t, e)
+
+	op := e.wait(e.admin, e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: ids(running, stopped), ForceStop: true, Password: goodPW}).ID)
+	if op.Status != apiv1.OperationSucceeded {
+		t.Fatalf("reset: %s %+v", op.Status, op.Items)
+	}
+	for _, it := range op.Items {
+		if it.Method != apiv1.MethodGuest {
+			t.Errorf("%s (%s): method %q, want guest", it.InstanceName, it.Mode, it.Method)
+		}
 	}
 }

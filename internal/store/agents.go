@@ -37,7 +37,7 @@ func (s *Store) UseAgentToken(ctx context.Context, q Querier, hash []byte, agent
 	var t AgentToken
 	var created, expires int64
 	err := s.c(q).QueryRowContext(ctx, `UPDATE agent_tokens SET used_at = ?, agent_id = ?
-		WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?
+		WHERE token_hash = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
 		RETURNING id, tenant_id, instance_name, created_by, created_at, expires_at`,
 		ms(now), agentID, hash, ms(now)).Scan(&t.ID, &t.Tenant, &t.InstanceName, &t.CreatedBy, &created, &expires)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -38,38 +38,44 @@ func (s *Store) UseReplayKey(ctx context.Context, key string, expires time.Time)
 	return fresh, err
 }
 
-// NumberTask gives an operation the next integer task id, in the
-// transaction that creates it, so an accepted operation always has its
-// number. Numbering an operation again does nothing.
-func (s *Store) NumberTask(ctx context.Context, q Querier, opID string) error {
-	if _, err := s.c(q).ExecContext(ctx,
-		`INSERT INTO dialect_tasks (operation_id, created_at) VALUES (?, ?) ON CONFLICT (operation_id) DO NOTHING`,
-		opID, ms(s.now())); err != nil {
-		return fmt.Errorf("number task: %w", err)
+// NumberTask gives an operation the next bare-metal task id of tenant, in
+// the transaction that creates it, so an accepted operation always has its
+// number. Numbers count per tenant from 1 and are never reused.
+func (s *Store) NumberTask(ctx context.Context, q Querier, tenant, opID string) (int64, error) {
+	var n int64
+	if err := s.c(q).QueryRowContext(ctx,
+		`INSERT INTO baremetal_task_counters (tenant_id, last_id) VALUES (?, 1)
+		 ON CONFLICT (tenant_id) DO UPDATE SET last_id = baremetal_task_counters.last_id + 1 RETURNING last_id`,
+		tenant).Scan(&n); err != nil {
+		return 0, fmt.Errorf("number task: %w", err)
 	}
-	return nil
+	if _, err := s.c(q).ExecContext(ctx,
+		`INSERT INTO baremetal_tasks (tenant_id, task_id, operation_id, created_at) VALUES (?, ?, ?, ?)`,
+		tenant, n, opID, ms(s.now())); err != nil {
+		return 0, fmt.Errorf("number task: %w", err)
+	}
+	return n, nil
 }
 
-// TaskNumber returns the integer task id of an operation, making one (the
-// next in sequence) for an operation older than numbering at creation.
+// TaskNumber returns the bare-metal task id of an operation; ErrNotFound
+// if it was not created through that API.
 func (s *Store) TaskNumber(ctx context.Context, opID string) (int64, error) {
 	var n int64
-	err := s.InTx(ctx, func(tx *sql.Tx) error {
-		if err := s.NumberTask(ctx, tx, opID); err != nil {
-			return err
-		}
-		if err := s.c(tx).QueryRowContext(ctx, `SELECT id FROM dialect_tasks WHERE operation_id = ?`, opID).Scan(&n); err != nil {
-			return fmt.Errorf("number task: %w", err)
-		}
-		return nil
-	})
-	return n, err
+	err := s.c(s.DB).QueryRowContext(ctx, `SELECT task_id FROM baremetal_tasks WHERE operation_id = ?`, opID).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("task of %s: %w", opID, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("get task: %w", err)
+	}
+	return n, nil
 }
 
-// OperationOfTask returns the operation id an integer task id stands for.
-func (s *Store) OperationOfTask(ctx context.Context, n int64) (string, error) {
+// OperationOfTask returns the operation tenant's task id n stands for.
+func (s *Store) OperationOfTask(ctx context.Context, tenant string, n int64) (string, error) {
 	var opID string
-	err := s.c(s.DB).QueryRowContext(ctx, `SELECT operation_id FROM dialect_tasks WHERE id = ?`, n).Scan(&opID)
+	err := s.c(s.DB).QueryRowContext(ctx, `SELECT operation_id FROM baremetal_tasks WHERE tenant_id = ? AND task_id = ?`,
+		tenant, n).Scan(&opID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("task %d: %w", n, ErrNotFound)
 	}

@@ -154,6 +154,9 @@ func (s *Store) SetInstanceGuest(ctx context.Context, q Querier, id string, gues
 	_, err := s.c(q).ExecContext(ctx, `UPDATE instances SET guest_driver = ?, guest_host = ?, guest_address = ?,
 		updated_at = ? WHERE id = ?`, guest.Driver, guest.Host, guest.Address, ms(s.now()), id)
 	if err != nil {
+		if lc := linkConflict(err); lc != nil {
+			return fmt.Errorf("instance %q: %w", id, lc)
+		}
 		return fmt.Errorf("set instance guest: %w", err)
 	}
 	return nil

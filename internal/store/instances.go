@@ -50,6 +50,9 @@ func (s *Store) CreateInstance(ctx context.Context, q Querier, in *apiv1.Instanc
 		in.ID, in.Tenant, in.Name, in.OSType, in.AdminUser, in.State, in.Power.Driver, in.Power.Host, in.Power.Address,
 		in.Guest.Driver, in.Guest.Host, in.Guest.Address, boolInt(in.GuestAlive), nullMS(in.GuestSeenAt), ms(now), ms(now))
 	if err != nil {
+		if lc := linkConflict(err); lc != nil {
+			return fmt.Errorf("instance %q: %w", in.ID, lc)
+		}
 		if isUniqueViolation(err) {
 			return fmt.Errorf("instance %q: %w", in.ID, ErrConflict)
 		}

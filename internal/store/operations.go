@@ -20,6 +20,9 @@ type ItemWork struct {
 	Seq         int
 	ForceStop   bool
 	StopMode    string
+	// WasRunning records that a reset found its machine on, so that a
+	// reset that fails once the machine is off starts it again.
+	WasRunning bool
 	// Deadline bounds the current waiting step (shutdown, boot, guest).
 	Deadline *time.Time
 	// SealedSecret is the sealed new password; nil once the item ended.
@@ -45,8 +48,8 @@ func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operat
 	now := ms(s.now())
 	for _, it := range items {
 		_, err := s.c(tx).ExecContext(ctx, `INSERT INTO items (operation_id, instance_id, seq, instance_name, kind, state, step,
-			mode, user_name, force_stop, stop_mode, sealed_secret, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			op.ID, it.InstanceID, it.Seq, it.InstanceName, op.Kind, it.State, it.Step, it.Mode, it.User,
+			mode, method, user_name, force_stop, stop_mode, sealed_secret, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			op.ID, it.InstanceID, it.Seq, it.InstanceName, op.Kind, it.State, it.Step, it.Mode, it.Method, it.User,
 			boolInt(it.ForceStop), it.StopMode, it.SealedSecret, now)
 		if err != nil {
 			return fmt.Errorf("create item: %w", err)
@@ -56,20 +59,21 @@ func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operat
 }
 
 const itemColumns = `i.operation_id, o.tenant_id, i.instance_id, i.seq, i.instance_name, i.kind, i.state, i.step, i.mode,
-	i.user_name, i.force_stop, i.stop_mode, i.deadline, i.error_code, i.message, i.attempts, i.sealed_secret,
-	i.started_at, i.finished_at, i.updated_at`
+	i.user_name, i.force_stop, i.stop_mode, i.deadline, i.error_code, i.message, i.detail, i.attempts, i.sealed_secret,
+	i.started_at, i.finished_at, i.updated_at, i.method, i.was_running`
 
 func scanItem(sc interface{ Scan(...any) error }) (ItemWork, error) {
 	var w ItemWork
-	var force int
+	var force, wasRunning int
 	var deadline, started, finished sql.NullInt64
 	var updated int64
 	err := sc.Scan(&w.OperationID, &w.Tenant, &w.InstanceID, &w.Seq, &w.InstanceName, &w.Kind, &w.State, &w.Step,
-		&w.Mode, &w.User, &force, &w.StopMode, &deadline, &w.ErrorCode, &w.Message, &w.Attempts, &w.SealedSecret,
-		&started, &finished, &updated)
+		&w.Mode, &w.User, &force, &w.StopMode, &deadline, &w.ErrorCode, &w.Message, &w.Detail, &w.Attempts, &w.SealedSecret,
+		&started, &finished, &updated, &w.Method, &wasRunning)
 	if err != nil {
 		return w, err
 	}
+	w.WasRunning = wasRunning == 1
 	w.StepSince = fromMS(updated)
 	w.ForceStop = force == 1
 	w.Deadline = fromNullMS(deadline)
@@ -94,10 +98,10 @@ func (s *Store) GetItem(ctx context.Context, q Querier, opID, instanceID string)
 // SaveItem writes an item's progress. It does not end the item: see
 // FinishItem.
 func (s *Store) SaveItem(ctx context.Context, q Querier, w *ItemWork) error {
-	_, err := s.c(q).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, mode = ?, deadline = ?, error_code = ?, message = ?,
-		attempts = ?, sealed_secret = ?, started_at = ?, finished_at = ?, updated_at = ?
+	_, err := s.c(q).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, mode = ?, method = ?, was_running = ?, deadline = ?,
+		error_code = ?, message = ?, detail = ?, attempts = ?, sealed_secret = ?, started_at = ?, finished_at = ?, updated_at = ?
 		WHERE operation_id = ? AND instance_id = ?`,
-		w.State, w.Step, w.Mode, nullMS(w.Deadline), w.ErrorCode, w.Message, w.Attempts, w.SealedSecret,
+		w.State, w.Step, w.Mode, w.Method, boolInt(w.WasRunning), nullMS(w.Deadline), w.ErrorCode, w.Message, w.Detail, w.Attempts, w.SealedSecret,
 		nullMS(w.StartedAt), nullMS(w.FinishedAt), ms(s.now()), w.OperationID, w.InstanceID)
 	if err != nil {
 		return fmt.Errorf("save item: %w", err)
@@ -117,10 +121,10 @@ func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork, instSta
 	w.FinishedAt = ptr(fromMS(ms(now)))
 	// Only the transition into a terminal state counts, so a retried
 	// finish after a crash cannot count an item twice.
-	res, err := s.c(tx).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, error_code = ?, message = ?, attempts = ?,
+	res, err := s.c(tx).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, error_code = ?, message = ?, detail = ?, attempts = ?,
 		sealed_secret = NULL, deadline = NULL, finished_at = ?, updated_at = ?
 		WHERE operation_id = ? AND instance_id = ? AND state NOT IN (?, ?)`,
-		w.State, w.Step, w.ErrorCode, w.Message, w.Attempts, ms(now), ms(now), w.OperationID, w.InstanceID,
+		w.State, w.Step, w.ErrorCode, w.Message, w.Detail, w.Attempts, ms(now), ms(now), w.OperationID, w.InstanceID,
 		apiv1.ItemSucceeded, apiv1.ItemFailed)
 	if err != nil {
 		return "", fmt.Errorf("finish item: %w", err)

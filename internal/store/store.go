@@ -111,7 +111,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("%w: it is at version %d, this fleetpass knows versions up to %d; run a fleetpass at least as new as the one that last ran on it", ErrSchemaTooNew, have, known)
 		}
 		if _, err := p.Up(ctx); err != nil {
-			return fmt.Errorf("migrate: %w", err)
+			return s.explainMigration(ctx, fmt.Errorf("migrate: %w", err))
 		}
 		return nil
 	})

@@ -51,6 +51,11 @@ type VMOptions struct {
 	Agent *AgentSeed
 	// MemoryMiB is the guest's memory; 0 means 256.
 	MemoryMiB int
+	// Root, when set, names the root filesystem for disk resets in the
+	// domain's fleetpass metadata (the guest's rootfs is an ext4 with no
+	// partition table: /dev/sda to libguestfs); empty leaves it to
+	// inspection.
+	Root string
 }
 
 // AgentSeed is what a guest needs to enrol fleetpass-agent.
@@ -167,6 +172,7 @@ func (l *Libvirt) DefineVM(t testing.TB, img *GuestImage, o VMOptions) *VM {
 		"Seed":         xmlEscape(seed),
 		"Console":      xmlEscape(v.console),
 		"AgentChannel": !o.NoAgentChannel,
+		"Root":         xmlEscape(o.Root),
 		"UUID":         "", // libvirt picks it
 	}
 	d, err := v.define(t)

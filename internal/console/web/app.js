@@ -15,8 +15,12 @@ const state = {
   onEvent: null,
   selection: new Map(), // id -> instance, kept across pages
   list: { namePrefix: "", state: "", os: "", limit: 50, cursors: [""], page: 0 },
-  // The generated password of an operation, shown once on its page.
+  // The generated passwords of just accepted operations (id -> password),
+  // each shown on its operation's page until the user leaves them.
   generated: null,
+  // The operations one reset became, one per tenant (an admin's selection
+  // over several tenants), listed on each of their pages.
+  split: null,
 };
 
 // ---- session
@@ -168,7 +172,7 @@ function route() {
   else if (parts[0] === "users" && state.session.admin) { mark("nav-users"); showUsers(); }
   else if (parts[0] === "instances" && parts[1]) showInstance(decodeURIComponent(parts[1]));
   else { mark("nav-instances"); showInstances(); }
-  if (!(parts[0] === "operations" && parts[1])) state.generated = null;
+  if (!(parts[0] === "operations" && parts[1])) { state.generated = null; state.split = null; }
 }
 
 function mark(id) {
@@ -283,11 +287,15 @@ async function startReset(instances) {
   try {
     // Read them again: the dialog's steps depend on their current state.
     const fresh = await Promise.all(instances.map((i) => call("GET", "/v1/instances/" + encodeURIComponent(i.id))));
-    await openResetDialog(fresh, (op) => {
+    await openResetDialog(fresh, (ops, failure) => {
       state.selection.clear();
-      state.generated = op.generatedPassword ? { op: op.id, password: op.generatedPassword } : null;
-      op.generatedPassword = "";
-      location.hash = "#/operations/" + encodeURIComponent(op.id);
+      state.generated = new Map();
+      for (const op of ops) {
+        if (op.generatedPassword) state.generated.set(op.id, op.generatedPassword);
+        op.generatedPassword = "";
+      }
+      state.split = ops.length > 1 || failure ? { ids: ops.map((op) => op.id), error: failure ? failure.message : "" } : null;
+      location.hash = "#/operations/" + encodeURIComponent(ops[0].id);
     });
   } catch (e) {
     if (failed(e)) return;
@@ -587,8 +595,9 @@ async function showOperation(id) {
     }
   };
   let generatedBox = null;
-  if (state.generated && state.generated.op === id) {
-    const code = h("code", { id: "generated-password" }, state.generated.password);
+  const generated = state.generated && state.generated.get(id);
+  if (generated) {
+    const code = h("code", { id: "generated-password" }, generated);
     const copied = h("span", { id: "copy-status", role: "status" });
     generatedBox = h("div", { class: "generated", id: "generated", role: "region", "aria-label": "Generated password" },
       h("p", {}, h("strong", {}, "The generated password. "), "It is shown only this once: copy it now and keep it somewhere safe."),
@@ -606,15 +615,27 @@ async function showOperation(id) {
         }
       } }, "Copy"),
       " ",
-      h("button", { type: "button", class: "secondary", id: "hide-password", onclick: () => { code.textContent = ""; generatedBox.remove(); state.generated = null; } }, "I have saved it"),
+      h("button", { type: "button", class: "secondary", id: "hide-password", onclick: () => { code.textContent = ""; generatedBox.remove(); } }, "I have saved it"),
       " ", copied);
-    state.generated = null;
+    state.generated.delete(id);
+  }
+  // A reset over several tenants became one operation per tenant: each of
+  // their pages lists them all.
+  let splitBox = "";
+  if (state.split && state.split.ids.includes(id)) {
+    const n = state.split.ids.length;
+    splitBox = h("div", { class: "notice", id: "split-notice", role: "status" },
+      h("p", {}, n > 1 ? `The selected instances belong to ${n} tenants, so the reset became ${n} operations, one per tenant:` : "The reset was accepted for some tenants only:"),
+      h("ul", {}, ...state.split.ids.map((oid) => h("li", {}, oid === id ? h("span", { class: "mono" }, oid + " (this one)") :
+        h("a", { href: "#/operations/" + encodeURIComponent(oid), class: "mono" }, oid)))),
+      state.split.error ? h("p", { class: "form-error", role: "alert" }, "Not accepted for the other tenants: " + state.split.error) : "");
   }
   main.append(
     h("p", {}, h("a", { href: "#/operations" }, "← Operations")),
     title(`${kindWords[op.kind] || op.kind} · ${op.id}`),
     h("p", {}, "Status: ", statusEl, ` · requested by ${op.requestedBy.id} on ${when(op.createdAt)}`),
     summaryEl,
+    splitBox,
     generatedBox || "",
     h("div", { class: "table-wrap" }, h("table", { class: "list", id: "progress" },
       h("caption", { class: "visually-hidden" }, "Progress per instance"),

@@ -204,27 +204,39 @@ export async function openResetDialog(instances, onAccepted) {
     generalError.hidden = true;
     instErrors.clear();
     renderInstances();
-    const body = { instanceIds: instances.map((i) => i.id), mode: isOnline() ? "online" : "offline" };
+    const body = { mode: isOnline() ? "online" : "offline" };
     if (userCustom.checked) body.user = userInput.value.trim();
     if (generate.checked) body.generate = true;
     else body.password = pw.value;
     if (needConsent()) body.forceStop = consent.checked;
     busy = true;
     renderFooter();
-    let op;
+    // One operation belongs to one tenant: an admin's selection over
+    // several tenants is sent as one request per tenant.
+    const groups = new Map();
+    for (const i of instances) {
+      if (!groups.has(i.tenant)) groups.set(i.tenant, []);
+      groups.get(i.tenant).push(i.id);
+    }
+    const ops = [];
+    let failure = null;
     try {
-      op = await call("POST", "/v1/password-resets", body, { "Idempotency-Key": newIdempotencyKey() });
+      for (const ids of groups.values()) {
+        ops.push(await call("POST", "/v1/password-resets", { ...body, instanceIds: ids }, { "Idempotency-Key": newIdempotencyKey() }));
+      }
     } catch (e) {
-      busy = false;
-      renderFooter();
-      showServerError(e);
-      return;
+      failure = e;
     } finally {
       body.password = "";
     }
     busy = false;
+    if (ops.length === 0) {
+      renderFooter();
+      showServerError(failure);
+      return;
+    }
     dlg.close();
-    onAccepted(op);
+    onAccepted(ops, failure);
   }
 
   function showServerError(e) {

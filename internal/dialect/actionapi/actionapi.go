@@ -11,6 +11,7 @@ package actionapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -113,7 +114,7 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, pr product, requestI
 		}
 		return a.writeErr(w, r, requestID, apiErr(codeInvalidParameter, "the request body could not be read"))
 	}
-	p, err := a.authenticate(r, body)
+	p, sig, err := a.authenticate(r, body)
 	if err != nil {
 		return a.writeErr(w, r, requestID, err)
 	}
@@ -121,19 +122,73 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, pr product, requestI
 	req, err := Parse(r.Header.Get("X-ZC-Action"), r.Header.Get("Content-Type"), body)
 	defer sealer.Wipe(req.Password)
 	if err != nil {
+		// Refused before the signature was recorded: it stays unused.
 		return a.writeErr(w, r, requestID, err)
 	}
-	resp, err := a.do(r.Context(), p, pr, req)
+	// ZC2 signs neither the path nor the action: the signature is bound
+	// to the first ones it came with, and an identical mutating request
+	// gets the first answer instead of running again.
+	use := core.SignedUse{Key: sig.ReplayKey, Scope: pr.path + " " + req.Action, Mutating: Mutating(req.Action),
+		Expires: sig.Timestamp.Add(zc2.MaxClockSkew)}
+	prev, err := a.svc.UseSignedRequest(r.Context(), use)
 	if err != nil {
 		return a.writeErr(w, r, requestID, err)
 	}
+	if prev != nil {
+		a.log.InfoContext(r.Context(), "identical signed request answered with the first one's answer",
+			"first_request_id", prev.RequestID)
+		w.Header().Set("X-Request-Id", prev.RequestID)
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(prev.Status)
+		w.Write(prev.Body)
+		return prev.Status
+	}
+	resp, err := a.do(r.Context(), p, pr, req)
+	if err != nil {
+		if use.Mutating {
+			// Core refusals come before anything is written: the same
+			// signature may be used again (the other path, say).
+			if rerr := a.svc.ReleaseSignedRequest(context.WithoutCancel(r.Context()), use.Key); rerr != nil {
+				a.log.ErrorContext(r.Context(), "could not release a refused request's signature", "err", rerr)
+			}
+		}
+		return a.writeErr(w, r, requestID, err)
+	}
 	resp["requestId"] = requestID
-	writeJSON(w, http.StatusOK, map[string]any{"requestId": requestID, "response": resp})
+	answer, err := json.Marshal(map[string]any{"requestId": requestID, "response": resp})
+	if err != nil {
+		return a.writeErr(w, r, requestID, err)
+	}
+	answer = append(answer, '\n')
+	if use.Mutating {
+		if err := a.svc.AnswerSignedRequest(context.WithoutCancel(r.Context()), use.Key,
+			core.SignedAnswer{Status: http.StatusOK, RequestID: requestID, Body: answer}); err != nil {
+			// The request ran: answer it anyway. An identical request in
+			// the window is then refused as still running, never run twice.
+			a.log.ErrorContext(r.Context(), "could not record a signed request's answer", "err", err)
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(answer)
 	return http.StatusOK
 }
 
-// authenticate verifies the signature and refuses its reuse.
-func (a *API) authenticate(r *http.Request, body []byte) (core.Principal, error) {
+// Mutating reports whether an action changes instances: such a request is
+// run once per signature, its repeats answered from the record.
+func Mutating(action string) bool {
+	switch action {
+	case ActionResetInstancesPassword, ActionStartInstances, ActionStopInstances, ActionRebootInstances:
+		return true
+	}
+	return false
+}
+
+// authenticate verifies the signature and takes the request from the
+// key's rate budget.
+func (a *API) authenticate(r *http.Request, body []byte) (core.Principal, zc2.Result, error) {
 	var p core.Principal
 	lookup := func(keyID string) ([]byte, error) {
 		secret, principal, err := a.svc.KeySecret(r.Context(), keyID)
@@ -145,14 +200,13 @@ func (a *API) authenticate(r *http.Request, body []byte) (core.Principal, error)
 	}
 	res, err := zc2.Verify(zc2.NewVerifyInput(r, body), lookup, a.now())
 	if err != nil {
-		return core.Principal{}, fromSignature(err)
+		return core.Principal{}, zc2.Result{}, fromSignature(err)
 	}
-	// Kept until the timestamp could no longer pass the skew check.
-	if err := a.svc.UseSignature(r.Context(), res.ReplayKey, res.Timestamp.Add(zc2.MaxClockSkew)); err != nil {
-		return core.Principal{}, err
+	if err := a.svc.Throttle(p, "action"); err != nil {
+		return core.Principal{}, zc2.Result{}, err
 	}
 	p.Address, p.RequestID = httpx.ClientAddr(r), httpx.RequestID(r.Context())
-	return p, nil
+	return p, res, nil
 }
 
 // do runs a parsed action and returns the fields of its "response".
@@ -247,6 +301,9 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, requestID string,
 	status, ok := statusOf[e.Code]
 	if !ok {
 		status = http.StatusInternalServerError
+	}
+	if d := core.RetryAfter(err); d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)))
 	}
 	if status >= 500 {
 		a.log.ErrorContext(r.Context(), "action API request failed", "code", e.Code, "err", err)

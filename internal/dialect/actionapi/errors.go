@@ -34,6 +34,8 @@ const (
 	codeKeyNotFound        = "AUTH_FAILURE_ACCESS_KEY_NOT_FOUND"
 	codeSignatureMismatch  = "AUTH_FAILURE_SIGNATURE_MISMATCH"
 	codeReplayed           = "AUTH_FAILURE_REQUEST_REPLAYED"
+	codeSignatureReused    = "AUTH_FAILURE_SIGNATURE_REUSED"
+	codeRequestLimit       = "REQUEST_LIMIT_EXCEEDED"
 	codeDatabase           = "INTERNAL_ERROR_DATABASE"
 	codeInternal           = "INTERNAL_ERROR"
 )
@@ -62,6 +64,8 @@ var statusOf = map[string]int{
 	codeKeyNotFound:        http.StatusUnauthorized,
 	codeSignatureMismatch:  http.StatusUnauthorized,
 	codeReplayed:           http.StatusUnauthorized,
+	codeSignatureReused:    http.StatusUnauthorized,
+	codeRequestLimit:       http.StatusTooManyRequests,
 	codeDatabase:           http.StatusServiceUnavailable,
 	codeInternal:           http.StatusInternalServerError,
 }
@@ -112,6 +116,10 @@ func fromCore(err error) *Error {
 		return &Error{Code: codeKeyNotFound, Message: "the access key is unknown or revoked"}
 	case core.CodeReplayedRequest:
 		return &Error{Code: codeReplayed, Message: msg}
+	case core.CodeSignatureReused:
+		return &Error{Code: codeSignatureReused, Message: msg}
+	case core.CodeRateLimited:
+		return &Error{Code: codeRequestLimit, Message: "too many requests for this access key; retry after the Retry-After seconds", Err: err}
 	case core.CodeStoreUnavailable:
 		return &Error{Code: codeDatabase, Message: msg, Err: err}
 	}

@@ -26,6 +26,8 @@ func TestCoreErrorsMapToTheAPIsCodes(t *testing.T) {
 		{&core.Error{Code: core.CodeTooManyInstances}, codeTooManyInstances, 400},
 		{&core.Error{Code: core.CodeDuplicateInstanceID}, codeDuplicateInstance, 400},
 		{&core.Error{Code: core.CodeReplayedRequest}, codeReplayed, 401},
+		{&core.Error{Code: core.CodeSignatureReused}, codeSignatureReused, 401},
+		{&core.Error{Code: core.CodeRateLimited}, codeRequestLimit, 429},
 		{&core.Error{Code: core.CodeStoreUnavailable, Err: errors.New("disk full")}, codeDatabase, 503},
 		{&core.Error{Code: core.CodeInternal, Err: errors.New("boom")}, codeInternal, 500},
 	} {

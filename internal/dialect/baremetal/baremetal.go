@@ -141,7 +141,9 @@ func readParams(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 
 var errMethod = errors.New("method not allowed")
 
-// authenticate verifies the signature and refuses a reused nonce.
+// authenticate verifies the signature, takes the request from the key's
+// rate budget and refuses a reused nonce. A throttled request does not use
+// up its nonce.
 func (a *API) authenticate(r *http.Request, params url.Values) (core.Principal, error) {
 	var p core.Principal
 	lookup := func(id string) ([]byte, error) {
@@ -156,6 +158,9 @@ func (a *API) authenticate(r *http.Request, params url.Values) (core.Principal, 
 	if err != nil {
 		return core.Principal{}, fromSignature(err)
 	}
+	if err := a.svc.Throttle(p, "baremetal"); err != nil {
+		return core.Principal{}, err
+	}
 	if err := a.svc.UseSignature(r.Context(), res.ReplayKey, res.Timestamp.Add(capi2.MaxClockSkew)); err != nil {
 		return core.Principal{}, err
 	}
@@ -168,7 +173,7 @@ func (a *API) do(ctx context.Context, p core.Principal, req Request) (any, error
 	case ActionResetDevicePasswd:
 		policy := password.BareMetal()
 		op, err := a.svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, Mode: apiv1.ModeOnline,
-			Password: req.Passwd, Policy: &policy, Require: core.RequireRunningGuest})
+			Password: req.Passwd, Policy: &policy, Require: core.RequireRunningGuest, NumberTask: true})
 		if err != nil {
 			return nil, err
 		}
@@ -329,6 +334,9 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) int {
 		a.log.ErrorContext(r.Context(), "bare-metal API request failed", "code", e.Code, "err", err)
 	}
 	status := http.StatusOK
+	if d := core.RetryAfter(err); d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)))
+	}
 	if errors.Is(err, errMethod) {
 		status = http.StatusMethodNotAllowed
 	}

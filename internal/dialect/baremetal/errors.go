@@ -17,6 +17,7 @@ const (
 	codeOK              = 0
 	codeCommonParameter = 4000 // a common parameter is missing or wrong, or the Action is unknown
 	codeAuthFailure     = 4100 // unknown SecretId or a signature that does not match
+	codeRequestLimit    = 4400 // RequestLimitExceeded: the key's rate budget is spent
 	codeReplay          = 4500 // stale Timestamp, or a Nonce already used
 	codeServerInternal  = 6000
 	codeDBError         = 9001  // InternalError.DbError
@@ -70,6 +71,8 @@ func fromCore(err error) *Error {
 		return invalidParameter(ce.Message)
 	case core.CodeUnauthenticated:
 		return &Error{Code: codeAuthFailure, Desc: "AuthFailure.SecretIdNotFound", Message: "the SecretId is unknown or revoked"}
+	case core.CodeRateLimited:
+		return &Error{Code: codeRequestLimit, Desc: "RequestLimitExceeded", Message: "too many requests for this SecretId; retry after the Retry-After seconds", Err: err}
 	case core.CodeReplayedRequest:
 		return &Error{Code: codeReplay, Desc: "AuthFailure.ReplayAttack", Message: "this Nonce was already used with this Timestamp and SecretId"}
 	}

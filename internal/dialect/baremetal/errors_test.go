@@ -23,6 +23,7 @@ func TestCoreErrorsMapToTheDocumentsModuleCodes(t *testing.T) {
 		{core.CodePasswordPolicy, 10001, "InvalidParameter"},
 		{core.CodeTaskNotFound, 10001, "InvalidParameter"},
 		{core.CodeReplayedRequest, 4500, "AuthFailure.ReplayAttack"},
+		{core.CodeRateLimited, 4400, "RequestLimitExceeded"},
 		{core.CodeInternal, 6000, "InternalError"},
 	} {
 		t.Run(c.core, func(t *testing.T) {

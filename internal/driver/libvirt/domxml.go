@@ -26,7 +26,8 @@ type domainXML struct {
 	XMLName  xml.Name `xml:"domain"`
 	Metadata struct {
 		Fleetpass struct {
-			OS string `xml:"os"`
+			OS   string `xml:"os"`
+			Root string `xml:"root"`
 		} `xml:"https://fleetpass.dev/xmlns/libvirt/1 instance"`
 		Libosinfo struct {
 			OS struct {
@@ -40,12 +41,49 @@ type domainXML struct {
 			Name string `xml:"name,attr"`
 		} `xml:"target"`
 	} `xml:"devices>channel"`
+	Disks []struct {
+		Type   string `xml:"type,attr"`
+		Device string `xml:"device,attr"`
+		Driver struct {
+			Type string `xml:"type,attr"`
+		} `xml:"driver"`
+		Source struct {
+			File       string    `xml:"file,attr"`
+			Dev        string    `xml:"dev,attr"`
+			Pool       string    `xml:"pool,attr"`
+			Volume     string    `xml:"volume,attr"`
+			Protocol   string    `xml:"protocol,attr"`
+			Encryption *struct{} `xml:"encryption"`
+		} `xml:"source"`
+		// Encryption directly under <disk> is libvirt's older place.
+		Encryption *struct{} `xml:"encryption"`
+		ReadOnly   *struct{} `xml:"readonly"`
+		Shareable  *struct{} `xml:"shareable"`
+		Target     struct {
+			Dev string `xml:"dev,attr"`
+		} `xml:"target"`
+	} `xml:"devices>disk"`
+}
+
+// diskXML is one <disk> of a domain as disk resets need it.
+type diskXML struct {
+	Type, Device, Format string
+	File, Dev            string
+	Pool, Volume         string
+	Protocol             string
+	Encrypted            bool
+	ReadOnly, Shareable  bool
+	Target               string
 }
 
 // domainInfo is what Domains reports from a domain's XML.
 type domainInfo struct {
 	OSType       string // "linux", "windows" or ""
 	AgentChannel bool
+	// Root is the root filesystem the domain's fleetpass metadata names
+	// for disk resets (<fleetpass:instance><root>), or "".
+	Root  string
+	Disks []diskXML
 }
 
 // maxDomainXML bounds the XML we parse. Real domains' XML is a few KiB to
@@ -71,6 +109,13 @@ func parseDomainXML(data []byte) (domainInfo, error) {
 		}
 	}
 	info.OSType = osType(d.Metadata.Fleetpass.OS, d.Metadata.Libosinfo.OS.ID)
+	info.Root = strings.TrimSpace(d.Metadata.Fleetpass.Root)
+	for _, x := range d.Disks {
+		info.Disks = append(info.Disks, diskXML{Type: x.Type, Device: x.Device, Format: x.Driver.Type,
+			File: x.Source.File, Dev: x.Source.Dev, Pool: x.Source.Pool, Volume: x.Source.Volume,
+			Protocol: x.Source.Protocol, Encrypted: x.Encryption != nil || x.Source.Encryption != nil,
+			ReadOnly: x.ReadOnly != nil, Shareable: x.Shareable != nil, Target: x.Target.Dev})
+	}
 	return info, nil
 }
 

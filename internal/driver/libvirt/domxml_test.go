@@ -70,7 +70,7 @@ func TestParseDomainXML(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseDomainXML: %v", err)
 			}
-			if got != tt.want {
+			if got.OSType != tt.want.OSType || got.AgentChannel != tt.want.AgentChannel {
 				t.Errorf("parseDomainXML = %+v, want %+v", got, tt.want)
 			}
 		})
@@ -83,10 +83,11 @@ func FuzzParseDomainXML(f *testing.F) {
 	f.Add(domXML(`<libosinfo:libosinfo xmlns:libosinfo="`+libosinfoNS+`"><libosinfo:os id="http://microsoft.com/win/11"/></libosinfo:libosinfo>`, ""))
 	f.Add(`<domain><devices><channel><target type="virtio" name="org.qemu.guest_agent.0"/></channel></devices></domain>`)
 	f.Add(`<domain>`)
+	f.Add(`<domain><devices><disk type="file" device="disk"><driver type="qcow2"/><source file="/a b"><encryption/></source><readonly/></disk></devices></domain>`)
 	f.Fuzz(func(t *testing.T, data string) {
 		info, err := parseDomainXML([]byte(data))
 		if err != nil {
-			if info != (domainInfo{}) {
+			if info.OSType != "" || info.AgentChannel || info.Root != "" || info.Disks != nil {
 				t.Fatalf("error %v with a non-zero result %+v", err, info)
 			}
 			return
@@ -100,4 +101,37 @@ func FuzzParseDomainXML(f *testing.F) {
 			t.Fatalf("agent channel found in XML that does not name it: %q", data)
 		}
 	})
+}
+
+func TestParseDomainXMLReadsDisksAndRoot(t *testing.T) {
+	x := `<domain><metadata><fleetpass:instance xmlns:fleetpass="` + metadataNS + `"><root> /dev/sda1 </root></fleetpass:instance></metadata>
+<devices>
+  <disk type="file" device="disk"><driver name="qemu" type="qcow2"/><source file="/v/a.qcow2"/><target dev="vda"/></disk>
+  <disk type="block" device="disk"><driver type="raw"/><source dev="/dev/sdz"/><target dev="vdb"/><readonly/></disk>
+  <disk type="file" device="cdrom"><source file="/iso"/><target dev="hdc"/></disk>
+  <disk type="network" device="disk"><source protocol="rbd" name="p/i"/><target dev="vdc"/></disk>
+  <disk type="file" device="disk"><source file="/v/luks.img"><encryption format="luks"/></source><target dev="vdd"/></disk>
+</devices></domain>`
+	info, err := parseDomainXML([]byte(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Root != "/dev/sda1" {
+		t.Errorf("Root = %q", info.Root)
+	}
+	want := []diskXML{
+		{Type: "file", Device: "disk", Format: "qcow2", File: "/v/a.qcow2", Target: "vda"},
+		{Type: "block", Device: "disk", Format: "raw", Dev: "/dev/sdz", Target: "vdb", ReadOnly: true},
+		{Type: "file", Device: "cdrom", File: "/iso", Target: "hdc"},
+		{Type: "network", Device: "disk", Protocol: "rbd", Target: "vdc"},
+		{Type: "file", Device: "disk", File: "/v/luks.img", Target: "vdd", Encrypted: true},
+	}
+	if len(info.Disks) != len(want) {
+		t.Fatalf("Disks = %+v", info.Disks)
+	}
+	for i := range want {
+		if info.Disks[i] != want[i] {
+			t.Errorf("disk %d = %+v, want %+v", i, info.Disks[i], want[i])
+		}
+	}
 }

@@ -71,6 +71,11 @@ type Config struct {
 	// connected host sends, and of its connection health check. Default
 	// 60s.
 	ResyncInterval time.Duration
+	// Disk, when set, lets the driver reset passwords of shut-off domains
+	// on the local host by editing their disks (driver.DiskEditor); nil
+	// leaves disk resets unavailable, for the reason DiskUnavailable gives.
+	Disk            DiskResetter
+	DiskUnavailable string
 }
 
 // Defaults for Config's zero fields.

@@ -13,16 +13,18 @@
 //
 // The scheme signs neither the path nor X-ZC-Action: a signature made for one
 // action is valid for another during its five minutes. That is the
-// published scheme, so it is kept; TLS and replay refusal (see
-// Result.ReplayKey) are what stop a captured request from being reused.
+// published scheme, so it is kept; TLS and the caller's replay rules (see
+// Result.ReplayKey) are what stop a captured request from being reused for
+// another action.
 //
 // Content-Type and Host are signed exactly as received: no lower-casing, no
 // trimming beyond what net/http already does to header values, no collapsing
 // of inner spaces. Any rewriting here would let two different headers share
 // a signature, and clients sign what they send.
 //
-// Replay refusal needs state shared by all replicas, so it is left to the
-// caller, who stores Result.ReplayKey until Result.Timestamp + MaxClockSkew.
+// Replay rules need state shared by all replicas, so they are left to the
+// caller, who records Result.ReplayKey, with the action and path it came
+// with, until Result.Timestamp + MaxClockSkew.
 package zc2
 
 import (

@@ -25,7 +25,7 @@ func Run(t *testing.T, open Opener) {
 		{"MillisecondTimesBeyond32Bits", testTimes},
 		{"DuplicateIDsAreConflicts", testConflicts},
 		{"SearchInstancesFiltersPagesAndCounts", testSearchInstances},
-		{"TaskNumbersIncreaseAndAreStable", testTaskNumbers},
+		{"TaskNumbersCountPerTenantFromOne", testTaskNumbers},
 		{"ReplayKeyIsRefusedUntilItExpires", testReplayKeys},
 		{"IdempotencyKeyIsTakenOnce", testIdempotency},
 		{"InstanceLockIsHeldByOneOperation", testInstanceLock},
@@ -170,20 +170,32 @@ func testSearchInstances(t *testing.T, s *store.Store) {
 
 func testTaskNumbers(t *testing.T, s *store.Store) {
 	ctx := context.Background()
-	a, err := s.TaskNumber(ctx, "op-a")
-	if err != nil {
-		t.Fatal(err)
+	number := func(tenant, op string) int64 {
+		t.Helper()
+		var n int64
+		if err := s.InTx(ctx, func(tx *sql.Tx) (err error) {
+			n, err = s.NumberTask(ctx, tx, tenant, op)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	b, _ := s.TaskNumber(ctx, "op-b")
-	again, _ := s.TaskNumber(ctx, "op-a")
-	if b <= a || again != a {
-		t.Fatalf("a %d, b %d, a again %d", a, b, again)
+	a1, b1, a2 := number("acme", "op-a1"), number("beta", "op-b1"), number("acme", "op-a2")
+	if a1 != 1 || b1 != 1 || a2 != 2 {
+		t.Fatalf("acme %d then %d, beta %d; want 1, 2 and 1", a1, a2, b1)
 	}
-	if op, err := s.OperationOfTask(ctx, b); err != nil || op != "op-b" {
+	if n, err := s.TaskNumber(ctx, "op-a2"); err != nil || n != 2 {
+		t.Fatalf("task of op-a2: %d %v", n, err)
+	}
+	if _, err := s.TaskNumber(ctx, "op-never-numbered"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("an operation never numbered has a task: %v", err)
+	}
+	if op, err := s.OperationOfTask(ctx, "beta", 1); err != nil || op != "op-b1" {
 		t.Fatalf("%q %v", op, err)
 	}
-	if _, err := s.OperationOfTask(ctx, b+1000); err == nil {
-		t.Fatal("an unknown task was found")
+	if _, err := s.OperationOfTask(ctx, "beta", 2); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal("beta's task 2 was found: another tenant's number leaked across")
 	}
 }
 

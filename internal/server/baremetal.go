@@ -1,0 +1,46 @@
+package server
+
+import (
+	"context"
+
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/driver/ipmi"
+	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/inventory"
+)
+
+// addBMCDrivers adds the IPMI power driver of bare-metal servers. Its
+// credentials are read from the database (sealed) by the core service at
+// each session's opening, so the service must be set before first use.
+func (s *Server) addBMCDrivers(d *engine.Drivers) {
+	cfg := s.cfg.IPMI
+	if cfg.Log == nil {
+		cfg.Log = s.log
+	}
+	s.ipmi = ipmi.New(ipmi.CredentialsFunc(s.bmcCredentials), cfg)
+	d.Power[core.IPMIDriver] = s.ipmi
+}
+
+func (s *Server) bmcCredentials(ctx context.Context, ref driver.Ref) (ipmi.BMC, error) {
+	b, err := s.svc.BMCOf(ctx, ref.InstanceID)
+	if err != nil {
+		return ipmi.BMC{}, err
+	}
+	return ipmi.BMC{Address: b.Address, User: b.User, Password: b.Password, CipherSuite: b.CipherSuite}, nil
+}
+
+// startBMCs installs the BMC checker and the BMC watcher.
+func (s *Server) startBMCs() {
+	s.svc.SetBMCChecker(bmcChecker{s.ipmi})
+	s.syncer.LeavePower(core.IPMIDriver)
+	s.bmcWatch = inventory.NewBMCWatcher(s.svc, s.store, core.IPMIDriver, s.ipmi, s.cfg.BMCSyncInterval, s.log)
+}
+
+// bmcChecker checks BMCs for the core service with the IPMI driver.
+type bmcChecker struct{ d *ipmi.Driver }
+
+func (c bmcChecker) CheckBMC(ctx context.Context, powerDriver string, b core.BMCLogin) (core.BMCCheck, error) {
+	p, err := c.d.Probe(ctx, ipmi.BMC{Address: b.Address, User: b.User, Password: b.Password, CipherSuite: b.CipherSuite})
+	return core.BMCCheck{On: p.On, AcceptsSuite0: p.AcceptsSuite0}, err
+}

@@ -1,0 +1,403 @@
+package server
+
+// Regression tests of the front doors (issue 10, items 9-12 and 14-22):
+// each is named after the failure it pins. They drive a whole server in
+// process through its public HTTP interfaces, as a client would.
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
+)
+
+// opCount is the number of operations k may see.
+func (e *env) opCount(k key) int {
+	e.t.Helper()
+	var list apiv1.OperationList
+	e.mustDo(k, "GET", "/v1/operations?limit=200", nil, http.StatusOK, &list)
+	return len(list.Operations)
+}
+
+// ---- item 9: ZC2 replays
+
+func TestSecurity_IdenticalSignedReadsWithinOneSecondAreServed(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	in := e.addMachine(machineOpts{name: "web", running: true})
+	at := time.Now()
+	body := `{"instanceIds": ["` + in.ID + `"]}`
+	for _, path := range []string{"/api/v2/vm", "/api/v2/vm", "/api/v2/vm"} {
+		resp := actionOK(t, e.sendAction(actionCall{key: k, path: path, action: "DescribeInstancesStatus", body: body, at: at}))
+		if resp["totalCount"] != float64(1) {
+			t.Fatalf("poll answered %v", resp)
+		}
+	}
+}
+
+func TestSecurity_IdenticalMutatingRequestRunsOnceAndRepeatsTheFirstAnswer(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	in := e.addMachine(machineOpts{name: "web", running: true})
+	call := actionCall{key: k, path: "/api/v2/zec", action: "StopInstances", body: `{"instanceIds": ["` + in.ID + `"]}`, at: time.Now()}
+	first := e.sendAction(call)
+	firstResp := actionOK(t, first)
+	for range 2 {
+		again := e.sendAction(call)
+		resp := actionOK(t, again)
+		if resp["operationId"] != firstResp["operationId"] || resp["requestId"] != firstResp["requestId"] {
+			t.Fatalf("a repeat answered %v, want the first answer %v", resp, firstResp)
+		}
+		if again.header.Get("X-Request-Id") != first.header.Get("X-Request-Id") {
+			t.Fatalf("a repeat carries request id %q, want the first one's %q", again.header.Get("X-Request-Id"), first.header.Get("X-Request-Id"))
+		}
+	}
+	if n := e.opCount(k); n != 1 {
+		t.Fatalf("%d operations after three identical StopInstances, want 1", n)
+	}
+	e.wait(k, firstResp["operationId"].(string))
+}
+
+func TestSecurity_ASignatureUsedForAReadCannotBecomeAStop(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	in := e.addMachine(machineOpts{name: "web", running: true})
+	at := time.Now()
+	body := `{"instanceIds": ["` + in.ID + `"]}`
+	actionOK(t, e.sendAction(actionCall{key: k, action: "DescribeInstances", body: body, at: at}))
+	for _, c := range []struct{ path, action string }{
+		{"/api/v2/vm", "StopInstances"},
+		{"/api/v2/zec", "StopInstances"},
+		{"/api/v2/zec", "DescribeInstances"},
+	} {
+		r := e.sendAction(actionCall{key: k, path: c.path, action: c.action, body: body, at: at})
+		actionError(t, r, http.StatusUnauthorized, "AUTH_FAILURE_SIGNATURE_REUSED")
+	}
+	if n := e.opCount(k); n != 0 {
+		t.Fatalf("%d operations: the captured read ran as a stop", n)
+	}
+	if got := e.instance(k, in.ID).State; got != apiv1.StateRunning {
+		t.Fatalf("state %s, want RUNNING", got)
+	}
+}
+
+func TestSecurity_ARefusedRequestDoesNotUseUpItsSignature(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	in := e.addMachine(machineOpts{name: "web", running: true})
+	const pw = "Both+Paths1"
+	at := time.Now()
+	body := resetBody(pw, in.ID)
+	// The VM path resets stopped instances only: refused, nothing ran.
+	actionError(t, e.sendAction(actionCall{key: k, path: "/api/v2/vm", action: "ResetInstancesPassword", body: body, at: at}),
+		http.StatusBadRequest, "OPERATION_DENIED_INSTANCE_NOT_STOPPED")
+	// The same body, the same second, on the ZEC path: served.
+	resp := actionOK(t, e.sendAction(actionCall{key: k, path: "/api/v2/zec", action: "ResetInstancesPassword", body: body, at: at}))
+	if op := e.wait(k, resp["operationId"].(string)); op.Status != apiv1.OperationSucceeded {
+		t.Fatalf("operation %s: %+v", op.Status, op.Items)
+	}
+	if !e.checkPassword(in, "root", pw) {
+		t.Fatal("the new password does not work")
+	}
+	e.assertNoSecret(pw)
+}
+
+func TestSecurity_AnIdenticalRequestToAnotherReplicaIsAnsweredFromTheDatabase(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	in := e.addMachine(machineOpts{name: "web", running: true})
+	call := actionCall{key: k, path: "/api/v2/zec", action: "RebootInstances", body: `{"instanceIds": ["` + in.ID + `"]}`, at: time.Now()}
+	first := actionOK(t, e.sendAction(call))
+	e.wait(k, first["operationId"].(string))
+	// The record is a row, not this process's memory: what another
+	// replica reads is what this one wrote.
+	var scope string
+	var answered int
+	if err := e.srv.store.DB.QueryRow(`SELECT scope, answered FROM signed_requests`).Scan(&scope, &answered); err != nil || answered != 1 ||
+		scope != "/api/v2/zec RebootInstances" {
+		t.Fatalf("signed request row: scope %q answered %v (%v)", scope, answered, err)
+	}
+	if again := actionOK(t, e.sendAction(call)); again["operationId"] != first["operationId"] {
+		t.Fatalf("the repeat ran again: %v", again)
+	}
+}
+
+// ---- item 10: rate limits at every front door
+
+func TestSecurity_RateLimitsApplyAtEveryFrontDoorInItsOwnFormat(t *testing.T) {
+	e := newEnv(t, envOpts{rateLimit: 0.01, burst: 3})
+	k1, k2, k3 := e.newKey("acme"), e.newKey("acme"), e.newKey("acme")
+	t.Run("action API", func(t *testing.T) {
+		k := k1
+		var last reply
+		for range 4 {
+			last = e.sendAction(actionCall{key: k, action: "DescribeInstances", body: "{}"})
+		}
+		actionError(t, last, http.StatusTooManyRequests, "REQUEST_LIMIT_EXCEEDED")
+		if s, err := strconv.Atoi(last.header.Get("Retry-After")); err != nil || s < 1 {
+			t.Fatalf("Retry-After %q", last.header.Get("Retry-After"))
+		}
+	})
+	t.Run("bare-metal API", func(t *testing.T) {
+		k := k2
+		var r reply
+		var a bmAnswer
+		for range 4 {
+			r, a = e.sendBM(bmCall{key: k, params: url.Values{"Action": {"DescribeDeviceList"}}})
+		}
+		bmError(t, r, a, http.StatusOK, 4400)
+		if a.CodeDesc != "RequestLimitExceeded" || r.header.Get("Retry-After") == "" {
+			t.Fatalf("got %s, Retry-After %q", r.body, r.header.Get("Retry-After"))
+		}
+	})
+	t.Run("one budget across doors", func(t *testing.T) {
+		k := k3
+		e.mustDo(k, "GET", "/v1/instances", nil, http.StatusOK, nil)
+		actionOK(t, e.sendAction(actionCall{key: k, action: "DescribeInstances", body: "{}"}))
+		actionOK(t, e.sendAction(actionCall{key: k, path: "/api/v2/zec", action: "DescribeInstances", body: "{}"}))
+		_, a := e.sendBM(bmCall{key: k, params: url.Values{"Action": {"DescribeDeviceList"}}})
+		if a.Code != 4400 {
+			t.Fatalf("a third door multiplied the key's budget: %+v", a)
+		}
+	})
+}
+
+// ---- item 11: Authorization schemes
+
+func TestSecurity_AuthorizationSchemeNamesAreCaseInsensitive(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "bEaReR"} {
+		r := e.do(key{}, "GET", "/v1/instances", nil, "Authorization", scheme+" "+k.id+":"+k.secret)
+		if r.status != http.StatusOK {
+			t.Errorf("%s: status %d: %s", scheme, r.status, r.body)
+		}
+	}
+	r := e.do(key{}, "GET", "/v1/instances", nil, "Authorization", "basic "+basicCreds(k))
+	if r.status != http.StatusOK {
+		t.Errorf("basic: status %d: %s", r.status, r.body)
+	}
+	r = e.do(key{}, "GET", "/v1/instances", nil, "Authorization", "Bearerx "+k.id+":"+k.secret)
+	if r.status != http.StatusUnauthorized {
+		t.Errorf("an unknown scheme was accepted: %d", r.status)
+	}
+}
+
+// ---- item 17: bare-metal task ids
+
+func TestSecurity_BareMetalTaskIDsCountOnlyItsOwnOperationsPerTenant(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	acme, beta := e.newKey("acme"), e.newKey("beta")
+	a := e.addMachine(machineOpts{name: "a", running: true})
+	b := e.addMachine(machineOpts{name: "b", tenant: "beta", running: true})
+	// Operations made through other front doors take no task id.
+	e.wait(acme, e.reset(acme, apiv1.PasswordReset{InstanceIDs: []string{a.ID}, Generate: true}).ID)
+	task := func(k key, id, pw string) int64 {
+		t.Helper()
+		_, ans := e.sendBM(bmCall{key: k, params: devicePasswd(pw, id)})
+		var d struct{ TaskID int64 }
+		if err := json.Unmarshal(ans.Data, &d); ans.Code != 0 || err != nil {
+			t.Fatalf("%+v", ans)
+		}
+		e.pollTask(k, "DescribeOperationResult", d.TaskID)
+		return d.TaskID
+	}
+	if n := task(acme, a.ID, "abc123456"); n != 1 {
+		t.Fatalf("acme's first bare-metal task is %d, want 1", n)
+	}
+	if n := task(beta, b.ID, "abc123456"); n != 1 {
+		t.Fatalf("beta's first bare-metal task is %d, want 1 (numbered per tenant)", n)
+	}
+	if n := task(acme, a.ID, "xyz987654"); n != 2 {
+		t.Fatalf("acme's second bare-metal task is %d, want 2", n)
+	}
+	// beta's task 2 does not exist, whoever else has a task 2.
+	_, ans := e.sendBM(bmCall{key: beta, params: url.Values{"Action": {"DescribeOperationResult"}, "taskId": {"2"}}})
+	if ans.Code != 10001 {
+		t.Fatalf("beta's task 2: %+v", ans)
+	}
+}
+
+func basicCreds(k key) string {
+	r, _ := http.NewRequest("GET", "/", nil)
+	r.SetBasicAuth(k.id, k.secret)
+	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
+}
+
+// ---- item 12: control characters at input
+
+func TestSecurity_ControlCharactersAreRefusedInNamesAtInput(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	for _, bad := range []string{"clear\x1b[2J", "bell\x07", "del\x7f", "c1\u009b31m", "nl\nname", "nul\x00"} {
+		t.Run(strconv.Quote(bad), func(t *testing.T) {
+			for _, c := range []struct {
+				path string
+				body any
+			}{
+				{"/v1/instances", apiv1.InstanceCreate{Name: bad, OSType: "linux",
+					Power: apiv1.DriverLink{Driver: "sim", Address: "m-x"}, Guest: apiv1.DriverLink{Driver: "sim", Address: "m-x"}}},
+				{"/v1/agent-tokens", apiv1.AgentTokenCreate{InstanceName: bad}},
+				{"/v1/keys", apiv1.KeyCreate{Name: bad}},
+				{"/v1/hosts", apiv1.HostCreate{URI: "test:///default", Name: bad}},
+			} {
+				who := k
+				if c.path == "/v1/instances" || c.path == "/v1/hosts" {
+					who = e.admin // operator-only calls: the name check must still refuse
+				}
+				r := e.do(who, "POST", c.path, c.body)
+				if r.status != http.StatusBadRequest || r.errCode() != "INVALID_ARGUMENT" ||
+					!strings.Contains(strings.ToLower(r.errBody().Error.Message), "name") {
+					t.Errorf("POST %s with a control character: %d %s", c.path, r.status, r.body)
+				}
+			}
+			// An agent's host name too.
+			var tok apiv1.AgentTokenCreated
+			e.mustDo(k, "POST", "/v1/agent-tokens", apiv1.AgentTokenCreate{}, http.StatusCreated, &tok)
+			r := e.do(key{}, "POST", "/agent/v1/enroll", map[string]any{"token": tok.Token, "hostname": bad, "os": "linux",
+				"version": "1", "publicKey": make([]byte, 32)})
+			if r.status != http.StatusBadRequest {
+				t.Errorf("enrolment with hostname %q: %d %s", bad, r.status, r.body)
+			}
+		})
+	}
+	var list apiv1.InstanceList
+	e.mustDo(e.admin, "GET", "/v1/instances", nil, http.StatusOK, &list)
+	if len(list.Instances) != 0 {
+		t.Fatalf("instances were registered: %+v", list.Instances)
+	}
+}
+
+// ---- item 14: GET / in a browser
+
+func TestSecurity_ABrowserOpeningTheRootIsSentToTheConsole(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(accept string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.http.URL+"/", nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	// What Chromium and Firefox send for a typed address.
+	browser := get("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8")
+	if browser.StatusCode != http.StatusFound || browser.Header.Get("Location") != "/console/" {
+		t.Fatalf("a browser got %d Location %q, want 302 to /console/", browser.StatusCode, browser.Header.Get("Location"))
+	}
+	for _, accept := range []string{"", "*/*", "application/json"} {
+		if r := get(accept); r.StatusCode != http.StatusOK || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/plain") {
+			t.Errorf("Accept %q: %d %s, want the plain answer", accept, r.StatusCode, r.Header.Get("Content-Type"))
+		}
+	}
+}
+
+// ---- item 22: API nits
+
+func TestSecurity_AnUnknownListFilterIsRefusedNotAnsweredEmpty(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.addMachine(machineOpts{name: "web", running: true})
+	for _, path := range []string{"/v1/instances?state=ASLEEP", "/v1/instances?state=runnin", "/v1/instances?os=plan9",
+		"/v1/operations?status=done"} {
+		if r := e.do(e.admin, "GET", path, nil); r.status != http.StatusBadRequest || r.errCode() != "INVALID_ARGUMENT" {
+			t.Errorf("GET %s: %d %s, want 400 INVALID_ARGUMENT", path, r.status, r.body)
+		}
+	}
+	// Known values in any case still filter.
+	var list apiv1.InstanceList
+	e.mustDo(e.admin, "GET", "/v1/instances?state=running", nil, http.StatusOK, &list)
+	if len(list.Instances) != 1 {
+		t.Fatalf("state=running listed %d instances", len(list.Instances))
+	}
+}
+
+// nullArrays reports the paths of JSON nulls in v where a list belongs
+// (every null, since the API's optional fields are omitted instead).
+func nullArrays(path string, v any) []string {
+	var out []string
+	switch x := v.(type) {
+	case nil:
+		return []string{path}
+	case map[string]any:
+		for k, c := range x {
+			out = append(out, nullArrays(path+"."+k, c)...)
+		}
+	case []any:
+		for i, c := range x {
+			out = append(out, nullArrays(path+"["+strconv.Itoa(i)+"]", c)...)
+		}
+	}
+	return out
+}
+
+func TestSecurity_ListsAreEmptyArraysNeverNull(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("empty")
+	for _, who := range []key{k, e.admin} {
+		for _, path := range []string{"/v1/instances", "/v1/instances?state=ERROR", "/v1/operations", "/v1/keys", "/v1/tenants",
+			"/v1/audit", "/v1/hosts"} {
+			r := e.do(who, "GET", path, nil)
+			if r.status == http.StatusForbidden {
+				continue // admin-only lists
+			}
+			var v any
+			if err := json.Unmarshal(r.body, &v); err != nil || r.status != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", path, r.status, r.body)
+			}
+			if nulls := nullArrays("", v); len(nulls) > 0 {
+				t.Errorf("GET %s as %s: null at %v: %s", path, who.id, nulls, r.body)
+			}
+		}
+	}
+	// An operation's own lists.
+	in := e.addMachine(machineOpts{name: "web", running: true})
+	op := e.wait(e.admin, e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: []string{in.ID}, Generate: true}).ID)
+	r := e.do(e.admin, "GET", "/v1/operations/"+op.ID, nil)
+	var v any
+	_ = json.Unmarshal(r.body, &v)
+	if nulls := nullArrays("", v); len(nulls) > 0 {
+		t.Errorf("operation: null at %v: %s", nulls, r.body)
+	}
+}
+
+func TestSecurity_AttemptsCountTheTriesOfAnItem(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ok := e.addMachine(machineOpts{name: "ok", running: true})
+	op := e.wait(e.admin, e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: []string{ok.ID}, Generate: true}).ID)
+	if it := itemOf(op, ok.ID); it.State != apiv1.ItemSucceeded || it.Attempts != 1 {
+		t.Fatalf("an item that succeeded at once shows %d attempts, want 1: %+v", it.Attempts, it)
+	}
+}
+
+// ---- item 18: a graceful shutdown that times out
+
+func TestSecurity_ATimedOutShutdownLeavesTheInstanceRunningAndConsentIsAskedAgain(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	hung := e.addMachine(machineOpts{name: "hung", running: true, faults: sim.Faults{HangShutdown: true, AgentDead: true}})
+	var stop apiv1.Operation
+	e.mustDo(e.admin, "POST", "/v1/power-actions", apiv1.PowerAction{Action: "stop", InstanceIDs: ids(hung), StopMode: "soft"}, http.StatusAccepted, &stop)
+	if it := e.wait(e.admin, stop.ID).Items[0]; it.ErrorCode != "SHUTDOWN_TIMEOUT" {
+		t.Fatalf("soft stop of a hung guest: %+v", it)
+	}
+	if got := e.instance(e.admin, hung.ID).State; got != apiv1.StateRunning {
+		t.Fatalf("state %s after the timed-out shutdown, want RUNNING (what the machine is)", got)
+	}
+	// Its agent is dead, so auto means offline, which must shut it down:
+	// that needs consent again.
+	r := e.do(e.admin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(hung), Mode: apiv1.ModeAuto, Password: goodPW})
+	if r.status != http.StatusConflict || r.errCode() != "FORCED_SHUTDOWN_CONSENT_REQUIRED" {
+		t.Fatalf("auto reset after the timed-out shutdown: %d %s", r.status, r.body)
+	}
+}
