@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
@@ -79,11 +80,20 @@ func TestPostgresNewerSchemaIsRefusedAndLeftAlone(t *testing.T) {
 func TestPostgresServersStartingTogetherMigrateOnce(t *testing.T) {
 	c := pgtest.Shared(t)
 	url := c.Database(t) // empty: both servers find nothing migrated
+	keyFile := writeKey(t, 7)
 	const n = 3
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
-		wg.Go(func() { _, errs[i] = openPG(t, url) })
+		wg.Go(func() {
+			srv, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), DatabaseURL: url,
+				SecretKeyFile: keyFile, Engine: fastEngine(), SyncInterval: time.Hour,
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err == nil {
+				srv.Close()
+			}
+			errs[i] = err
+		})
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -271,13 +281,18 @@ func TestSecretKeyFileMustExistAndBePrivate(t *testing.T) {
 // after the copied ids.
 func TestDBCopyMovesASQLiteInstallationToPostgres(t *testing.T) {
 	url := storetest.PostgresURL(t)
-	src := newEnv(t, envOpts{sqlite: true})
+	// Graceful shutdowns hang until a forced stop at the item's deadline,
+	// 5 s on: the items are still unfinished when the source stops (an
+	// execution hands its wait back to River after half a second).
+	cfg := fastEngine()
+	cfg.ShutdownTimeout, cfg.ExecBudget = 5*time.Second, 500*time.Millisecond
+	src := newEnv(t, envOpts{sqlite: true, engine: cfg})
 	k := src.newKey("acme")
 	done := src.addMachine(machineOpts{name: "done", running: true})
 	var slow []apiv1.Instance
 	for i := range 3 {
 		slow = append(slow, src.addMachine(machineOpts{name: fmt.Sprint("slow-", i), running: true,
-			shutdown: 1500 * time.Millisecond, boot: 500 * time.Millisecond}))
+			faults: sim.Faults{HangShutdown: true}}))
 	}
 	first := src.wait(k, src.reset(k, apiv1.PasswordReset{InstanceIDs: []string{done.ID}, Mode: apiv1.ModeOnline,
 		Password: "First-pass-111"}).ID)
