@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -125,14 +124,4 @@ func connectError(where string, err error) error {
 	default:
 		return fmt.Errorf("cannot connect to PostgreSQL at %s: %w", where, err)
 	}
-}
-
-// pgTx reports whether q is a transaction (so a transaction lock taken on
-// it lasts until its commit).
-func pgTx(q Querier) (*sql.Tx, bool) {
-	if c, ok := q.(cached); ok {
-		q = c.q
-	}
-	tx, ok := q.(*sql.Tx)
-	return tx, ok
 }

@@ -52,6 +52,8 @@ type Store struct {
 	// statement on the PostgreSQL pool, River's included (benchmarks).
 	statements   atomic.Int64
 	pgStatements *statementCounter
+	// gaps holds back events after a missing id (PostgreSQL).
+	gaps gapWatch
 }
 
 // Statements is the number of SQL statements the store has run.
