@@ -1,10 +1,10 @@
-// Package agent is the fleetpass agent (DESIGN §8), the program that runs
-// on each machine: it enrols once with a one-time token, keeps an outbound
-// long-poll connection to the server (so it works behind NAT), and applies
-// the set-password commands the server seals to its own key, with chpasswd
-// on Linux and NetUserSetInfo on Windows. At start-up it applies the
-// commands that waited for it (passwords staged while the machine was off)
-// before it reports ready.
+// Package agent is the fleetpass agent (docs/design.md#the-agent), the
+// program that runs on each machine: it enrols once with a one-time token,
+// keeps an outbound long-poll connection to the server (so it works behind
+// NAT), and applies the set-password commands the server seals to its own
+// key, with chpasswd on Linux and NetUserSetInfo on Windows. At start-up it
+// applies the commands that waited for it (passwords staged while the
+// machine was off) before it reports ready.
 package agent
 
 import (

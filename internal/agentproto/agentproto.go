@@ -1,7 +1,7 @@
 // Package agentproto is the wire protocol between the fleetpass agent and
-// the server (DESIGN §8): JSON over HTTP(S), always opened by the agent (so
-// it works behind NAT), and the sealing of set-password commands to the
-// agent's own X25519 key with NaCl's anonymous sealed boxes.
+// the server (docs/design.md#the-agent): JSON over HTTP(S), always opened by
+// the agent (so it works behind NAT), and the sealing of set-password
+// commands to the agent's own X25519 key with NaCl's anonymous sealed boxes.
 //
 // The agent long-polls POST /agent/v1/poll; each poll is also a heartbeat.
 // The server answers with the commands waiting for the agent, at once when

@@ -12,7 +12,6 @@ import (
 	"github.com/fleetpass/fleetpass/internal/agentproto"
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
-	"github.com/fleetpass/fleetpass/internal/ctlchar"
 	"github.com/fleetpass/fleetpass/internal/httpx"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/store"
@@ -23,15 +22,25 @@ const maxBody = 16 << 10
 
 // API serves the agent endpoints (the native API serves /v1/agent-tokens).
 type API struct {
-	svc   *core.Service
-	store *store.Store
-	ch    *Channel
-	log   *slog.Logger
+	svc      *core.Service
+	agents   *core.AgentQueue
+	commands commandReader
+	ch       *Channel
+	log      *slog.Logger
 }
 
-// NewAPI makes the endpoints over the service and the channel.
-func NewAPI(svc *core.Service, s *store.Store, ch *Channel, log *slog.Logger) *API {
-	return &API{svc: svc, store: s, ch: ch, log: log}
+// commandReader is what a held poll takes and reads: the core's agent
+// queue (its tests count the calls, since taking is a write and reading
+// is not).
+type commandReader interface {
+	Take(ctx context.Context, agentID string) ([]store.AgentCommand, error)
+	Has(ctx context.Context, agentID string) (bool, error)
+}
+
+// NewAPI makes the endpoints over the service and the channel; agents'
+// rows and commands go through the channel's core.AgentQueue.
+func NewAPI(svc *core.Service, ch *Channel, log *slog.Logger) *API {
+	return &API{svc: svc, agents: ch.queue, commands: ch.queue, ch: ch, log: log}
 }
 
 // Register adds the routes to mux.
@@ -51,6 +60,10 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		code, msg = ce.Code, ce.Message
 	}
 	status := nativeapi.StatusOf(code)
+	if code == core.CodeCommandNotSent {
+		// The agent protocol's own conflict; the native API has no such call.
+		status = http.StatusConflict
+	}
 	if status >= 500 {
 		a.log.ErrorContext(r.Context(), "agent endpoint failed", "path", r.URL.Path, "err", err)
 	}
@@ -132,15 +145,11 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, r, err)
 		return
 	}
-	if len(req.Session) > 64 || len(req.Version) > 64 {
-		a.writeErr(w, r, &core.Error{Code: core.CodeInvalidArgument, Message: "session and version: at most 64 characters"})
-		return
-	}
 	ctx := r.Context()
 	// Subscribe before reading, so a command stored meanwhile wakes us.
 	wake, cancel := a.ch.polls.subscribe(ag.ID)
 	defer cancel()
-	seq, changed, err := a.store.AgentPolled(ctx, a.store.DB, ag.ID, req.Session, req.Ready, req.Version)
+	seq, changed, err := a.agents.Polled(ctx, ag.ID, req.Session, req.Ready, req.Version)
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
@@ -152,21 +161,26 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 	defer hold.Stop()
 	tick := time.NewTicker(a.ch.cfg.Recheck)
 	defer tick.Stop()
+	// Taking commands is a write (it marks them sent); an idle recheck only
+	// reads, and takes only when another replica stored something.
+	take := true
 	for {
-		cmds, err := a.store.TakeAgentCommands(ctx, a.store.DB, ag.ID)
-		if err != nil {
-			a.writeErr(w, r, err)
-			return
-		}
-		// An agent that is starting gets an answer at once, even empty: it
-		// reports ready only after this one.
-		if len(cmds) > 0 || !req.Ready {
-			out := agentproto.PollResponse{Commands: make([]agentproto.Command, len(cmds))}
-			for i, c := range cmds {
-				out.Commands[i] = agentproto.Command{ID: c.ID, Kind: c.Kind, User: c.User, Sealed: c.Sealed}
+		if take {
+			cmds, err := a.commands.Take(ctx, ag.ID)
+			if err != nil {
+				a.writeErr(w, r, err)
+				return
 			}
-			writeJSON(w, http.StatusOK, out)
-			return
+			// An agent that is starting gets an answer at once, even empty:
+			// it reports ready only after this one.
+			if len(cmds) > 0 || !req.Ready {
+				out := agentproto.PollResponse{Commands: make([]agentproto.Command, len(cmds))}
+				for i, c := range cmds {
+					out.Commands[i] = agentproto.Command{ID: c.ID, Kind: c.Kind, User: c.User, Sealed: c.Sealed}
+				}
+				writeJSON(w, http.StatusOK, out)
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -177,7 +191,7 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 			}
 			// The agent went away (killed, powered off, network cut).
 			gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if gone, err := a.store.AgentGone(gctx, a.store.DB, ag.ID, seq); err == nil && gone {
+			if gone, err := a.agents.Gone(gctx, ag.ID, seq); err == nil && gone {
 				a.observe(gctx, ag, false)
 			}
 			gcancel()
@@ -186,11 +200,15 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, agentproto.PollResponse{Commands: []agentproto.Command{}})
 			return
 		case <-wake:
+			take = true
 		case <-tick.C:
-			// Another replica may have stored a command.
-			if has, err := a.store.HasAgentCommands(ctx, a.store.DB, ag.ID); err != nil || !has {
-				continue
+			// Another replica may have stored a command. A failed read
+			// is retried at the next tick; the hold ends the poll anyway.
+			has, err := a.commands.Has(ctx, ag.ID)
+			if err != nil && ctx.Err() == nil {
+				a.log.WarnContext(ctx, "recheck agent commands", "agent_id", ag.ID, "err", err)
 			}
+			take = err == nil && has
 		}
 	}
 }
@@ -206,29 +224,14 @@ func (a *API) ack(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, r, err)
 		return
 	}
-	switch req.Result {
-	case agentproto.ResultOK, agentproto.ResultUserNotFound, agentproto.ResultFailed, agentproto.ResultBadCommand:
-	default:
-		a.writeErr(w, r, &core.Error{Code: core.CodeInvalidArgument, Message: "result: unknown"})
-		return
-	}
-	if len(req.Message) > 1024 {
-		req.Message = strings.ToValidUTF8(req.Message[:1024], "")
-	}
-	if ctlchar.Contains(req.Message) {
-		// The agent replaces them before sending; one that does not is
-		// refused rather than have its text reach a terminal.
-		a.writeErr(w, r, &core.Error{Code: core.CodeInvalidArgument, Message: "message: no control characters"})
-		return
-	}
-	err = a.store.AckAgentCommand(r.Context(), a.store.DB, ag.ID, req.ID, req.Result, req.ExitCode, req.Message)
-	if errors.Is(err, store.ErrNotFound) {
-		// Superseded or already acknowledged: nothing waits for it.
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
+	acked, err := a.agents.Ack(r.Context(), ag.ID, req)
 	if err != nil {
 		a.writeErr(w, r, err)
+		return
+	}
+	if !acked {
+		// Superseded or already acknowledged: nothing waits for it.
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	a.ch.acks.notify(req.ID)

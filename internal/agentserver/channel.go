@@ -1,8 +1,8 @@
-// Package agentserver is the server side of the fleetpass agent (DESIGN
-// §8): the guest channel "agent" that the engine drives (Ping, SetPassword,
-// Stage), the power driver "manual" of machines only the agent reaches, and
-// the HTTP endpoints the agents call (enrol, long-poll, acknowledge) plus
-// the native API's /v1/agent-tokens.
+// Package agentserver is the server side of the fleetpass agent
+// (docs/design.md#the-agent): the guest channel "agent" that the engine
+// drives (Ping, SetPassword, Stage), the power driver "manual" of machines
+// only the agent reaches, and the HTTP endpoints the agents call (enrol,
+// long-poll, acknowledge) plus the native API's /v1/agent-tokens.
 //
 // The channel and the endpoints share nothing but the database: a command
 // is a row sealed to the agent's key until the agent acknowledges it, and
@@ -64,16 +64,16 @@ func (c Config) withDefaults() Config {
 
 // Channel is the "agent" guest channel. A machine's address is its agent id.
 type Channel struct {
-	store *store.Store
+	queue *core.AgentQueue
 	cfg   Config
 	// polls wakes the poll of an agent (by agent id) with new commands;
 	// acks wakes the SetPassword waiting for a command (by command id).
 	polls, acks notifier
 }
 
-// NewChannel makes the channel over s.
+// NewChannel makes the channel over s, through the core's agent queue.
 func NewChannel(s *store.Store, cfg Config) *Channel {
-	return &Channel{store: s, cfg: cfg.withDefaults()}
+	return &Channel{queue: core.NewAgentQueue(s), cfg: cfg.withDefaults()}
 }
 
 // Config is the channel's configuration with defaults applied.
@@ -82,14 +82,14 @@ func (c *Channel) Config() Config { return c.cfg }
 // Alive reports whether a is alive now: connected, ready since its start,
 // and heard from within the silence.
 func (c *Channel) Alive(a store.Agent) bool {
-	return a.Connected && a.Ready && a.LastSeenAt != nil && c.store.Now().Sub(*a.LastSeenAt) < c.cfg.Silence
+	return a.Connected && a.Ready && a.LastSeenAt != nil && c.queue.Store().Now().Sub(*a.LastSeenAt) < c.cfg.Silence
 }
 
 func (c *Channel) agent(ctx context.Context, ref driver.Ref) (store.Agent, error) {
 	if ref.Address == "" {
 		return store.Agent{}, errNoAgentYet
 	}
-	a, err := c.store.GetAgent(ctx, c.store.DB, ref.Address)
+	a, err := c.queue.Agent(ctx, ref.Address)
 	if errors.Is(err, store.ErrNotFound) {
 		return a, fmt.Errorf("agent %q: %w", ref.Address, driver.ErrMachineNotFound)
 	}
@@ -123,7 +123,7 @@ func (c *Channel) notAlive(a store.Agent) error {
 		return fmt.Errorf("agent %s is starting (not ready yet): %w", a.ID, driver.ErrGuestNotAlive)
 	}
 	return fmt.Errorf("agent %s has not been heard from for %s: %w", a.ID,
-		c.store.Now().Sub(*a.LastSeenAt).Round(time.Second), driver.ErrGuestNotAlive)
+		c.queue.Store().Now().Sub(*a.LastSeenAt).Round(time.Second), driver.ErrGuestNotAlive)
 }
 
 // Ping implements driver.Guest.
@@ -153,7 +153,7 @@ func (c *Channel) command(ctx context.Context, a store.Agent, user string, passw
 		return "", fmt.Errorf("agent %s: seal the password: %w", a.ID, err)
 	}
 	id := core.NewID("cmd", 16)
-	err = c.store.InsertAgentCommand(ctx, c.store.DB, store.AgentCommand{ID: id, AgentID: a.ID,
+	err = c.queue.Queue(ctx, store.AgentCommand{ID: id, AgentID: a.ID,
 		Kind: agentproto.KindSetPassword, User: user, Staged: staged, Sealed: sealed})
 	if err != nil {
 		return "", driver.Transient(fmt.Errorf("agent %s: store the command: %w", a.ID, err))
@@ -178,7 +178,7 @@ func (c *Channel) Stage(ctx context.Context, ref driver.Ref, user string, passwo
 	// A machine is staged for while it is off: whatever the database last
 	// heard from its agent is stale, and the guest must not count as alive
 	// before the agent has started again and applied the staged password.
-	if err := c.store.AgentNotReady(ctx, c.store.DB, a.ID); err != nil {
+	if err := c.queue.NotReady(ctx, a.ID); err != nil {
 		return driver.Transient(fmt.Errorf("agent %s: %w", a.ID, err))
 	}
 	return nil
@@ -205,7 +205,7 @@ func (c *Channel) SetPassword(ctx context.Context, ref driver.Ref, user string, 
 	if err != nil {
 		return fmt.Errorf("agent %s: seal the password: %w", a.ID, err)
 	}
-	if err := c.store.InsertAgentCommand(ctx, c.store.DB, store.AgentCommand{ID: id, AgentID: a.ID,
+	if err := c.queue.Queue(ctx, store.AgentCommand{ID: id, AgentID: a.ID,
 		Kind: agentproto.KindSetPassword, User: user, Sealed: sealed}); err != nil {
 		return driver.Transient(fmt.Errorf("agent %s: store the command: %w", a.ID, err))
 	}
@@ -215,7 +215,7 @@ func (c *Channel) SetPassword(ctx context.Context, ref driver.Ref, user string, 
 		// newer password: drop it unless the agent already answered.
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer dcancel()
-		_ = c.store.DeleteAgentCommand(dctx, c.store.DB, id)
+		_ = c.queue.Drop(dctx, id)
 	}
 	deadline := time.NewTimer(c.cfg.AckTimeout)
 	defer deadline.Stop()
@@ -232,7 +232,7 @@ func (c *Channel) SetPassword(ctx context.Context, ref driver.Ref, user string, 
 		case <-acked:
 		case <-tick.C:
 		}
-		cmd, err := c.store.GetAgentCommand(ctx, c.store.DB, id)
+		cmd, err := c.queue.Command(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return driver.Transientf("agent %s: the command was superseded by a newer one", a.ID)
 		}
@@ -244,7 +244,7 @@ func (c *Channel) SetPassword(ctx context.Context, ref driver.Ref, user string, 
 			// after its ack), so silence alone is no sign of death here:
 			// a dropped connection or a new session is; a hang is left to
 			// the ack deadline.
-			if cur, err := c.store.GetAgent(ctx, c.store.DB, a.ID); err == nil && (!cur.Connected || cur.Session != a.Session) {
+			if cur, err := c.queue.Agent(ctx, a.ID); err == nil && (!cur.Connected || cur.Session != a.Session) {
 				giveUp()
 				return c.notAlive(cur)
 			}

@@ -34,6 +34,7 @@ type fixture struct {
 	store *store.Store
 	svc   *core.Service
 	ch    *agentserver.Channel
+	api   *agentserver.API
 	url   string
 }
 
@@ -60,12 +61,13 @@ func newFixture(t *testing.T, cfg agentserver.Config) *fixture {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	agentserver.NewAPI(svc, st, ch, log).Register(mux)
+	api := agentserver.NewAPI(svc, ch, log)
+	api.Register(mux)
 	// Tokens are made through the native API, as in the server.
 	nativeapi.New(svc, log, metrics.New(), nativeapi.Config{}).Register(mux)
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
-	return &fixture{t: t, store: st, svc: svc, ch: ch, url: hs.URL}
+	return &fixture{t: t, store: st, svc: svc, ch: ch, api: api, url: hs.URL}
 }
 
 func (f *fixture) token(name string) string {

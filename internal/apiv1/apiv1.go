@@ -20,7 +20,7 @@ type Error struct {
 	Details   map[string]any `json:"details,omitempty"`
 }
 
-// Instance states (DESIGN §2).
+// Instance states (docs/design.md#states).
 const (
 	StatePending           = "PENDING"
 	StateRunning           = "RUNNING"
@@ -139,7 +139,7 @@ type InstanceList struct {
 	NextCursor string     `json:"nextCursor,omitempty"`
 }
 
-// Reset modes (DESIGN §3).
+// Reset modes (docs/design.md#modes).
 const (
 	ModeAuto    = "auto"
 	ModeOnline  = "online"
@@ -240,10 +240,13 @@ type Item struct {
 	State        string `json:"state"`
 	Step         string `json:"step"`
 	Mode         string `json:"mode,omitempty"`
-	Method       string `json:"method,omitempty"`
-	User         string `json:"user,omitempty"`
-	ErrorCode    string `json:"errorCode,omitempty"`
-	Message      string `json:"message,omitempty"`
+	// Shutdown tells that the item shuts its machine down (an offline
+	// reset of a machine that was on when the operation was accepted).
+	Shutdown  bool   `json:"shutdown,omitempty"`
+	Method    string `json:"method,omitempty"`
+	User      string `json:"user,omitempty"`
+	ErrorCode string `json:"errorCode,omitempty"`
+	Message   string `json:"message,omitempty"`
 	// Detail is what the driver said of a failure (socket paths, host
 	// URIs, agent ids): shown to the operator (admin) only.
 	Detail     string     `json:"detail,omitempty"`
@@ -254,8 +257,11 @@ type Item struct {
 
 // Requester records who asked for an operation, and from where.
 type Requester struct {
-	Kind    string `json:"kind"` // "key" or "user"
-	ID      string `json:"id"`
+	Kind string `json:"kind"` // "key" or "user"
+	ID   string `json:"id"`
+	// Name is the key's name (what it is for) or the console user's name,
+	// for people reading who asked; empty for a key without a name.
+	Name    string `json:"name,omitempty"`
 	Address string `json:"address"`
 }
 

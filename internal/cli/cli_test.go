@@ -5,45 +5,52 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
-	"github.com/fleetpass/fleetpass/internal/client/clienttest"
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/servertest"
 )
 
-// testAPI is the server the CLI tests talk to. Today it is the in-memory
-// fake; the same tests are meant to run against the real server by
-// providing these few operations on top of it.
+// testAPI is the real server in process (servertest) that the CLI tests
+// talk to, with simulated machines whose faults give the failure paths.
 type testAPI struct {
-	fake *clienttest.Fake
-	env  map[string]string
+	s   *servertest.Server
+	env map[string]string
 }
 
-func startAPI(t *testing.T) *testAPI {
+func startAPI(t *testing.T, opts ...servertest.Option) *testAPI {
 	t.Helper()
-	f := clienttest.New(t)
-	return &testAPI{fake: f, env: map[string]string{
-		envServer:    f.URL(),
-		envKeyID:     clienttest.KeyID,
-		envKeySecret: clienttest.Secret,
+	s := servertest.Start(t, opts...)
+	return &testAPI{s: s, env: map[string]string{
+		envServer:    s.URL,
+		envKeyID:     s.Admin.ID,
+		envKeySecret: s.Admin.Secret,
 	}}
 }
 
 // addInstance registers a running instance and returns its id.
 func (api *testAPI) addInstance(t *testing.T, name string) string {
 	t.Helper()
-	id := "ins-" + name
-	api.fake.AddInstance(id, name, apiv1.StateRunning)
-	return id
+	return api.add(t, servertest.Machine{Name: name, Running: true}).ID
 }
 
-// failInstance makes every item of instance id fail.
-func (api *testAPI) failInstance(id, code, message string) {
-	api.fake.FailInstance(id, code, message)
+// add registers a simulated machine as an instance.
+func (api *testAPI) add(t *testing.T, m servertest.Machine) apiv1.Instance {
+	t.Helper()
+	return api.s.AddMachine(m)
 }
 
 type result struct {
@@ -71,6 +78,7 @@ func runCLI(t *testing.T, env map[string]string, stdin string, args ...string) r
 func TestArgumentValidation(t *testing.T) {
 	api := startAPI(t)
 	api.addInstance(t, "web-1")
+	before := api.s.Requests()
 	tests := []struct {
 		name    string
 		stdin   string
@@ -104,8 +112,8 @@ func TestArgumentValidation(t *testing.T) {
 			}
 		})
 	}
-	if got := api.fake.Requests(); len(got) != 0 {
-		t.Errorf("invalid commands reached the server: %v", got)
+	if got := api.s.Requests() - before; got != 0 {
+		t.Errorf("invalid commands sent %d requests to the server", got)
 	}
 }
 
@@ -113,12 +121,12 @@ func TestModesAccepted(t *testing.T) {
 	api := startAPI(t)
 	id := api.addInstance(t, "web-1")
 	for _, mode := range []string{"auto", "online", "offline"} {
-		if r := api.run(t, "", "reset-password", "--generate", "--mode", mode, id); r.code != 0 {
+		if r := api.run(t, "", "reset-password", "--generate", "--force-stop", "--wait", "--mode", mode, id); r.code != 0 {
 			t.Errorf("--mode %s: exit %d: %s", mode, r.code, r.stderr)
 		}
 	}
 	for _, mode := range []string{"soft", "hard", "soft-then-hard"} {
-		if r := api.run(t, "", "reboot", "--mode", mode, id); r.code != 0 {
+		if r := api.run(t, "", "reboot", "--wait", "--mode", mode, id); r.code != 0 {
 			t.Errorf("reboot --mode %s: exit %d: %s", mode, r.code, r.stderr)
 		}
 	}
@@ -126,89 +134,109 @@ func TestModesAccepted(t *testing.T) {
 
 func TestResetPasswordFromStdinIsNotPrinted(t *testing.T) {
 	api := startAPI(t)
-	id := api.addInstance(t, "web-1")
+	in := api.add(t, servertest.Machine{Name: "web-1"})
 	const pw = `Tr0ub4dor&"3\x`
-	r := api.run(t, pw+"\r\nnext line is not read\n", "reset-password", "--password-stdin", "--wait", id)
+	r := api.run(t, pw+"\r\nnext line is not read\n", "reset-password", "--password-stdin", "--wait", in.ID)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	if got := api.fake.Passwords(); len(got) != 1 || got[0] != pw {
-		t.Errorf("server received %q, want %q", got, pw)
+	if !api.s.CheckPassword(in, "root", pw) {
+		t.Errorf("the machine's password is not the first line of stdin")
 	}
 	if strings.Contains(r.stdout+r.stderr, pw) || strings.Contains(r.stdout+r.stderr, "Tr0ub4dor") {
 		t.Errorf("password leaked:\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
 	}
-	for _, want := range []string{"Operation op-1 accepted", "ins-web-1 web-1 shutting down", "ins-web-1 web-1 succeeded",
-		"op-1 reset_password succeeded: 1 succeeded of 1"} {
+	op := opID(t, r.stdout)
+	// Which steps show in between depends on how fast the machine is;
+	// the start and the end always do.
+	for _, want := range []string{"Operation " + op + " accepted", in.ID + " web-1 succeeded",
+		op + " reset_password succeeded: 1 succeeded of 1"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
 		}
 	}
+	api.s.AssertNoSecret(pw)
+}
+
+// opID is the id of the operation a command said it started.
+func opID(t *testing.T, stdout string) string {
+	t.Helper()
+	m := regexp.MustCompile(`Operation (op-[a-z0-9]+) accepted`).FindStringSubmatch(stdout)
+	if m == nil {
+		t.Fatalf("no operation accepted in:\n%s", stdout)
+	}
+	return m[1]
 }
 
 func TestWaitExitsTwoOnFailedItem(t *testing.T) {
-	for _, events := range []bool{true, false} {
-		t.Run(fmt.Sprintf("events=%v", events), func(t *testing.T) {
-			api := startAPI(t)
-			if !events {
-				api.fake.DisableEvents()
-			}
-			ok := api.addInstance(t, "web-1")
-			bad := api.addInstance(t, "web-2")
-			api.failInstance(bad, "AGENT_NOT_ALIVE", "the guest agent is not alive")
-			r := api.run(t, "", "reset-password", "--generate", "--wait", ok, bad)
-			if r.code != 2 {
-				t.Fatalf("exit %d, want 2; stderr %s", r.code, r.stderr)
-			}
-			for _, want := range []string{
-				"ins-web-1 web-1 succeeded",
-				"ins-web-2 web-2 failed: AGENT_NOT_ALIVE: the guest agent is not alive",
-				"op-1 reset_password partial: 1 succeeded, 1 failed of 2",
-			} {
-				if !strings.Contains(r.stdout, want) {
-					t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
-				}
-			}
-			if !strings.Contains(r.stderr, "1 of 2 item(s) failed") {
-				t.Errorf("stderr %q", r.stderr)
-			}
-			// The generated password is shown exactly once, on stdout.
-			op, _ := api.fake.Operation("op-1")
-			if op.GeneratedPassword != "" {
-				t.Error("fake kept the generated password")
-			}
-			if n := strings.Count(r.stdout, "Generated password (shown once): Gen-"); n != 1 {
-				t.Errorf("generated password printed %d times:\n%s", n, r.stdout)
-			}
-			if strings.Contains(r.stderr, "Gen-") {
-				t.Error("generated password on stderr")
-			}
-		})
+	api := startAPI(t)
+	ok := api.addInstance(t, "web-1")
+	bad := api.add(t, servertest.Machine{Name: "web-2", Running: true, Faults: sim.Faults{AgentDead: true}}).ID
+	r := api.run(t, "", "reset-password", "--generate", "--mode", "online", "--wait", ok, bad)
+	if r.code != 2 {
+		t.Fatalf("exit %d, want 2; stdout %s; stderr %s", r.code, r.stdout, r.stderr)
 	}
+	op := opID(t, r.stdout)
+	for _, want := range []string{
+		ok + " web-1 succeeded",
+		bad + " web-2 failed: " + core.CodeGuestNotAlive + ": ",
+		op + " reset_password partial: 1 succeeded, 1 failed of 2",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if !strings.Contains(r.stderr, "1 of 2 item(s) failed") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	// The generated password is shown exactly once, on stdout.
+	m := regexp.MustCompile(`Generated password \(shown once\): (\S+)`).FindAllStringSubmatch(r.stdout, -1)
+	if len(m) != 1 {
+		t.Fatalf("generated password printed %d times:\n%s", len(m), r.stdout)
+	}
+	generated := m[0][1]
+	if strings.Contains(r.stderr, generated) {
+		t.Error("generated password on stderr")
+	}
+	if shown := api.run(t, "", "-o", "json", "operations", "show", op); strings.Contains(shown.stdout, generated) {
+		t.Error("the server shows the generated password again")
+	}
+	api.s.AssertNoSecret(generated)
 }
 
 func TestOperationsWaitExitCodes(t *testing.T) {
-	api := startAPI(t)
-	id := api.addInstance(t, "web-1")
-	if r := api.run(t, "", "stop", id); r.code != 0 || !strings.Contains(r.stdout, "operations wait op-1") {
+	eng := servertest.FastEngine()
+	eng.ShutdownTimeout = 200 * time.Millisecond
+	api := startAPI(t, servertest.WithEngine(eng))
+	in := api.add(t, servertest.Machine{Name: "web-1", Running: true})
+	r := api.run(t, "", "stop", in.ID)
+	if r.code != 0 || !strings.Contains(r.stdout, "operations wait op-") {
 		t.Fatalf("stop: %+v", r)
 	}
-	if r := api.run(t, "", "operations", "wait", "op-1"); r.code != 0 || !strings.Contains(r.stdout, "ins-web-1 web-1 succeeded") {
+	stop := opID(t, r.stdout)
+	if r := api.run(t, "", "operations", "wait", stop); r.code != 0 || !strings.Contains(r.stdout, in.ID+" web-1 succeeded") {
 		t.Errorf("wait: %+v", r)
 	}
-	api.failInstance(id, "SHUTDOWN_TIMEOUT", "the shutdown timed out")
-	if r := api.run(t, "", "reboot", "--mode", "soft", id); r.code != 0 {
+	if err := api.s.Sim().SetFaults(t.Context(), in.Power.Address, sim.Faults{HangShutdown: true}); err != nil {
+		t.Fatal(err)
+	}
+	if r := api.run(t, "", "start", "--wait", in.ID); r.code != 0 {
+		t.Fatalf("start: %+v", r)
+	}
+	r = api.run(t, "", "reboot", "--mode", "soft", in.ID)
+	if r.code != 0 {
 		t.Fatalf("reboot: %+v", r)
 	}
-	if r := api.run(t, "", "operations", "wait", "op-2"); r.code != 2 {
-		t.Errorf("wait on a failed operation: exit %d", r.code)
+	reboot := opID(t, r.stdout)
+	if r := api.run(t, "", "operations", "wait", reboot); r.code != 2 {
+		t.Errorf("wait on a failed operation: exit %d: %+v", r.code, r)
 	}
-	r := api.run(t, "", "operations", "show", "op-2")
-	if r.code != 0 || !strings.Contains(r.stdout, "SHUTDOWN_TIMEOUT: the shutdown timed out") {
+	r = api.run(t, "", "operations", "show", reboot)
+	if r.code != 0 || !strings.Contains(r.stdout, "SHUTDOWN_TIMEOUT") {
 		t.Errorf("show: %+v", r)
 	}
-	r = api.run(t, "", "operations", "list", "--instance", id)
-	if r.code != 0 || !strings.Contains(r.stdout, "op-2") || !strings.Contains(r.stdout, "op-1") {
+	r = api.run(t, "", "operations", "list", "--instance", in.ID)
+	if r.code != 0 || !strings.Contains(r.stdout, stop) || !strings.Contains(r.stdout, reboot) {
 		t.Errorf("list: %+v", r)
 	}
 }
@@ -254,17 +282,20 @@ func TestPagination(t *testing.T) {
 	for i := range 5 {
 		api.addInstance(t, fmt.Sprintf("n%d", i))
 	}
+	names := regexp.MustCompile(`(?m)\bn[0-4]\b`)
 	r := api.run(t, "", "instances", "list", "--limit", "2")
-	if strings.Count(r.stdout, "ins-n") != 2 || !strings.Contains(r.stderr, "--cursor 2") {
-		t.Errorf("one page: %+v", r)
+	next := regexp.MustCompile(`--cursor (\S+)\)`).FindStringSubmatch(r.stderr)
+	if len(names.FindAllString(r.stdout, -1)) != 2 || next == nil {
+		t.Fatalf("one page: %+v", r)
 	}
 	r = api.run(t, "", "instances", "list", "--limit", "2", "--all")
-	if strings.Count(r.stdout, "ins-n") != 5 || r.stderr != "" {
+	if len(names.FindAllString(r.stdout, -1)) != 5 || r.stderr != "" {
 		t.Errorf("all pages: %+v", r)
 	}
-	r = api.run(t, "", "-o", "json", "instances", "list", "--limit", "2", "--cursor", "4")
+	r = api.run(t, "", "-o", "json", "instances", "list", "--limit", "3", "--cursor", next[1])
 	var list apiv1.InstanceList
-	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list.Instances) != 1 || list.NextCursor != "" {
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list.Instances) != 3 || list.NextCursor != "" ||
+		list.Instances[0].Name != "n2" {
 		t.Errorf("last page: %v %+v", err, list)
 	}
 }
@@ -275,19 +306,20 @@ func TestAPIErrorsArePrinted(t *testing.T) {
 	if r.code != 1 {
 		t.Errorf("exit %d", r.code)
 	}
-	for _, want := range []string{"INSTANCE_NOT_FOUND", "instance ins-nope not found", "request id req-1", "HTTP 404"} {
+	for _, want := range []string{"INSTANCE_NOT_FOUND", `instance "ins-nope" not found`, "request id ", "HTTP 404"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr %q lacks %q", r.stderr, want)
 		}
 	}
-	r = api.run(t, "", "reset-password", "--generate", "ins-a", "ins-b")
-	if r.code != 1 || !strings.Contains(r.stderr, "INVALID_INSTANCE_NOT_FOUND") || !strings.Contains(r.stderr, `details: {"instanceIds":["ins-a","ins-b"]}`) {
+	r = api.run(t, "", "reset-password", "--generate", "ins-aaaaaaaa", "ins-bbbbbbbb")
+	if r.code != 1 || !strings.Contains(r.stderr, core.CodeInstanceNotFound) ||
+		!strings.Contains(r.stderr, `details: {"unknownIds":["ins-aaaaaaaa","ins-bbbbbbbb"]}`) {
 		t.Errorf("reset of unknown instances: %+v", r)
 	}
 
-	env := map[string]string{envServer: api.env[envServer], envKeyID: "key-test", envKeySecret: "wrong"}
+	env := map[string]string{envServer: api.env[envServer], envKeyID: api.s.Admin.ID, envKeySecret: "Not-The-Secret-42"}
 	r = runCLI(t, env, "", "keys", "list")
-	if r.code != 1 || !strings.Contains(r.stderr, "UNAUTHENTICATED") || strings.Contains(r.stderr, "wrong") {
+	if r.code != 1 || !strings.Contains(r.stderr, "UNAUTHENTICATED") || strings.Contains(r.stderr, "Not-The-Secret-42") {
 		t.Errorf("bad key: %+v", r)
 	}
 }
@@ -296,11 +328,11 @@ func TestCredentials(t *testing.T) {
 	api := startAPI(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "admin-credentials")
-	creds, _ := json.Marshal(credentialsFile{KeyID: clienttest.KeyID, Secret: clienttest.Secret, Server: api.env[envServer]})
+	creds, _ := json.Marshal(credentialsFile{KeyID: api.s.Admin.ID, Secret: api.s.Admin.Secret, Server: api.env[envServer]})
 	if err := os.WriteFile(file, creds, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := runCLI(t, nil, "", "--credentials", file, "tenants", "list"); r.code != 0 || !strings.Contains(r.stdout, "default") {
+	if r := runCLI(t, nil, "", "--credentials", file, "tenants", "list"); r.code != 0 || !strings.Contains(r.stdout, core.AdminTenant) {
 		t.Errorf("--credentials: %+v", r)
 	}
 	if r := runCLI(t, map[string]string{envCredentials: file}, "", "keys", "list"); r.code != 0 {
@@ -445,5 +477,36 @@ func TestLiveRendererRedrawsInPlace(t *testing.T) {
 		if !strings.Contains(second, want) {
 			t.Errorf("redraw lacks %q: %q", want, second)
 		}
+	}
+}
+
+// A server (or a proxy in front of it) without the event stream: --wait
+// follows the operation by polling instead.
+func TestWaitFollowsByPollingWhenEventsAreMissing(t *testing.T) {
+	api := startAPI(t)
+	id := api.addInstance(t, "web-1")
+	target, err := url.Parse(api.s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var refused atomic.Int64
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/events") {
+			refused.Add(1)
+			http.NotFound(w, r)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	env := maps.Clone(api.env)
+	env[envServer] = front.URL
+	r := runCLI(t, env, "", "reset-password", "--generate", "--wait", id)
+	if r.code != 0 || !strings.Contains(r.stdout, id+" web-1 succeeded") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if refused.Load() == 0 {
+		t.Error("the CLI never asked for the event stream: the test proves nothing")
 	}
 }

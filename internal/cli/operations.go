@@ -99,7 +99,12 @@ func (a *app) printOperation(op *apiv1.Operation) error {
 	fmt.Fprintf(tw, "Kind:\t%s\n", op.Kind)
 	fmt.Fprintf(tw, "Status:\t%s\n", op.Status)
 	fmt.Fprintf(tw, "Tenant:\t%s\n", orDash(op.Tenant))
-	fmt.Fprintf(tw, "Requested by:\t%s\n", orDash(joinNonEmpty(op.RequestedBy.Kind, op.RequestedBy.ID, op.RequestedBy.Address)))
+	by := op.RequestedBy
+	name := ""
+	if by.Name != "" && by.Name != by.ID {
+		name = "(" + by.Name + ")"
+	}
+	fmt.Fprintf(tw, "Requested by:\t%s\n", orDash(joinNonEmpty(by.Kind, by.ID, name, by.Address)))
 	fmt.Fprintf(tw, "Created:\t%s\n", orDash(fmtTime(op.CreatedAt)))
 	fmt.Fprintf(tw, "Finished:\t%s\n", orDash(fmtTimePtr(op.FinishedAt)))
 	s := op.Summary

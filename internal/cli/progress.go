@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/term"
 
@@ -28,8 +29,16 @@ type progress struct {
 	start  time.Time
 }
 
+// newProgress starts following op at now. Elapsed time counts from the
+// operation's creation, not from when the CLI started to follow it (a
+// `fleetpass operations wait` minutes later); a server clock ahead of ours
+// must not make it negative.
 func newProgress(op *apiv1.Operation, now time.Time) *progress {
-	p := &progress{opID: op.ID, kind: op.Kind, status: op.Status, items: map[string]*apiv1.Item{}, start: now}
+	start := now
+	if !op.CreatedAt.IsZero() && op.CreatedAt.Before(now) {
+		start = op.CreatedAt
+	}
+	p := &progress{opID: op.ID, kind: op.Kind, status: op.Status, items: map[string]*apiv1.Item{}, start: start}
 	for _, it := range op.Items {
 		p.applyItem(it)
 	}
@@ -184,6 +193,12 @@ type liveRenderer struct {
 func (r *liveRenderer) update(p *progress, _ []string) { r.draw(p) }
 func (r *liveRenderer) finish(p *progress)             { r.draw(p) }
 
+// tick redraws the elapsed time, which moves without any news.
+func (r *liveRenderer) tick(p *progress) { r.draw(p) }
+
+// ticker is a renderer that shows the time passing.
+type ticker interface{ tick(p *progress) }
+
 func (r *liveRenderer) draw(p *progress) {
 	var table bytes.Buffer
 	tw := newTable(&table)
@@ -200,22 +215,57 @@ func (r *liveRenderer) draw(p *progress) {
 	lines := strings.Split(strings.TrimSuffix(table.String(), "\n"), "\n")
 	lines = append(lines, fmt.Sprintf("%s (%s)", p.summary(), r.now().Sub(p.start).Round(time.Second)))
 
+	// Lines longer than the terminal are wrapped here, under the message
+	// column, rather than by the terminal, which would break the count
+	// of lines to move back over (and cut reasons short if truncated).
+	indent := strings.Index(lines[0], "MESSAGE")
+	var physical []string
+	for _, l := range lines {
+		physical = append(physical, wrapLine(l, r.width-1, indent)...)
+	}
 	var out bytes.Buffer
 	if r.drawn > 0 {
 		fmt.Fprintf(&out, "\x1b[%dA", r.drawn) // back to the first line drawn
 	}
-	for _, l := range lines {
-		// Lines longer than the terminal would wrap and break the count
-		// of lines to move back over.
-		if r.width > 1 && len(l) >= r.width {
-			l = l[:r.width-1]
-		}
+	for _, l := range physical {
 		out.WriteString("\r\x1b[2K")
 		out.WriteString(l)
 		out.WriteString("\n")
 	}
-	r.drawn = len(lines)
+	if r.drawn > len(physical) {
+		// A shorter table than last time: clear what is left below.
+		out.WriteString("\x1b[J")
+	}
+	r.drawn = len(physical)
 	_, _ = r.w.Write(out.Bytes())
+}
+
+// wrapLine splits l into lines of at most width characters, breaking at
+// spaces where it can; continuation lines start indent spaces in (the
+// message column), or 4 when that leaves too little room. width <= 0
+// means no limit.
+func wrapLine(l string, width, indent int) []string {
+	if width <= 0 || utf8.RuneCountInString(l) <= width {
+		return []string{l}
+	}
+	if indent < 0 || indent > width/2 {
+		indent = min(4, width/2)
+	}
+	var out []string
+	rest, room := []rune(l), width
+	for len(rest) > room {
+		cut := room
+		for i := room; i > room/2; i-- {
+			if rest[i] == ' ' {
+				cut = i
+				break
+			}
+		}
+		out = append(out, strings.TrimRight(string(rest[:cut]), " "))
+		rest = []rune(strings.TrimLeft(string(rest[cut:]), " "))
+		rest = append([]rune(strings.Repeat(" ", indent)), rest...)
+	}
+	return append(out, string(rest))
 }
 
 // newRenderer picks the live table when stdout is a terminal tall enough
@@ -267,6 +317,12 @@ func followWith(ctx context.Context, c *client.Client, op *apiv1.Operation, r re
 		r.finish(p)
 		return op, nil
 	}
+	var tickC <-chan time.Time
+	if _, ok := r.(ticker); ok {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		tickC = t.C
+	}
 
 	watchCtx, cancel := context.WithCancel(ctx)
 	updates := make(chan update)
@@ -295,6 +351,8 @@ func followWith(ctx context.Context, c *client.Client, op *apiv1.Operation, r re
 		case <-ctx.Done():
 			return nil, fmt.Errorf("stopped waiting; operation %s goes on (see 'fleetpass operations wait %s'): %w",
 				op.ID, op.ID, ctx.Err())
+		case <-tickC:
+			r.(ticker).tick(p)
 		case u := <-updates:
 			switch {
 			case u.err != nil:

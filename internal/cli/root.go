@@ -9,6 +9,10 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,12 +177,22 @@ func exitCode(err error) int {
 }
 
 func printError(w io.Writer, cmd *cobra.Command, err error) {
-	fmt.Fprintf(w, "fleetpass: %s\n", ctlchar.Escape(err.Error()))
+	msg := err.Error()
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) {
+		// The server's messages name its API's fields; here the flags
+		// that set them are what the reader can act on.
+		msg = flagWords.Replace(msg)
+	}
+	fmt.Fprintf(w, "fleetpass: %s\n", ctlchar.Escape(msg))
 	var ae *client.APIError
 	if errors.As(err, &ae) && len(ae.Details) > 0 {
 		if d, jerr := json.Marshal(ae.Details); jerr == nil {
 			fmt.Fprintf(w, "  details: %s\n", d)
 		}
+	}
+	if hint := tlsHint(err); hint != "" {
+		fmt.Fprintln(w, hint)
 	}
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
@@ -324,4 +338,51 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// flagWords rewrites the API field names of server messages as the CLI's
+// flags and arguments.
+var flagWords = strings.NewReplacer(
+	"forceStop", "--force-stop",
+	"give either a password or generate: true", "give either --password-stdin or --generate",
+	": stopMode:", ": --mode:",
+	": instanceIds:", ": instances:",
+	": mode:", ": --mode:",
+	": user:", ": --user:",
+	": method:", ": --method:",
+)
+
+// tlsHint suggests pinning the certificate when the server's certificate
+// is refused for its name or its signer, as a self-signed one is; the
+// fingerprint shown is of the certificate received, to compare with the
+// one the server printed at start before trusting it.
+func tlsHint(err error) string {
+	var cert *x509.Certificate
+	var he x509.HostnameError
+	var ue x509.UnknownAuthorityError
+	var ve *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &he):
+		cert = he.Certificate
+	case errors.As(err, &ue):
+		cert = ue.Cert
+	case errors.As(err, &ve) && len(ve.UnverifiedCertificates) > 0:
+		cert = ve.UnverifiedCertificates[0]
+	}
+	if cert == nil {
+		return ""
+	}
+	sum := sha256.Sum256(cert.Raw)
+	return "  hint: the server's certificate was not accepted (" + certProblem(err) + "). If it is the server's self-signed\n" +
+		"  certificate, check that its fingerprint is the one `fleetpass serve` printed, then pin it:\n" +
+		"    --tls-fingerprint " + hex.EncodeToString(sum[:]) + "\n" +
+		"  (or FLEETPASS_TLS_FINGERPRINT), or trust its signer with --ca-cert."
+}
+
+func certProblem(err error) string {
+	var he x509.HostnameError
+	if errors.As(err, &he) {
+		return "it does not name " + he.Host
+	}
+	return "it is not signed by a trusted authority"
 }

@@ -8,17 +8,18 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/servertest"
 )
 
 // An admin's selection over two tenants becomes one operation per tenant:
 // the server refuses one operation over several tenants.
 func TestCLIAdminSelectionOverTenantsMakesOneOperationPerTenant(t *testing.T) {
-	r := startRealServer(t)
-	a := r.add(t, "web-1", false, sim.Faults{})
+	r := startAPI(t)
+	a := r.add(t, servertest.Machine{Name: "web-1"})
 	ctx := context.Background()
-	svc := r.srv.Service()
+	svc := r.s.Service()
 	_ = svc.EnsureTenant(ctx, "globex")
-	if err := r.srv.Sim().Add(ctx, sim.Machine{ID: "m-globex-1"}); err != nil {
+	if err := r.s.Sim().Add(ctx, sim.Machine{ID: "m-globex-1"}); err != nil {
 		t.Fatal(err)
 	}
 	link := apiv1.DriverLink{Driver: "sim", Address: "m-globex-1"}
@@ -50,7 +51,7 @@ func TestCLIAdminSelectionOverTenantsMakesOneOperationPerTenant(t *testing.T) {
 
 // Enrolment tokens are listed and revoked from the CLI.
 func TestCLIListsAndRevokesEnrolmentTokens(t *testing.T) {
-	r := startRealServer(t)
+	r := startAPI(t)
 	res := runCLI(t, r.env, "", "-o", "json", "agents", "token", "create", "--name", "web-7")
 	if res.code != 0 {
 		t.Fatalf("create: %d %s %s", res.code, res.stdout, res.stderr)

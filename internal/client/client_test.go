@@ -10,14 +10,22 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
-	"github.com/fleetpass/fleetpass/internal/client/clienttest"
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/servertest"
 )
+
+// TestMain stops the throwaway PostgreSQL cluster of a run on PostgreSQL
+// (servertest.DatabaseURL).
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
 // newTestClient returns a client of url whose retry pauses are recorded
 // instead of slept.
@@ -220,22 +228,19 @@ func TestEncodeWithPassword(t *testing.T) {
 }
 
 func TestResetPasswordSecretLeavesCallerBuffer(t *testing.T) {
-	f := clienttest.New(t)
-	f.AddInstance("ins-1", "web-1", "")
-	c, err := New(f.URL(), clienttest.KeyID, clienttest.Secret)
+	s := servertest.Start(t)
+	in := s.AddMachine(servertest.Machine{Name: "web-1", Running: true})
+	c, err := New(s.URL, s.Admin.ID, s.Admin.Secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pw := []byte("Corr3ct-Horse!")
-	op, err := c.ResetPasswordSecret(t.Context(), apiv1.PasswordReset{InstanceIDs: []string{"ins-1"}}, pw)
+	op, err := c.ResetPasswordSecret(t.Context(), apiv1.PasswordReset{InstanceIDs: []string{in.ID}}, pw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(pw) != "Corr3ct-Horse!" {
 		t.Error("the client changed the caller's buffer")
-	}
-	if got := f.Passwords(); len(got) != 1 || got[0] != "Corr3ct-Horse!" {
-		t.Errorf("server got %q", got)
 	}
 	done, err := c.WaitOperation(t.Context(), op.ID)
 	if err != nil {
@@ -243,6 +248,9 @@ func TestResetPasswordSecretLeavesCallerBuffer(t *testing.T) {
 	}
 	if done.Status != apiv1.OperationSucceeded || done.Summary.Succeeded != 1 {
 		t.Errorf("final operation %+v", done)
+	}
+	if !s.CheckPassword(in, "root", "Corr3ct-Horse!") {
+		t.Error("the machine's password is not the one sent")
 	}
 }
 
@@ -317,30 +325,29 @@ func TestEventsFatalError(t *testing.T) {
 	}
 }
 
-func TestEventsFromFake(t *testing.T) {
-	f := clienttest.New(t)
-	f.AddInstance("ins-1", "web-1", "")
-	f.FailInstance("ins-1", "AGENT_NOT_ALIVE", "agent is not alive")
-	c, err := New(f.URL(), clienttest.KeyID, clienttest.Secret)
+func TestEventsFollowAnOperationOnTheRealServer(t *testing.T) {
+	s := servertest.Start(t)
+	in := s.AddMachine(servertest.Machine{Name: "web-1", Running: true, Faults: sim.Faults{AgentDead: true}})
+	c, err := New(s.URL, s.Admin.ID, s.Admin.Secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	op, err := c.ResetPassword(ctx, apiv1.PasswordReset{InstanceIDs: []string{"ins-1"}, Generate: true})
+	op, err := c.ResetPassword(ctx, apiv1.PasswordReset{InstanceIDs: []string{in.ID}, Mode: apiv1.ModeOnline, Generate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if op.GeneratedPassword == "" {
 		t.Error("no generated password in the answer")
 	}
-	var steps []string
+	var last *apiv1.ItemEvent
 	for ev, err := range c.Events(ctx, EventFilter{OperationID: op.ID}) {
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ev.Item != nil {
-			steps = append(steps, ev.Item.Step+"/"+ev.Item.State)
+			last = ev.Item
 		}
 		if ev.Operation != nil && OperationDone(ev.Operation) {
 			if ev.Operation.Status != apiv1.OperationFailed {
@@ -349,8 +356,8 @@ func TestEventsFromFake(t *testing.T) {
 			break
 		}
 	}
-	if len(steps) == 0 || steps[len(steps)-1] != "applying/failed" {
-		t.Errorf("steps = %v", steps)
+	if last == nil || last.State != apiv1.ItemFailed || last.ErrorCode != core.CodeGuestNotAlive {
+		t.Errorf("last item event %+v, want failed with %s", last, core.CodeGuestNotAlive)
 	}
 }
 

@@ -76,6 +76,7 @@ func (c *Console) Register(mux *http.ServeMux, api http.Handler) {
 	mux.Handle("POST "+Prefix+"/api/sign-out", c.headers(c.protect(http.HandlerFunc(c.signOut))))
 	mux.Handle("POST "+Prefix+"/api/password", c.headers(c.protect(http.HandlerFunc(c.changePassword))))
 	mux.Handle("GET "+Prefix+"/api/password-policy", c.headers(http.HandlerFunc(c.passwordPolicy)))
+	mux.Handle("GET "+Prefix+"/api/reset-plan", c.headers(http.HandlerFunc(c.resetPlan)))
 	mux.Handle("GET "+Prefix+"/api/users", c.headers(http.HandlerFunc(c.listUsers)))
 	mux.Handle("POST "+Prefix+"/api/users", c.headers(c.protect(http.HandlerFunc(c.createUser))))
 	mux.Handle(Prefix+"/api/v1/", c.headers(c.protect(http.StripPrefix(Prefix+"/api", api))))
@@ -153,8 +154,8 @@ func (c *Console) Authenticate(r *http.Request) (core.Principal, bool, error) {
 		}
 		return core.Principal{}, true, err
 	}
-	if sess.MustChange {
-		return core.Principal{}, true, &core.Error{Code: core.CodeForbidden, Message: "change your initial password first"}
+	if err := sess.Usable(); err != nil {
+		return core.Principal{}, true, err
 	}
 	return p, true, nil
 }
@@ -277,15 +278,42 @@ func (c *Console) passwordPolicy(w http.ResponseWriter, r *http.Request) {
 				oses = append(oses, o)
 			}
 		}
-		pol = password.Strictest(oses...)
+		pol = core.PasswordPolicyFor(oses...)
 	}
 	httpx.WriteJSON(w, http.StatusOK, pol.Spec())
 }
 
+// resetPlan answers ?ids=a,b with what a reset of those instances would
+// need (core.PlanReset): whether they can all change without a shutdown,
+// and which an offline reset must shut down. The dialog asks rather than
+// repeat the core's rules.
+func (c *Console) resetPlan(w http.ResponseWriter, r *http.Request) {
+	p, s, err := c.current(r)
+	if err == nil {
+		err = s.Usable()
+	}
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	var ids []string
+	for _, id := range strings.Split(r.URL.Query().Get("ids"), ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	plan, err := c.svc.PlanReset(r.Context(), p, ids)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, plan)
+}
+
 func (c *Console) listUsers(w http.ResponseWriter, r *http.Request) {
 	p, s, err := c.current(r)
-	if err == nil && s.MustChange {
-		err = &core.Error{Code: core.CodeForbidden, Message: "change your initial password first"}
+	if err == nil {
+		err = s.Usable()
 	}
 	if err != nil {
 		c.fail(w, r, err)
@@ -308,8 +336,8 @@ type userCreate struct {
 
 func (c *Console) createUser(w http.ResponseWriter, r *http.Request) {
 	p, s, err := c.current(r)
-	if err == nil && s.MustChange {
-		err = &core.Error{Code: core.CodeForbidden, Message: "change your initial password first"}
+	if err == nil {
+		err = s.Usable()
 	}
 	if err != nil {
 		c.fail(w, r, err)

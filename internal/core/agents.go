@@ -41,12 +41,9 @@ func (s *Service) GuestDriver(name string) driver.Guest { return s.drivers.Guest
 // agent, bound to a tenant (the caller's own unless admin) and optionally
 // to an instance name. The token is returned once; the store keeps its hash.
 func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.AgentTokenCreate) (apiv1.AgentTokenCreated, error) {
-	tenant := req.Tenant
-	if tenant == "" {
-		tenant = p.Tenant
-	}
-	if tenant != p.Tenant && !p.Admin {
-		return apiv1.AgentTokenCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+	tenant, err := p.TenantFor(req.Tenant)
+	if err != nil {
+		return apiv1.AgentTokenCreated{}, err
 	}
 	name := strings.TrimSpace(req.InstanceName)
 	if len(name) > 128 || ctlchar.Contains(name) {
@@ -68,7 +65,7 @@ func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.A
 	now := s.store.Now().UTC().Truncate(time.Millisecond)
 	rec := store.AgentToken{ID: NewID("fpt", 12), Tenant: tenant, InstanceName: name, TokenHash: hashSecret([]byte(token)),
 		CreatedBy: p.ID, CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)
@@ -223,7 +220,7 @@ func (s *Service) AuthenticateAgent(ctx context.Context, agentID string, secret 
 		return store.Agent{}, unauth
 	}
 	if err != nil {
-		return store.Agent{}, internal(err)
+		return store.Agent{}, storeFailed(err)
 	}
 	if subtle.ConstantTimeCompare(hashSecret(secret), a.SecretHash) != 1 {
 		return store.Agent{}, unauth
@@ -232,7 +229,7 @@ func (s *Service) AuthenticateAgent(ctx context.Context, agentID string, secret 
 	if _, err := s.store.GetInstance(ctx, s.store.DB, a.InstanceID); errors.Is(err, store.ErrNotFound) {
 		return store.Agent{}, unauth
 	} else if err != nil {
-		return store.Agent{}, internal(err)
+		return store.Agent{}, storeFailed(err)
 	}
 	return a, nil
 }

@@ -229,7 +229,7 @@ func (s *Service) SetBMC(ctx context.Context, p Principal, id string, req apiv1.
 	}
 	cur, err := s.BMCOf(ctx, id)
 	if err != nil {
-		return apiv1.Instance{}, internal(err)
+		return apiv1.Instance{}, internalErr(err)
 	}
 	defer sealer.Wipe(cur.Password)
 	addr := cur.Address

@@ -150,7 +150,7 @@ func oneTenant(insts []apiv1.Instance) (string, error) {
 func (s *Service) ListAgentTokens(ctx context.Context, p Principal) ([]apiv1.AgentToken, error) {
 	list, err := s.store.ListAgentTokens(ctx, p.scope())
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	now := s.store.Now()
 	out := make([]apiv1.AgentToken, 0, len(list))

@@ -25,11 +25,11 @@ const (
 
 // UseSignature records a verified request's replay key until it expires,
 // refusing a key seen before. The record lives in the database, so a
-// request replayed to another replica is refused as well (DESIGN §7).
+// request replayed to another replica is refused as well (docs/design.md#storage-and-tasks).
 func (s *Service) UseSignature(ctx context.Context, replayKey string, expires time.Time) error {
 	fresh, err := s.store.UseReplayKey(ctx, replayKey, expires)
 	if err != nil {
-		return internal(err)
+		return storeFailed(err)
 	}
 	if !fresh {
 		return errorf(CodeReplayedRequest, "this signature was already used; sign every request anew")
@@ -78,7 +78,7 @@ func (s *Service) UseSignedRequest(ctx context.Context, u SignedUse) (*SignedAns
 	for {
 		prev, claimed, err := s.store.ClaimSignedRequest(ctx, store.SignedRequest{Key: u.Key, Scope: u.Scope, Mutating: u.Mutating}, u.Expires)
 		if err != nil {
-			return nil, internal(err)
+			return nil, storeFailed(err)
 		}
 		switch {
 		case claimed:
@@ -107,7 +107,7 @@ func (s *Service) UseSignedRequest(ctx context.Context, u SignedUse) (*SignedAns
 // ran, for identical requests in its window.
 func (s *Service) AnswerSignedRequest(ctx context.Context, key string, a SignedAnswer) error {
 	if err := s.store.AnswerSignedRequest(ctx, key, a.Status, a.RequestID, a.Body); err != nil {
-		return internal(err)
+		return storeFailed(err)
 	}
 	return nil
 }
@@ -117,7 +117,7 @@ func (s *Service) AnswerSignedRequest(ctx context.Context, key string, a SignedA
 // of a running instance refused, then the same body on the ZEC path).
 func (s *Service) ReleaseSignedRequest(ctx context.Context, key string) error {
 	if err := s.store.ReleaseSignedRequest(ctx, key); err != nil {
-		return internal(err)
+		return storeFailed(err)
 	}
 	return nil
 }
@@ -133,7 +133,7 @@ func (s *Service) TaskNumber(ctx context.Context, p Principal, opID string) (int
 		return 0, errorf(CodeTaskNotFound, "operation %s has no task id", opID)
 	}
 	if err != nil {
-		return 0, internal(err)
+		return 0, storeFailed(err)
 	}
 	return n, nil
 }
@@ -146,7 +146,7 @@ func (s *Service) OperationByTask(ctx context.Context, p Principal, n int64) (ap
 		return apiv1.Operation{}, errorf(CodeTaskNotFound, "task %d not found", n)
 	}
 	if err != nil {
-		return apiv1.Operation{}, internal(err)
+		return apiv1.Operation{}, storeFailed(err)
 	}
 	op, err := s.GetOperation(ctx, p, opID)
 	if CodeOf(err) == CodeOperationNotFound {
@@ -184,7 +184,7 @@ func (s *Service) SearchInstances(ctx context.Context, p Principal, q SearchQuer
 	list, total, err := s.store.SearchInstances(ctx, store.InstanceSearch{Tenant: p.scope(), IDs: q.IDs, States: q.States,
 		NameContains: q.NameContains, Offset: q.Offset, Limit: q.Limit})
 	if err != nil {
-		return nil, 0, internal(err)
+		return nil, 0, storeFailed(err)
 	}
 	return list, total, nil
 }
@@ -194,10 +194,10 @@ func (s *Service) SearchInstances(ctx context.Context, p Principal, q SearchQuer
 func (s *Service) InstancesByID(ctx context.Context, p Principal, ids []string) (map[string]apiv1.Instance, error) {
 	found, err := s.store.GetInstances(ctx, s.store.DB, ids)
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	for id, in := range found {
-		if !p.Admin && in.Tenant != p.Tenant {
+		if !p.Sees(in.Tenant) {
 			delete(found, id)
 		}
 	}

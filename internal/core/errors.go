@@ -61,8 +61,25 @@ func errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-func internal(err error) *Error {
+// storeFailed answers a failed database call: the one failure callers may
+// retry because nothing was changed. A core error passes through.
+func storeFailed(err error) *Error {
+	var ce *Error
+	if errors.As(err, &ce) {
+		return ce
+	}
 	return &Error{Code: CodeStoreUnavailable, Message: "the server's database failed; nothing was changed", Err: err}
+}
+
+// internalErr answers any other failure of the server's own (a secret that
+// does not open, no randomness): the database is fine, and saying it failed
+// would send operators to the wrong place.
+func internalErr(err error) *Error {
+	var ce *Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return &Error{Code: CodeInternal, Message: "internal error; see the server log for the request id", Err: err}
 }
 
 // CodeOf returns the code of a core error, or CodeInternal.

@@ -51,9 +51,11 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 	}
 	h := apiv1.Host{ID: NewID("hst", 10), Driver: LibvirtDriver, URI: strings.TrimSpace(req.URI), Tenant: req.Tenant,
 		Name: strings.TrimSpace(req.Name), MaxConcurrency: req.MaxConcurrency, DefaultOSType: req.DefaultOSType}
-	if h.Tenant == "" {
-		h.Tenant = p.Tenant
+	tenant, err := p.TenantFor(h.Tenant)
+	if err != nil {
+		return apiv1.Host{}, err
 	}
+	h.Tenant = tenant
 	u, err := url.Parse(h.URI)
 	if h.URI == "" || err != nil || u.Scheme == "" {
 		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: a libvirt connection URI such as qemu:///system or qemu+ssh://root@host/system")
@@ -114,7 +116,7 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 func (s *Service) ListHosts(ctx context.Context, p Principal) ([]apiv1.Host, error) {
 	list, err := s.store.ListHosts(ctx, p.scope())
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	if s.hosts != nil {
 		for i := range list {
@@ -127,11 +129,11 @@ func (s *Service) ListHosts(ctx context.Context, p Principal) ([]apiv1.Host, err
 // GetHost reads a host p may see.
 func (s *Service) GetHost(ctx context.Context, p Principal, id string) (apiv1.Host, error) {
 	h, err := s.store.GetHost(ctx, s.store.DB, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && h.Tenant != p.Tenant) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Sees(h.Tenant)) {
 		return apiv1.Host{}, errorf(CodeHostNotFound, "host %q not found", id)
 	}
 	if err != nil {
-		return apiv1.Host{}, internal(err)
+		return apiv1.Host{}, storeFailed(err)
 	}
 	if s.hosts != nil {
 		s.hosts.Status(&h)

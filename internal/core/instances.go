@@ -34,12 +34,9 @@ func DefaultAdminUser(osType string) string {
 // RegisterInstance adds an instance to a tenant (the caller's own unless
 // admin). Drivers and the inventory sync call it too.
 func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.InstanceCreate) (apiv1.Instance, error) {
-	tenant := req.Tenant
-	if tenant == "" {
-		tenant = p.Tenant
-	}
-	if tenant != p.Tenant && !p.Admin {
-		return apiv1.Instance{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+	tenant, err := p.TenantFor(req.Tenant)
+	if err != nil {
+		return apiv1.Instance{}, err
 	}
 	name := strings.TrimSpace(req.Name)
 	if name == "" || len(name) > 128 || ctlchar.Contains(name) {
@@ -76,7 +73,7 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 			in.State = apiv1.StateRunning
 		}
 	}
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)
@@ -118,16 +115,16 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 // answered exactly like a missing one.
 func (s *Service) GetInstance(ctx context.Context, p Principal, id string) (apiv1.Instance, error) {
 	in, err := s.store.GetInstance(ctx, s.store.DB, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && in.Tenant != p.Tenant) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Sees(in.Tenant)) {
 		return apiv1.Instance{}, errorf(CodeInstanceNotFound, "instance %q not found", id)
 	}
 	if err != nil {
-		return apiv1.Instance{}, internal(err)
+		return apiv1.Instance{}, storeFailed(err)
 	}
 	s.fillMethods(&in)
 	list := []apiv1.Instance{in}
 	if err := s.withBMCs(ctx, p, list); err != nil {
-		return apiv1.Instance{}, internal(err)
+		return apiv1.Instance{}, storeFailed(err)
 	}
 	return list[0], nil
 }
@@ -212,7 +209,7 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	f := store.InstanceFilter{Tenant: p.scope(), State: strings.ToUpper(q.State), OSType: q.OSType, NamePrefix: q.NamePrefix,
 		Limit: clampLimit(q.Limit) + 1}
 	if q.Tenant != "" {
-		if !p.Admin && q.Tenant != p.Tenant {
+		if !p.Sees(q.Tenant) {
 			return apiv1.InstanceList{Instances: []apiv1.Instance{}}, nil
 		}
 		f.Tenant = q.Tenant
@@ -226,7 +223,7 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	}
 	list, err := s.store.ListInstances(ctx, f)
 	if err != nil {
-		return apiv1.InstanceList{}, internal(err)
+		return apiv1.InstanceList{}, storeFailed(err)
 	}
 	for i := range list {
 		s.fillMethods(&list[i])
@@ -238,7 +235,7 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 		out.NextCursor = encodeCursor(instanceCursor{Name: last.Name, ID: last.ID})
 	}
 	if err := s.withBMCs(ctx, p, out.Instances); err != nil {
-		return apiv1.InstanceList{}, internal(err)
+		return apiv1.InstanceList{}, storeFailed(err)
 	}
 	return out, nil
 }

@@ -30,7 +30,7 @@ func (s *Service) LatestOperationDetails(ctx context.Context, p Principal, insts
 	}
 	origins, err := s.store.ItemOrigins(ctx, refs)
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	out := make(map[string]LatestOperationDetail, len(origins))
 	for r, o := range origins {

@@ -55,9 +55,12 @@ const (
 
 // PowerRequest asks for a power action.
 type PowerRequest struct {
-	Action         string
-	InstanceIDs    []string
-	StopMode       string
+	Action      string
+	InstanceIDs []string
+	StopMode    string
+	// Require, if set, refuses the whole request when an instance is not
+	// in the state the action needs (the Tencent dialect's documents
+	// refuse such requests): RequireStopped, RequireRunningGuest.
 	Require        string
 	IdempotencyKey string
 	Fingerprint    []byte
@@ -98,13 +101,13 @@ func checkIDs(ids []string) error {
 func (s *Service) loadInstances(ctx context.Context, p Principal, ids []string) ([]apiv1.Instance, error) {
 	found, err := s.store.GetInstances(ctx, s.store.DB, ids)
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	var unknown []string
 	out := make([]apiv1.Instance, 0, len(ids))
 	for _, id := range ids {
 		in, ok := found[id]
-		if !ok || (!p.Admin && in.Tenant != p.Tenant) {
+		if !ok || (!p.Sees(in.Tenant)) {
 			unknown = append(unknown, id)
 			continue
 		}
@@ -121,6 +124,52 @@ func (s *Service) loadInstances(ctx context.Context, p Principal, ids []string) 
 // machine is on: shutting it down then needs consent.
 func poweredOn(state string) bool {
 	return state != apiv1.StateStopped && state != apiv1.StateStopping
+}
+
+// canGoOnline reports whether in can have its password changed with no
+// downtime: it runs and its guest channel is alive.
+func canGoOnline(in apiv1.Instance) bool { return in.State == apiv1.StateRunning && in.GuestAlive }
+
+// resolveMode is the mode a reset of in in the requested mode runs in:
+// auto is online when in can go online, offline otherwise.
+func resolveMode(in apiv1.Instance, requested string) string {
+	if requested != apiv1.ModeAuto {
+		return requested
+	}
+	if canGoOnline(in) {
+		return apiv1.ModeOnline
+	}
+	return apiv1.ModeOffline
+}
+
+// ResetPlan is what a reset of some instances would need, for a front door
+// that asks before it sends (the console's dialog).
+type ResetPlan struct {
+	// Online is whether every instance can be reset without a shutdown.
+	Online bool `json:"online"`
+	// Running are the instances an offline reset must shut down: it needs
+	// consent to a forced shutdown for them.
+	Running []string `json:"running"`
+}
+
+// PlanReset answers the ResetPlan of the named instances p may see, with
+// the rules ResetPassword applies; unknown ids are refused alike.
+func (s *Service) PlanReset(ctx context.Context, p Principal, ids []string) (ResetPlan, error) {
+	if err := checkIDs(ids); err != nil {
+		return ResetPlan{}, err
+	}
+	insts, err := s.loadInstances(ctx, p, ids)
+	if err != nil {
+		return ResetPlan{}, err
+	}
+	plan := ResetPlan{Online: true, Running: []string{}}
+	for _, in := range insts {
+		plan.Online = plan.Online && canGoOnline(in)
+		if poweredOn(in.State) {
+			plan.Running = append(plan.Running, in.ID)
+		}
+	}
+	return plan, nil
 }
 
 // ResetPassword accepts a password reset and returns its operation. With
@@ -175,7 +224,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 		for _, in := range insts {
 			osTypes = append(osTypes, in.OSType)
 		}
-		pol := password.Strictest(osTypes...)
+		pol := PasswordPolicyFor(osTypes...)
 		policy = &pol
 	}
 	users := make([]string, len(insts))
@@ -213,13 +262,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 				noMethod = append(noMethod, in.ID)
 			}
 		}
-		m := mode
-		if m == apiv1.ModeAuto {
-			m = apiv1.ModeOffline
-			if in.State == apiv1.StateRunning && in.GuestAlive {
-				m = apiv1.ModeOnline
-			}
-		}
+		m := resolveMode(in, mode)
 		modes[i] = m
 		if m == apiv1.ModeOffline && poweredOn(in.State) && !req.ForceStop {
 			needConsent = append(needConsent, in.ID)
@@ -230,7 +273,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 				notReady = append(notReady, in.ID)
 			}
 		case RequireRunningGuest:
-			if in.State != apiv1.StateRunning || !in.GuestAlive {
+			if !canGoOnline(in) {
 				notReady = append(notReady, in.ID)
 			}
 		}
@@ -273,7 +316,8 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 			itemMethod = apiv1.MethodGuest
 		}
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: in.ID, InstanceName: in.Name, State: apiv1.ItemPending,
-			Step: apiv1.StepQueued, Mode: modes[i], Method: itemMethod, User: users[i]}, Seq: i, ForceStop: req.ForceStop,
+			Step: apiv1.StepQueued, Mode: modes[i], Method: itemMethod, User: users[i],
+			Shutdown: modes[i] == apiv1.ModeOffline && poweredOn(in.State)}, Seq: i, ForceStop: req.ForceStop,
 			SealedSecret: sealed}
 	}
 	created, err := s.createOperation(ctx, p, op, items, req.IdempotencyKey, req.Fingerprint, req.NumberTask)
@@ -418,7 +462,7 @@ func (s *Service) replay(ctx context.Context, p Principal, key string, fingerpri
 		return apiv1.Operation{}, false, nil
 	}
 	if err != nil {
-		return apiv1.Operation{}, false, internal(err)
+		return apiv1.Operation{}, false, storeFailed(err)
 	}
 	op, ok, err := s.replayed(ctx, s.store.DB, r, fingerprint)
 	redactItems(p, &op)
@@ -434,7 +478,7 @@ func (s *Service) replayed(ctx context.Context, q store.Querier, r store.Idempot
 	}
 	op, err := s.store.GetOperation(ctx, q, r.OperationID)
 	if err != nil {
-		return apiv1.Operation{}, false, internal(err)
+		return apiv1.Operation{}, false, storeFailed(err)
 	}
 	return op, true, nil
 }
@@ -535,14 +579,39 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 // GetOperation reads an operation p may see.
 func (s *Service) GetOperation(ctx context.Context, p Principal, id string) (apiv1.Operation, error) {
 	op, err := s.store.GetOperation(ctx, s.store.DB, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && op.Tenant != p.Tenant) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Sees(op.Tenant)) {
 		return apiv1.Operation{}, errorf(CodeOperationNotFound, "operation %q not found", id)
 	}
 	if err != nil {
-		return apiv1.Operation{}, internal(err)
+		return apiv1.Operation{}, storeFailed(err)
 	}
 	redactItems(p, &op)
-	return op, nil
+	one := []apiv1.Operation{op}
+	s.nameRequesters(ctx, one)
+	return one[0], nil
+}
+
+// nameRequesters fills in who asked for each operation by name: a key's
+// name, a console user's name (its id). Names are looked up when read, as
+// they are shown, so the operation rows need not copy them.
+func (s *Service) nameRequesters(ctx context.Context, ops []apiv1.Operation) {
+	names := map[string]string{}
+	for i := range ops {
+		r := &ops[i].RequestedBy
+		switch r.Kind {
+		case "user":
+			r.Name = r.ID
+		case "key":
+			name, ok := names[r.ID]
+			if !ok {
+				if k, err := s.store.GetKey(ctx, r.ID); err == nil {
+					name = k.Name
+				}
+				names[r.ID] = name
+			}
+			r.Name = name
+		}
+	}
 }
 
 // OperationQuery filters a list of operations.
@@ -577,8 +646,9 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 	}
 	ops, err := s.store.ListOperations(ctx, f)
 	if err != nil {
-		return apiv1.OperationList{}, internal(err)
+		return apiv1.OperationList{}, storeFailed(err)
 	}
+	s.nameRequesters(ctx, ops)
 	out := apiv1.OperationList{Operations: ops}
 	if out.Operations == nil {
 		out.Operations = []apiv1.Operation{}
@@ -602,6 +672,13 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 	ctx2, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cursor := s.bus.Last()
+	// A revocation between the request's authentication and the cursor
+	// would be missed: look once more, now that later ones will be seen.
+	if ok, err := s.StillAuthorized(ctx, p); err != nil {
+		return apiv1.Operation{}, storeFailed(err)
+	} else if !ok {
+		return apiv1.Operation{}, revokedError()
+	}
 	op, err := s.GetOperation(ctx, p, id)
 	if err != nil || op.Status != apiv1.OperationRunning {
 		return op, err
@@ -617,7 +694,7 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 		for _, row := range rows {
 			cursor = row.ID
 			if s.Revoked(ctx, p, row) {
-				return apiv1.Operation{}, ErrRevoked
+				return apiv1.Operation{}, revokedError()
 			}
 			if row.Type == events.TypeOperation && row.Ref == id {
 				if op, err = s.GetOperation(ctx, p, id); err != nil || op.Status != apiv1.OperationRunning {
@@ -633,7 +710,7 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 func (s *Service) Fingerprint(parts ...[]byte) []byte { return s.sealer.MAC(parts...) }
 
 // EventVisible reports whether p may see an event of tenant.
-func EventVisible(p Principal, tenant string) bool { return p.Admin || p.Tenant == tenant }
+func EventVisible(p Principal, tenant string) bool { return p.Sees(tenant) }
 
 // MarshalEvent is the JSON of an event for the wire.
 func MarshalEvent(ev apiv1.Event) ([]byte, error) { return json.Marshal(ev) }

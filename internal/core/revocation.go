@@ -62,9 +62,10 @@ func (s *Service) StillAuthorized(ctx context.Context, p Principal) (bool, error
 	return true, nil
 }
 
-// ErrRevoked ends a stream or long poll whose principal lost its
-// credentials.
-var ErrRevoked = &Error{Code: CodeUnauthenticated, Message: "the credentials of this request were revoked or signed out"}
+// revokedError ends a long poll whose principal lost its credentials.
+func revokedError() error {
+	return &Error{Code: CodeUnauthenticated, Message: "the credentials of this request were revoked or signed out"}
+}
 
 // Revoked reports whether an event row ended p's credentials. Readers of
 // the bus (/wait, /v1/events) end when it does.

@@ -30,7 +30,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/store"
 )
 
-// MaxBatch is the most instances one request may name (DESIGN §1).
+// MaxBatch is the most instances one request may name (docs/design.md#what-it-is).
 const MaxBatch = 100
 
 // AdminTenant is the tenant of the bootstrap admin key.
@@ -52,6 +52,23 @@ type Principal struct {
 
 func (p Principal) requester() apiv1.Requester {
 	return apiv1.Requester{Kind: p.Kind, ID: p.ID, Address: p.Address}
+}
+
+// Sees reports whether p may see what belongs to tenant: an admin sees
+// every tenant, anyone else only their own. Whatever p may not see is
+// answered exactly like what does not exist.
+func (p Principal) Sees(tenant string) bool { return p.Admin || tenant == p.Tenant }
+
+// TenantFor resolves the tenant a request names: empty means p's own; any
+// other is p's to name only if p sees it, else it is not found.
+func (p Principal) TenantFor(requested string) (string, error) {
+	if requested == "" {
+		return p.Tenant, nil
+	}
+	if !p.Sees(requested) {
+		return "", errorf(CodeTenantNotFound, "tenant %q not found", requested)
+	}
+	return requested, nil
 }
 
 // scope is the tenant filter for p: empty (all) for admins.
@@ -103,8 +120,12 @@ func NewID(prefix string, n int) string {
 	return prefix + "-" + strings.ToLower(b32.EncodeToString(b))[:n]
 }
 
+// InstanceIDPattern is what an instance id looks like: "ins-" and 8 to 12
+// lowercase letters and digits.
+const InstanceIDPattern = `^ins-[a-z0-9]{8,12}$`
+
 var (
-	instanceIDRe = regexp.MustCompile(`^ins-[a-z0-9]{8,12}$`)
+	instanceIDRe = regexp.MustCompile(InstanceIDPattern)
 	tenantIDRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
 	userNameRe   = regexp.MustCompile(`^[A-Za-z0-9_.][A-Za-z0-9_.@$ -]{0,63}$`)
 )
@@ -130,7 +151,7 @@ func (s *Service) Authenticate(ctx context.Context, keyID string, secret []byte,
 		return Principal{}, unauth
 	}
 	if err != nil {
-		return Principal{}, internal(err)
+		return Principal{}, storeFailed(err)
 	}
 	if subtle.ConstantTimeCompare(hashSecret(secret), k.SecretHash) != 1 || k.RevokedAt != nil {
 		return Principal{}, unauth
@@ -147,11 +168,11 @@ func (s *Service) KeySecret(ctx context.Context, keyID string) ([]byte, Principa
 		return nil, Principal{}, errorf(CodeUnauthenticated, "unknown or revoked key")
 	}
 	if err != nil {
-		return nil, Principal{}, internal(err)
+		return nil, Principal{}, storeFailed(err)
 	}
 	secret, err := s.sealer.Open(k.SecretSealed, []byte("key/"+k.ID))
 	if err != nil {
-		return nil, Principal{}, internal(err)
+		return nil, Principal{}, internalErr(fmt.Errorf("open the secret of key %s: %w", k.ID, err))
 	}
 	s.touchKey(ctx, k.ID)
 	return secret, Principal{Kind: "key", ID: k.ID, Tenant: k.Tenant, Admin: k.Admin}, nil
@@ -185,19 +206,16 @@ func NewKeyMaterial() (id string, secret string) {
 // CreateKey makes an API key in tenant (the caller's own unless admin). The
 // secret is returned once; the store keeps its hash and a sealed copy.
 func (s *Service) CreateKey(ctx context.Context, p Principal, req apiv1.KeyCreate) (apiv1.KeyCreated, error) {
-	tenant := req.Tenant
-	if tenant == "" {
-		tenant = p.Tenant
-	}
-	if tenant != p.Tenant && !p.Admin {
-		return apiv1.KeyCreated{}, errorf(CodeTenantNotFound, "tenant %q not found", tenant)
+	tenant, err := p.TenantFor(req.Tenant)
+	if err != nil {
+		return apiv1.KeyCreated{}, err
 	}
 	if len(req.Name) > 100 || ctlchar.Contains(req.Name) {
 		return apiv1.KeyCreated{}, errorf(CodeInvalidArgument, "name: at most 100 printable characters (no control characters)")
 	}
 	id, secret := NewKeyMaterial()
 	var out apiv1.KeyCreated
-	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, tenant); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return errorf(CodeTenantNotFound, "tenant %q not found", tenant)
@@ -228,7 +246,7 @@ func (s *Service) InsertKey(ctx context.Context, id, secret, tenant, name string
 func (s *Service) insertKey(ctx context.Context, tx *sql.Tx, id, secret, tenant, name string, admin bool) (apiv1.Key, error) {
 	sealed, err := s.sealer.Seal([]byte(secret), []byte("key/"+id))
 	if err != nil {
-		return apiv1.Key{}, err
+		return apiv1.Key{}, internalErr(fmt.Errorf("seal the secret of key %s: %w", id, err))
 	}
 	k := store.KeyRecord{Key: apiv1.Key{ID: id, Tenant: tenant, Name: name, Admin: admin, CreatedAt: s.store.Now().UTC().Truncate(time.Millisecond)},
 		SecretHash: hashSecret([]byte(secret)), SecretSealed: sealed}
@@ -247,11 +265,11 @@ func (s *Service) ListKeys(ctx context.Context, p Principal) ([]apiv1.Key, error
 // RevokeKey revokes a key p may see.
 func (s *Service) RevokeKey(ctx context.Context, p Principal, id string) error {
 	k, err := s.store.GetKey(ctx, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Admin && k.Tenant != p.Tenant) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.Sees(k.Tenant)) {
 		return errorf(CodeKeyNotFound, "key %q not found or already revoked", id)
 	}
 	if err != nil {
-		return internal(err)
+		return storeFailed(err)
 	}
 	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if err := s.store.RevokeKey(ctx, tx, p.scope(), id); err != nil {
@@ -310,7 +328,7 @@ func (s *Service) EnsureTenant(ctx context.Context, id string) error {
 func (s *Service) ListTenants(ctx context.Context, p Principal) ([]apiv1.Tenant, error) {
 	all, err := s.store.ListTenants(ctx)
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	if p.Admin {
 		return all, nil
@@ -341,7 +359,7 @@ func (s *Service) ListAudit(ctx context.Context, p Principal, cursor string, lim
 	limit = clampLimit(limit)
 	entries, err := s.store.ListAudit(ctx, p.scope(), before, limit+1)
 	if err != nil {
-		return apiv1.AuditList{}, internal(err)
+		return apiv1.AuditList{}, storeFailed(err)
 	}
 	out := apiv1.AuditList{Entries: entries}
 	if len(entries) > limit {
@@ -373,5 +391,5 @@ func wrapStore(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return internal(err)
+	return storeFailed(err)
 }

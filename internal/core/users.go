@@ -109,6 +109,20 @@ type Session struct {
 	ExpiresAt  time.Time
 }
 
+// Usable refuses the session of a user who must still change the initial
+// password: until then, changing it is all the console lets them do.
+func (s Session) Usable() error {
+	if s.MustChange {
+		return errorf(CodeForbidden, "change your initial password first")
+	}
+	return nil
+}
+
+// PasswordPolicyFor is the rule a new password for instances of these OS
+// types must meet through the native API and the console: the strictest
+// that fits them all (the dialects apply their documents' own rules).
+func PasswordPolicyFor(osTypes ...string) password.Policy { return password.Strictest(osTypes...) }
+
 func hashConsolePassword(pw []byte) (string, error) {
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
@@ -167,8 +181,9 @@ func (s *Service) CreateConsoleUser(ctx context.Context, p Principal, name, tena
 	if !p.Admin {
 		return ConsoleUser{}, errorf(CodeForbidden, "only an admin may create console users")
 	}
-	if tenant == "" {
-		tenant = p.Tenant
+	tenant, err := p.TenantFor(tenant)
+	if err != nil {
+		return ConsoleUser{}, err
 	}
 	if !consoleUserRe.MatchString(name) {
 		return ConsoleUser{}, errorf(CodeInvalidArgument, "name: 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
@@ -208,7 +223,7 @@ func (s *Service) CreateConsoleUser(ctx context.Context, p Principal, name, tena
 func (s *Service) ListConsoleUsers(ctx context.Context, p Principal) ([]ConsoleUser, error) {
 	us, err := s.store.ListConsoleUsers(ctx, p.scope())
 	if err != nil {
-		return nil, internal(err)
+		return nil, storeFailed(err)
 	}
 	out := make([]ConsoleUser, len(us))
 	for i, u := range us {
@@ -226,7 +241,7 @@ func (s *Service) EnsureConsoleAdmin(ctx context.Context) (name, pw string, crea
 		return "", "", false, wrapStore(err)
 	}
 	if err := s.EnsureTenant(ctx, AdminTenant); err != nil {
-		return "", "", false, internal(err)
+		return "", "", false, wrapStore(err)
 	}
 	b := make([]byte, 18)
 	if _, err := rand.Read(b); err != nil {
@@ -279,7 +294,7 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 			a, err = s.store.CountSignInAttempt(ctx, s.store.DB, g.subject, now, FailureWindow, g.lockAt, LockDuration)
 		}
 		if err != nil {
-			return Session{}, internal(err)
+			return Session{}, storeFailed(err)
 		}
 		if a.Counted {
 			continue
@@ -295,7 +310,7 @@ func (s *Service) SignIn(ctx context.Context, name string, pw []byte, addr, requ
 	u, err := s.store.GetConsoleUser(ctx, s.store.DB, name)
 	found := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return Session{}, internal(err)
+		return Session{}, storeFailed(err)
 	}
 	hash := dummyHash
 	if found {
@@ -363,7 +378,7 @@ func (s *Service) SessionPrincipal(ctx context.Context, token, addr, requestID s
 		return Principal{}, Session{}, expired
 	}
 	if err != nil {
-		return Principal{}, Session{}, internal(err)
+		return Principal{}, Session{}, storeFailed(err)
 	}
 	now := s.store.Now()
 	if now.After(sess.ExpiresAt) || now.Sub(sess.LastSeenAt) > SessionIdle {
@@ -375,7 +390,7 @@ func (s *Service) SessionPrincipal(ctx context.Context, token, addr, requestID s
 		return Principal{}, Session{}, expired
 	}
 	if err != nil {
-		return Principal{}, Session{}, internal(err)
+		return Principal{}, Session{}, storeFailed(err)
 	}
 	// Writing on every request would serialise reads behind SQLite's
 	// single writer; a minute's precision is plenty for an idle timeout.
@@ -401,7 +416,7 @@ func (s *Service) SignOut(ctx context.Context, token string) error {
 		return nil
 	}
 	if err != nil {
-		return internal(err)
+		return storeFailed(err)
 	}
 	tenant := ""
 	if u, err := s.store.GetConsoleUser(ctx, s.store.DB, sess.User); err == nil {

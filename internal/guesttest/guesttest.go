@@ -1,11 +1,12 @@
-// Package guesttest makes throwaway Linux "guests" for tests (DESIGN §9,
-// level 3): a guest is a tree of real processes (sshd, and optionally
-// qemu-ga) in their own mount and PID namespaces, with a private copy of
-// /etc bind-mounted over /etc, so that password changes inside the guest
-// (chpasswd, PAM, qemu-ga's guest-set-user-password) go to the copy and
-// never to the host's /etc. Each guest's sshd listens on its own loopback
-// address, so a test proves a password change the way a user would: an SSH
-// login with the new password succeeds and one with the old password fails.
+// Package guesttest makes throwaway Linux "guests" for tests
+// (docs/design.md#testing-ladder, level 3): a guest is a tree of real
+// processes (sshd, and optionally qemu-ga) in their own mount and PID
+// namespaces, with a private copy of /etc bind-mounted over /etc, so that
+// password changes inside the guest (chpasswd, PAM, qemu-ga's
+// guest-set-user-password) go to the copy and never to the host's /etc. Each
+// guest's sshd listens on its own loopback address, so a test proves a
+// password change the way a user would: an SSH login with the new password
+// succeeds and one with the old password fails.
 //
 // Besides its private /etc, a guest has a private /run (emptied at each
 // power-on, as a tmpfs would be at boot) and /var/log, so that sshd, PAM

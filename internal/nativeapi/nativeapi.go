@@ -566,6 +566,14 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p core.Principal) e
 		}
 		after = n
 	}
+	// A revocation between the authentication and the position taken
+	// above would be missed: look once more, now that later ones are seen.
+	if ok, err := a.svc.StillAuthorized(r.Context(), p); err != nil || !ok {
+		if err != nil {
+			return err
+		}
+		return &core.Error{Code: core.CodeUnauthenticated, Message: "the credentials of this request were revoked or signed out"}
+	}
 	opFilter := r.URL.Query().Get("operationId")
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{})

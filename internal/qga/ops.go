@@ -1,9 +1,7 @@
 package qga
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -121,26 +119,7 @@ func ProbeUserMissing(ctx context.Context, d Doer, user string) bool {
 	}
 }
 
-// scrub replaces err when its text holds the password or its base64 form,
-// keeping only what the engine needs to classify it. The agent's answer is
-// the guest's text, and nothing stops a broken or hostile guest from
-// echoing what it was sent.
+// scrub withholds err when it shows the password (see driver.Scrub).
 func scrub(err error, password []byte) error {
-	msg := []byte(err.Error())
-	defer clear(msg)
-	b64 := make([]byte, base64.StdEncoding.EncodedLen(len(password)))
-	defer clear(b64)
-	base64.StdEncoding.Encode(b64, password)
-	if !bytes.Contains(msg, password) && !bytes.Contains(msg, b64) {
-		return err
-	}
-	const withheld = "qga: guest-set-user-password failed (the agent's answer is withheld: it contained the password)"
-	switch {
-	case errors.Is(err, driver.ErrUserNotFound):
-		return fmt.Errorf("%s: %w", withheld, driver.ErrUserNotFound)
-	case errors.Is(err, driver.ErrGuestNotAlive):
-		return fmt.Errorf("%s: %w", withheld, driver.ErrGuestNotAlive)
-	default:
-		return errors.New(withheld)
-	}
+	return driver.Scrub(err, password, "qga: guest-set-user-password failed (the agent's answer is withheld: it contained the password)")
 }

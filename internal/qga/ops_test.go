@@ -175,4 +175,9 @@ func TestScrubKeepsCleanErrors(t *testing.T) {
 	if got := scrub(errors.New("hunter22 aHVudGVyMjI="), []byte("hunter22")); bytes.Contains([]byte(got.Error()), []byte("hunter22")) {
 		t.Errorf("scrub kept the password: %v", got)
 	}
+	// A dropped connection that echoed the password is still worth a retry.
+	if got := scrub(driver.Transientf("qga: read: hunter22: %w", driver.ErrGuestNotAlive), []byte("hunter22")); !driver.IsTransient(got) ||
+		!errors.Is(got, driver.ErrGuestNotAlive) {
+		t.Errorf("scrub made a transient error permanent: %v", got)
+	}
 }

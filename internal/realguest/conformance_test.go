@@ -20,7 +20,7 @@ type agentHarness struct {
 }
 
 func (h *agentHarness) Power() driver.Power { return h.e.power }
-func (h *agentHarness) Guest() driver.Guest { return h.e.current().ch }
+func (h *agentHarness) Guest() driver.Guest { return h.e.channel() }
 
 func (h *agentHarness) Config() drivertest.Config {
 	return drivertest.Config{TransitionTimeout: time.Minute, PollInterval: 100 * time.Millisecond,
@@ -39,7 +39,7 @@ func (h *agentHarness) NewMachine(t testing.TB, spec drivertest.MachineSpec) dri
 		}
 	}
 	ref := driver.Ref{InstanceID: m.instance, Address: m.agentID}
-	ch := h.e.current().ch
+	ch := h.e.channel()
 	waitPing(t, ch, ref, nil)
 	switch {
 	case !spec.Running:

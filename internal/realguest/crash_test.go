@@ -16,6 +16,8 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
 	"github.com/fleetpass/fleetpass/internal/guesttest"
+	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // serverProc is `fleetpass serve` as a real process.
@@ -71,11 +73,7 @@ func (p *serverProc) kill() {
 
 func buildServer(t testing.TB) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "fleetpass")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/fleetpass/fleetpass/cmd/fleetpass").CombinedOutput(); err != nil {
-		t.Fatalf("build fleetpass: %v\n%s", err, out)
-	}
-	return bin
+	return testutil.BuildBinary(t, "github.com/fleetpass/fleetpass/cmd/fleetpass")
 }
 
 // A real server process is killed with SIGKILL in the middle of a batch of
@@ -140,6 +138,13 @@ func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 	// Kill as soon as the batch is accepted, before it can finish.
 	p.kill()
 	t.Logf("killed the server with the operation %s accepted at %s", op.ID, op.Status)
+	// The kill must land mid-batch, or the restart proves nothing: read
+	// what the dead server left, through the store.
+	if left := itemsLeft(t, filepath.Join(data, "fleetpass.db"), op.ID); left == 0 {
+		t.Fatal("every item had ended before the kill: the test proves nothing")
+	} else {
+		t.Logf("%d of %d items had not ended at the kill", left, n)
+	}
 	before, _ := os.ReadFile(logPath)
 	t.Logf("server log lines before the kill: %d", strings.Count(string(before), "\n"))
 	time.Sleep(time.Second)
@@ -169,16 +174,13 @@ func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 	for _, m := range ms {
 		places[m.name+" agent log"] = m.agentLogs()
 	}
-	files, _ := filepath.Glob(filepath.Join(data, "fleetpass.db*"))
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		places[filepath.Base(f)] = string(b)
-	}
 	for where, text := range places {
-		if strings.Contains(text, pw) || strings.Contains(text, old) {
+		if testutil.ContainsSecret([]byte(text), pw) || testutil.ContainsSecret([]byte(text), old) {
 			t.Errorf("a password is in the %s", where)
 		}
 	}
+	testutil.AssertNotInDir(t, data, pw)
+	testutil.AssertNotInDir(t, data, old)
 	if !regexp.MustCompile(`connected to the server`).MatchString(ms[0].agentLogs()) {
 		t.Errorf("agent log shows no connection:\n%s", ms[0].agentLogs())
 	}
@@ -197,4 +199,26 @@ func waitInstance(t testing.TB, c *client.Client, m *machine, ok func(*apiv1.Ins
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// itemsLeft is how many items of the operation had not ended in the
+// database of a stopped server.
+func itemsLeft(t testing.TB, path, opID string) int {
+	t.Helper()
+	st, err := store.OpenSQLite(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	op, err := st.GetOperation(t.Context(), st.DB, opID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	for _, it := range op.Items {
+		if it.State != apiv1.ItemSucceeded && it.State != apiv1.ItemFailed {
+			left++
+		}
+	}
+	return left
 }

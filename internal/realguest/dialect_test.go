@@ -16,20 +16,13 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/sign/capi2"
 	"github.com/fleetpass/fleetpass/internal/sign/zc2"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // The dialects reset the default admin user (root on Linux), within the
 // documents' narrower password rules.
 
-func dialectPassword() string {
-	const alnum = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-	b := []byte("Fp")
-	for range 10 {
-		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alnum))))
-		b = append(b, alnum[n.Int64()])
-	}
-	return string(b) + "9!"
-}
+func dialectPassword() string { return testutil.NewPassword() }
 
 type apiKey struct{ id, secret string }
 

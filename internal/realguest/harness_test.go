@@ -1,17 +1,10 @@
 package realguest
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
-	"math/big"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -23,19 +16,12 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
 	"github.com/fleetpass/fleetpass/internal/core"
-	"github.com/fleetpass/fleetpass/internal/dialect/actionapi"
-	"github.com/fleetpass/fleetpass/internal/dialect/baremetal"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/engine"
-	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/guesttest"
-	"github.com/fleetpass/fleetpass/internal/httpx"
-	"github.com/fleetpass/fleetpass/internal/inventory"
-	"github.com/fleetpass/fleetpass/internal/metrics"
-	"github.com/fleetpass/fleetpass/internal/nativeapi"
-	"github.com/fleetpass/fleetpass/internal/qga"
-	"github.com/fleetpass/fleetpass/internal/sealer"
-	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // powerDriver is the name of the test guests' power driver.
@@ -50,67 +36,30 @@ const (
 	agentState = "/etc/fleetpass-agent/state.json"
 )
 
-// syncBuffer is a log sink tests read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// buildAgent builds cmd/fleetpass-agent for the guests to run.
+// buildAgent builds cmd/fleetpass-agent (static) for the guests to run.
 func buildAgent(t testing.TB) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "fleetpass-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/fleetpass/fleetpass/cmd/fleetpass-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build fleetpass-agent: %v\n%s", err, out)
-	}
-	// Guests' users must reach it: t.TempDir is private to root.
+	bin := testutil.BuildBinary(t, "github.com/fleetpass/fleetpass/cmd/fleetpass-agent", "CGO_ENABLED=0")
+	// Guests' users must reach it: the build directory is private.
 	for dir := filepath.Dir(bin); dir != "/" && dir != os.TempDir(); dir = filepath.Dir(dir) {
 		_ = os.Chmod(dir, 0o755)
 	}
 	return bin
 }
 
-// env is a fleetpass server assembled in process like server.Open, plus
-// a power driver for the test guests, on a fixed loopback address so that
-// agents find it again after a restart.
+// env is the real fleetpass server in process (servertest), with the test
+// guests' power driver plugged in through server.Open's configuration: as
+// the power of the qga guests ("guesttest") and in place of "manual" for
+// the agent guests, whose instances their agents enrol with that driver.
 type env struct {
 	t        testing.TB
+	s        *servertest.Server
 	dir      string
-	addr     string
 	url      string
 	agentBin string
 	power    *guestPower
-	agentCfg agentserver.Config
-	engCfg   engine.Config
-	logs     *syncBuffer
+	logs     *testutil.LogBuffer
 	client   *client.Client
-
-	mu  sync.Mutex
-	run *serverRun
-}
-
-type serverRun struct {
-	store  *store.Store
-	svc    *core.Service
-	eng    *engine.Engine
-	ch     *agentserver.Channel
-	hs     *http.Server
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 type envOpts struct {
@@ -134,16 +83,12 @@ func newEnv(t testing.TB, o envOpts) *env {
 		o.engine.RetryBase = 100 * time.Millisecond
 		o.engine.FetchPoll = 20 * time.Millisecond
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	e := &env{t: t, dir: t.TempDir(), addr: addr, url: "http://" + addr, agentBin: buildAgent(t),
-		power: &guestPower{m: map[string]*machine{}}, agentCfg: o.agent, engCfg: o.engine, logs: &syncBuffer{}}
-	e.start()
-	t.Cleanup(e.stop)
+	power := &guestPower{m: map[string]*machine{}}
+	s := servertest.Start(t, servertest.WithoutSim(), servertest.WithAgent(o.agent), servertest.WithEngine(o.engine),
+		servertest.WithDrivers(map[string]driver.Power{powerDriver: power, core.ManualPowerDriver: power}, nil),
+		servertest.WithAdminKey(servertest.Key{ID: adminKeyID, Secret: adminSecret}), servertest.WithTenants(tenant),
+		servertest.WithConfig(func(c *server.Config) { c.SyncInterval = 2 * time.Second }))
+	e := &env{t: t, s: s, dir: s.DataDir, url: s.URL, agentBin: buildAgent(t), power: power, logs: s.Logs}
 	c, err := client.New(e.url, adminKeyID, adminSecret)
 	if err != nil {
 		t.Fatal(err)
@@ -152,109 +97,14 @@ func newEnv(t testing.TB, o envOpts) *env {
 	return e
 }
 
-// start opens the data directory and serves, as `fleetpass serve` would.
-func (e *env) start() {
+// channel is the server's agent channel.
+func (e *env) channel() *agentserver.Channel {
 	e.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st, err := store.OpenSQLite(ctx, filepath.Join(e.dir, "fleetpass.db"))
-	if err != nil {
-		cancel()
-		e.t.Fatal(err)
+	ch, ok := e.s.Service().GuestDriver(core.AgentGuestDriver).(*agentserver.Channel)
+	if !ok {
+		e.t.Fatal("the server has no agent channel")
 	}
-	seal, err := sealer.LoadOrCreate(filepath.Join(e.dir, "secret.key"))
-	if err != nil {
-		cancel()
-		e.t.Fatal(err)
-	}
-	ch := agentserver.NewChannel(st, e.agentCfg)
-	drivers := engine.Drivers{
-		Power: map[string]driver.Power{powerDriver: e.power, core.ManualPowerDriver: agentserver.NewManual(ch)},
-		Guest: map[string]driver.Guest{"qga": &qga.Channel{}, core.AgentGuestDriver: ch},
-	}
-	m := metrics.New()
-	bus := events.NewBus(st, log, 100*time.Millisecond)
-	if err := bus.Start(ctx); err != nil {
-		cancel()
-		e.t.Fatal(err)
-	}
-	eng, err := engine.New(ctx, st, drivers, seal, bus, m, log, e.engCfg)
-	if err != nil {
-		cancel()
-		e.t.Fatal(err)
-	}
-	svc := core.New(st, eng, seal, bus, drivers, log)
-	if n, err := svc.CountKeys(ctx); err != nil || n == 0 {
-		if err := svc.InsertKey(ctx, adminKeyID, adminSecret, core.AdminTenant, "test admin", true); err != nil {
-			cancel()
-			e.t.Fatal(err)
-		}
-		if err := svc.EnsureTenant(ctx, tenant); err != nil {
-			cancel()
-			e.t.Fatal(err)
-		}
-	}
-	mux := http.NewServeMux()
-	nativeapi.New(svc, log, m, nativeapi.Config{}).Register(mux)
-	actionapi.New(svc, log, m, nil).Register(mux)
-	baremetal.New(svc, log, m, nil).Register(mux)
-	agentserver.NewAPI(svc, st, ch, log).Register(mux)
-	hs := &http.Server{Handler: httpx.Middleware(log, mux), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
-	var ln net.Listener
-	for i := 0; ; i++ {
-		// The port was ours a moment ago; a closing run may hold it briefly.
-		if ln, err = net.Listen("tcp", e.addr); err == nil || i == 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		cancel()
-		e.t.Fatalf("listen on %s again: %v", e.addr, err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		cancel()
-		e.t.Fatal(err)
-	}
-	r := &serverRun{store: st, svc: svc, eng: eng, ch: ch, hs: hs, cancel: cancel, done: make(chan struct{})}
-	go bus.Run(ctx)
-	go inventory.New(svc, st, drivers, log, 2*time.Second).Run(ctx)
-	go func() {
-		defer close(r.done)
-		_ = hs.Serve(ln)
-	}()
-	e.mu.Lock()
-	e.run = r
-	e.mu.Unlock()
-}
-
-// stop ends the server abruptly, as a crash would for everything not yet
-// committed: connections are cut, running item executions cancelled.
-func (e *env) stop() {
-	e.mu.Lock()
-	r := e.run
-	e.run = nil
-	e.mu.Unlock()
-	if r == nil {
-		return
-	}
-	r.cancel()
-	_ = r.hs.Close()
-	<-r.done
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = r.eng.Stop(ctx)
-	cancel()
-	r.store.Close()
-}
-
-func (e *env) current() *serverRun {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.run == nil {
-		e.t.Fatal("the server is not running")
-	}
-	return e.run
+	return ch
 }
 
 // machine is a test guest registered as an instance.
@@ -377,8 +227,9 @@ const user = "alice"
 var enrolled = regexp.MustCompile(`enrolled: instance (ins-[a-z0-9]+) \(tenant [a-z0-9-]+\), agent (agt-[a-z0-9]+)`)
 
 // newAgentGuest starts a guest, enrols its agent with a one-time token
-// (given on standard input, never in arguments), moves the instance to the
-// test power driver, starts the agent and waits until it is alive.
+// (given on standard input, never in arguments), starts the agent and waits
+// until it is alive. The instance's power is "manual", which this server
+// runs with the test guests' switch.
 func (e *env) newAgentGuest(name, password string) *machine {
 	e.t.Helper()
 	m := e.agentGuestNoWait(name, password)
@@ -404,23 +255,11 @@ func (e *env) agentGuestNoWait(name, password string) *machine {
 		e.t.Fatalf("enroll said %q", out)
 	}
 	m := &machine{name: name, g: g, instance: sm[1], agentID: sm[2], agentBin: e.agentBin}
-	e.usePower(m)
 	e.power.add(m)
 	if err := m.startAgent(); err != nil {
 		e.t.Fatal(err)
 	}
 	return m
-}
-
-// usePower gives the instance the test guests' power driver: an agent
-// enrols its machine with power "manual", and these guests have a switch.
-func (e *env) usePower(m *machine) {
-	e.t.Helper()
-	_, err := e.current().store.DB.ExecContext(e.t.Context(),
-		`UPDATE instances SET power_driver = ?, power_address = ? WHERE id = ?`, powerDriver, m.name, m.instance)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 }
 
 // newQGAGuest starts a guest running qemu-ga and registers it with the
@@ -456,16 +295,8 @@ func (e *env) waitAlive(m *machine) {
 	}
 }
 
-// newPassword makes a password that fits the Linux rule.
-func newPassword() string {
-	const alnum = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-	b := []byte("Fp-")
-	for range 13 {
-		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alnum))))
-		b = append(b, alnum[n.Int64()])
-	}
-	return string(b) + "9"
-}
+// newPassword makes a password that fits every rule.
+func newPassword() string { return testutil.NewPassword() }
 
 // reset asks the native API for a reset and waits for its end.
 func (e *env) reset(mode string, force bool, pw string, ms ...*machine) *apiv1.Operation {

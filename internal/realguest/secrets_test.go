@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // argvWatch reads every process's argv (/proc/*/cmdline) until stopped,
@@ -95,26 +97,25 @@ func redact(s string, secrets [][]byte) string {
 // agent's or qemu-ga's log, or the database files (records, the WAL).
 func (e *env) noSecretsAnywhere(t testing.TB, ms []*machine, passwords ...string) {
 	t.Helper()
+	// What fleetpass writes, at the levels that would show a leak: the
+	// server logs at debug, the agents run with --log-level debug. qemu-ga's
+	// own log is not scanned: at its default level it logs no command, and
+	// at debug it logs every command it reads, passwords included, by its
+	// design and beyond fleetpass's reach.
 	places := map[string]string{"server log": e.logs.String()}
 	for _, m := range ms {
 		places[m.name+" agent log"] = m.agentLogs()
-		places[m.name+" qemu-ga log"] = m.g.QGALog()
 		places[m.name+" sshd log"] = m.g.SSHDLog()
-	}
-	files, _ := filepath.Glob(filepath.Join(e.dir, "fleetpass.db*"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		places[filepath.Base(f)] = string(b)
 	}
 	for where, text := range places {
 		for _, pw := range passwords {
-			if strings.Contains(text, pw) {
+			if testutil.ContainsSecret([]byte(text), pw) {
 				t.Errorf("a password is in the %s", where)
 			}
 		}
+	}
+	for _, pw := range passwords {
+		testutil.AssertNotInDir(t, e.dir, pw)
 	}
 	if !strings.Contains(e.logs.String(), "agent command acknowledged") && len(ms) > 0 && ms[0].agentID != "" {
 		t.Errorf("the server log holds no acknowledgement: is it logging at all?")

@@ -1,6 +1,6 @@
-// Package sealer encrypts secrets at rest (DESIGN §6): pending passwords and
-// the HMAC secrets of API keys are kept only sealed with AES-256-GCM under a
-// key stored in the data directory with mode 0600.
+// Package sealer encrypts secrets at rest (docs/design.md#secrets): pending
+// passwords and the HMAC secrets of API keys are kept only sealed with
+// AES-256-GCM under a key stored in the data directory with mode 0600.
 package sealer
 
 import (

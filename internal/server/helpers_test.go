@@ -1,65 +1,48 @@
-package server
+package server_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
-	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
-	"github.com/fleetpass/fleetpass/internal/store/storetest"
+	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
-// TestMain stops the throwaway PostgreSQL cluster of a run on PostgreSQL.
+// TestMain stops the throwaway PostgreSQL cluster of a run on PostgreSQL
+// (servertest.DatabaseURL).
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
-// syncBuffer is a log sink tests can read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// env is a whole server in process, on SQLite, with the sim drivers.
+// env is a whole server in process (servertest), on the test kit's
+// database, with the sim drivers; its methods are the native API calls the
+// tests here make.
 type env struct {
-	t       testing.TB
-	srv     *Server
-	http    *httptest.Server
+	t   testing.TB
+	s   *servertest.Server
+	srv *server.Server
+	url string
+	// http.URL is url, as tests written before servertest spell it.
+	http    struct{ URL string }
 	dataDir string
-	// databaseURL is the PostgreSQL database of a run on PostgreSQL
-	// (FLEETPASS_TEST_DATABASE=postgres), else empty: SQLite in dataDir.
+	// databaseURL is the server's PostgreSQL database, or empty (SQLite).
 	databaseURL string
-	logs        *syncBuffer
-	out         *syncBuffer
+	logs        *testutil.LogBuffer
+	out         *testutil.LogBuffer
 	admin       key
 }
 
 type key struct{ id, secret string }
+
+func (k key) kit() servertest.Key { return servertest.Key{ID: k.id, Secret: k.secret} }
 
 type envOpts struct {
 	// databaseURL puts the server on this PostgreSQL database whatever
@@ -78,68 +61,31 @@ type envOpts struct {
 	dataDir        string
 }
 
-// fastEngine keeps the waits of the sim fleet short.
-func fastEngine() engine.Config {
-	c := engine.DefaultConfig()
-	c.PollInterval = 10 * time.Millisecond
-	c.ShutdownTimeout = 500 * time.Millisecond
-	c.StopTimeout = 2 * time.Second
-	c.BootTimeout = 5 * time.Second
-	c.GuestTimeout = 500 * time.Millisecond
-	c.RetryBase = 10 * time.Millisecond
-	c.FetchPoll = 10 * time.Millisecond
-	return c
-}
-
 func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
-	if o.engine.PollInterval == 0 {
-		o.engine = fastEngine()
+	opts := []servertest.Option{servertest.WithAPI(nativeapi.Config{RateLimit: o.rateLimit, Burst: o.burst})}
+	if o.engine.PollInterval != 0 {
+		opts = append(opts, servertest.WithEngine(o.engine))
 	}
-	e := &env{t: t, dataDir: o.dataDir, logs: &syncBuffer{}, out: &syncBuffer{}}
-	if e.dataDir == "" {
-		e.dataDir = t.TempDir()
+	if o.dataDir != "" {
+		opts = append(opts, servertest.WithDataDir(o.dataDir))
 	}
-	if o.syncInterval == 0 {
-		o.syncInterval = time.Hour
+	if o.sqlite {
+		opts = append(opts, servertest.WithSQLite())
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.databaseURL = o.databaseURL
-	if e.databaseURL == "" && !o.sqlite {
-		e.databaseURL = storetest.DatabaseURL(t)
-	}
-	srv, err := Open(ctx, Config{
-		Listen: "127.0.0.1:0", DataDir: e.dataDir, DatabaseURL: e.databaseURL, Sim: true, Engine: o.engine,
-		API:          nativeapi.Config{RateLimit: o.rateLimit, Burst: o.burst},
-		SyncInterval: o.syncInterval, QGASocketDirs: o.qgaDirs, MaxInstancesPerTenant: o.maxPerTenant,
-		TrustedProxies: o.trustedProxies,
-		Log:            slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Out:            e.out,
-	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	e.srv = srv
-	e.http = httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		e.http.Close()
-		cancel()
-		srv.Close()
-	})
-	var creds Credentials
-	data, err := os.ReadFile(filepath.Join(e.dataDir, "admin-credentials"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &creds); err != nil {
-		t.Fatal(err)
-	}
-	e.admin = key{creds.KeyID, creds.Secret}
+	opts = append(opts, servertest.WithConfig(func(c *server.Config) {
+		if o.databaseURL != "" {
+			c.DatabaseURL = o.databaseURL
+		}
+		if o.syncInterval != 0 {
+			c.SyncInterval = o.syncInterval
+		}
+		c.QGASocketDirs, c.MaxInstancesPerTenant, c.TrustedProxies = o.qgaDirs, o.maxPerTenant, o.trustedProxies
+	}))
+	s := servertest.Start(t, opts...)
+	e := &env{t: t, s: s, srv: s.Server, url: s.URL, dataDir: s.DataDir, databaseURL: s.DatabaseURL, logs: s.Logs,
+		out: s.Out, admin: key{s.Admin.ID, s.Admin.Secret}}
+	e.http.URL = s.URL
 	return e
 }
 
@@ -157,49 +103,14 @@ type machineOpts struct {
 // addMachine makes a sim machine and registers it as an instance.
 func (e *env) addMachine(o machineOpts) apiv1.Instance {
 	e.t.Helper()
-	ctx := context.Background()
-	if o.tenant == "" {
-		o.tenant = "acme"
-	}
-	if o.os == "" {
-		o.os = sim.Linux
-	}
-	if o.users == nil {
-		o.users = []string{o.os.DefaultUser(), "deploy"}
-	}
-	svc := e.srv.Service()
-	if err := svc.EnsureTenant(ctx, o.tenant); err != nil {
-		e.t.Fatal(err)
-	}
-	addr := "m-" + o.tenant + "-" + o.name
-	if err := e.srv.Sim().Add(ctx, sim.Machine{ID: addr, OS: o.os, Users: o.users, Running: o.running,
-		BootTime: o.boot, ShutdownTime: o.shutdown, Faults: o.faults}); err != nil {
-		e.t.Fatal(err)
-	}
-	p := core.Principal{Kind: "key", ID: "test", Tenant: o.tenant, Admin: true}
-	in, err := svc.RegisterInstance(ctx, p, apiv1.InstanceCreate{Name: o.name, Tenant: o.tenant, OSType: string(o.os),
-		Power: apiv1.DriverLink{Driver: "sim", Address: addr}, Guest: apiv1.DriverLink{Driver: "sim", Address: addr}})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	state := apiv1.StateStopped
-	if o.running {
-		state = apiv1.StateRunning
-	}
-	alive := o.running && !o.faults.AgentDead
-	if err := svc.SetInstanceObserved(ctx, in.ID, state, &alive); err != nil {
-		e.t.Fatal(err)
-	}
-	in.State, in.GuestAlive = state, alive
-	return in
+	return e.s.AddMachine(servertest.Machine{Name: o.name, Tenant: o.tenant, OS: o.os, Running: o.running,
+		Faults: o.faults, Boot: o.boot, Shutdown: o.shutdown, Users: o.users})
 }
 
 // newKey makes an API key in tenant.
 func (e *env) newKey(tenant string) key {
 	e.t.Helper()
-	_ = e.srv.Service().EnsureTenant(context.Background(), tenant)
-	var k apiv1.KeyCreated
-	e.mustDo(e.admin, "POST", "/v1/keys", apiv1.KeyCreate{Name: "test", Tenant: tenant}, http.StatusCreated, &k)
+	k := e.s.NewKey(tenant)
 	return key{k.ID, k.Secret}
 }
 
@@ -210,11 +121,7 @@ type reply struct {
 	body   []byte
 }
 
-func (r reply) errCode() string {
-	var b apiv1.ErrorBody
-	_ = json.Unmarshal(r.body, &b)
-	return b.Error.Code
-}
+func (r reply) errCode() string { return r.errBody().Error.Code }
 
 func (r reply) errBody() apiv1.ErrorBody {
 	var b apiv1.ErrorBody
@@ -226,94 +133,34 @@ func (r reply) errBody() apiv1.ErrorBody {
 // (sent as JSON).
 func (e *env) do(k key, method, path string, body any, headers ...string) reply {
 	e.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		data, err := json.Marshal(b)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, e.http.URL+path, rd)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if k.id != "" {
-		req.SetBasicAuth(k.id, k.secret)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: data}
+	r := e.s.Do(k.kit(), method, path, body, headers...)
+	return reply{status: r.Status, header: r.Header, body: r.Body}
 }
 
 func (e *env) mustDo(k key, method, path string, body any, want int, out any, headers ...string) reply {
 	e.t.Helper()
-	r := e.do(k, method, path, body, headers...)
-	if r.status != want {
-		e.t.Fatalf("%s %s: status %d, want %d: %s", method, path, r.status, want, r.body)
-	}
-	if out != nil {
-		if err := json.Unmarshal(r.body, out); err != nil {
-			e.t.Fatalf("%s %s: %v: %s", method, path, err, r.body)
-		}
-	}
-	return r
+	r := e.s.MustDo(k.kit(), method, path, body, want, out, headers...)
+	return reply{status: r.Status, header: r.Header, body: r.Body}
 }
 
 func (e *env) reset(k key, req apiv1.PasswordReset) apiv1.Operation {
 	e.t.Helper()
-	var op apiv1.Operation
-	e.mustDo(k, "POST", "/v1/password-resets", req, http.StatusAccepted, &op)
-	return op
+	return e.s.Reset(k.kit(), req)
 }
 
 func (e *env) wait(k key, opID string) apiv1.Operation {
 	e.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		var op apiv1.Operation
-		e.mustDo(k, "GET", "/v1/operations/"+opID+"/wait?timeout=20s", nil, http.StatusOK, &op)
-		if op.Status != apiv1.OperationRunning {
-			return op
-		}
-	}
-	e.t.Fatalf("operation %s did not end", opID)
-	return apiv1.Operation{}
+	return e.s.Wait(k.kit(), opID)
 }
 
 func (e *env) instance(k key, id string) apiv1.Instance {
 	e.t.Helper()
-	var in apiv1.Instance
-	e.mustDo(k, "GET", "/v1/instances/"+id, nil, http.StatusOK, &in)
-	return in
+	return e.s.Instance(k.kit(), id)
 }
 
 func (e *env) checkPassword(in apiv1.Instance, user, pw string) bool {
 	e.t.Helper()
-	ok, err := e.srv.Sim().CheckPassword(context.Background(), in.Power.Address, user, []byte(pw))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return ok
+	return e.s.CheckPassword(in, user, pw)
 }
 
 func itemOf(op apiv1.Operation, id string) apiv1.Item {
@@ -338,23 +185,22 @@ func ids(ins ...apiv1.Instance) []string {
 // PostgreSQL, in the cluster's files and log.
 func (e *env) assertNoSecret(secret string) {
 	e.t.Helper()
-	if strings.Contains(e.logs.String(), secret) || strings.Contains(e.out.String(), secret) {
-		e.t.Errorf("the password appears in the server's log")
-	}
-	filepath.WalkDir(e.dataDir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(data, []byte(secret)) {
-			e.t.Errorf("the password appears in %s", filepath.Base(path))
-		}
-		return nil
-	})
-	if e.databaseURL != "" {
-		assertNotInPostgres(e.t, secret)
+	e.s.AssertNoSecret(secret)
+}
+
+// holdingShutdowns is the fast engine with graceful shutdowns that may take
+// minutes: with sim.Faults{HangShutdown: true}, an instance stays busy
+// until the test calls releaseShutdown, however slow the machine.
+func holdingShutdowns() engine.Config {
+	c := servertest.FastEngine()
+	c.ShutdownTimeout = 5 * time.Minute
+	return c
+}
+
+// releaseShutdown lets the hung graceful shutdown of in finish.
+func (e *env) releaseShutdown(in apiv1.Instance) {
+	e.t.Helper()
+	if err := e.srv.Sim().SetFaults(context.Background(), in.Power.Address, sim.Faults{}); err != nil {
+		e.t.Fatal(err)
 	}
 }

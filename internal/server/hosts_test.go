@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/server"
 )
 
 // unreachable is a libvirt URI that parses but never connects: the host
@@ -241,7 +242,7 @@ func TestServeLibvirtFlagAddsTheHostOnceAcrossRestarts(t *testing.T) {
 	dir := t.TempDir()
 	for range 2 {
 		ctx, cancel := context.WithCancel(context.Background())
-		srv, err := Open(ctx, Config{Listen: "127.0.0.1:0", DataDir: dir, LibvirtHosts: []string{unreachable},
+		srv, err := server.Open(ctx, server.Config{Listen: "127.0.0.1:0", DataDir: dir, LibvirtHosts: []string{unreachable},
 			LibvirtTenant: "lab", SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			cancel()

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -19,16 +19,18 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/sealer"
+	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
 	"github.com/fleetpass/fleetpass/internal/store"
 	"github.com/fleetpass/fleetpass/internal/store/storetest"
 )
 
 // openPG opens a server on the PostgreSQL database url (with its own data
 // directory), or returns Open's error.
-func openPG(t *testing.T, url string) (*Server, error) {
+func openPG(t *testing.T, url string) (*server.Server, error) {
 	t.Helper()
-	srv, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), DatabaseURL: url,
-		Sim: true, Engine: fastEngine(), SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := server.Open(context.Background(), server.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), DatabaseURL: url,
+		Sim: true, Engine: servertest.FastEngine(), SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err == nil {
 		t.Cleanup(func() { srv.Close() })
 	}
@@ -86,8 +88,8 @@ func TestPostgresServersStartingTogetherMigrateOnce(t *testing.T) {
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			srv, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), DatabaseURL: url,
-				SecretKeyFile: keyFile, Engine: fastEngine(), SyncInterval: time.Hour,
+			srv, err := server.Open(context.Background(), server.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), DatabaseURL: url,
+				SecretKeyFile: keyFile, Engine: servertest.FastEngine(), SyncInterval: time.Hour,
 				Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err == nil {
 				srv.Close()
@@ -214,8 +216,8 @@ func writeKey(t *testing.T, b byte) string {
 func TestServersOfOneDatabaseNeedTheSameKey(t *testing.T) {
 	url := storetest.DatabaseURL(t)
 	open := func(dataDir, keyFile string) error {
-		srv, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: dataDir, DatabaseURL: url,
-			SecretKeyFile: keyFile, Engine: fastEngine(), SyncInterval: time.Hour,
+		srv, err := server.Open(context.Background(), server.Config{Listen: "127.0.0.1:0", DataDir: dataDir, DatabaseURL: url,
+			SecretKeyFile: keyFile, Engine: servertest.FastEngine(), SyncInterval: time.Hour,
 			Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err == nil {
 			srv.Close()
@@ -248,8 +250,8 @@ func TestServersOfOneDatabaseNeedTheSameKey(t *testing.T) {
 
 func TestSecretKeyFileMustExistAndBePrivate(t *testing.T) {
 	open := func(keyFile string) error {
-		srv, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), SecretKeyFile: keyFile,
-			Engine: fastEngine(), SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		srv, err := server.Open(context.Background(), server.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), SecretKeyFile: keyFile,
+			Engine: servertest.FastEngine(), SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err == nil {
 			srv.Close()
 		}
@@ -284,7 +286,7 @@ func TestDBCopyMovesASQLiteInstallationToPostgres(t *testing.T) {
 	// Graceful shutdowns hang until a forced stop at the item's deadline,
 	// 5 s on: the items are still unfinished when the source stops (an
 	// execution hands its wait back to River after half a second).
-	cfg := fastEngine()
+	cfg := servertest.FastEngine()
 	cfg.ShutdownTimeout, cfg.ExecBudget = 5*time.Second, 500*time.Millisecond
 	src := newEnv(t, envOpts{sqlite: true, engine: cfg})
 	k := src.newKey("acme")
@@ -306,17 +308,16 @@ func TestDBCopyMovesASQLiteInstallationToPostgres(t *testing.T) {
 	src.mustDo(src.admin, "GET", "/v1/audit?limit=500", nil, 200, &audit)
 	var keys apiv1.KeyList
 	src.mustDo(src.admin, "GET", "/v1/keys", nil, 200, &keys)
-	src.http.Close()
-	src.srv.Close()
+	src.s.Stop()
 
-	res, err := CopyDatabase(context.Background(), src.dataDir, url)
+	res, err := server.CopyDatabase(context.Background(), src.dataDir, url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Resumed != len(slow) || res.Rows["instances"] != 4 || res.Rows["operations"] != 2 {
 		t.Fatalf("copied %+v", res)
 	}
-	if _, err := CopyDatabase(context.Background(), src.dataDir, url); err == nil || !strings.Contains(err.Error(), "empty database") {
+	if _, err := server.CopyDatabase(context.Background(), src.dataDir, url); err == nil || !strings.Contains(err.Error(), "empty database") {
 		t.Fatalf("a second copy into the same database: %v", err)
 	}
 

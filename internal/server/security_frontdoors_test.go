@@ -1,4 +1,4 @@
-package server
+package server_test
 
 // Regression tests of the front doors (issue 10, items 9-12 and 14-22):
 // each is named after the failure it pins. They drive a whole server in
@@ -8,12 +8,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 )
 
@@ -119,7 +123,7 @@ func TestSecurity_AnIdenticalRequestToAnotherReplicaIsAnsweredFromTheDatabase(t 
 	// replica reads is what this one wrote.
 	var scope string
 	var answered int
-	if err := e.srv.store.DB.QueryRow(`SELECT scope, answered FROM signed_requests`).Scan(&scope, &answered); err != nil || answered != 1 ||
+	if err := e.srv.Store().DB.QueryRow(`SELECT scope, answered FROM signed_requests`).Scan(&scope, &answered); err != nil || answered != 1 ||
 		scope != "/api/v2/zec RebootInstances" {
 		t.Fatalf("signed request row: scope %q answered %v (%v)", scope, answered, err)
 	}
@@ -281,7 +285,7 @@ func TestSecurity_ABrowserOpeningTheRootIsSentToTheConsole(t *testing.T) {
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	get := func(accept string) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequest("GET", e.http.URL+"/", nil)
+		req, _ := http.NewRequest("GET", e.url+"/", nil)
 		if accept != "" {
 			req.Header.Set("Accept", accept)
 		}
@@ -347,7 +351,7 @@ func TestSecurity_ListsAreEmptyArraysNeverNull(t *testing.T) {
 	k := e.newKey("empty")
 	for _, who := range []key{k, e.admin} {
 		for _, path := range []string{"/v1/instances", "/v1/instances?state=ERROR", "/v1/operations", "/v1/keys", "/v1/tenants",
-			"/v1/audit", "/v1/hosts"} {
+			"/v1/audit", "/v1/hosts", "/v1/agent-tokens"} {
 			r := e.do(who, "GET", path, nil)
 			if r.status == http.StatusForbidden {
 				continue // admin-only lists
@@ -360,6 +364,20 @@ func TestSecurity_ListsAreEmptyArraysNeverNull(t *testing.T) {
 				t.Errorf("GET %s as %s: null at %v: %s", path, who.id, nulls, r.body)
 			}
 		}
+	}
+	// The dialects' lists too.
+	for _, r := range []reply{
+		e.sendAction(actionCall{key: k, action: "DescribeInstances", body: "{}"}),
+		e.sendAction(actionCall{key: k, path: "/api/v2/zec", action: "DescribeInstancesStatus", body: "{}"}),
+	} {
+		var v any
+		_ = json.Unmarshal(r.body, &v)
+		if nulls := nullArrays("", v); len(nulls) > 0 || !strings.Contains(string(r.body), `"dataSet":[]`) {
+			t.Errorf("action API: null at %v: %s", nulls, r.body)
+		}
+	}
+	if r, _ := e.sendBM(bmCall{key: k, params: url.Values{"Action": {"DescribeDeviceList"}}}); !strings.Contains(string(r.body), `"deviceList":[]`) {
+		t.Errorf("bare-metal API: %s", r.body)
 	}
 	// An operation's own lists.
 	in := e.addMachine(machineOpts{name: "web", running: true})
@@ -399,5 +417,59 @@ func TestSecurity_ATimedOutShutdownLeavesTheInstanceRunningAndConsentIsAskedAgai
 	r := e.do(e.admin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(hung), Mode: apiv1.ModeAuto, Password: goodPW})
 	if r.status != http.StatusConflict || r.errCode() != "FORCED_SHUTDOWN_CONSENT_REQUIRED" {
 		t.Fatalf("auto reset after the timed-out shutdown: %d %s", r.status, r.body)
+	}
+}
+
+// TestSecurity_TheDocsActionExamplePastedAsOneBlockWorks runs the signed
+// example of docs/api-action.md as a reader pastes it: every request in the
+// same second (a fixed `date`), the VM-path refusal of a running instance
+// followed by the same body on the ZEC path, and a list asked twice.
+func TestSecurity_TheDocsActionExamplePastedAsOneBlockWorks(t *testing.T) {
+	for _, tool := range []string{"sh", "curl", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed (scripts/install-test-deps.sh): %v", tool, err)
+		}
+	}
+	e := newEnv(t, envOpts{})
+	stopped := e.addMachine(machineOpts{name: "cache-01", tenant: core.AdminTenant})
+	running := e.addMachine(machineOpts{name: "web-01", tenant: core.AdminTenant, running: true})
+	bin := t.TempDir()
+	// One second for the whole block, as a fast paste gets.
+	if err := os.WriteFile(filepath.Join(bin, "date"), []byte("#!/bin/sh\necho "+strconv.FormatInt(time.Now().Unix(), 10)+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script, err := filepath.Abs("../../docs/examples/sign-action.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := strings.NewReplacer("SCRIPT", script, "@stopped@", stopped.ID, "@running@", running.ID).Replace(`
+echo '{"status": "STOPPED", "pageSize": 2}' | SCRIPT vm DescribeInstances
+echo '{"status": "STOPPED", "pageSize": 2}' | SCRIPT vm DescribeInstances
+printf '%s' '{"instanceIds": ["@stopped@"], "password": "Demo(2)pass"}' | SCRIPT vm ResetInstancesPassword
+printf '%s' '{"instanceIds": ["@running@"], "password": "Demo(2)pass"}' | SCRIPT vm ResetInstancesPassword
+printf '%s' '{"instanceIds": ["@running@"], "password": "Demo(2)pass"}' | SCRIPT zec ResetInstancesPassword
+`)
+	cmd := exec.Command("sh", "-c", block)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "FLEETPASS_DATA="+e.dataDir, "FLEETPASS_URL="+e.http.URL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("%d answers: %s", len(lines), out)
+	}
+	for i, want := range []string{`"totalCount":1`, `"totalCount":1`, `"operationId"`, "OPERATION_DENIED_INSTANCE_NOT_STOPPED", `"operationId"`} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("answer %d: %s, want %s", i+1, lines[i], want)
+		}
+	}
+	var list apiv1.OperationList
+	e.mustDo(e.admin, "GET", "/v1/operations", nil, http.StatusOK, &list)
+	for _, op := range list.Operations {
+		e.wait(e.admin, op.ID)
+	}
+	if len(list.Operations) != 2 || !e.checkPassword(stopped, "root", "Demo(2)pass") || !e.checkPassword(running, "root", "Demo(2)pass") {
+		t.Fatalf("%d operations; both instances must have the new password", len(list.Operations))
 	}
 }

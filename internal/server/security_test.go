@@ -1,4 +1,4 @@
-package server
+package server_test
 
 // The security review of tenant boundaries, revocation, console sign-in and
 // the data directory: each test is an attack or a failure seen from
@@ -254,8 +254,9 @@ func openStream(t *testing.T, req *http.Request) <-chan struct{} {
 	return done
 }
 
-// A revoked key, or a signed-out console session, kept its open event
-// stream and long poll, and with them the tenant's live events.
+// A revoked key, a signed-out console session, or the other sessions of a
+// user who changed the password, kept their open event streams and long
+// polls, and with them the tenant's live events.
 func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	in := e.addMachine(machineOpts{name: "slow", tenant: "acme", running: true, shutdown: time.Hour, faults: sim.Faults{HangShutdown: true}})
@@ -263,7 +264,7 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	op := e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: ids(in), Password: goodPW, Mode: apiv1.ModeOffline, ForceStop: true})
 
 	get := func(path string) *http.Request {
-		req, _ := http.NewRequest("GET", e.http.URL+path, nil)
+		req, _ := http.NewRequest("GET", e.url+path, nil)
 		req.SetBasicAuth(k.id, k.secret)
 		return req
 	}
@@ -297,7 +298,7 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	// A console session's stream ends when it signs out.
 	e.consoleUser("olga", "acme", false)
 	jar := signInClient(t, e, "olga", consolePassword, "")
-	req, _ := http.NewRequest("GET", e.http.URL+"/console/api/v1/events", nil)
+	req, _ := http.NewRequest("GET", e.url+"/console/api/v1/events", nil)
 	resp, err := jar.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -310,8 +311,8 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	// Signing out from another tab of the same session.
-	out, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-out", nil)
-	out.Header.Set("Origin", e.http.URL)
+	out, _ := http.NewRequest("POST", e.url+"/console/api/sign-out", nil)
+	out.Header.Set("Origin", e.url)
 	out.Header.Set("X-CSRF-Token", jar.csrf)
 	if r, err := jar.client.Do(out); err != nil || r.StatusCode != http.StatusNoContent {
 		t.Fatalf("sign-out: %v %v", r, err)
@@ -320,6 +321,35 @@ func TestSecurity_RevocationEndsOpenStreams(t *testing.T) {
 	case <-consoleStream:
 	case <-time.After(5 * time.Second):
 		t.Error("the signed-out session's event stream is still open 5 s after signing out")
+	}
+
+	// A password change ends the user's other sessions and their streams.
+	here := signInClient(t, e, "olga", consolePassword, "")
+	there := signInClient(t, e, "olga", consolePassword, "")
+	req, _ = http.NewRequest("GET", e.url+"/console/api/v1/events", nil)
+	resp, err = there.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherStream := make(chan struct{})
+	go func() {
+		defer close(otherStream)
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	change, _ := http.NewRequest("POST", e.url+"/console/api/password",
+		strings.NewReader(`{"current":"`+consolePassword+`","new":"Another-Console-pw-77"}`))
+	change.Header.Set("Content-Type", "application/json")
+	change.Header.Set("Origin", e.url)
+	change.Header.Set("X-CSRF-Token", here.csrf)
+	if r, err := here.client.Do(change); err != nil || r.StatusCode != http.StatusOK {
+		t.Fatalf("password change: %v %v", r, err)
+	}
+	select {
+	case <-otherStream:
+	case <-time.After(5 * time.Second):
+		t.Error("another session's event stream is still open 5 s after the password change")
 	}
 }
 
@@ -349,9 +379,9 @@ func signInClient(t *testing.T, e *env, user, pw, forwardedFor string) signedIn 
 // and a client carrying the session cookie, if any.
 func consoleSignIn(e *env, user, pw, forwardedFor string) (int, []byte, http.Header, *http.Client) {
 	body, _ := json.Marshal(map[string]string{"user": user, "password": pw})
-	req, _ := http.NewRequest("POST", e.http.URL+"/console/api/sign-in", strings.NewReader(string(body)))
+	req, _ := http.NewRequest("POST", e.url+"/console/api/sign-in", strings.NewReader(string(body)))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Origin", e.http.URL)
+	req.Header.Set("Origin", e.url)
 	if forwardedFor != "" {
 		req.Header.Set("X-Forwarded-For", forwardedFor)
 	}

@@ -97,6 +97,18 @@ type Config struct {
 	// gives the client's address (--trusted-proxies).
 	TrustedProxies []string
 
+	// Power and Guest are drivers of the caller's own, by name, added to
+	// the built-in ones: how tests plug in the power of their throwaway
+	// guests and still run the server users run.
+	Power map[string]driver.Power
+	Guest map[string]driver.Guest
+	// Clock, when set, replaces the database's clock (tests of expiries).
+	Clock func() time.Time
+	// AdminKeyID and AdminKeySecret, when set, are the bootstrap admin key
+	// of an empty database instead of random ones, as the environment
+	// variables FLEETPASS_ADMIN_KEY_ID and FLEETPASS_ADMIN_KEY_SECRET.
+	AdminKeyID, AdminKeySecret string
+
 	Log *slog.Logger
 	// Out receives the messages meant for the operator at start-up (where
 	// the credentials are, the URL): standard output for `serve`.
@@ -192,6 +204,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		return nil, err
 	}
+	if cfg.Clock != nil {
+		s.store.SetClock(cfg.Clock)
+	}
 	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{},
 		HostDriver: core.LibvirtDriver, AgentDriver: core.AgentGuestDriver}
 	if cfg.Demo || cfg.Sim || cfg.SimLoad > 0 {
@@ -221,6 +236,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.addBMCDrivers(&drivers)
+	for name, p := range cfg.Power {
+		drivers.Power[name] = p
+	}
+	for name, g := range cfg.Guest {
+		drivers.Guest[name] = g
+	}
 	s.metrics = metrics.New()
 	s.bus = events.NewBus(s.store, cfg.Log, 250*time.Millisecond)
 	if err := s.bus.Start(ctx); err != nil {
@@ -485,11 +506,15 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return nil
 	}
 	id, secret := core.NewKeyMaterial()
-	if envID, envSecret := os.Getenv("FLEETPASS_ADMIN_KEY_ID"), os.Getenv("FLEETPASS_ADMIN_KEY_SECRET"); envID != "" || envSecret != "" {
-		if envID == "" || envSecret == "" || len(envSecret) < 16 {
+	givenID, givenSecret := s.cfg.AdminKeyID, s.cfg.AdminKeySecret
+	if givenID == "" && givenSecret == "" {
+		givenID, givenSecret = os.Getenv("FLEETPASS_ADMIN_KEY_ID"), os.Getenv("FLEETPASS_ADMIN_KEY_SECRET")
+	}
+	if givenID != "" || givenSecret != "" {
+		if givenID == "" || givenSecret == "" || len(givenSecret) < 16 {
 			return errors.New("FLEETPASS_ADMIN_KEY_ID and FLEETPASS_ADMIN_KEY_SECRET must be set together, the secret at least 16 characters")
 		}
-		id, secret = envID, envSecret
+		id, secret = givenID, givenSecret
 	}
 	if err := s.svc.InsertKey(ctx, id, secret, core.AdminTenant, "bootstrap admin", true); err != nil {
 		return fmt.Errorf("bootstrap admin key: %w", err)

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/server"
 )
 
 const goodPW = "Fleet-Pass-42x"
@@ -464,7 +465,7 @@ func TestEventsStreamOperationItemAndInstanceChangesPerTenant(t *testing.T) {
 	blue := e.newKey("blue")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+"/v1/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/events", nil)
 	req.SetBasicAuth(blue.id, blue.secret)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -477,12 +478,12 @@ func TestEventsStreamOperationItemAndInstanceChangesPerTenant(t *testing.T) {
 	e.wait(e.admin, e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: ids(other), Password: goodPW}).ID)
 	op := e.wait(blue, e.reset(blue, apiv1.PasswordReset{InstanceIDs: ids(in), Password: goodPW}).ID)
 	seen := map[string]bool{}
-	var lastID string
+	var eventIDs []string
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() && !(seen["operation-end"] && seen["item"] && seen["instance"]) {
 		line := sc.Text()
 		if id, ok := strings.CutPrefix(line, "id: "); ok {
-			lastID = id
+			eventIDs = append(eventIDs, id)
 		}
 		data, ok := strings.CutPrefix(line, "data: ")
 		if !ok {
@@ -510,23 +511,30 @@ func TestEventsStreamOperationItemAndInstanceChangesPerTenant(t *testing.T) {
 	if !seen["operation-end"] || !seen["item"] || !seen["instance"] {
 		t.Fatalf("events seen: %v (%v)", seen, sc.Err())
 	}
-	// Resuming after the last id replays nothing already seen.
-	req2, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+"/v1/events", nil)
+	if len(eventIDs) < 2 {
+		t.Fatalf("events carry ids %q, want at least two", eventIDs)
+	}
+	// Resuming after the first event replays the rest from the log: the
+	// first event of the new stream is the second of the first one (a
+	// server ignoring the header would start at the beginning, or with
+	// new events only, which never come).
+	req2, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/events", nil)
 	req2.SetBasicAuth(blue.id, blue.secret)
-	req2.Header.Set("Last-Event-ID", "0")
+	req2.Header.Set("Last-Event-ID", eventIDs[0])
 	resp2, err := http.DefaultClient.Do(req2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp2.Body.Close()
 	sc2 := bufio.NewScanner(resp2.Body)
-	for sc2.Scan() {
-		if strings.HasPrefix(sc2.Text(), "id: ") {
-			break // replay from the start of the log works
+	var resumed string
+	for resumed == "" && sc2.Scan() {
+		if id, ok := strings.CutPrefix(sc2.Text(), "id: "); ok {
+			resumed = id
 		}
 	}
-	if lastID == "" {
-		t.Error("events carry no id")
+	if resumed != eventIDs[1] {
+		t.Errorf("after Last-Event-ID %s the stream resumed at %q, want %s (%v)", eventIDs[0], resumed, eventIDs[1], sc2.Err())
 	}
 }
 
@@ -592,7 +600,7 @@ func TestMetricsCountOperationsAndItems(t *testing.T) {
 
 func TestALockedDataDirectoryIsRefused(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	_, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: e.dataDir})
+	_, err := server.Open(context.Background(), server.Config{Listen: "127.0.0.1:0", DataDir: e.dataDir})
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("a second server on the same data directory: %v", err)
 	}

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"crypto/hmac"
@@ -120,7 +120,7 @@ func (e *env) sendTC(c tcCall) tcAnswer {
 	if c.at.IsZero() {
 		c.at = time.Now()
 	}
-	req, err := http.NewRequest("POST", e.http.URL+"/", strings.NewReader(c.body))
+	req, err := http.NewRequest("POST", e.url+"/", strings.NewReader(c.body))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func (e *env) sendTC(c tcCall) tcAnswer {
 	req.Header.Set("X-TC-Version", c.version)
 	req.Header.Set("X-TC-Timestamp", strconv.FormatInt(c.at.Unix(), 10))
 	req.Header.Set("X-TC-Region", "eu-frankfurt")
-	u, _ := url.Parse(e.http.URL)
+	u, _ := url.Parse(e.url)
 	req.Header.Set("Authorization", testTC3Authorization(c.key, c.service, c.at, u.Host, "application/json", []byte(c.body)))
 	if c.editReq != nil {
 		c.editReq(req)
@@ -277,7 +277,7 @@ func TestTencentDocsExampleScript(t *testing.T) {
 	run := func(version, action, body string) map[string]json.RawMessage {
 		t.Helper()
 		cmd := exec.Command("sh", filepath.Join("..", "..", "docs", "examples", "sign-tencent.sh"), version, action)
-		cmd.Env = append(os.Environ(), "FLEETPASS_DATA="+e.dataDir, "FLEETPASS_URL="+e.http.URL)
+		cmd.Env = append(os.Environ(), "FLEETPASS_DATA="+e.dataDir, "FLEETPASS_URL="+e.url)
 		cmd.Stdin = strings.NewReader(body)
 		out, err := cmd.Output()
 		if err != nil {
@@ -306,4 +306,51 @@ func TestTencentDocsExampleScript(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	e.assertNoSecret(pw)
+}
+
+// What Tencent's documentation and other clients send beyond the Go SDK:
+// no region, a charset in the Content-Type, more signed headers (values
+// lower-cased, as the documentation's own example signs x-tc-action).
+func TestTencentRawAcceptsWhatTheDocumentationSends(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	k := e.newKey("acme")
+	e.addMachine(machineOpts{name: "web"})
+	u, _ := url.Parse(e.http.URL)
+	hexSHA := func(b string) string {
+		h := sha256.Sum256([]byte(b))
+		return hex.EncodeToString(h[:])
+	}
+	mac := func(key []byte, msg string) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(msg))
+		return m.Sum(nil)
+	}
+	const ct, body = "application/json; charset=utf-8", `{"Limit":1}`
+	for _, tc := range []struct {
+		name   string
+		signed string // header names, sorted
+		values string // their canonical lines
+	}{
+		{"content-type and host", "content-type;host", "content-type:" + ct + "\nhost:" + u.Host + "\n"},
+		{"x-tc-action too", "content-type;host;x-tc-action", "content-type:" + ct + "\nhost:" + u.Host + "\nx-tc-action:describeinstances\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Now()
+			ts := strconv.FormatInt(now.Unix(), 10)
+			date := now.UTC().Format("2006-01-02")
+			canonical := "POST\n/\n\n" + tc.values + "\n" + tc.signed + "\n" + hexSHA(body)
+			scope := date + "/cvm/tc3_request"
+			sig := mac(mac(mac(mac([]byte("TC3"+k.secret), date), "cvm"), "tc3_request"),
+				"TC3-HMAC-SHA256\n"+ts+"\n"+scope+"\n"+hexSHA(canonical))
+			a := e.sendTC(tcCall{key: k, action: "DescribeInstances", body: body, at: now, editReq: func(r *http.Request) {
+				r.Header.Del("X-TC-Region")
+				r.Header.Set("X-TC-Language", "en-US")
+				r.Header.Set("Content-Type", ct)
+				r.Header.Set("Authorization", "TC3-HMAC-SHA256 Credential="+k.id+"/"+scope+", SignedHeaders="+tc.signed+", Signature="+hex.EncodeToString(sig))
+			}})
+			if code := a.errorCode(); code != "" || string(a.Response["TotalCount"]) != "1" {
+				t.Errorf("answered %v", a.Response)
+			}
+		})
+	}
 }

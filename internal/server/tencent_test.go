@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"encoding/json"
@@ -26,7 +26,7 @@ import (
 func (e *env) cvmClient(k key) *cvm.Client {
 	e.t.Helper()
 	cpf := profile.NewClientProfile()
-	cpf.HttpProfile.Endpoint = strings.TrimPrefix(e.http.URL, "http://")
+	cpf.HttpProfile.Endpoint = strings.TrimPrefix(e.url, "http://")
 	cpf.HttpProfile.Scheme = "HTTP"
 	c, err := cvm.NewClient(common.NewCredential(k.id, k.secret), "ap-guangzhou", cpf)
 	if err != nil {

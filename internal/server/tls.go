@@ -50,9 +50,17 @@ func (s *Server) tlsConfig(addr net.Addr) (*tls.Config, string, error) {
 		if isLoopback(host) {
 			return nil, "", nil
 		}
-		cert, err = selfSigned(s.cfg.DataDir)
+		names, ips := servedNames(host)
+		cert, err = selfSigned(s.cfg.DataDir, names, ips)
 		if err != nil {
 			return nil, "", err
+		}
+		if missing := uncovered(cert, names, ips); len(missing) > 0 && s.log != nil {
+			// Made for another address: kept, since clients and agents
+			// pinned its fingerprint, but say how to get a fitting one.
+			s.log.Warn("the self-signed certificate does not name the address served on; clients checking names will refuse it "+
+				"(pinning its fingerprint still works); delete tls.crt and tls.key in the data directory to make a new one",
+				"missing", strings.Join(missing, ", "))
 		}
 	}
 	sum := sha256.Sum256(cert.Certificate[0])
@@ -68,8 +76,58 @@ func fingerprint(sum []byte) string {
 	return strings.Join(parts, ":")
 }
 
-// selfSigned loads or creates the data directory's self-signed certificate.
-func selfSigned(dir string) (tls.Certificate, error) {
+// servedNames are the names a self-signed certificate for listen host
+// should carry: the machine's host name, localhost and the
+// loopback addresses, and the address served on, or every address of the
+// machine's interfaces when it listens on all of them.
+func servedNames(host string) ([]string, []net.IP) {
+	names := []string{"localhost"}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		names = append(names, h)
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil:
+		if host != "" {
+			names = append(names, host)
+		}
+	case ip.IsUnspecified():
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+				ips = append(ips, n.IP)
+			}
+		}
+	default:
+		ips = append(ips, ip)
+	}
+	return names, ips
+}
+
+// uncovered lists the names and addresses cert does not carry.
+func uncovered(cert tls.Certificate, names []string, ips []net.IP) []string {
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, n := range names {
+		if leaf.VerifyHostname(n) != nil {
+			out = append(out, n)
+		}
+	}
+	for _, ip := range ips {
+		if leaf.VerifyHostname(ip.String()) != nil {
+			out = append(out, ip.String())
+		}
+	}
+	return out
+}
+
+// selfSigned loads or creates the data directory's self-signed certificate,
+// naming names and ips.
+func selfSigned(dir string, names []string, ips []net.IP) (tls.Certificate, error) {
 	certPath, keyPath := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	if cert, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
 		return cert, nil
@@ -89,8 +147,8 @@ func selfSigned(dir string) (tls.Certificate, error) {
 		NotAfter:     time.Now().AddDate(5, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost", hostname},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:     names,
+		IPAddresses:  ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

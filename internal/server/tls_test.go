@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 func TestANonLoopbackAddressWithoutACertificateGetsAPersistentSelfSignedOne(t *testing.T) {
@@ -43,8 +46,8 @@ func TestServeWithTLSCertificatePrintsItsFingerprint(t *testing.T) {
 	if _, _, err := (&Server{cfg: Config{DataDir: certDir}}).tlsConfig(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 10)}); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
-	addr := freePort(t)
+	out := &testutil.LogBuffer{}
+	addr := testutil.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := Open(ctx, Config{Listen: addr, DataDir: t.TempDir(), TLSCert: filepath.Join(certDir, "tls.crt"),
 		TLSKey: filepath.Join(certDir, "tls.key"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Out: out})
@@ -87,4 +90,49 @@ func TestServeWithTLSCertificatePrintsItsFingerprint(t *testing.T) {
 	if bytes.Count([]byte(out.String()), []byte("SHA-256")) != 1 {
 		t.Errorf("fingerprint line: %q", out.String())
 	}
+}
+
+// ---- item 16: the self-signed certificate's names
+
+func TestSecurity_TheSelfSignedCertificateNamesTheAddressAndHostItServesOn(t *testing.T) {
+	host, _ := os.Hostname()
+	for _, c := range []struct {
+		name   string
+		listen net.IP
+		want   []string
+	}{
+		{"one address", net.IPv4(192, 0, 2, 10), []string{"192.0.2.10", host, "localhost", "127.0.0.1"}},
+		{"all addresses", net.IPv4zero, interfaceAddrs(t)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := &Server{cfg: Config{DataDir: t.TempDir()}}
+			cfg, _, err := s.tlsConfig(&net.TCPAddr{IP: c.listen, Port: 8443})
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf, err := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range c.want {
+				if err := leaf.VerifyHostname(name); err != nil {
+					t.Errorf("the certificate does not name %s: %v (DNS %v, IPs %v)", name, err, leaf.DNSNames, leaf.IPAddresses)
+				}
+			}
+		})
+	}
+}
+
+func interfaceAddrs(t *testing.T) []string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLinkLocalUnicast() {
+			out = append(out, n.IP.String())
+		}
+	}
+	return out
 }

@@ -221,13 +221,13 @@ func (s *Store) HasAgentCommands(ctx context.Context, q Querier, agentID string)
 	return n > 0, nil
 }
 
-// AckAgentCommand records a command's result and deletes its sealed
-// password. It returns ErrNotFound for a command of another agent, or one
-// superseded meanwhile.
+// AckAgentCommand records a sent command's result and deletes its sealed
+// password. It returns ErrNotFound for a command of another agent, one not
+// sent yet, or one superseded or acknowledged meanwhile.
 func (s *Store) AckAgentCommand(ctx context.Context, q Querier, agentID, id, result string, exitCode int, msg string) error {
 	res, err := s.c(q).ExecContext(ctx, `UPDATE agent_commands SET state = ?, exit_code = ?, message = ?, sealed = NULL,
-		acked_at = ? WHERE id = ? AND agent_id = ? AND state IN (?, ?)`,
-		result, exitCode, msg, ms(s.now()), id, agentID, CommandPending, CommandSent)
+		acked_at = ? WHERE id = ? AND agent_id = ? AND state = ?`,
+		result, exitCode, msg, ms(s.now()), id, agentID, CommandSent)
 	if err != nil {
 		return fmt.Errorf("ack agent command: %w", err)
 	}

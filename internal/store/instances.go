@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 )
@@ -120,7 +121,9 @@ func (s *Store) ListInstances(ctx context.Context, f InstanceFilter) ([]apiv1.In
 		where, args = append(where, "os_type = ?"), append(args, f.OSType)
 	}
 	if f.NamePrefix != "" {
-		where, args = append(where, "substr(name, 1, ?) = ?"), append(args, len(f.NamePrefix), f.NamePrefix)
+		// substr counts characters, in SQLite and PostgreSQL alike; a
+		// prefix compared by equality needs no LIKE escaping.
+		where, args = append(where, "substr(name, 1, ?) = ?"), append(args, utf8.RuneCountInString(f.NamePrefix), f.NamePrefix)
 	}
 	if f.AfterID != "" {
 		where, args = append(where, "(name > ? OR (name = ? AND id > ?))"), append(args, f.AfterName, f.AfterName, f.AfterID)

@@ -48,9 +48,9 @@ func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operat
 	now := ms(s.now())
 	for _, it := range items {
 		_, err := s.c(tx).ExecContext(ctx, `INSERT INTO items (operation_id, instance_id, seq, instance_name, kind, state, step,
-			mode, method, user_name, force_stop, stop_mode, sealed_secret, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			mode, method, user_name, force_stop, stop_mode, sealed_secret, updated_at, shutdown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			op.ID, it.InstanceID, it.Seq, it.InstanceName, op.Kind, it.State, it.Step, it.Mode, it.Method, it.User,
-			boolInt(it.ForceStop), it.StopMode, it.SealedSecret, now)
+			boolInt(it.ForceStop), it.StopMode, it.SealedSecret, now, boolInt(it.Shutdown))
 		if err != nil {
 			return fmt.Errorf("create item: %w", err)
 		}
@@ -60,20 +60,21 @@ func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operat
 
 const itemColumns = `i.operation_id, o.tenant_id, i.instance_id, i.seq, i.instance_name, i.kind, i.state, i.step, i.mode,
 	i.user_name, i.force_stop, i.stop_mode, i.deadline, i.error_code, i.message, i.detail, i.attempts, i.sealed_secret,
-	i.started_at, i.finished_at, i.updated_at, i.method, i.was_running`
+	i.started_at, i.finished_at, i.updated_at, i.method, i.was_running, i.shutdown`
 
 func scanItem(sc interface{ Scan(...any) error }) (ItemWork, error) {
 	var w ItemWork
-	var force, wasRunning int
+	var force, wasRunning, shutdown int
 	var deadline, started, finished sql.NullInt64
 	var updated int64
 	err := sc.Scan(&w.OperationID, &w.Tenant, &w.InstanceID, &w.Seq, &w.InstanceName, &w.Kind, &w.State, &w.Step,
 		&w.Mode, &w.User, &force, &w.StopMode, &deadline, &w.ErrorCode, &w.Message, &w.Detail, &w.Attempts, &w.SealedSecret,
-		&started, &finished, &updated, &w.Method, &wasRunning)
+		&started, &finished, &updated, &w.Method, &wasRunning, &shutdown)
 	if err != nil {
 		return w, err
 	}
 	w.WasRunning = wasRunning == 1
+	w.Shutdown = shutdown == 1
 	w.StepSince = fromMS(updated)
 	w.ForceStop = force == 1
 	w.Deadline = fromNullMS(deadline)

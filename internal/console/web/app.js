@@ -165,6 +165,7 @@ async function showChangePassword() {
 function route() {
   if (!state.session || state.session.mustChangePassword) return;
   state.onEvent = null;
+  state.refreshSelection = null;
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   for (const a of document.querySelectorAll("nav a")) a.removeAttribute("aria-current");
   if (parts[0] === "operations" && parts[1]) showOperation(decodeURIComponent(parts[1]));
@@ -286,7 +287,30 @@ function moreMenu(inst) {
 async function startReset(instances) {
   try {
     // Read them again: the dialog's steps depend on their current state.
-    const fresh = await Promise.all(instances.map((i) => call("GET", "/v1/instances/" + encodeURIComponent(i.id))));
+    // An instance deleted since it was selected leaves the selection
+    // instead of breaking the reset of the others.
+    const got = await Promise.allSettled(instances.map((i) => call("GET", "/v1/instances/" + encodeURIComponent(i.id))));
+    const fresh = [];
+    const gone = [];
+    got.forEach((r, k) => {
+      if (r.status === "fulfilled") fresh.push(r.value);
+      else if (r.reason && r.reason.code === "INSTANCE_NOT_FOUND") gone.push(instances[k]);
+      else throw r.reason;
+    });
+    for (const g of gone) state.selection.delete(g.id);
+    if (gone.length) {
+      const names = gone.map((g) => g.name || g.id).join(", ");
+      const msg = (gone.length === 1 ? `Instance ${names} no longer exists and was removed from the selection.`
+        : `${gone.length} instances no longer exist and were removed from the selection: ${names}.`);
+      for (const g of gone) {
+        const tr = document.querySelector(`#instances tr[data-id="${CSS.escape(g.id)}"]`);
+        if (tr) tr.remove();
+      }
+      if (state.refreshSelection) state.refreshSelection();
+      announce(msg);
+      alertBox(msg);
+    }
+    if (!fresh.length) return;
     await openResetDialog(fresh, (ops, failure) => {
       state.selection.clear();
       state.generated = new Map();
@@ -315,7 +339,7 @@ async function showInstances() {
   clear(main);
   const search = h("input", { type: "search", id: "filter-name", value: L.namePrefix, placeholder: "Name prefix or instance ID" });
   const stateSel = h("select", { id: "filter-state" },
-    ["", "RUNNING", "STOPPED", "STOPPING", "STARTING", "RESETTING_PASSWORD", "ERROR", "PENDING", "UNKNOWN", "MISSING"].map((s) =>
+    ["", "RUNNING", "STOPPED", "STOPPING", "STARTING", "REBOOTING", "RESETTING_PASSWORD", "ERROR", "PENDING", "UNKNOWN", "MISSING"].map((s) =>
       h("option", { value: s, selected: L.state === s }, s ? s.charAt(0) + s.slice(1).toLowerCase().replace(/_/g, " ") : "All states")));
   const osSel = h("select", { id: "filter-os" },
     [["", "All OS types"], ["linux", "Linux"], ["windows", "Windows"]].map(([v, t]) => h("option", { value: v, selected: L.os === v }, t)));
@@ -332,6 +356,7 @@ async function showInstances() {
   let nextCursor = "";
 
   const refresh = () => {
+    rows = rows.filter((i) => tbody.querySelector(`tr[data-id="${CSS.escape(i.id)}"]`));
     const n = state.selection.size;
     resetBtn.disabled = n === 0;
     selInfo.textContent = n === 0 ? "Select instances to reset several at once." : `${n} selected`;
@@ -393,6 +418,7 @@ async function showInstances() {
     startReset([...state.selection.values()]);
   });
 
+  state.refreshSelection = refresh;
   state.onEvent = (type, ev) => {
     if (type !== "instance" || !ev.instance) return;
     const inst = ev.instance;
@@ -483,7 +509,7 @@ function operationsTable(ops, id) {
       h("td", {}, kindWords[op.kind] || op.kind),
       h("td", {}, badge(op.status)),
       h("td", {}, `${op.summary.succeeded} of ${op.summary.total} succeeded` + (op.summary.failed ? `, ${op.summary.failed} failed` : "")),
-      h("td", { class: "col-by" }, op.requestedBy.id),
+      h("td", { class: "col-by" }, requester(op.requestedBy)),
       h("td", { class: "col-when" }, when(op.createdAt)))))));
 }
 
@@ -545,14 +571,21 @@ async function showOperation(id) {
     h("td", {}, h("a", { href: "#/instances/" + encodeURIComponent(it.instanceId) }, it.instanceName), h("br"), h("span", { class: "mono muted" }, it.instanceId)),
     h("td", { class: "item-step" }, it.state === "failed" ? `Failed while: ${(stepWords[it.step] || it.step).toLowerCase()}` : stepWords[it.step] || it.step),
     h("td", { class: "item-state" }, badge(it.state)),
-    h("td", { class: "item-message" }, it.state === "failed" ? sentence(it.message || it.errorCode) : it.mode ? (it.mode === "online" ? "Without shutdown" : "With shutdown") + (it.user ? `, user ${it.user}` : "") : ""));
+    h("td", { class: "item-message" }, it.state === "failed" ? sentence(it.message || it.errorCode) : itemDetails(it)));
   const render = () => {
     clear(statusEl);
     statusEl.append(badge(op.status));
-    const s = op.summary;
+    // Counted from the items, which item events keep current: the
+    // operation's own summary only changes with its (rarer) events.
+    let succeeded = 0, failedN = 0;
+    for (const it of items.values()) {
+      if (it.state === "succeeded") succeeded++;
+      else if (it.state === "failed") failedN++;
+    }
+    const total = Math.max(items.size, op.summary ? op.summary.total : 0);
     summaryEl.textContent = op.status === "running"
-      ? `In progress: ${s.succeeded} done, ${s.failed} failed, ${s.total - s.succeeded - s.failed} to go.`
-      : `Finished: ${s.succeeded} of ${s.total} succeeded` + (s.failed ? `, ${s.failed} failed.` : ".");
+      ? `In progress: ${succeeded} done, ${failedN} failed, ${total - succeeded - failedN} to go.`
+      : `Finished: ${succeeded} of ${total} succeeded` + (failedN ? `, ${failedN} failed.` : ".");
     clear(tbody);
     for (const it of items.values()) tbody.appendChild(renderItem(it));
   };
@@ -633,7 +666,7 @@ async function showOperation(id) {
   main.append(
     h("p", {}, h("a", { href: "#/operations" }, "← Operations")),
     title(`${kindWords[op.kind] || op.kind} · ${op.id}`),
-    h("p", {}, "Status: ", statusEl, ` · requested by ${op.requestedBy.id} on ${when(op.createdAt)}`),
+    h("p", {}, "Status: ", statusEl, ` · requested by ${requester(op.requestedBy)} on ${when(op.createdAt)}`),
     summaryEl,
     splitBox,
     generatedBox || "",
@@ -645,6 +678,22 @@ async function showOperation(id) {
   render();
   document.getElementById("page-title").focus();
   follow();
+}
+
+// itemDetails says how an item resets its instance: with a shutdown only
+// when it shuts the machine down (an offline reset of a stopped machine
+// does not).
+function itemDetails(it) {
+  if (!it.mode) return "";
+  const how = it.mode === "online" ? "Without shutdown" : it.shutdown ? "With shutdown" : "While stopped";
+  return how + (it.user ? `, user ${it.user}` : "");
+}
+
+// requester names who asked: a key by its name (and id), a user by name.
+function requester(r) {
+  if (!r) return "";
+  if (r.kind === "key") return r.name ? `key ${r.name} (${r.id})` : `key ${r.id}`;
+  return r.name || r.id;
 }
 
 // ---- console users (admins)

@@ -62,12 +62,6 @@ export function when(t) {
   return d.toLocaleString();
 }
 
-// poweredOn mirrors the server: only a stopped (or stopping) instance can
-// be reset without consent to shut it down.
-export function poweredOn(inst) {
-  return inst.state !== "STOPPED" && inst.state !== "STOPPING";
-}
-
 export function focusables(root) {
   return Array.from(root.querySelectorAll(
     'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])'

@@ -2,7 +2,7 @@
 // name, new password and its confirmation checked against the rule as the
 // user types, and, when a selected instance is running, a second step that
 // asks for consent to a forced shutdown.
-import { h, clear, focusables, poweredOn } from "./dom.js";
+import { h, clear, focusables } from "./dom.js";
 import { call, newIdempotencyKey } from "./api.js";
 import { violations } from "./policy.js";
 
@@ -25,11 +25,16 @@ export async function openResetDialog(instances, onAccepted) {
   const opener = document.activeElement;
   const oses = [...new Set(instances.map((i) => i.osType))].sort();
   const spec = await call("GET", "/password-policy?os=" + encodeURIComponent(oses.join(",")));
+  // The server says which instances an offline reset must shut down and
+  // whether all can change without a shutdown: its rules, not a copy.
+  const plan = await call("GET", "/reset-plan?ids=" + encodeURIComponent(instances.map((i) => i.id).join(",")));
   const n = ++seq;
   const id = (s) => "reset-" + s;
-  const defaultUsers = [...new Set(instances.map((i) => i.adminUser))];
-  const running = instances.filter(poweredOn);
-  const canOnline = instances.every((i) => i.state === "RUNNING" && i.guestAlive);
+  instances = [...instances];
+  let defaultUsers = [...new Set(instances.map((i) => i.adminUser))];
+  const planned = (i) => plan.running.includes(i.id);
+  let running = instances.filter(planned);
+  const canOnline = plan.online;
   const instErrors = new Map();
   let step = 1;
   let busy = false;
@@ -57,10 +62,14 @@ export async function openResetDialog(instances, onAccepted) {
   const generateNote = h("p", { class: "hint", id: id("generate-note"), hidden: true },
     "fleetpass will generate a strong password that follows the rules of every selected instance. It is shown once, after you submit, with a button to copy it.");
 
-  const step1 = h("section", { id: id("step1"), "aria-label": "Step 1: user and password" },
-    h("p", { id: id("summary") }, instances.length === 1
+  const summary = h("p", { id: id("summary") });
+  const renderSummary = () => {
+    summary.textContent = instances.length === 1
       ? `Reset the password of instance ${instances[0].name} (${instances[0].id}).`
-      : `Reset the password of ${instances.length} instances.`),
+      : `Reset the password of ${instances.length} instances.`;
+  };
+  const step1 = h("section", { id: id("step1"), "aria-label": "Step 1: user and password" },
+    summary,
     instList1,
     h("fieldset", { class: "radios" }, h("legend", {}, "User name type"),
       h("label", {}, userDefault, " OS default (root on Linux, Administrator on Windows)"),
@@ -71,10 +80,16 @@ export async function openResetDialog(instances, onAccepted) {
     h("div", { class: "check" }, h("label", {}, generate, " Generate a strong password")),
     generateNote,
     pwFields);
+  const warning = h("p", { class: "warning", id: id("warning") });
+  const renderWarning = () => {
+    warning.textContent = running.length === 1
+      ? "This instance is running. To reset its password it will be shut down, and forcibly stopped if it does not shut down in time. " +
+        "A forced shutdown may interrupt service and lose unsaved data. It is started again afterwards."
+      : "These instances are running. To reset their password they will be shut down, and forcibly stopped if they do not shut down in time. " +
+        "A forced shutdown may interrupt service and lose unsaved data. They are started again afterwards.";
+  };
   const step2 = h("section", { id: id("step2"), hidden: true, "aria-label": "Step 2: forced shutdown" },
-    h("p", { class: "warning" },
-      "These instances are running. To reset their password they will be shut down, and forcibly stopped if they do not shut down in time. " +
-      "A forced shutdown may interrupt service and lose unsaved data. They are started again afterwards."),
+    warning,
     instList2,
     h("div", { class: "check consent" }, h("label", {}, consent, " Agree to a forced shutdown")));
   const footer = h("div", { class: "dialog-buttons" });
@@ -131,15 +146,41 @@ export async function openResetDialog(instances, onAccepted) {
     pw.setAttribute("aria-invalid", "true");
   }
 
+  // drop takes an instance out of this reset (a busy one, or one the
+  // server refused), keeping at least one.
+  function drop(iid) {
+    if (instances.length <= 1) return;
+    instances = instances.filter((i) => i.id !== iid);
+    running = instances.filter(planned);
+    defaultUsers = [...new Set(instances.map((i) => i.adminUser))];
+    instErrors.delete(iid);
+    if (!instErrors.size) generalError.hidden = true;
+    syncUser();
+    renderSummary();
+    renderWarning();
+    renderInstances();
+    renderFooter();
+    const next = instList1.querySelector(".inst-drop") || userDefault;
+    next.focus();
+  }
+
   function renderInstances() {
-    const row = (i) => h("li", { "data-id": i.id },
-      h("span", { class: "inst-name" }, i.name), " ", h("span", { class: "inst-id" }, i.id), " ",
-      h("span", { class: "inst-state" }, "(" + i.state.toLowerCase().replace(/_/g, " ") + ")"),
-      instErrors.has(i.id) && h("p", { class: "field-error inst-error", role: "alert" }, instErrors.get(i.id)));
+    // Step one flags what would refuse the reset (an operation already at
+    // work on the instance, a reason the server gave) and offers to
+    // leave that instance out.
+    const row = (i, withDrop) => {
+      const reason = instErrors.get(i.id) || (i.busy ? instanceErrors.INSTANCE_BUSY[1] : "");
+      return h("li", { "data-id": i.id, "data-busy": i.busy ? "true" : null },
+        h("span", { class: "inst-name" }, i.name), " ", h("span", { class: "inst-id" }, i.id), " ",
+        h("span", { class: "inst-state" }, "(" + (i.busy ? "busy, " : "") + i.state.toLowerCase().replace(/_/g, " ") + ")"),
+        withDrop && reason && instances.length > 1 && h("button", { type: "button", class: "secondary inst-drop",
+          "aria-label": "Leave " + i.name + " out of this reset", onclick: () => drop(i.id) }, "Leave out"),
+        reason && h("p", { class: "field-error inst-error", role: instErrors.has(i.id) ? "alert" : null }, reason));
+    };
     clear(instList1);
-    instances.forEach((i) => instList1.appendChild(row(i)));
+    instances.forEach((i) => instList1.appendChild(row(i, true)));
     clear(instList2);
-    running.forEach((i) => instList2.appendChild(row(i)));
+    running.forEach((i) => instList2.appendChild(row(i, false)));
   }
 
   function renderFooter() {
@@ -187,8 +228,9 @@ export async function openResetDialog(instances, onAccepted) {
         showPwError("Enter a new password.");
         firstBad = firstBad || pw;
       } else if (broken.length) {
-        showPwError("The password does not follow these rules:",
-          spec.rules.filter((r) => broken.includes(r.code)).map((r) => "It " + r.message + "."));
+        // The rules are listed once, below, each marked met or not.
+        showPwError(broken.length === 1 ? "The password does not follow the rule marked ✗ below."
+          : "The password does not follow the rules marked ✗ below.");
         firstBad = firstBad || pw;
       } else {
         pwError.hidden = true;
@@ -244,7 +286,14 @@ export async function openResetDialog(instances, onAccepted) {
     if (e.code === "PASSWORD_POLICY_VIOLATION") {
       if (step !== 1) goStep(1);
       const v = (e.details && e.details.violations) || [];
-      showPwError("The server refused the password: it does not follow these rules:", v.map((x) => "It " + x.message + "."));
+      const known = new Set(spec.rules.map((r) => r.code));
+      // Rules the list shows are marked there; only others are spelled out.
+      for (const x of v) {
+        const li = rules.querySelector(`li[data-rule="${CSS.escape(x.rule || "")}"]`);
+        if (li) { li.className = "rule rule-bad"; li.dataset.state = "bad"; }
+      }
+      const extra = v.filter((x) => !known.has(x.rule)).map((x) => "It " + x.message + ".");
+      showPwError("The server refused the password: it does not follow the rules marked ✗ below.", extra);
       pw.focus();
     } else if (ie && e.details && Array.isArray(e.details[ie[0]])) {
       for (const iid of e.details[ie[0]]) instErrors.set(iid, ie[1]);
@@ -253,7 +302,9 @@ export async function openResetDialog(instances, onAccepted) {
       if (step !== 1) goStep(1);
       else renderFooter();
       const first = dlg.querySelector(".inst-error");
-      generalError.textContent = "Some instances cannot be reset; see the reason beside each.";
+      generalError.textContent = instErrors.size === 1
+        ? (instances.length === 1 ? "This instance cannot be reset; see the reason below." : "One instance cannot be reset; see the reason beside it, or leave it out.")
+        : "Some instances cannot be reset; see the reason beside each, or leave them out.";
       generalError.hidden = false;
       if (first) first.scrollIntoView({ block: "nearest" });
     } else if (e.code === "INVALID_ARGUMENT" && /^user:/.test(e.message)) {
@@ -311,6 +362,8 @@ export async function openResetDialog(instances, onAccepted) {
   });
 
   syncUser();
+  renderSummary();
+  renderWarning();
   renderInstances();
   renderFooter();
   document.body.appendChild(dlg);

@@ -1,6 +1,6 @@
 // Package actionapi is the action API dialect: POST /api/v2/vm and
 // POST /api/v2/zec with the action in X-ZC-Action, JSON bodies and
-// ZC2-HMAC-SHA256 signatures (DESIGN §4, docs/api-action.md).
+// ZC2-HMAC-SHA256 signatures (docs/design.md#signatures, docs/api-action.md).
 //
 // The two paths follow the platform the document comes from. The VM path
 // resets stopped instances offline and starts them again; the ZEC path
@@ -10,6 +10,7 @@
 package actionapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -156,11 +157,15 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, pr product, requestI
 		return a.writeErr(w, r, requestID, err)
 	}
 	resp["requestId"] = requestID
-	answer, err := json.Marshal(map[string]any{"requestId": requestID, "response": resp})
-	if err != nil {
+	// Encoded here, not by httpx.WriteJSON, so that the very bytes can be
+	// kept for an identical request; the same encoding (no HTML escaping).
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(map[string]any{"requestId": requestID, "response": resp}); err != nil {
 		return a.writeErr(w, r, requestID, err)
 	}
-	answer = append(answer, '\n')
+	answer := buf.Bytes()
 	if use.Mutating {
 		if err := a.svc.AnswerSignedRequest(context.WithoutCancel(r.Context()), use.Key,
 			core.SignedAnswer{Status: http.StatusOK, RequestID: requestID, Body: answer}); err != nil {

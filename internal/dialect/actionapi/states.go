@@ -2,7 +2,7 @@ package actionapi
 
 import "github.com/fleetpass/fleetpass/internal/apiv1"
 
-// platformState maps core states (DESIGN §2) to the names the platform's
+// platformState maps core states (docs/design.md#states) to the names the platform's
 // instances show. The platform has no state for a password reset in
 // progress: a VM being reset is off or booting, so the reset shows as
 // STOPPED-then-BOOTING there; fleetpass says RESETTING_PASSWORD, which is

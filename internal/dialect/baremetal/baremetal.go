@@ -1,7 +1,7 @@
 // Package baremetal is the bare-metal API dialect: GET or form POST
 // /v2/index.php?Action=..., signed with the classic cloud API 2.0 scheme
 // (HmacSHA1 or HmacSHA256), answering {"code", "message", "data"}
-// (DESIGN §4, docs/api-baremetal.md).
+// (docs/design.md#signatures, docs/api-baremetal.md).
 //
 // Resets run online through the guest agent, asynchronously: the answer
 // carries a numeric task id that DescribeOperationResult polls. It is a
@@ -35,7 +35,7 @@ const Path = "/v2/index.php"
 // kilobytes.
 const MaxBody = 64 << 10
 
-// Task and item statuses of DescribeOperationResult (DESIGN §4).
+// Task and item statuses of DescribeOperationResult (docs/design.md#signatures).
 const (
 	TaskSuccess           = 1
 	TaskFailed            = 2

@@ -36,9 +36,13 @@ type bmc struct {
 
 func newHarness(t *testing.T) *harness {
 	h := &harness{bmcs: map[string]*bmc{}}
-	h.d = ipmi.New(ipmi.CredentialsFunc(h.creds), ipmi.Config{Timeout: 500 * time.Millisecond})
+	h.d = newDriver(h)
 	t.Cleanup(h.d.Close)
 	return h
+}
+
+func newDriver(h *harness) *ipmi.Driver {
+	return ipmi.New(ipmi.CredentialsFunc(h.creds), ipmi.Config{Timeout: 500 * time.Millisecond})
 }
 
 func (h *harness) creds(_ context.Context, ref driver.Ref) (ipmi.BMC, error) {

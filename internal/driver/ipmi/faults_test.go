@@ -188,3 +188,48 @@ func TestProbe(t *testing.T) {
 		t.Errorf("Probe with a wrong password: %v, want ErrAuth", err)
 	}
 }
+
+// TestSoftOffIsPressedOncePerShutdown: the engine asks again while a
+// server stays on; the driver presses the power button once per shutdown,
+// and again for the next shutdown after a boot, however soon.
+func TestSoftOffIsPressedOncePerShutdown(t *testing.T) {
+	ipmitest.EnsureTools(t)
+	h := newHarness(t)
+	m := h.newBMC(t)
+	ctx := t.Context()
+	m.chassis.ShutdownDelay = time.Second
+	if err := m.chassis.SetPower(true); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := h.d.Shutdown(ctx, m.ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitOff := func() {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			st, err := h.d.State(ctx, m.ref)
+			if err == nil && st == driver.PowerStopped {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not stopped: %s, %v", st, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitOff()
+	if err := h.d.Start(ctx, m.ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.d.Shutdown(ctx, m.ref); err != nil {
+		t.Fatal(err)
+	}
+	waitOff()
+	want := []string{"set shutdown 1", "set power 1", "set shutdown 1"}
+	if got := m.sim.Commands(); !slices.Equal(got, want) {
+		t.Errorf("chassis commands %q, want %q", got, want)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -128,46 +127,6 @@ func TestClassify(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestScrub(t *testing.T) {
-	pw := []byte("pAbc123XYZ9x!")
-	plain := fmt.Errorf("op: %w", lvErr(lv.ErrInternalError, "agent said no"))
-	if got := scrub(plain, pw); got != plain {
-		t.Errorf("scrub changed an error without the password: %v", got)
-	}
-	for _, tt := range []struct {
-		name string
-		err  error
-		is   error
-		tr   bool
-	}{
-		{"clear text", fmt.Errorf("op: %w: %w", driver.ErrUserNotFound, lvErr(lv.ErrInternalError, "bad password pAbc123XYZ9x! for root")), driver.ErrUserNotFound, false},
-		{"base64", fmt.Errorf("op: %w", lvErr(lv.ErrInternalError, "echo cEFiYzEyM1hZWjl4IQ==")), nil, false},
-		{"transient", driver.Transientf("op: %w: %w", driver.ErrGuestNotAlive, errors.New("pAbc123XYZ9x!")), driver.ErrGuestNotAlive, true},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			got := scrub(tt.err, pw)
-			if leak := fmt.Sprintf("%v %+v", got, got); containsAny(leak, "pAbc123XYZ9x!", "cEFiYzEyM1hZWjl4IQ==") {
-				t.Fatalf("scrubbed error still shows the password: %s", leak)
-			}
-			if tt.is != nil && !errors.Is(got, tt.is) {
-				t.Errorf("scrubbed error %v does not wrap %v", got, tt.is)
-			}
-			if driver.IsTransient(got) != tt.tr {
-				t.Errorf("IsTransient = %v, want %v", !tt.tr, tt.tr)
-			}
-		})
-	}
-}
-
-func containsAny(s string, subs ...string) bool {
-	for _, sub := range subs {
-		if strings.Contains(s, sub) {
-			return true
-		}
-	}
-	return false
 }
 
 func TestUserMissing(t *testing.T) {

@@ -3,7 +3,6 @@ package libvirt
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -129,31 +128,9 @@ func (d *Driver) probeUserMissing(ctx context.Context, o op, user string) bool {
 	return qga.ProbeUserMissing(ctx, agent{o: o, timeout: probeTimeout}, user)
 }
 
-// scrub replaces err when its text holds the password or its base64 form
-// (as guest-set-user-password carries it), keeping only what the engine
-// needs to classify it. libvirtd passes on the guest's text, and nothing
-// stops a broken or hostile guest from echoing what it was sent.
+// scrub withholds err when it shows the password (see driver.Scrub).
 func scrub(err error, password []byte) error {
-	msg := []byte(fmt.Sprintf("%v %+v", err, err))
-	defer clear(msg)
-	b64 := make([]byte, base64.StdEncoding.EncodedLen(len(password)))
-	defer clear(b64)
-	base64.StdEncoding.Encode(b64, password)
-	if !bytes.Contains(msg, password) && !bytes.Contains(msg, b64) {
-		return err
-	}
-	const withheld = "libvirt: setting the password failed (the message is withheld: it contained the password)"
-	out := errors.New(withheld)
-	for _, sentinel := range []error{driver.ErrUserNotFound, driver.ErrGuestNotAlive, driver.ErrNoGuestChannel, driver.ErrMachineNotFound} {
-		if errors.Is(err, sentinel) {
-			out = fmt.Errorf("%s: %w", withheld, sentinel)
-			break
-		}
-	}
-	if driver.IsTransient(err) {
-		return driver.Transient(out)
-	}
-	return out
+	return driver.Scrub(err, password, "libvirt: setting the password failed (the message is withheld: it contained the password)")
 }
 
 // Preflight implements driver.Preflighter: a domain whose XML has no guest

@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// specSign is the signature written down from DESIGN §4 again, on purpose
+// specSign is the signature written down from docs/design.md#signatures again, on purpose
 // without any of the package's code, so that a shared mistake cannot make
 // both sides agree. params maps each name to its one raw value.
 func specSign(method, host, path string, params map[string]string, secret string) string {

@@ -41,7 +41,12 @@ INSERT INTO baremetal_task_counters (tenant_id, last_id)
     SELECT tenant_id, max(task_id) FROM baremetal_tasks GROUP BY tenant_id;
 DROP TABLE dialect_tasks;
 
+-- 1: the item shuts its machine down (an offline reset of a machine that
+-- was on when the operation was accepted): what the console says of it.
+ALTER TABLE items ADD COLUMN shutdown INTEGER NOT NULL DEFAULT 0;
+
 -- +goose Down
+ALTER TABLE items DROP COLUMN shutdown;
 CREATE TABLE dialect_tasks (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     operation_id  TEXT NOT NULL UNIQUE,

@@ -1,0 +1,175 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/events"
+	"github.com/fleetpass/fleetpass/internal/metrics"
+	"github.com/fleetpass/fleetpass/internal/sealer"
+	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/testutil"
+)
+
+// fixture is a running engine and the core over a fresh database, with an
+// in-memory simulated fleet as every machine's power and guest.
+type fixture struct {
+	t     *testing.T
+	svc   *core.Service
+	fleet *sim.Fleet
+}
+
+func newFixture(t *testing.T, cfg engine.Config) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "fleetpass.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal, err := sealer.New(bytes.Repeat([]byte{3}, sealer.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	fleet := sim.NewMemory(sim.Options{})
+	drivers := engine.Drivers{Power: map[string]driver.Power{"sim": fleet}, Guest: map[string]driver.Guest{"sim": fleet}}
+	bus := events.NewBus(st, log, 20*time.Millisecond)
+	if err := bus.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(ctx, st, drivers, seal, bus, metrics.New(), log, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go bus.Run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		_ = eng.Stop(sctx)
+		st.Close()
+	})
+	svc := core.New(st, eng, seal, bus, drivers, log)
+	if err := svc.EnsureTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, svc: svc, fleet: fleet}
+}
+
+var admin = core.Principal{Kind: "key", ID: "test", Tenant: "acme", Admin: true}
+
+func (f *fixture) add(m sim.Machine) apiv1.Instance {
+	f.t.Helper()
+	ctx := context.Background()
+	if err := f.fleet.Add(ctx, m); err != nil {
+		f.t.Fatal(err)
+	}
+	in, err := f.svc.RegisterInstance(ctx, admin, apiv1.InstanceCreate{Name: m.ID, OSType: core.OSLinux,
+		Power: apiv1.DriverLink{Driver: "sim", Address: m.ID}, Guest: apiv1.DriverLink{Driver: "sim", Address: m.ID}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	state, alive := apiv1.StateStopped, false
+	if m.Running {
+		state, alive = apiv1.StateRunning, !m.Faults.AgentDead
+	}
+	if err := f.svc.SetInstanceObserved(ctx, in.ID, state, &alive); err != nil {
+		f.t.Fatal(err)
+	}
+	return in
+}
+
+// reset resets root's password of in and returns the ended operation.
+func (f *fixture) reset(in apiv1.Instance, mode, pw string) apiv1.Operation {
+	f.t.Helper()
+	ctx := context.Background()
+	op, err := f.svc.ResetPassword(ctx, admin, core.ResetRequest{InstanceIDs: []string{in.ID}, Mode: mode,
+		ForceStop: true, Password: []byte(pw)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	testutil.WaitFor(f.t, time.Minute, "the operation's end", func() bool {
+		op, err = f.svc.GetOperation(ctx, admin, op.ID)
+		return err == nil && op.Status != apiv1.OperationRunning
+	})
+	return op
+}
+
+func (f *fixture) passwordIs(in apiv1.Instance, pw string) bool {
+	f.t.Helper()
+	ok, err := f.fleet.CheckPassword(context.Background(), in.Power.Address, "root", []byte(pw))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ok
+}
+
+func fast() engine.Config {
+	c := engine.DefaultConfig()
+	c.PollInterval, c.RetryBase, c.FetchPoll = 5*time.Millisecond, time.Millisecond, 10*time.Millisecond
+	c.ShutdownTimeout, c.BootTimeout, c.GuestTimeout = 5*time.Second, 10*time.Second, 10*time.Second
+	c.MaxAttempts = 4
+	return c
+}
+
+func TestTransientDriverErrorsAreRetriedUntilTheItemSucceeds(t *testing.T) {
+	f := newFixture(t, fast())
+	// Three failed calls, within the four attempts.
+	in := f.add(sim.Machine{ID: "flaky", Running: true, Faults: sim.Faults{Transient: 3}})
+	op := f.reset(in, apiv1.ModeOnline, "Retry-Until-Ok-1")
+	if op.Status != apiv1.OperationSucceeded || op.Items[0].Attempts != 4 {
+		t.Fatalf("operation %s, item %+v; want success at the 4th attempt (3 transient failures, then the success)", op.Status, op.Items[0])
+	}
+	if !f.passwordIs(in, "Retry-Until-Ok-1") {
+		t.Error("the password is not set")
+	}
+}
+
+func TestTransientErrorsBeyondTheAttemptsFailTheItem(t *testing.T) {
+	f := newFixture(t, fast())
+	in := f.add(sim.Machine{ID: "broken", Running: true, Faults: sim.Faults{Transient: 1000}})
+	op := f.reset(in, apiv1.ModeOnline, "Never-Applied-1")
+	it := op.Items[0]
+	if op.Status != apiv1.OperationFailed || it.ErrorCode != engine.CodeDriverError || it.Attempts != 4 {
+		t.Fatalf("operation %s, item %+v; want failed with %s after 4 attempts", op.Status, it, engine.CodeDriverError)
+	}
+}
+
+func TestAnOfflineResetStagesThePasswordAndBootsTheMachine(t *testing.T) {
+	f := newFixture(t, fast())
+	in := f.add(sim.Machine{ID: "off", BootTime: 50 * time.Millisecond})
+	op := f.reset(in, apiv1.ModeOffline, "Staged-At-Boot-1")
+	it := op.Items[0]
+	if op.Status != apiv1.OperationSucceeded || it.Step != apiv1.StepDone || it.Mode != apiv1.ModeOffline {
+		t.Fatalf("operation %s, item %+v", op.Status, it)
+	}
+	snap, err := f.fleet.Get(context.Background(), "off")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Power != driver.PowerRunning || !f.passwordIs(in, "Staged-At-Boot-1") {
+		t.Errorf("the machine is %s, password set %v; want it running with the new password", snap.Power, f.passwordIs(in, "Staged-At-Boot-1"))
+	}
+}
+
+func TestAUserThatDoesNotExistFailsTheItemAtOnce(t *testing.T) {
+	f := newFixture(t, fast())
+	in := f.add(sim.Machine{ID: "nouser", Running: true, Users: []string{"deploy"}})
+	op := f.reset(in, apiv1.ModeOnline, "No-Such-User-1")
+	if it := op.Items[0]; op.Status != apiv1.OperationFailed || it.ErrorCode != engine.CodeUserNotFound || it.Attempts != 1 {
+		t.Fatalf("operation %s, item %+v; want failed with %s at the first attempt, no retry", op.Status, it, engine.CodeUserNotFound)
+	}
+}
