@@ -1,6 +1,10 @@
 package store
 
-import "testing"
+import (
+	"context"
+	"path/filepath"
+	"testing"
+)
 
 func TestRebindNumbersPlaceholdersOutsideQuotes(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
@@ -13,4 +17,16 @@ func TestRebindNumbersPlaceholdersOutsideQuotes(t *testing.T) {
 			t.Errorf("rebind(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
+}
+
+// openTest opens a fresh SQLite store (the package's own tests; the
+// conformance suite in storetest runs on every database).
+func openTest(t *testing.T) *Store {
+	t.Helper()
+	s, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "fleetpass.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
