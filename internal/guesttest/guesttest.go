@@ -93,7 +93,7 @@ type Guest struct {
 	addr    string // sshd's host:port
 	hostKey ssh.PublicKey
 
-	sshdLog, qgaLog, initLog lockedBuffer
+	sshdLog, qgaLog, initLog testutil.LogBuffer
 
 	// mu is held for writing to power on and off, and for reading while a
 	// command is started inside the guest.
@@ -813,22 +813,4 @@ func (g *Guest) halt() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
