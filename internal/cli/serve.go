@@ -97,6 +97,8 @@ the next start.`,
 	f.Float64Var(&cfg.API.RateLimit, "rate-limit", 50, "requests per second allowed per API key (0: no limit)")
 	f.IntVar(&cfg.API.Burst, "rate-burst", 200, "burst of requests allowed per API key")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 15*time.Second, "how often idle instances' states are read from their drivers")
+	f.DurationVar(&cfg.BMCSyncInterval, "bmc-sync-interval", 5*time.Second, "how often idle bare-metal servers' power states are read from their BMCs")
+	f.DurationVar(&cfg.IPMI.Timeout, "ipmi-timeout", time.Second, "how long to wait for a BMC's answer before sending a request again (IPMI over UDP)")
 	f.StringArrayVar(&cfg.LibvirtHosts, "libvirt", nil, "libvirt URI to manage, e.g. qemu:///system (repeatable; added as a host unless registered already)")
 	f.StringVar(&cfg.DiskHelper, "disk-helper", envOr("FLEETPASS_DISK_HELPER", ""),
 		"fleetpass-diskreset helper for disk resets of libvirt VMs (default: beside this executable, then on PATH; \"off\" disables them)")

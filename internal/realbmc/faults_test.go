@@ -200,6 +200,9 @@ func TestBMCFaultsDuringOperations(t *testing.T) {
 			return in.State == apiv1.StateUnknown && in.BMC != nil && in.BMC.Error != ""
 		})
 		t.Logf("instance shows BMC error %q", in.BMC.Error)
+		if m := e.metric("fleetpass_bmcs_faulty"); m != "1" {
+			t.Errorf("fleetpass_bmcs_faulty = %q, want 1", m)
+		}
 		s.bmc.Restart()
 		e.waitInstance(s, 15*time.Second, "RUNNING once the BMC is back", func(in *apiv1.Instance) bool {
 			return in.State == apiv1.StateRunning && in.BMC != nil && in.BMC.Error == ""

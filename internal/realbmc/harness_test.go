@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"io"
 	"math/big"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -485,6 +487,23 @@ func wantLogins(t testing.TB, s *machine, newPW, oldPW string) {
 	if err := s.g.CheckLogin(user, oldPW); !errors.Is(err, guesttest.ErrAuthFailed) {
 		t.Errorf("%s: login with the old password: got %v, want an authentication failure", s.name, err)
 	}
+}
+
+// metric reads one unlabelled metric's value from /metrics.
+func (e *env) metric(name string) string {
+	e.t.Helper()
+	resp, err := http.Get(e.url + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // newPassword makes a password that fits the Linux rule.

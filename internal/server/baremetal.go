@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver"
@@ -35,6 +36,12 @@ func (s *Server) startBMCs() {
 	s.svc.SetBMCChecker(bmcChecker{s.ipmi})
 	s.syncer.LeavePower(core.IPMIDriver)
 	s.bmcWatch = inventory.NewBMCWatcher(s.svc, s.store, core.IPMIDriver, s.ipmi, s.cfg.BMCSyncInterval, s.log)
+	s.metrics.GaugeFunc("fleetpass_bmcs_faulty", "Bare-metal servers whose BMC did not answer, or refused the credentials, at its last check.", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, _ := s.store.CountFaultyBMCs(ctx)
+		return float64(n)
+	})
 }
 
 // bmcChecker checks BMCs for the core service with the IPMI driver.

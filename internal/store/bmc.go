@@ -173,3 +173,10 @@ func (s *Store) ListIdlePowerInstances(ctx context.Context, powerDriver, afterID
 	}
 	return out, rows.Err()
 }
+
+// CountFaultyBMCs counts the BMCs whose last check failed (for /metrics).
+func (s *Store) CountFaultyBMCs(ctx context.Context) (int, error) {
+	var n int
+	err := s.c(s.DB).QueryRowContext(ctx, `SELECT count(*) FROM bmcs WHERE last_error <> ''`).Scan(&n)
+	return n, err
+}

@@ -146,8 +146,14 @@ func ParseAddress(s string) (string, error) {
 	if h, p, err := net.SplitHostPort(s); err == nil {
 		host, port = h, p
 	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
 	if host == "" || len(host) > 253 {
 		return "", errors.New("a BMC address is HOST or HOST:PORT")
+	}
+	if strings.Contains(host, ":") && net.ParseIP(host) == nil {
+		return "", fmt.Errorf("BMC host %q: not a host name or IP address", host)
 	}
 	for _, r := range host {
 		if !(r == '.' || r == '-' || r == ':' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
@@ -315,6 +321,8 @@ func (d *Driver) withSession(ctx context.Context, ref driver.Ref, idempotent boo
 			return nil
 		}
 		d.drop(ref.InstanceID, s)
+		d.cfg.Log.Debug("ipmi: exchange failed; session dropped", "instance_id", ref.InstanceID, "bmc", bmc.Address, "what", what,
+			"err", oneLine(err.Error()))
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -373,9 +381,11 @@ func (d *Driver) session(ctx context.Context, id string, bmc BMC) (*session, boo
 	if err != nil {
 		s.mu.Unlock()
 		d.drop(id, s)
+		d.cfg.Log.Debug("ipmi: no session", "instance_id", id, "bmc", bmc.Address, "err", err)
 		return nil, false, err
 	}
 	s.c, s.closed = c, false
+	d.cfg.Log.Debug("ipmi: session opened", "instance_id", id, "bmc", bmc.Address, "user", bmc.User, "cipher_suite", bmc.CipherSuite)
 	return s, true, nil
 }
 
