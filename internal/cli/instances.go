@@ -134,6 +134,7 @@ func (a *app) newInstancesShowCmd() *cobra.Command {
 			field("Guest", joinNonEmpty(in.Guest.Driver, in.Guest.Host, in.Guest.Address))
 			field("Guest alive", yesNo(in.GuestAlive))
 			field("Guest seen", fmtTimePtr(in.GuestSeenAt))
+			field("Reset methods", strings.Join(in.ResetMethods, ", "))
 			if b := in.BMC; b != nil {
 				field("BMC", fmt.Sprintf("%s user %s, cipher suite %d", b.Address, b.User, b.CipherSuite))
 				if b.AcceptsCipherSuite0 {

@@ -144,6 +144,11 @@ func (ItemArgs) Kind() string { return "fleetpass_item" }
 
 const queue = "items"
 
+// diskEditMax bounds one disk edit (the helper's whole run): about 10 s on
+// an idle 2-core host under software emulation, 40 s measured on a loaded
+// one, a few seconds with KVM.
+const diskEditMax = 3 * time.Minute
+
 // New makes an engine over s and migrates River's tables in s's database.
 func New(ctx context.Context, s *store.Store, d Drivers, seal *sealer.Sealer, bus *events.Bus, m *metrics.Metrics,
 	log *slog.Logger, cfg Config) (*Engine, error) {
@@ -162,10 +167,12 @@ func New(ctx context.Context, s *store.Store, d Drivers, seal *sealer.Sealer, bu
 		Logger:            quietLogger(log),
 		FetchCooldown:     min(cfg.FetchPoll, 5*time.Millisecond),
 		FetchPollInterval: cfg.FetchPoll,
-		// One execution waits at most ExecBudget before snoozing, so a job
-		// running much longer than that belongs to a dead process.
-		JobTimeout:                  cfg.ExecBudget + time.Minute,
-		RescueStuckJobsAfter:        cfg.ExecBudget + 2*time.Minute,
+		// One execution waits at most ExecBudget before snoozing, or runs
+		// one disk edit (bounded by diskEditMax: a libguestfs appliance
+		// under software emulation on a loaded host), so a job running
+		// much longer than that belongs to a dead process.
+		JobTimeout:                  cfg.ExecBudget + diskEditMax + time.Minute,
+		RescueStuckJobsAfter:        cfg.ExecBudget + diskEditMax + 2*time.Minute,
 		MaxAttempts:                 1000,
 		CompletedJobRetentionPeriod: time.Hour,
 	})

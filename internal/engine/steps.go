@@ -556,8 +556,15 @@ func (e *Engine) editDisk(ctx context.Context, w *store.ItemWork, m *machine) er
 	if err != nil {
 		return err
 	}
-	err = de.EditDisk(ctx, m.gref, w.User, pw)
+	ectx, cancel := context.WithTimeout(ctx, diskEditMax)
+	err = de.EditDisk(ectx, m.gref, w.User, pw)
+	cancel()
 	sealer.Wipe(pw)
+	if err != nil && ctx.Err() == nil && ectx.Err() != nil {
+		// The edit itself timed out (the server did not stop): the disk
+		// is as it was or edited; editing again is harmless.
+		err = driver.Transientf("the disk edit did not end within %s: %w", diskEditMax, err)
+	}
 	if err == nil {
 		return e.to(ctx, w, m, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
 	}

@@ -3,6 +3,7 @@
 package realvm
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -131,6 +132,13 @@ func BenchmarkAgentlessOfflineResetOfARealVM(b *testing.B) {
 		checkLogins(b, v, "root", next, pw)
 		pw = next
 		s.instanceOf(v, "running", func(in apiv1.Instance) bool { return in.State == apiv1.StateRunning && !in.Busy })
+		// Every pair, for the spread (b.Log keeps only the first run's).
+		last := func(m map[string][]time.Duration, k string) string {
+			return m[k][len(m[k])-1].Round(10 * time.Millisecond).String()
+		}
+		fmt.Fprintf(os.Stderr, "agentless pair: floor shutdown %s edit %s start %s verify %s total %s | fleetpass shutdown %s edit %s start %s verify %s total %s\n",
+			last(floor, "shutdown"), last(floor, "edit"), last(floor, "start"), last(floor, "verify"), last(floor, "total"),
+			last(fp, "shutdown"), last(fp, "edit"), last(fp, "start"), last(fp, "verify"), last(fp, "total"))
 	}
 	b.StopTimer()
 	med := func(ds []time.Duration) time.Duration {
