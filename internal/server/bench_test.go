@@ -209,9 +209,9 @@ func BenchmarkServerMemory(b *testing.B) {
 				b.Fatalf("reset: %d", code)
 			}
 		}
-		// Let every item reach its waiting step.
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
+		// Every item must be in flight, waiting on its shutdown, when the
+		// memory is read: else the figure is of a lighter load.
+		testutil.WaitFor(b, 5*time.Minute, "1000 items waiting on their shutdowns", func() bool {
 			var ops apiv1.OperationList
 			p.api("GET", "/v1/operations?limit=10", nil, &ops)
 			waiting := 0
@@ -222,11 +222,8 @@ func BenchmarkServerMemory(b *testing.B) {
 					}
 				}
 			}
-			if waiting == 1000 {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return waiting == 1000
+		})
 		runtimeSettle()
 		b.ReportMetric(float64(rssKiB(b, p.cmd.Process.Pid))/1024, "rss-MiB")
 		p.cmd.Process.Signal(syscall.SIGTERM)
