@@ -160,3 +160,37 @@ func TestStateRoundTripsPrivately(t *testing.T) {
 		t.Errorf("missing state: %v, want a hint to enrol", err)
 	}
 }
+
+// The checks the Windows agent makes before NetUserSetInfo, run here on
+// Linux: what reaches the Windows call is a named user and a NUL-terminated
+// UTF-16 password.
+func TestNetUserArgsRefuseWhatWindowsCannotTake(t *testing.T) {
+	tests := []struct {
+		name, user string
+		password   []byte
+		refused    bool
+	}{
+		{"a user and a password", "Administrator", []byte("Pässw0rd-Ω"), false},
+		{"no user", "", []byte("Passw0rd!"), true},
+		{"a NUL in the user", "Admin\x00istrator", []byte("Passw0rd!"), true},
+		{"a NUL in the password", "Administrator", []byte("Pass\x00w0rd!"), true},
+		{"invalid UTF-8", "Administrator", []byte{'P', 0xff, 'x'}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pw, refused := netUserArgs(tc.user, tc.password)
+			if (refused != nil) != tc.refused {
+				t.Fatalf("refused %+v, want refused %v", refused, tc.refused)
+			}
+			if refused != nil {
+				if pw != nil || refused.Code != agentproto.ResultFailed || strings.Contains(refused.Message, string(tc.password)) {
+					t.Errorf("refusal %+v (password %v)", refused, pw)
+				}
+				return
+			}
+			if len(pw) == 0 || pw[len(pw)-1] != 0 {
+				t.Errorf("the password is not NUL-terminated: %v", pw)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -52,4 +53,19 @@ func netUserResult(name string, status uint32) Result {
 			Message: "NetUserSetInfo: access denied (the agent must run as LocalSystem or an administrator)"}
 	}
 	return Result{Code: agentproto.ResultFailed, ExitCode: int(status), Message: fmt.Sprintf("NetUserSetInfo failed with status %d", status)}
+}
+
+// netUserArgs checks what SetPassword hands to NetUserSetInfo: the user
+// name, and the password converted by passwordUTF16. When either cannot be
+// passed it returns nil and the failed result to report; the caller wipes
+// the returned password after the call.
+func netUserArgs(name string, password []byte) ([]uint16, *Result) {
+	if name == "" || strings.ContainsRune(name, 0) {
+		return nil, &Result{Code: agentproto.ResultFailed, Message: "the user name is empty or holds NUL"}
+	}
+	pw := passwordUTF16(password)
+	if pw == nil {
+		return nil, &Result{Code: agentproto.ResultFailed, Message: "the password is not valid UTF-8 or holds NUL"}
+	}
+	return pw, nil
 }

@@ -4,7 +4,6 @@ package agent
 
 import (
 	"context"
-	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/windows"
@@ -23,14 +22,11 @@ type userInfo1003 struct {
 // 1003, the call `net user NAME *` makes. The UTF-16 copy of the password
 // is wiped after the call.
 func SetPassword(ctx context.Context, name string, password []byte) Result {
-	if name == "" || strings.ContainsRune(name, 0) {
-		return Result{Code: agentproto.ResultFailed, Message: "the user name is empty or holds NUL"}
+	pw, refused := netUserArgs(name, password)
+	if refused != nil {
+		return *refused
 	}
-	pw := passwordUTF16(password)
 	defer clear(pw)
-	if pw == nil {
-		return Result{Code: agentproto.ResultFailed, Message: "the password is not valid UTF-8 or holds NUL"}
-	}
 	uname, err := windows.UTF16PtrFromString(name)
 	if err != nil {
 		return Result{Code: agentproto.ResultFailed, Message: "the user name holds NUL"}

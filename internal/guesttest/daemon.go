@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // Daemon is a long-running command started in a powered-on guest with
@@ -13,7 +15,7 @@ type Daemon struct {
 	g    *Guest
 	name string
 	p    *process
-	log  lockedBuffer
+	log  testutil.LogBuffer
 }
 
 var daemonName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)

@@ -48,6 +48,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/qga"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // Timeouts are generous: the tests run on loaded 2-core machines.
@@ -61,7 +62,9 @@ const (
 // ErrAuthFailed is what CheckLogin returns (wrapped) when sshd refused the
 // password, as opposed to a guest that could not be reached at all. Tests
 // that check an old password no longer works should insist on it.
-var ErrAuthFailed = errors.New("ssh password authentication failed")
+// It is the test kit's one sentinel (testutil.ErrAuthFailed), which
+// vmtest's logins return too.
+var ErrAuthFailed = testutil.ErrAuthFailed
 
 // UserSpec is a user to create in the guest.
 type UserSpec struct {
@@ -90,7 +93,7 @@ type Guest struct {
 	addr    string // sshd's host:port
 	hostKey ssh.PublicKey
 
-	sshdLog, qgaLog, initLog lockedBuffer
+	sshdLog, qgaLog, initLog testutil.LogBuffer
 
 	// mu is held for writing to power on and off, and for reading while a
 	// command is started inside the guest.
@@ -321,6 +324,9 @@ PrintMotd no
 PrintLastLog no
 LogLevel VERBOSE
 MaxStartups 100:30:200
+# As on a real server: file transfer tools (Ansible's sftp, and scp, which
+# speaks SFTP since OpenSSH 9) need it.
+Subsystem sftp internal-sftp
 `, host, port)
 	return os.WriteFile(filepath.Join(g.root, "etc", "ssh", "sshd_config"), []byte(config), 0o644)
 }
@@ -394,37 +400,10 @@ func (g *Guest) Running() bool {
 func (g *Guest) CheckLogin(user, password string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", g.addr)
+	_, err := testutil.SSH(ctx, testutil.SSHLogin{Addr: g.addr, User: user, Password: password,
+		HostKey: g.hostKey, Timeout: loginTimeout}, "true")
 	if err != nil {
-		return fmt.Errorf("guesttest: ssh to %s: %w", g.addr, err)
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	config := &ssh.ClientConfig{
-		User:            user,
-		Auth:            []ssh.AuthMethod{ssh.Password(password)},
-		HostKeyCallback: ssh.FixedHostKey(g.hostKey),
-	}
-	sc, chans, reqs, err := ssh.NewClientConn(conn, g.addr, config)
-	if err != nil {
-		// x/crypto/ssh has no typed error for this; its message is stable.
-		if strings.Contains(err.Error(), "unable to authenticate") {
-			return fmt.Errorf("guesttest: ssh login as %s to %s: %w", user, g.addr, ErrAuthFailed)
-		}
-		return fmt.Errorf("guesttest: ssh login as %s to %s: %w", user, g.addr, err)
-	}
-	client := ssh.NewClient(sc, chans, reqs)
-	defer client.Close()
-	sess, err := client.NewSession()
-	if err != nil {
-		return fmt.Errorf("guesttest: ssh session as %s: %w", user, err)
-	}
-	defer sess.Close()
-	if out, err := sess.CombinedOutput("true"); err != nil {
-		return fmt.Errorf("guesttest: ssh as %s: run true: %w: %s", user, err, out)
+		return fmt.Errorf("guesttest: %w", err)
 	}
 	return nil
 }
@@ -834,22 +813,4 @@ func (g *Guest) halt() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

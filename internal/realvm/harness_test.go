@@ -27,6 +27,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 	"github.com/fleetpass/fleetpass/internal/vmtest"
 )
 
@@ -40,24 +41,6 @@ const (
 	shutdownTimeout = 10 * time.Second
 )
 
-// syncBuffer is a log sink tests read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // server is a real `fleetpass serve` process managing qemu:///system.
 type server struct {
 	t           testing.TB
@@ -66,7 +49,7 @@ type server struct {
 	url         string
 	fingerprint string
 	cmd         *exec.Cmd
-	logs        *syncBuffer
+	logs        *testutil.LogBuffer
 	client      *client.Client
 	lv          *vmtest.Libvirt
 	img         *vmtest.GuestImage
@@ -114,7 +97,7 @@ func startServer(t testing.TB) *server {
 	t.Helper()
 	lv := vmtest.Libvirtd(t)
 	img := vmtest.Image(t)
-	s := &server{t: t, dir: t.TempDir(), logs: &syncBuffer{}, lv: lv, img: img}
+	s := &server{t: t, dir: t.TempDir(), logs: &testutil.LogBuffer{}, lv: lv, img: img}
 	certFile, keyFile := s.makeCert()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -424,12 +407,4 @@ func watchArgv(t testing.TB, passwords ...string) (stop func()) {
 }
 
 // newPassword makes a password every dialect accepts.
-func newPassword() string {
-	const alnum = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-	b := []byte("Vm")
-	for range 10 {
-		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alnum))))
-		b = append(b, alnum[n.Int64()])
-	}
-	return string(b) + "7!"
-}
+func newPassword() string { return testutil.NewPassword() }

@@ -28,7 +28,6 @@ import (
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
-	"github.com/fleetpass/fleetpass/internal/store"
 )
 
 // A tenant key names another tenant's machine (its sim address) in a new
@@ -212,11 +211,8 @@ func TestSecurity_ItemMessagesCarryNoOtherSystemsIdentifiers(t *testing.T) {
 	// A record (written behind the API's back) whose socket is outside
 	// the operator's directories: the driver refuses it, saying where.
 	sock := filepath.Join(t.TempDir(), "secret-host-path.sock")
-	q := `UPDATE instances SET guest_driver = 'qga', guest_address = ? WHERE id = ?`
-	if e.srv.Store().Dialect() == store.Postgres {
-		q = `UPDATE instances SET guest_driver = 'qga', guest_address = $1 WHERE id = $2`
-	}
-	if _, err := e.srv.Store().DB.ExecContext(ctx, q, sock, in.ID); err != nil {
+	st := e.srv.Store()
+	if err := st.SetInstanceGuest(ctx, st.DB, in.ID, apiv1.DriverLink{Driver: "qga", Address: sock}); err != nil {
 		t.Fatal(err)
 	}
 	acme := e.newKey("acme")

@@ -18,9 +18,10 @@ var builds struct {
 }
 
 type build struct {
-	once sync.Once
-	path string
-	err  error
+	once  sync.Once
+	index int
+	path  string
+	err   error
 }
 
 // BuildBinary builds the command pkg (an import path such as
@@ -37,7 +38,7 @@ func BuildBinary(t testing.TB, pkg string, env ...string) string {
 	}
 	b, ok := builds.bins[key]
 	if !ok {
-		b = &build{}
+		b = &build{index: len(builds.bins)}
 		builds.bins[key] = b
 	}
 	builds.mu.Unlock()
@@ -47,7 +48,13 @@ func BuildBinary(t testing.TB, pkg string, env ...string) string {
 			b.err = err
 			return
 		}
-		b.path = filepath.Join(dir, fmt.Sprintf("%s-%d", path.Base(pkg), len(builds.bins)))
+		// Named as the command is (a server finds its helpers by name),
+		// one directory per build.
+		sub := filepath.Join(dir, fmt.Sprint(b.index))
+		if b.err = os.MkdirAll(sub, 0o700); b.err != nil {
+			return
+		}
+		b.path = filepath.Join(sub, path.Base(pkg))
 		cmd := exec.Command("go", "build", "-o", b.path, pkg)
 		cmd.Env = append(os.Environ(), env...)
 		if out, err := cmd.CombinedOutput(); err != nil {

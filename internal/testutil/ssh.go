@@ -22,7 +22,8 @@ type SSHLogin struct {
 	// HostKey is checked when set; throwaway guests on loopback may leave
 	// it nil.
 	HostKey ssh.PublicKey
-	// Timeout bounds the dial, the handshake and the command (default 30s).
+	// Timeout bounds the dial and the login (default 30s); the command is
+	// bounded by the context only.
 	Timeout time.Duration
 }
 
@@ -32,17 +33,17 @@ func SSH(ctx context.Context, l SSHLogin, cmd string) (string, error) {
 	if l.Timeout <= 0 {
 		l.Timeout = 30 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, l.Timeout)
+	dctx, cancel := context.WithTimeout(ctx, l.Timeout)
 	defer cancel()
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", l.Addr)
+	conn, err := d.DialContext(dctx, "tcp", l.Addr)
 	if err != nil {
 		return "", fmt.Errorf("ssh to %s: %w", l.Addr, err)
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
+	_ = conn.SetDeadline(time.Now().Add(l.Timeout))
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	hostKey := ssh.InsecureIgnoreHostKey()
 	if l.HostKey != nil {
 		hostKey = ssh.FixedHostKey(l.HostKey)
@@ -57,6 +58,7 @@ func SSH(ctx context.Context, l SSHLogin, cmd string) (string, error) {
 		}
 		return "", fmt.Errorf("ssh login as %s to %s: %w", l.User, l.Addr, err)
 	}
+	_ = conn.SetDeadline(time.Time{})
 	client := ssh.NewClient(sc, chans, reqs)
 	defer client.Close()
 	sess, err := client.NewSession()
