@@ -8,8 +8,8 @@ import (
 	"errors"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,22 +59,66 @@ func (b *syncBuffer) String() string {
 }
 
 // env is a whole fleetpass server, assembled by server.Open as `fleetpass
-// serve` does, serving over HTTP on loopback.
+// serve` does, serving over HTTP on a fixed loopback address, so that the
+// agents find it again after a restart.
 type env struct {
 	t        testing.TB
 	dataDir  string
+	addr     string
 	url      string
 	credFile string
 	client   *client.Client
 	logs     *syncBuffer
 	agentBin string
+
+	mu  sync.Mutex
+	run *serverRun
+}
+
+// serverRun is one run of the server, from Open to Close.
+type serverRun struct {
+	srv    *server.Server
+	hs     *http.Server
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	guesttest.EnsureTools(t)
 	ipmitest.EnsureTools(t)
-	e := &env{t: t, dataDir: t.TempDir(), logs: &syncBuffer{}, agentBin: buildAgent(t)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dataDir: t.TempDir(), logs: &syncBuffer{}, agentBin: buildAgent(t), addr: ln.Addr().String()}
+	ln.Close()
+	e.url = "http://" + e.addr
+	e.start()
+	t.Cleanup(func() {
+		e.stop()
+		if t.Failed() {
+			t.Logf("server log:\n%s", e.logs.String())
+		}
+	})
+	var cred server.Credentials
+	e.credFile = filepath.Join(e.dataDir, "admin-credentials")
+	b, err := os.ReadFile(e.credFile)
+	if err == nil {
+		err = json.Unmarshal(b, &cred)
+	}
+	if err != nil {
+		t.Fatalf("admin credentials: %v", err)
+	}
+	if e.client, err = client.New(e.url, cred.KeyID, cred.Secret); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// start opens the data directory and serves, as `fleetpass serve` would.
+func (e *env) start() {
+	e.t.Helper()
 	eng := engine.DefaultConfig()
 	eng.PollInterval = 50 * time.Millisecond
 	eng.ShutdownTimeout = 8 * time.Second
@@ -97,37 +141,51 @@ func newEnv(t testing.TB) *env {
 	})
 	if err != nil {
 		cancel()
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	if err := srv.Start(ctx); err != nil {
 		cancel()
 		srv.Close()
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		hs.CloseClientConnections()
-		hs.Close()
-		cancel()
-		srv.Close()
-		if t.Failed() {
-			t.Logf("server log:\n%s", e.logs.String())
+	var ln net.Listener
+	for i := 0; ; i++ {
+		// The port was ours a moment ago; a closing run may hold it briefly.
+		if ln, err = net.Listen("tcp", e.addr); err == nil || i == 50 {
+			break
 		}
-	})
-	e.url = hs.URL
-	var cred server.Credentials
-	e.credFile = filepath.Join(e.dataDir, "admin-credentials")
-	b, err := os.ReadFile(e.credFile)
-	if err == nil {
-		err = json.Unmarshal(b, &cred)
+		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		t.Fatalf("admin credentials: %v", err)
+		cancel()
+		srv.Close()
+		e.t.Fatalf("listen on %s again: %v", e.addr, err)
 	}
-	if e.client, err = client.New(e.url, cred.KeyID, cred.Secret); err != nil {
-		t.Fatal(err)
+	r := &serverRun{srv: srv, cancel: cancel, done: make(chan struct{}),
+		hs: &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}}
+	go func() {
+		defer close(r.done)
+		_ = r.hs.Serve(ln)
+	}()
+	e.mu.Lock()
+	e.run = r
+	e.mu.Unlock()
+}
+
+// stop ends the server abruptly: connections are cut and running item
+// executions cancelled; what was not committed is lost, as in a crash.
+func (e *env) stop() {
+	e.mu.Lock()
+	r := e.run
+	e.run = nil
+	e.mu.Unlock()
+	if r == nil {
+		return
 	}
-	return e
+	_ = r.hs.Close()
+	<-r.done
+	r.cancel()
+	r.srv.Close()
 }
 
 // buildAgent builds cmd/fleetpass-agent for the stand-in servers to run.
