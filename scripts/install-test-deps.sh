@@ -17,9 +17,13 @@
 #                     the appliance kernel is extracted below
 #   curl openssl      the signed-request examples of docs/examples, run by
 #                     the server tests
+#   postgresql        PostgreSQL 15+: the store's conformance suite and the
+#                     server and CLI suites on PostgreSQL (internal/pgtest
+#                     runs throwaway clusters of its own)
 # The system's sshd is not started: guesttest runs sshd of its own, inside
 # each guest. Nor are libvirtd and virtlogd: vmtest starts them when a test
-# needs them. --no-install-recommends leaves out dnsmasq, so libvirt's
+# needs them. Nor is the system's PostgreSQL cluster: pgtest starts its own.
+# --no-install-recommends leaves out dnsmasq, so libvirt's
 # default NAT network is never set up. Needs root (or sudo).
 set -euo pipefail
 
@@ -28,7 +32,8 @@ packages=(openssh-server qemu-guest-agent chromium
 	libvirt-clients debootstrap
 	openipmi ipmitool
 	libguestfs-tools golang-guestfs-dev
-	curl openssl)
+	curl openssl
+	postgresql)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then

@@ -4,7 +4,8 @@
 # QEMU), checks formatting, vet (the Windows agent's too) and staticcheck,
 # cross-compiles for Windows, runs the short tests under the race detector,
 # then every test (real processes, real sshd, real qemu-ga, real Chromium,
-# real VMs under a real libvirtd included) and each Go fuzz target for a
+# real VMs under a real libvirtd, real PostgreSQL included; the server and
+# CLI suites once on SQLite and once on PostgreSQL) and each Go fuzz target for a
 # few thousand inputs.
 # Run it as root from anywhere in the tree. The VM tests' guest image is
 # built on the first run (about 2.5 minutes) and cached in
@@ -59,6 +60,12 @@ go test -race -short -count=1 -timeout 30m ./...
 
 step "tests (all of them, real components included)"
 go test -count=1 -timeout 45m ./...
+
+# The store's conformance suite runs on both databases above; the server
+# and CLI suites run on SQLite above and once more on PostgreSQL here (a
+# throwaway cluster per test binary, a fresh database per test).
+step "server and CLI tests on PostgreSQL"
+FLEETPASS_TEST_DATABASE=postgres go test -count=1 -timeout 30m ./internal/server ./internal/cli
 
 step "Tencent bare-metal SDK test (a module of its own: the SDK's bm package cannot share the main module's build)"
 (cd internal/dialect/tencent/sdktest && go vet ./... && go test -count=1 -timeout 10m ./...)

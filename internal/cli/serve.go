@@ -60,6 +60,9 @@ the next start.`,
 			if cfg.DatabaseURL == "" {
 				cfg.DatabaseURL = os.Getenv("FLEETPASS_DATABASE_URL")
 			}
+			if cfg.SecretKeyFile == "" {
+				cfg.SecretKeyFile = os.Getenv("FLEETPASS_SECRET_KEY_FILE")
+			}
 			if cfg.LibvirtTenant == "" && cfg.Demo {
 				// So the console's demo user sees the host's VMs beside
 				// the simulated fleet.
@@ -82,6 +85,8 @@ the next start.`,
 	// No env default here: --help prints defaults, and a URL may carry a password.
 	f.StringVar(&cfg.DatabaseURL, "database-url", "",
 		"PostgreSQL database, postgres://user@host:port/db (or FLEETPASS_DATABASE_URL); empty: SQLite in the data directory")
+	f.StringVar(&cfg.SecretKeyFile, "secret-key-file", "",
+		"the sealing key (32 bytes, mode 0600), shared by every server of one database (or FLEETPASS_SECRET_KEY_FILE); empty: <data-dir>/secret.key")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key file (PEM)")
 	f.BoolVar(&cfg.Demo, "demo", false, "seed a simulated demo fleet")

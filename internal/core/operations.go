@@ -464,17 +464,19 @@ func (s *Service) replay(ctx context.Context, p Principal, key string, fingerpri
 	if err != nil {
 		return apiv1.Operation{}, false, storeFailed(err)
 	}
-	op, ok, err := s.replayed(ctx, r, fingerprint)
+	op, ok, err := s.replayed(ctx, s.store.DB, r, fingerprint)
 	redactItems(p, &op)
 	return op, ok, err
 }
 
-func (s *Service) replayed(ctx context.Context, r store.Idempotency, fingerprint []byte) (apiv1.Operation, bool, error) {
+// It reads through q: inside a transaction, the transaction itself (SQLite
+// has one connection, which the transaction holds).
+func (s *Service) replayed(ctx context.Context, q store.Querier, r store.Idempotency, fingerprint []byte) (apiv1.Operation, bool, error) {
 	if string(r.RequestHash) != string(fingerprint) {
 		return apiv1.Operation{}, false, errorf(CodeIdempotencyKeyReused,
 			"this Idempotency-Key was used for a different request")
 	}
-	op, err := s.store.GetOperation(ctx, s.store.DB, r.OperationID)
+	op, err := s.store.GetOperation(ctx, q, r.OperationID)
 	if err != nil {
 		return apiv1.Operation{}, false, storeFailed(err)
 	}
@@ -501,7 +503,7 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		if idemKey != "" {
 			r, err := s.store.GetIdempotency(ctx, tx, idemPrincipal(p), idemKey)
 			if err == nil {
-				prev, _, err := s.replayed(ctx, r, fingerprint)
+				prev, _, err := s.replayed(ctx, tx, r, fingerprint)
 				replayed = &prev
 				return err
 			}

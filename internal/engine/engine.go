@@ -283,6 +283,35 @@ func (e *Engine) Stop(ctx context.Context) error {
 	return err
 }
 
+// EnqueueUnfinished gives every unfinished item of s's database (as seen
+// by tx) a fresh job, in tx, without starting an engine: an installation
+// moved to another database (`fleetpass db copy`) resumes its items when
+// its server starts. It returns the number of items enqueued.
+func EnqueueUnfinished(ctx context.Context, s *store.Store, tx *sql.Tx) (int, error) {
+	items, err := s.UnfinishedItems(ctx, tx)
+	if err != nil || len(items) == 0 {
+		return 0, err
+	}
+	// An insert-only client: no queues, no workers.
+	client, err := river.NewClient(riverDriver(s), &river.Config{})
+	if err != nil {
+		return 0, fmt.Errorf("river client: %w", err)
+	}
+	e := &Engine{river: client}
+	for i := 0; i < len(items); {
+		j := i
+		var ids []string
+		for ; j < len(items) && items[j].OperationID == items[i].OperationID; j++ {
+			ids = append(ids, items[j].InstanceID)
+		}
+		if err := e.EnqueueTx(ctx, tx, items[i].OperationID, ids); err != nil {
+			return 0, err
+		}
+		i = j
+	}
+	return len(items), nil
+}
+
 // EnqueueTx inserts the jobs of an operation's items in the transaction that
 // creates the operation, so an accepted operation always has its jobs.
 func (e *Engine) EnqueueTx(ctx context.Context, tx *sql.Tx, opID string, instanceIDs []string) error {

@@ -405,3 +405,49 @@ func (c *Cluster) running() bool {
 	defer c.mu.Unlock()
 	return c.proc != nil
 }
+
+// CPU is the processor time the cluster's processes (the postmaster and
+// the backends alive now) have used, user and system: with the calling
+// process's own, the cost of work that crosses into the database.
+func (c *Cluster) CPU() time.Duration {
+	c.mu.Lock()
+	pid := 0
+	if c.proc != nil {
+		pid = c.proc.Process.Pid
+	}
+	c.mu.Unlock()
+	if pid == 0 {
+		return 0
+	}
+	entries, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses and may
+		// hold spaces: state ppid ... utime(12th) stime(13th).
+		rest := string(data)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		if p != pid && ppid != pid {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	// USER_HZ is 100 on Linux.
+	return time.Duration(ticks) * 10 * time.Millisecond
+}

@@ -94,6 +94,31 @@ func LoadOrCreate(path string) (*Sealer, error) {
 	return New(key)
 }
 
+// Load reads the key file at path, which must exist: a key given to the
+// server (--secret-key-file) is never made up in its place. A key file
+// readable by others is refused.
+func Load(path string) (*Sealer, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("sealer: key file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("sealer: key file %s has mode %v; it must be 0600 (or 0400)", path, st.Mode().Perm())
+	}
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("sealer: read key: %w", err)
+	}
+	return New(key)
+}
+
+// KeyCheck is a value that tells keys apart without revealing them: a
+// MAC of a fixed text under the key. A database records the first one it
+// meets, so a server with another key is refused at start.
+func (s *Sealer) KeyCheck() []byte {
+	return s.MAC([]byte("fleetpass sealing key check v1"))
+}
+
 // Seal encrypts plaintext bound to aad (the record it belongs to, so a sealed
 // value copied to another record does not open).
 func (s *Sealer) Seal(plaintext, aad []byte) ([]byte, error) {

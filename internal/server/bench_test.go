@@ -17,13 +17,20 @@ import (
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
 	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
-// benchEnv is a server with n zero-latency simulated instances.
-func benchEnv(b *testing.B, n int) (*env, []apiv1.Instance) {
+// benchEnv is a server with n zero-latency simulated instances, on SQLite
+// or on PostgreSQL (the test binary's cluster, fsync on).
+func benchEnv(b *testing.B, n int, db string) (*env, []apiv1.Instance) {
 	b.Helper()
-	e := newEnv(b, envOpts{engine: engine.DefaultConfig()})
+	o := envOpts{engine: engine.DefaultConfig(), sqlite: db == "sqlite"}
+	if db == "postgres" {
+		o.databaseURL = storetest.PostgresURL(b)
+	}
+	e := newEnv(b, o)
 	if _, err := demo.SeedLoad(context.Background(), e.srv.Service(), e.srv.Sim(), n, 0, 0); err != nil {
 		b.Fatal(err)
 	}
@@ -40,75 +47,139 @@ func benchEnv(b *testing.B, n int) (*env, []apiv1.Instance) {
 	return e, all
 }
 
-// BenchmarkResetThroughput submits 100 batches of 100 online resets at once
-// through the native API (sim driver at zero latency, SQLite) and reports
-// completed instance resets per second, from the first POST to the last
-// item's end.
-func BenchmarkResetThroughput(b *testing.B) {
-	e, insts := benchEnv(b, 10000)
-	b.ResetTimer()
-	var total time.Duration
-	for i := 0; i < b.N; i++ {
-		start := time.Now()
-		var wg sync.WaitGroup
-		opIDs := make([]string, 100)
-		for j := 0; j < 100; j++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var op apiv1.Operation
-				e.mustDo(e.admin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(insts[j*100 : (j+1)*100]...),
-					Mode: apiv1.ModeOnline, Password: fmt.Sprintf("Bench-pw-%d-%d!", i, j)}, 202, &op)
-				opIDs[j] = op.ID
-			}()
-		}
-		wg.Wait()
-		for _, id := range opIDs {
-			if op := e.wait(e.admin, id); op.Status != apiv1.OperationSucceeded {
-				b.Fatalf("operation %s: %s", id, op.Status)
-			}
-		}
-		total += time.Since(start)
+// benchDatabases runs fn once per database, in the same run, so their
+// figures compare.
+func benchDatabases(b *testing.B, fn func(b *testing.B, db string)) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		b.Run(db, func(b *testing.B) { fn(b, db) })
 	}
-	b.ReportMetric(float64(10000*b.N)/total.Seconds(), "resets/s")
+}
+
+// costMeter measures what a stretch of work cost: CPU time of this
+// process (the whole server runs in it) and of the PostgreSQL cluster,
+// and SQL statements (the store's own; on PostgreSQL also every statement
+// of the pool, River's included).
+type costMeter struct {
+	e                 *env
+	cpu, pgCPU        time.Duration
+	stmts, poolStmts  int64
+	dCPU, dPG         time.Duration
+	dStmts, dPoolStmt int64
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (m *costMeter) pg() time.Duration {
+	if m.e.databaseURL == "" {
+		return 0
+	}
+	return pgtest.Shared(m.e.t).CPU()
+}
+
+func (m *costMeter) start() {
+	st := m.e.srv.Store()
+	m.cpu, m.pgCPU, m.stmts, m.poolStmts = processCPU(), m.pg(), st.Statements(), st.DatabaseStatements()
+}
+
+func (m *costMeter) stop() {
+	st := m.e.srv.Store()
+	m.dCPU += processCPU() - m.cpu
+	m.dPG += m.pg() - m.pgCPU
+	m.dStmts += st.Statements() - m.stmts
+	m.dPoolStmt += st.DatabaseStatements() - m.poolStmts
+}
+
+func (m *costMeter) report(b *testing.B, resets int) {
+	n := float64(resets)
+	b.ReportMetric(float64(m.dCPU+m.dPG)/1e6/n, "cpu-ms/reset")
+	b.ReportMetric(float64(m.dPG)/1e6/n, "pg-cpu-ms/reset")
+	b.ReportMetric(float64(m.dStmts)/n, "store-stmts/reset")
+	if m.e.databaseURL != "" {
+		b.ReportMetric(float64(m.dPoolStmt)/n, "pg-stmts/reset")
+	}
+}
+
+// BenchmarkResetThroughput submits 100 batches of 100 online resets at once
+// through the native API (sim driver at zero latency) and reports
+// completed instance resets per second, from the first POST to the last
+// item's end, and what each reset cost, on SQLite and on PostgreSQL.
+func BenchmarkResetThroughput(b *testing.B) {
+	benchDatabases(b, func(b *testing.B, db string) {
+		e, insts := benchEnv(b, 10000, db)
+		m := &costMeter{e: e}
+		b.ResetTimer()
+		var total time.Duration
+		for i := 0; i < b.N; i++ {
+			m.start()
+			start := time.Now()
+			var wg sync.WaitGroup
+			opIDs := make([]string, 100)
+			for j := 0; j < 100; j++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var op apiv1.Operation
+					e.mustDo(e.admin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(insts[j*100 : (j+1)*100]...),
+						Mode: apiv1.ModeOnline, Password: fmt.Sprintf("Bench-pw-%d-%d!", i, j)}, 202, &op)
+					opIDs[j] = op.ID
+				}()
+			}
+			wg.Wait()
+			for _, id := range opIDs {
+				if op := e.wait(e.admin, id); op.Status != apiv1.OperationSucceeded {
+					b.Fatalf("operation %s: %s", id, op.Status)
+				}
+			}
+			total += time.Since(start)
+			m.stop()
+		}
+		b.ReportMetric(float64(10000*b.N)/total.Seconds(), "resets/s")
+		m.report(b, 10000*b.N)
+	})
 }
 
 // BenchmarkResetPostLatency sends single-instance reset POSTs at a fixed
 // 200 requests per second (open loop) for 10 seconds and reports the p50
-// and p99 latency of the POST.
+// and p99 latency of the POST, on SQLite and on PostgreSQL.
 func BenchmarkResetPostLatency(b *testing.B) {
-	e, insts := benchEnv(b, 2000)
-	const rps, seconds = 200, 10
-	b.ResetTimer()
-	var lat []time.Duration
-	var mu sync.Mutex
-	for i := 0; i < b.N; i++ {
-		tick := time.NewTicker(time.Second / rps)
-		var wg sync.WaitGroup
-		for k := 0; k < rps*seconds; k++ {
-			<-tick.C
-			in := insts[k%len(insts)]
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				t0 := time.Now()
-				r := e.do(e.admin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: []string{in.ID},
-					Mode: apiv1.ModeOnline, Password: "Latency-pw-42!"})
-				d := time.Since(t0)
-				if r.status != 202 && r.errCode() != core.CodeInstanceBusy {
-					b.Errorf("POST: %d %s", r.status, r.body)
-				}
-				mu.Lock()
-				lat = append(lat, d)
-				mu.Unlock()
-			}()
+	benchDatabases(b, func(b *testing.B, db string) {
+		e, insts := benchEnv(b, 2000, db)
+		const rps, seconds = 200, 10
+		b.ResetTimer()
+		var lat []time.Duration
+		var mu sync.Mutex
+		for i := 0; i < b.N; i++ {
+			tick := time.NewTicker(time.Second / rps)
+			var wg sync.WaitGroup
+			for k := 0; k < rps*seconds; k++ {
+				<-tick.C
+				in := insts[k%len(insts)]
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					t0 := time.Now()
+					r := e.do(e.admin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: []string{in.ID},
+						Mode: apiv1.ModeOnline, Password: "Latency-pw-42!"})
+					d := time.Since(t0)
+					if r.status != 202 && r.errCode() != core.CodeInstanceBusy {
+						b.Errorf("POST: %d %s", r.status, r.body)
+					}
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}()
+			}
+			tick.Stop()
+			wg.Wait()
 		}
-		tick.Stop()
-		wg.Wait()
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	})
 }
 
 // BenchmarkServerMemory runs the real server with 10,000 simulated

@@ -17,6 +17,8 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/servertest"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
 	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
@@ -120,6 +122,9 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "server.log")
 	addr := testutil.FreePort(t)
 	args := []string{"--sim-instances", "100", "--sim-boot-time", "1500ms", "--sim-shutdown-time", "1500ms"}
+	if url := storetest.DatabaseURL(t); url != "" {
+		args = append(args, "--database-url", url)
+	}
 	p := startProc(t, bin, dataDir, addr, logPath, args...)
 
 	var list apiv1.InstanceList
@@ -203,6 +208,9 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 		t.Error("the password is in the server's log")
 	}
 	testutil.AssertNotInDir(t, dataDir, password)
+	if storetest.OnPostgres() {
+		servertest.AssertNotInPostgres(t, password)
+	}
 }
 
 // killAtStep kills the server as soon as some item of the operation is at

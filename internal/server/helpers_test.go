@@ -33,9 +33,11 @@ type env struct {
 	// http.URL is url, as tests written before servertest spell it.
 	http    struct{ URL string }
 	dataDir string
-	logs    *testutil.LogBuffer
-	out     *testutil.LogBuffer
-	admin   key
+	// databaseURL is the server's PostgreSQL database, or empty (SQLite).
+	databaseURL string
+	logs        *testutil.LogBuffer
+	out         *testutil.LogBuffer
+	admin       key
 }
 
 type key struct{ id, secret string }
@@ -43,6 +45,11 @@ type key struct{ id, secret string }
 func (k key) kit() servertest.Key { return servertest.Key{ID: k.id, Secret: k.secret} }
 
 type envOpts struct {
+	// databaseURL puts the server on this PostgreSQL database whatever
+	// the run's database.
+	databaseURL string
+	// sqlite puts the server on SQLite whatever the run's database.
+	sqlite    bool
 	engine    engine.Config
 	rateLimit float64
 	burst     int
@@ -63,15 +70,21 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.dataDir != "" {
 		opts = append(opts, servertest.WithDataDir(o.dataDir))
 	}
+	if o.sqlite {
+		opts = append(opts, servertest.WithSQLite())
+	}
 	opts = append(opts, servertest.WithConfig(func(c *server.Config) {
+		if o.databaseURL != "" {
+			c.DatabaseURL = o.databaseURL
+		}
 		if o.syncInterval != 0 {
 			c.SyncInterval = o.syncInterval
 		}
 		c.QGASocketDirs, c.MaxInstancesPerTenant, c.TrustedProxies = o.qgaDirs, o.maxPerTenant, o.trustedProxies
 	}))
 	s := servertest.Start(t, opts...)
-	e := &env{t: t, s: s, srv: s.Server, url: s.URL, dataDir: s.DataDir, logs: s.Logs, out: s.Out,
-		admin: key{s.Admin.ID, s.Admin.Secret}}
+	e := &env{t: t, s: s, srv: s.Server, url: s.URL, dataDir: s.DataDir, databaseURL: s.DatabaseURL, logs: s.Logs,
+		out: s.Out, admin: key{s.Admin.ID, s.Admin.Secret}}
 	e.http.URL = s.URL
 	return e
 }
@@ -168,7 +181,8 @@ func ids(ins ...apiv1.Instance) []string {
 }
 
 // assertNoSecret fails if secret appears in the logs or any file of the
-// data directory (the database, its WAL, the simulated fleet).
+// data directory (the database, its WAL, the simulated fleet), or, on
+// PostgreSQL, in the cluster's files and log.
 func (e *env) assertNoSecret(secret string) {
 	e.t.Helper()
 	e.s.AssertNoSecret(secret)

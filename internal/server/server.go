@@ -47,8 +47,12 @@ type Config struct {
 	Listen      string
 	DataDir     string
 	DatabaseURL string
-	TLSCert     string
-	TLSKey      string
+	// SecretKeyFile is the sealing key's file; empty: <DataDir>/secret.key,
+	// created at the first start. Servers sharing a PostgreSQL database
+	// need the same key, so it can live outside the data directory.
+	SecretKeyFile string
+	TLSCert       string
+	TLSKey        string
 
 	// Demo seeds the demo tenant's simulated fleet.
 	Demo bool
@@ -173,7 +177,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	seal, err := sealer.LoadOrCreate(filepath.Join(cfg.DataDir, "secret.key"))
+	var seal *sealer.Sealer
+	if cfg.SecretKeyFile != "" {
+		seal, err = sealer.Load(cfg.SecretKeyFile)
+	} else {
+		seal, err = sealer.LoadOrCreate(filepath.Join(cfg.DataDir, "secret.key"))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +196,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.store, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "fleetpass.db"))
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := s.store.CheckKey(ctx, seal.KeyCheck()); err != nil {
+		if errors.Is(err, store.ErrKeyMismatch) {
+			return nil, fmt.Errorf("%w: every server of one database needs the same key (--secret-key-file); refusing to start rather than fail each sealed password and key later", err)
+		}
 		return nil, err
 	}
 	if cfg.Clock != nil {

@@ -32,6 +32,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/server"
 	"github.com/fleetpass/fleetpass/internal/store/storetest"
 	"github.com/fleetpass/fleetpass/internal/testutil"
@@ -47,6 +48,9 @@ type Server struct {
 	// URL is the server's base URL (http://127.0.0.1:port).
 	URL     string
 	DataDir string
+	// DatabaseURL is the server's PostgreSQL database; empty: SQLite in
+	// DataDir.
+	DatabaseURL string
 	// Admin is the bootstrap admin key.
 	Admin Key
 	// Logs holds the server's log at debug level; Out what it prints for
@@ -68,6 +72,7 @@ type options struct {
 	tenants []string
 	listen  string
 	noSim   bool
+	sqlite  bool
 }
 
 // Option changes how Start makes the server.
@@ -104,6 +109,11 @@ func WithTenants(names ...string) Option {
 func WithAdminKey(k Key) Option {
 	return func(o *options) { o.cfg.AdminKeyID, o.cfg.AdminKeySecret = k.ID, k.Secret }
 }
+
+// WithSQLite keeps the server on SQLite in its data directory whatever
+// the test kit's database switch says (tests of SQLite itself, the source
+// of `fleetpass db copy`).
+func WithSQLite() Option { return func(o *options) { o.sqlite = true } }
 
 // WithDataDir starts on an existing data directory (a restart) instead of
 // a fresh one.
@@ -152,7 +162,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	if o.cfg.DataDir == "" {
 		o.cfg.DataDir = t.TempDir()
 	}
-	if o.cfg.DatabaseURL == "" {
+	if o.cfg.DatabaseURL == "" && !o.sqlite {
 		o.cfg.DatabaseURL = DatabaseURL(t)
 	}
 	if o.cfg.Engine.PollInterval == 0 {
@@ -161,7 +171,8 @@ func Start(t testing.TB, opts ...Option) *Server {
 	if o.listen == "" {
 		o.listen = "127.0.0.1:0"
 	}
-	s := &Server{t: t, DataDir: o.cfg.DataDir, Logs: &testutil.LogBuffer{}, Out: &testutil.LogBuffer{}}
+	s := &Server{t: t, DataDir: o.cfg.DataDir, DatabaseURL: o.cfg.DatabaseURL, Logs: &testutil.LogBuffer{},
+		Out: &testutil.LogBuffer{}}
 	o.cfg.Listen = o.listen
 	o.cfg.Log = s.Logs.Logger()
 	o.cfg.Out = s.Out
@@ -439,6 +450,29 @@ func (s *Server) AssertNoSecret(secret string) {
 		}
 	}
 	testutil.AssertNotInDir(s.t, s.DataDir, secret)
+	if s.DatabaseURL != "" {
+		AssertNotInPostgres(s.t, secret)
+	}
+}
+
+// AssertNotInPostgres fails the test if secret is in the test binary's
+// PostgreSQL cluster: its tables and indexes (base/), its write-ahead log
+// (pg_wal/) or its server log.
+func AssertNotInPostgres(t testing.TB, secret string) {
+	t.Helper()
+	c := pgtest.Shared(t)
+	if err := c.Exec(context.Background(), "postgres", "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.AssertNotInDir(t, filepath.Join(c.Data, "base"), secret)
+	testutil.AssertNotInDir(t, filepath.Join(c.Data, "pg_wal"), secret)
+	data, err := os.ReadFile(c.Log)
+	if err != nil {
+		t.Fatalf("PostgreSQL's log: %v", err)
+	}
+	if testutil.ContainsSecret(data, secret) {
+		t.Error("the secret appears in PostgreSQL's log")
+	}
 }
 
 // String names the server in test output.

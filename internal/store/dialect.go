@@ -124,8 +124,7 @@ func (s *Store) containsExpr(column string) string {
 // Lock namespaces of lockKey: the first half of PostgreSQL's two-int
 // advisory lock key.
 const (
-	lockEvents int32 = iota + 1
-	lockHost
+	lockHost int32 = iota + 2
 	lockMigrate
 )
 

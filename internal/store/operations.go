@@ -307,10 +307,10 @@ func (s *Store) ListOperations(ctx context.Context, f OperationFilter) ([]apiv1.
 	return out, nil
 }
 
-// UnfinishedItems lists the items not yet ended (start-up reconciliation).
-func (s *Store) UnfinishedItems(ctx context.Context) ([]ItemWork, error) {
-	rows, err := s.c(s.DB).QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
-		WHERE i.state NOT IN (?, ?)`, apiv1.ItemSucceeded, apiv1.ItemFailed)
+// UnfinishedItems lists the items not yet ended, by operation.
+func (s *Store) UnfinishedItems(ctx context.Context, q Querier) ([]ItemWork, error) {
+	rows, err := s.c(q).QueryContext(ctx, `SELECT `+itemColumns+` FROM items i JOIN operations o ON o.id = i.operation_id
+		WHERE i.state NOT IN (?, ?) ORDER BY i.operation_id, i.seq`, apiv1.ItemSucceeded, apiv1.ItemFailed)
 	if err != nil {
 		return nil, fmt.Errorf("unfinished items: %w", err)
 	}
@@ -378,59 +378,66 @@ type EventRow struct {
 	At     time.Time
 }
 
-// InsertEvent appends to the event log, in the caller's transaction so an
-// event exists exactly when the change it reports was committed.
+// InsertEvent appends an event to the log, in the caller's transaction.
 //
-// Readers follow the log by id, so ids must be in commit order: SQLite's
-// single writer gives that for free. PostgreSQL hands out identity values
-// at insert time, and transactions then commit in any order, so there an
-// event's transaction takes the event lock before its insert and holds it
-// to its commit: a reader that saw id n can never later find a smaller id
-// appear.
+// Readers follow the log by id, so no event may appear below an id a
+// reader already passed. SQLite's single writer commits in id order. On
+// PostgreSQL ids are handed out at insert and transactions commit in any
+// order, so EventsAfter holds back what follows a missing id until every
+// transaction that could still hold it has ended (see gapWatch). The
+// insert takes its transaction id before its event id, which that wait
+// relies on.
 func (s *Store) InsertEvent(ctx context.Context, q Querier, tenant, typ, ref string, data []byte) error {
-	insert := func(q Querier) error {
-		_, err := s.c(q).ExecContext(ctx, `INSERT INTO events (tenant_id, type, ref, data, created_at) VALUES (?, ?, ?, ?, ?)`,
-			tenant, typ, ref, string(data), ms(s.now()))
-		if err != nil {
-			return fmt.Errorf("insert event: %w", err)
-		}
-		return nil
+	query := `INSERT INTO events (tenant_id, type, ref, data, created_at) VALUES (?, ?, ?, ?, ?)`
+	if s.dialect == Postgres {
+		// OFFSET 0 keeps the subquery (and its transaction id) evaluated
+		// before the row's identity default.
+		query = `INSERT INTO events (tenant_id, type, ref, data, created_at)
+			SELECT ?, ?, ?, ?, ? FROM (SELECT pg_current_xact_id() OFFSET 0) AS x`
 	}
-	if s.dialect != Postgres {
-		return insert(q)
+	_, err := s.c(q).ExecContext(ctx, query, tenant, typ, ref, string(data), ms(s.now()))
+	if err != nil {
+		return fmt.Errorf("insert event: %w", err)
 	}
-	lockAndInsert := func(tx *sql.Tx) error {
-		if err := s.lockKey(ctx, tx, lockEvents, "events"); err != nil {
-			return fmt.Errorf("insert event: %w", err)
-		}
-		return insert(tx)
-	}
-	if tx, ok := pgTx(q); ok {
-		return lockAndInsert(tx)
-	}
-	return s.InTx(ctx, lockAndInsert)
+	return nil
 }
 
-// EventsAfter reads up to limit events with id > after, oldest first.
+// EventsAfter reads up to limit events with id > after, oldest first. On
+// PostgreSQL it stops before an id still missing while a transaction that
+// could hold it is open: that event may commit later, and a reader that
+// moved past it would never see it.
 func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) ([]EventRow, error) {
-	rows, err := s.c(s.DB).QueryContext(ctx, `SELECT id, tenant_id, type, ref, data, created_at FROM events
-		WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
+	query := `SELECT id, tenant_id, type, ref, data, created_at, '' FROM events WHERE id > ? ORDER BY id LIMIT ?`
+	if s.dialect == Postgres {
+		// The xmin of the very snapshot the rows come from.
+		query = `SELECT id, tenant_id, type, ref, data, created_at, pg_snapshot_xmin(pg_current_snapshot())::text
+			FROM events WHERE id > ? ORDER BY id LIMIT ?`
+	}
+	rows, err := s.c(s.DB).QueryContext(ctx, query, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("events: %w", err)
 	}
 	defer rows.Close()
 	var out []EventRow
+	var xmin string
 	for rows.Next() {
 		var e EventRow
 		var data string
 		var at int64
-		if err := rows.Scan(&e.ID, &e.Tenant, &e.Type, &e.Ref, &data, &at); err != nil {
+		if err := rows.Scan(&e.ID, &e.Tenant, &e.Type, &e.Ref, &data, &at, &xmin); err != nil {
 			return nil, fmt.Errorf("events: %w", err)
 		}
 		e.Data, e.At = []byte(data), fromMS(at)
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	rows.Close()
+	if s.dialect != Postgres || len(out) == 0 {
+		return out, nil
+	}
+	return s.gaps.final(ctx, s, after, out, xmin)
 }
 
 // LastEventID is the newest event's id (0 when there is none).

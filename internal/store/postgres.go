@@ -2,13 +2,14 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -48,6 +49,8 @@ func OpenPostgres(ctx context.Context, url string) (*Store, error) {
 	// once and is replaced; the check before reuse keeps that rare.
 	cfg.HealthCheckPeriod = 5 * time.Second
 	where := describe(cfg.ConnConfig.Config)
+	counter := &statementCounter{}
+	cfg.ConnConfig.Tracer = counter
 
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -74,13 +77,24 @@ func OpenPostgres(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("PostgreSQL at %s: %w", where, err)
 	}
-	s := &Store{DB: stdlib.OpenDBFromPool(pool), now: time.Now, dialect: Postgres, pg: pool, listen: listen}
+	s := &Store{DB: stdlib.OpenDBFromPool(pool), now: time.Now, dialect: Postgres, pg: pool, listen: listen,
+		pgStatements: counter}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
+
+// statementCounter counts the statements of a pgx pool.
+type statementCounter struct{ n atomic.Int64 }
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // ListenerPool is the PostgreSQL pool for LISTEN (River's notifier), nil
 // on SQLite.
@@ -110,14 +124,4 @@ func connectError(where string, err error) error {
 	default:
 		return fmt.Errorf("cannot connect to PostgreSQL at %s: %w", where, err)
 	}
-}
-
-// pgTx reports whether q is a transaction (so a transaction lock taken on
-// it lasts until its commit).
-func pgTx(q Querier) (*sql.Tx, bool) {
-	if c, ok := q.(cached); ok {
-		q = c.q
-	}
-	tx, ok := q.(*sql.Tx)
-	return tx, ok
 }

@@ -93,6 +93,7 @@ func (c cached) stmt(ctx context.Context, query string) *sql.Stmt {
 }
 
 func (c cached) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	c.s.statements.Add(1)
 	if c.s.dialect == Postgres {
 		return c.q.ExecContext(ctx, c.s.binds.rebind(query), args...)
 	}
@@ -103,6 +104,7 @@ func (c cached) ExecContext(ctx context.Context, query string, args ...any) (sql
 }
 
 func (c cached) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	c.s.statements.Add(1)
 	if c.s.dialect == Postgres {
 		return c.q.QueryContext(ctx, c.s.binds.rebind(query), args...)
 	}
@@ -113,6 +115,7 @@ func (c cached) QueryContext(ctx context.Context, query string, args ...any) (*s
 }
 
 func (c cached) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	c.s.statements.Add(1)
 	if c.s.dialect == Postgres {
 		return c.q.QueryRowContext(ctx, c.s.binds.rebind(query), args...)
 	}

@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -47,6 +48,24 @@ type Store struct {
 	// pg is the PostgreSQL connection pool behind DB, listen a small pool
 	// for LISTEN (River's notifier); both nil on SQLite.
 	pg, listen *pgxpool.Pool
+	// statements counts the store's own statements; pgStatements every
+	// statement on the PostgreSQL pool, River's included (benchmarks).
+	statements   atomic.Int64
+	pgStatements *statementCounter
+	// gaps holds back events after a missing id (PostgreSQL).
+	gaps gapWatch
+}
+
+// Statements is the number of SQL statements the store has run.
+func (s *Store) Statements() int64 { return s.statements.Load() }
+
+// DatabaseStatements is the number of statements run on the PostgreSQL
+// pool by anyone (the store, River), or -1 on SQLite.
+func (s *Store) DatabaseStatements() int64 {
+	if s.pgStatements == nil {
+		return -1
+	}
+	return s.pgStatements.n.Load()
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
@@ -93,7 +112,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
-	p, err := goose.NewProvider(gd, s.DB, sub, goose.WithDisableGlobalRegistry(true))
+	// Out of order: migrations are numbered as branches are planned, and
+	// one with a lower number may land after a higher one was applied.
+	// Each is independent of the others' order.
+	p, err := goose.NewProvider(gd, s.DB, sub, goose.WithDisableGlobalRegistry(true), goose.WithAllowOutofOrder(true))
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
