@@ -146,7 +146,7 @@ const (
 	ModeOffline = "offline"
 )
 
-// Reset methods: how the new password reaches an instance (DESIGN §2).
+// Reset methods: how the new password reaches an instance (docs/design.md#words, "reset method").
 // Auto is the guest channel when the instance has one, else its disk.
 const (
 	MethodAuto  = "auto"

@@ -62,7 +62,7 @@ type SignedAnswer struct {
 const signedWait = 30 * time.Second
 
 // UseSignedRequest applies the replay rules of signatures that sign neither
-// path nor action (DESIGN §7):
+// path nor action (docs/design.md#storage-and-tasks):
 //   - the first use claims the signature for its scope: nil, nil, and the
 //     caller runs the request, then calls AnswerSignedRequest (a mutating
 //     request that ran) or ReleaseSignedRequest (one refused before

@@ -1,21 +1,13 @@
 package realguest
 
 import (
-	"crypto/rand"
-	"encoding/json"
 	"fmt"
-	"io"
-	"math/big"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
-	"github.com/fleetpass/fleetpass/internal/sign/capi2"
-	"github.com/fleetpass/fleetpass/internal/sign/zc2"
 	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
@@ -51,49 +43,22 @@ func (e *env) setRoot(m *machine, pw string) {
 // zec calls the action API's ZEC path and returns the HTTP status and body.
 func (e *env) zec(k apiKey, action string, body any) (int, map[string]any) {
 	e.t.Helper()
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodPost, e.url+"/api/v2/zec", strings.NewReader(string(b)))
+	status, m, err := testutil.ActionCaller{URL: e.url, KeyID: k.id, Secret: k.secret}.Call(e.t.Context(), "zec", action, body)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	req.Header.Set("X-ZC-Action", action)
-	req.Header.Set("X-ZC-Version", "2022-11-20")
-	zc2.SignRequest(req, b, k.id, []byte(k.secret), time.Now())
-	return e.sendJSON(req)
-}
-
-func (e *env) sendJSON(req *http.Request) (int, map[string]any) {
-	e.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		e.t.Fatalf("%v: %s", err, data)
-	}
-	return resp.StatusCode, m
+	return status, m
 }
 
 // bareMetal calls the bare-metal API (GET, HmacSHA256).
 func (e *env) bareMetal(k apiKey, params url.Values) map[string]any {
 	e.t.Helper()
-	n, _ := rand.Int(rand.Reader, big.NewInt(1<<40))
-	params.Set("Timestamp", strconv.FormatInt(time.Now().Unix(), 10))
-	params.Set("Nonce", strconv.FormatInt(n.Int64()+1, 10))
-	params.Set("SecretId", k.id)
-	params.Set("SignatureMethod", "HmacSHA256")
-	u, _ := url.Parse(e.url)
-	if err := capi2.Sign(http.MethodGet, u.Host, "/v2/index.php", params, []byte(k.secret)); err != nil {
-		e.t.Fatal(err)
-	}
-	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodGet, e.url+"/v2/index.php?"+params.Encode(), nil)
+	action := params.Get("Action")
+	params.Del("Action")
+	_, m, err := testutil.BareMetalCaller{URL: e.url, KeyID: k.id, Secret: k.secret}.Call(e.t.Context(), action, params)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	_, m := e.sendJSON(req)
 	return m
 }
 

@@ -87,7 +87,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 	s := servertest.Start(t, servertest.WithoutSim(), servertest.WithAgent(o.agent), servertest.WithEngine(o.engine),
 		servertest.WithDrivers(map[string]driver.Power{powerDriver: power, core.ManualPowerDriver: power}, nil),
 		servertest.WithAdminKey(servertest.Key{ID: adminKeyID, Secret: adminSecret}), servertest.WithTenants(tenant),
-		servertest.WithConfig(func(c *server.Config) { c.SyncInterval = 2 * time.Second }))
+		servertest.WithConfig(func(c *server.Config) {
+			c.SyncInterval = 2 * time.Second
+			// guesttest's guests keep their qemu-ga sockets below it.
+			c.QGASocketDirs = []string{os.TempDir()}
+		}))
 	e := &env{t: t, s: s, dir: s.DataDir, url: s.URL, agentBin: buildAgent(t), power: power, logs: s.Logs}
 	c, err := client.New(e.url, adminKeyID, adminSecret)
 	if err != nil {

@@ -591,6 +591,11 @@ func rssMB(t *testing.T) int {
 // 100 sign-ins at once, from 100 addresses behind a trusted proxy, each
 // made the server verify an argon2id hash of 19 MiB at the same time.
 func TestSecurity_ParallelSignInsGrowMemory(t *testing.T) {
+	if testing.Short() {
+		// A memory bound: meaningless under -race (which the short run
+		// uses), whose shadow memory multiplies every figure.
+		t.Skip("measures the process's memory; not under -short")
+	}
 	e := newEnv(t, envOpts{trustedProxies: []string{"127.0.0.1/32", "::1/128"}})
 	debug.FreeOSMemory()
 	base := rssMB(t)

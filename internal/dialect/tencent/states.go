@@ -2,7 +2,7 @@ package tencent
 
 import "github.com/fleetpass/fleetpass/internal/apiv1"
 
-// instanceState maps core states (DESIGN §2) to Tencent's InstanceState
+// instanceState maps core states (docs/design.md#states) to Tencent's InstanceState
 // names. Tencent has no state for a password reset in progress, nor for an
 // instance in error: fleetpass answers RESETTING_PASSWORD and ERROR, which
 // the SDKs pass through as strings, rather than a state that would be

@@ -1,6 +1,7 @@
 // Package tencent is the Tencent Cloud API 3.0 dialect: POST / with the
 // action in X-TC-Action and the version in X-TC-Version, JSON bodies and
-// TC3-HMAC-SHA256 signatures (DESIGN §4, docs/api-tencent.md). It serves
+// TC3-HMAC-SHA256 signatures (docs/design.md#front-doors,
+// docs/api-tencent.md). It serves
 // the CVM actions of version 2017-03-12 (ResetInstancesPassword and the
 // calls around it) and the bare-metal ones of 2018-04-23
 // (ResetDevicePassword), so that Tencent's own SDKs and tools work by

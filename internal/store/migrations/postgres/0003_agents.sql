@@ -1,5 +1,5 @@
 -- +goose Up
--- The fleetpass agent (DESIGN §8). Everything an agent needs from any
+-- The fleetpass agent (docs/design.md#the-agent). Everything an agent needs from any
 -- replica is here: its enrolment tokens, its identity, and the commands
 -- waiting for it (rows until acknowledged).
 CREATE TABLE agent_tokens (
