@@ -204,11 +204,21 @@ var errBusy = errors.New("the agent kept serving other clients")
 // a queued connection.
 func dial(ctx context.Context, path string) (net.Conn, error) {
 	var d net.Dialer
+	var busy error
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		c, err := d.DialContext(ctx, "unix", path)
+		if busy != nil && ctx.Err() != nil {
+			// The deadline fell inside a dial that followed a full
+			// backlog: the agent is still busy, not gone.
+			if c != nil {
+				c.Close()
+			}
+			return nil, fmt.Errorf("%w: %w (%w)", errBusy, busy, ctx.Err())
+		}
 		if !errors.Is(err, syscall.EAGAIN) {
 			return c, err
 		}
+		busy = err
 		// Jitter, so that waiting clients do not knock in step.
 		select {
 		case <-ctx.Done():
