@@ -382,12 +382,15 @@ func mapDriverError(err error, what string) error {
 	case errors.Is(err, driver.ErrControllerUnreachable):
 		return &itemFailure{code: CodeBMCUnreachable, detail: err.Error(),
 			msg: "the server's BMC does not answer (" + what + ")"}
+	// Disk paths and host ids are the operator's, like a BMC's address.
 	case errors.Is(err, driver.ErrDiskInUse):
-		return fail(CodeDiskInUse, "the instance's disk is in use by another process, so it was not touched (%s): %v", what, err)
+		return diskInUse(err, what)
 	case errors.Is(err, driver.ErrDiskUnsupported):
-		return fail(CodeDiskUnsupported, "the instance's disk cannot be edited (%s): %v", what, err)
+		return &itemFailure{code: CodeDiskUnsupported, detail: err.Error(),
+			msg: "the instance's disk cannot be edited: a remote host's, network, encrypted or foreign-format disk, no Linux found on it, or a Windows guest (" + what + ")"}
 	case errors.Is(err, driver.ErrDiskResetUnavailable):
-		return fail(CodeDiskResetUnavailable, "this server cannot edit disks (%s): %v", what, err)
+		return &itemFailure{code: CodeDiskResetUnavailable, detail: err.Error(),
+			msg: "this server cannot edit disks (" + what + "); its start-up log says why"}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	}
@@ -448,7 +451,8 @@ func (e *Engine) preflight(ctx context.Context, w *store.ItemWork, m *machine) e
 			case driver.IsTransient(derr):
 				return derr
 			case errors.Is(derr, driver.ErrDiskResetUnavailable):
-				return fail(CodeNoGuestChannel, "the machine has no guest agent channel, and this server cannot edit disks: %v", derr)
+				return &itemFailure{code: CodeNoGuestChannel, detail: derr.Error(),
+					msg: "the machine has no guest agent channel, and this server cannot edit disks"}
 			}
 			// No channel: the disk was the only way, so its refusal is
 			// the reason.
@@ -520,7 +524,7 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 			return err
 		}
 		if w.ErrorCode != "" {
-			return fail(w.ErrorCode, "%s", w.Message)
+			return &itemFailure{code: w.ErrorCode, msg: w.Message, detail: w.Detail}
 		}
 		return nil
 	case apiv1.StepWaitingGuest:
@@ -544,6 +548,11 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 	return fail(CodeDriverError, "offline reset in unexpected step %q", w.Step)
 }
 
+func diskInUse(err error, what string) *itemFailure {
+	return &itemFailure{code: CodeDiskInUse, detail: err.Error(),
+		msg: "the instance's disk is in use by another process, so it was not touched (" + what + ")"}
+}
+
 // editDisk sets the password in the stopped machine's disk. A failure ends
 // the item, but a machine that was on is started again first: the failure
 // is recorded on the item while it starts, and reported once it runs.
@@ -558,31 +567,45 @@ func (e *Engine) editDisk(ctx context.Context, w *store.ItemWork, m *machine) er
 	}
 	ectx, cancel := context.WithTimeout(ctx, diskEditMax)
 	err = de.EditDisk(ectx, m.gref, w.User, pw)
+	timedOut := err != nil && ctx.Err() == nil && errors.Is(ectx.Err(), context.DeadlineExceeded)
 	cancel()
 	sealer.Wipe(pw)
-	if err != nil && ctx.Err() == nil && ectx.Err() != nil {
-		// The edit itself timed out (the server did not stop): the disk
-		// is as it was or edited; editing again is harmless.
-		err = driver.Transientf("the disk edit did not end within %s: %w", diskEditMax, err)
-	}
 	if err == nil {
 		return e.to(ctx, w, m, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
 	}
-	if errors.Is(err, driver.ErrDiskInUse) && !driver.IsTransient(err) && w.Attempts+1 < e.cfg.MaxAttempts {
-		// The machine is off, so the holder is someone else: often a
-		// moment's (the appliance of an edit killed with its server,
-		// stopping). Retried with backoff, then reported.
+	if ctx.Err() != nil {
+		return err // the server is stopping: the next one edits again
+	}
+	if timedOut {
+		// The edit itself ran out of time: the disk holds the old file or
+		// the new one, and editing again is harmless.
+		err = driver.Transientf("the disk edit did not end within %s: %w", diskEditMax, err)
+	}
+	// The machine is off, so a holder of its disk is someone else: often
+	// for a moment (the appliance of an edit killed with its server,
+	// stopping). Retried with backoff like a transient error.
+	retry := driver.IsTransient(err) || errors.Is(err, driver.ErrDiskInUse)
+	if retry && w.Attempts < e.cfg.MaxAttempts {
 		return driver.Transient(err)
 	}
-	mapped := mapDriverError(err, "edit the disk")
 	var f *itemFailure
-	if !errors.As(mapped, &f) {
-		return mapped // transient, or the context ended: retried
+	switch {
+	case errors.Is(err, driver.ErrDiskInUse):
+		f = diskInUse(err, "edit the disk")
+	case retry:
+		f = &itemFailure{code: CodeDriverError, detail: err.Error(),
+			msg: fmt.Sprintf("gave up after %d attempts: the disk edit kept failing", w.Attempts)}
+	default:
+		mapped := mapDriverError(err, "edit the disk")
+		if !errors.As(mapped, &f) {
+			return mapped
+		}
 	}
 	if !w.WasRunning {
-		return mapped
+		return f
 	}
-	w.ErrorCode, w.Message = f.code, f.msg
+	// Leave the machine as it was: started again, then the failure.
+	w.ErrorCode, w.Message, w.Detail = f.code, f.msg, f.detail
 	return e.to(ctx, w, m, apiv1.StepStarting, apiv1.StateStarting, e.cfg.BootTimeout)
 }
 

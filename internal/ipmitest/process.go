@@ -1,7 +1,12 @@
 package ipmitest
 
 import (
+	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -15,11 +20,12 @@ type ProcessChassis struct {
 	// ShutdownDelay is how long a soft off takes. Default 200ms.
 	ShutdownDelay time.Duration
 
-	mu   sync.Mutex
-	hang bool
-	cmd  *exec.Cmd
-	done chan struct{}
-	boot int
+	mu     sync.Mutex
+	hang   bool
+	cmd    *exec.Cmd
+	done   chan struct{}
+	boot   int
+	groups []int // process groups of every boot, checked at Close
 }
 
 // SetHangShutdown makes the machine ignore soft offs (or heed them again).
@@ -84,6 +90,7 @@ func (c *ProcessChassis) startLocked() error {
 	}()
 	c.cmd, c.done = cmd, done
 	c.boot++
+	c.groups = append(c.groups, cmd.Process.Pid)
 	return nil
 }
 
@@ -91,8 +98,39 @@ func (c *ProcessChassis) killLocked() {
 	if !c.onLocked() {
 		return
 	}
-	_ = c.cmd.Process.Kill()
+	// The whole process group: unshare and the namespace's init. Killing
+	// unshare alone leaks the init when unshare dies before it has armed
+	// --kill-child (a power off right after a power on).
+	// A signal to a group reaches every member, and a fork under way
+	// when it is sent completes with the signal pending in the child.
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 	<-c.done
+}
+
+// groupMembers lists the live processes of group pgid (from /proc).
+func groupMembers(pgid int) []int {
+	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []int
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 3 || f[0] == "Z" {
+			continue
+		}
+		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
+			pid, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(p, "/proc/"), "/stat"))
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // SoftOff shuts the machine down after ShutdownDelay, unless it hangs.
@@ -130,4 +168,19 @@ func (c *ProcessChassis) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.killLocked()
+}
+
+// Leftovers lists the processes of any of the machine's boots that are
+// still alive: none, once it is off.
+func (c *ProcessChassis) Leftovers() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for _, g := range c.groups {
+		if c.onLocked() && g == c.cmd.Process.Pid {
+			continue
+		}
+		out = append(out, groupMembers(g)...)
+	}
+	return out
 }
