@@ -39,6 +39,14 @@ if [[ -n $unformatted ]]; then
 	exit 1
 fi
 
+step "docs stand alone"
+# Code, tests, migrations and docs point to docs/design.md by path, never
+# to a design document outside the repository.
+if git grep -n 'DESIGN §' -- . ':!scripts/test.sh'; then
+	echo "refer to docs/design.md (by path and section) instead" >&2
+	exit 1
+fi
+
 step "go vet"
 go vet ./...
 
