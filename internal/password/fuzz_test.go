@@ -112,6 +112,9 @@ func oracle(p Policy, pw []byte, user string) []string {
 		strings.Contains(asciiLower(s), asciiLower(user)) {
 		broken = append(broken, RuleContainsUser)
 	}
+	if r, _ := utf8.DecodeRuneInString(s); s != "" && strings.ContainsRune(p.ForbidFirst, r) {
+		broken = append(broken, RuleFirstChar)
+	}
 	return broken
 }
 
