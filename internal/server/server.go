@@ -97,6 +97,15 @@ type Config struct {
 	// gives the client's address (--trusted-proxies).
 	TrustedProxies []string
 
+	// ReplicaID names this server among the servers sharing its database
+	// (--replica-id); empty: a random id at each start. PublicURL is the
+	// address other replicas and operators reach it at (--public-url);
+	// empty: derived from Listen. Version is the fleetpass version it
+	// runs. ReplicaHeartbeat and ReplicaTTL override the membership's
+	// heartbeat period and time-to-live (tests).
+	ReplicaID, PublicURL, Version string
+	ReplicaHeartbeat, ReplicaTTL  time.Duration
+
 	// Power and Guest are drivers of the caller's own, by name, added to
 	// the built-in ones: how tests plug in the power of their throwaway
 	// guests and still run the server users run.
@@ -136,6 +145,7 @@ type Server struct {
 	handler  http.Handler
 	ready    bool
 	trusted  []netip.Prefix
+	replica  *replica
 }
 
 // Open prepares a server: data directory, database, engine, bootstrap and
@@ -207,6 +217,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Clock != nil {
 		s.store.SetClock(cfg.Clock)
 	}
+	if err := s.openReplica(); err != nil {
+		return nil, err
+	}
+	cfg = s.cfg
 	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{},
 		HostDriver: core.LibvirtDriver, AgentDriver: core.AgentGuestDriver}
 	if cfg.Demo || cfg.Sim || cfg.SimLoad > 0 {
@@ -242,7 +256,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	for name, g := range cfg.Guest {
 		drivers.Guest[name] = g
 	}
-	s.metrics = metrics.New()
 	s.bus = events.NewBus(s.store, cfg.Log, 250*time.Millisecond)
 	if err := s.bus.Start(ctx); err != nil {
 		return nil, err
@@ -251,6 +264,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.svc = core.New(s.store, s.engine, seal, s.bus, drivers, cfg.Log)
+	s.svc.SetReplicas(s.replica.members)
 	s.svc.SetMaxInstancesPerTenant(cfg.MaxInstancesPerTenant)
 	s.hosts = newLibvirtHosts(s.libvirt, s.engine)
 	s.svc.SetHostConnector(s.hosts)
@@ -259,26 +273,16 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}))
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
 	s.startBMCs()
-	if err := s.bootstrap(ctx); err != nil {
+	// Replicas starting together on an empty database take turns, so one
+	// creates the admin key and seeds the fleets, and the others see them.
+	err = s.store.WithSessionLock(ctx, store.BootstrapLock, "bootstrap", func(ctx context.Context) error {
+		if err := s.bootstrap(ctx); err != nil {
+			return err
+		}
+		return s.seed(ctx)
+	})
+	if err != nil {
 		return nil, err
-	}
-	if cfg.Demo {
-		n, err := demo.Seed(ctx, s.svc, s.sim, cfg.SimBoot, cfg.SimShutdown)
-		if err != nil {
-			return nil, fmt.Errorf("demo fleet: %w", err)
-		}
-		if n > 0 {
-			s.log.Info("seeded the demo fleet (simulated machines)", "tenant", demo.Tenant, "instances", n)
-		}
-	}
-	if cfg.SimLoad > 0 {
-		n, err := demo.SeedLoad(ctx, s.svc, s.sim, cfg.SimLoad, cfg.SimBoot, cfg.SimShutdown)
-		if err != nil {
-			return nil, fmt.Errorf("load fleet: %w", err)
-		}
-		if n > 0 {
-			s.log.Info("seeded the load-test fleet (simulated machines)", "tenant", demo.LoadTenant, "instances", n)
-		}
 	}
 	s.metrics.GaugeFunc("fleetpass_queue_depth", "Items waiting for or in execution.", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -338,6 +342,10 @@ func (s *Server) routes() http.Handler {
 			http.Error(w, "starting\n", http.StatusServiceUnavailable)
 			return
 		}
+		if err := s.clusterReady(); err != nil {
+			readyRefusal(w, err)
+			return
+		}
 		if err := s.store.DB.PingContext(ctx); err != nil {
 			http.Error(w, "database unavailable\n", http.StatusServiceUnavailable)
 			return
@@ -362,6 +370,9 @@ func (s *Server) routes() http.Handler {
 // Start starts the background work (engine, event bus, inventory sync)
 // without serving HTTP: in-process tests serve Handler themselves.
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.joinCluster(ctx); err != nil {
+		return err
+	}
 	if err := s.engine.Start(ctx); err != nil {
 		return err
 	}
@@ -452,6 +463,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.engine.Stop(sctx); err != nil {
 		s.log.Warn("engine shutdown", "err", err)
 	}
+	s.leaveCluster()
 	return nil
 }
 
@@ -462,6 +474,7 @@ func (s *Server) Close() error {
 		_ = s.engine.Stop(ctx)
 		cancel()
 	}
+	s.leaveCluster()
 	s.closeAll()
 	return nil
 }
@@ -479,6 +492,29 @@ func (s *Server) closeAll() {
 	if s.lock != nil {
 		s.lock.Close()
 	}
+}
+
+// seed seeds the demo and load-test fleets the configuration asks for.
+func (s *Server) seed(ctx context.Context) error {
+	if s.cfg.Demo {
+		n, err := demo.Seed(ctx, s.svc, s.sim, s.cfg.SimBoot, s.cfg.SimShutdown)
+		if err != nil {
+			return fmt.Errorf("demo fleet: %w", err)
+		}
+		if n > 0 {
+			s.log.Info("seeded the demo fleet (simulated machines)", "tenant", demo.Tenant, "instances", n)
+		}
+	}
+	if s.cfg.SimLoad > 0 {
+		n, err := demo.SeedLoad(ctx, s.svc, s.sim, s.cfg.SimLoad, s.cfg.SimBoot, s.cfg.SimShutdown)
+		if err != nil {
+			return fmt.Errorf("load fleet: %w", err)
+		}
+		if n > 0 {
+			s.log.Info("seeded the load-test fleet (simulated machines)", "tenant", demo.LoadTenant, "instances", n)
+		}
+	}
+	return nil
 }
 
 // Credentials is the JSON of <data-dir>/admin-credentials.
