@@ -356,7 +356,13 @@ func (f *Fleet) do(ctx context.Context, id, op string, faults bool, mark string,
 		if errors.Is(err, ErrClosed) || errors.Is(err, driver.ErrMachineNotFound) {
 			return err
 		}
-		return fmt.Errorf("sim: %s on machine %q: %w", op, id, err)
+		err = fmt.Errorf("sim: %s on machine %q: %w", op, id, err)
+		if ctx.Err() != nil {
+			return err
+		}
+		// The fleet's storage failed (a database restarting): as for a
+		// real machine whose link dropped, trying again later may work.
+		return driver.Transient(err)
 	}
 	return opErr
 }
