@@ -25,7 +25,6 @@ import (
 	"github.com/fleetpass/fleetpass/internal/agentserver"
 	"github.com/fleetpass/fleetpass/internal/console"
 	"github.com/fleetpass/fleetpass/internal/core"
-	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/ipmi"
 	"github.com/fleetpass/fleetpass/internal/driver/libvirt"
@@ -63,6 +62,9 @@ type Config struct {
 	// SimBoot and SimShutdown are the simulated machines' boot and graceful
 	// shutdown times (demo and load fleets).
 	SimBoot, SimShutdown time.Duration
+	// SimActionTime is how long each simulated power or password call
+	// takes (sim.Options.ActionTime): replica tests detect overlaps in it.
+	SimActionTime time.Duration
 
 	Engine engine.Config
 	API    nativeapi.Config
@@ -224,11 +226,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{},
 		HostDriver: core.LibvirtDriver, AgentDriver: core.AgentGuestDriver}
 	if cfg.Demo || cfg.Sim || cfg.SimLoad > 0 {
-		if err := createPrivate(filepath.Join(cfg.DataDir, "sim-fleet.db")); err != nil {
+		if err := s.openSim(ctx, cfg); err != nil {
 			return nil, err
-		}
-		if s.sim, err = sim.Open(ctx, filepath.Join(cfg.DataDir, "sim-fleet.db"), sim.Options{}); err != nil {
-			return nil, fmt.Errorf("simulated fleet: %w", err)
 		}
 		drivers.Power["sim"], drivers.Guest["sim"] = s.sim, s.sim
 	}
@@ -274,14 +273,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
 	s.startBMCs()
 	// Replicas starting together on an empty database take turns, so one
-	// creates the admin key and seeds the fleets, and the others see them.
-	err = s.store.WithSessionLock(ctx, store.BootstrapLock, "bootstrap", func(ctx context.Context) error {
-		if err := s.bootstrap(ctx); err != nil {
-			return err
-		}
-		return s.seed(ctx)
-	})
+	// creates the admin key and the others see it.
+	err = s.store.WithSessionLock(ctx, store.BootstrapLock, "bootstrap", s.bootstrap)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.seedSim(ctx, cfg); err != nil {
 		return nil, err
 	}
 	s.metrics.GaugeFunc("fleetpass_queue_depth", "Items waiting for or in execution.", func() float64 {
@@ -492,29 +489,6 @@ func (s *Server) closeAll() {
 	if s.lock != nil {
 		s.lock.Close()
 	}
-}
-
-// seed seeds the demo and load-test fleets the configuration asks for.
-func (s *Server) seed(ctx context.Context) error {
-	if s.cfg.Demo {
-		n, err := demo.Seed(ctx, s.svc, s.sim, s.cfg.SimBoot, s.cfg.SimShutdown)
-		if err != nil {
-			return fmt.Errorf("demo fleet: %w", err)
-		}
-		if n > 0 {
-			s.log.Info("seeded the demo fleet (simulated machines)", "tenant", demo.Tenant, "instances", n)
-		}
-	}
-	if s.cfg.SimLoad > 0 {
-		n, err := demo.SeedLoad(ctx, s.svc, s.sim, s.cfg.SimLoad, s.cfg.SimBoot, s.cfg.SimShutdown)
-		if err != nil {
-			return fmt.Errorf("load fleet: %w", err)
-		}
-		if n > 0 {
-			s.log.Info("seeded the load-test fleet (simulated machines)", "tenant", demo.LoadTenant, "instances", n)
-		}
-	}
-	return nil
 }
 
 // Credentials is the JSON of <data-dir>/admin-credentials.
