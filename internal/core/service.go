@@ -89,7 +89,7 @@ type Service struct {
 	drivers engine.Drivers
 	hosts   HostConnector
 	bmcs    BMCChecker
-	limiter *ratelimit.Limiter
+	limiter ratelimit.Limiter
 	// replicas is the cluster membership (/v1/replicas).
 	replicas Replicas
 
