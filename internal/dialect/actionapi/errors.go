@@ -72,16 +72,7 @@ var statusOf = map[string]int{
 
 // Error is an answer of the action API's own: a code of the table above
 // and a message that never quotes a secret.
-type Error struct {
-	Code    string
-	Message string
-	// Err is the cause, for the server's log only.
-	Err error
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = dialecthttp.Error[string]
 
 func apiErr(code, msg string) *Error { return &Error{Code: code, Message: msg} }
 

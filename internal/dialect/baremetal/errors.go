@@ -2,7 +2,6 @@ package baremetal
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/dialect/dialecthttp"
@@ -28,17 +27,7 @@ const (
 
 // Error is a refused request: a code, its description and a message that
 // never quotes a parameter value.
-type Error struct {
-	Code    int
-	Desc    string
-	Message string
-	// Err is the cause, for the server's log only.
-	Err error
-}
-
-func (e *Error) Error() string { return fmt.Sprintf("(%d)%s: %s", e.Code, e.Desc, e.Message) }
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = dialecthttp.Error[int]
 
 func invalidParameter(msg string) *Error {
 	return &Error{Code: codeInvalidParam, Desc: "InvalidParameter", Message: msg}

@@ -172,3 +172,23 @@ func MatchSentinel[C any](err error, prefix string, table []Sentinel[C]) (code C
 	}
 	return code, "", false
 }
+
+// Error is a dialect's refusal: a code of its own table (C: a string, or
+// a number with its description in Desc) and a message that never quotes
+// a secret or a parameter's value. Each dialect names it Error by alias.
+type Error[C comparable] struct {
+	Code    C
+	Desc    string
+	Message string
+	// Err is the cause, for the server's log only.
+	Err error
+}
+
+func (e *Error[C]) Error() string {
+	if e.Desc != "" {
+		return fmt.Sprintf("(%v)%s: %s", e.Code, e.Desc, e.Message)
+	}
+	return fmt.Sprintf("%v: %s", e.Code, e.Message)
+}
+
+func (e *Error[C]) Unwrap() error { return e.Err }

@@ -46,16 +46,7 @@ const (
 
 // Error is an answer in the API's error format: a code of the list above
 // and a message that never quotes a secret.
-type Error struct {
-	Code    string
-	Message string
-	// Err is the cause, for the server's log only.
-	Err error
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = dialecthttp.Error[string]
 
 func apiErr(code, msg string) *Error { return &Error{Code: code, Message: msg} }
 
