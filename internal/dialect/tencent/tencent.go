@@ -136,7 +136,7 @@ func (a *API) authenticate(r *http.Request, body []byte, service string) (core.P
 		return core.Principal{}, fromSignature(service, err)
 	}
 	// The key's budget is shared with every front door.
-	if err := a.Svc.Throttle(p, "tencent"); err != nil {
+	if err := a.Svc.Throttle(r.Context(), p, "tencent"); err != nil {
 		return core.Principal{}, err
 	}
 	p.Address, p.RequestID = httpx.ClientAddr(r), httpx.RequestID(r.Context())
