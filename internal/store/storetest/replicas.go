@@ -170,8 +170,7 @@ func testExecutionFence(t *testing.T, s *store.Store) {
 	}
 	older.State = apiv1.ItemFailed
 	err = s.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := s.FinishItem(ctx, tx, &older, apiv1.StateError)
-		return err
+		return s.FinishItem(ctx, tx, &older, apiv1.StateError, nil)
 	})
 	if !errors.Is(err, store.ErrSuperseded) {
 		t.Errorf("finish of the older execution: %v", err)
@@ -193,9 +192,11 @@ func testExecutionFence(t *testing.T, s *store.Store) {
 	}
 	newer.State, newer.Step = apiv1.ItemSucceeded, apiv1.StepDone
 	mustTx(t, s, func(tx *sql.Tx) error {
-		_, err := s.FinishItem(ctx, tx, &newer, apiv1.StateRunning)
-		return err
+		return s.FinishItem(ctx, tx, &newer, apiv1.StateRunning, nil)
 	})
+	if ended, err := s.EndOperation(ctx, "op-1", nil); err != nil || !ended {
+		t.Fatalf("end operation: %v %v", ended, err)
+	}
 	op, err := s.GetOperation(ctx, s.DB, "op-1")
 	if err != nil || op.Status != apiv1.OperationSucceeded || op.Summary.Succeeded != 1 {
 		t.Fatalf("operation %+v %v", op, err)
