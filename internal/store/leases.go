@@ -158,7 +158,7 @@ func (s *Store) LiveHolders(ctx context.Context, prefix string) ([]string, error
 // deleted row restarts its epoch at 1).
 func (s *Store) PruneLeases(ctx context.Context, prefix string, age time.Duration) error {
 	_, err := s.c(s.DB).ExecContext(ctx, s.withNow(`DELETE FROM leases WHERE substr(name, 1, ?) = ?
-		AND expires_at < {now} - ?`), len(prefix), prefix, age.Milliseconds())
+		AND expires_at <= {now} - ?`), len(prefix), prefix, age.Milliseconds())
 	if err != nil {
 		return fmt.Errorf("prune leases: %w", err)
 	}
