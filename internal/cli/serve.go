@@ -94,6 +94,7 @@ the next start.`,
 	f.IntVar(&cfg.SimLoad, "sim-instances", 0, "seed this many simulated running instances in tenant \"load\" (load tests)")
 	f.DurationVar(&cfg.SimBoot, "sim-boot-time", 3*time.Second, "boot time of the simulated machines the server seeds")
 	f.DurationVar(&cfg.SimShutdown, "sim-shutdown-time", 2*time.Second, "graceful shutdown time of the simulated machines the server seeds")
+	f.DurationVar(&cfg.SimActionTime, "sim-action-time", 0, "time each simulated power or password call takes, during which a concurrent call on the same machine is counted as an overlap (replica tests)")
 	f.DurationVar(&cfg.Engine.ShutdownTimeout, "shutdown-timeout", 60*time.Second, "graceful shutdown time allowed before a forced stop (with consent) or a failure")
 	f.DurationVar(&cfg.Engine.BootTimeout, "boot-timeout", 5*time.Minute, "time allowed for an instance to start")
 	f.DurationVar(&cfg.Engine.GuestTimeout, "guest-timeout", 5*time.Minute, "time allowed for the guest agent to answer after a boot")

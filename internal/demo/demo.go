@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 )
 
@@ -62,7 +63,8 @@ func fleet() []spec {
 
 // Seed registers the demo fleet once: in the simulated fleet and as
 // instances of the demo tenant. Calling it again on a seeded server does
-// nothing.
+// nothing. Servers sharing a database call it under a lock
+// (store.SeedLock), so that one of them seeds.
 func Seed(ctx context.Context, svc *core.Service, f *sim.Fleet, boot, shutdown time.Duration) (int, error) {
 	return seed(ctx, svc, f, Tenant, "demo-", fleet(), boot, shutdown)
 }
@@ -87,15 +89,25 @@ func seed(ctx context.Context, svc *core.Service, f *sim.Fleet, tenant, prefix s
 		return 0, err
 	}
 	if len(existing.Instances) > 0 {
+		// Seeded before. The simulated machines may live elsewhere than
+		// the instances (a fleet file left behind when the database moved
+		// to PostgreSQL): bring them back if the first one is missing.
+		if len(specs) > 0 {
+			if _, err := f.Get(ctx, prefix+specs[0].name); errors.Is(err, driver.ErrMachineNotFound) {
+				for _, s := range specs {
+					if err := addMachine(ctx, f, prefix, s, boot, shutdown); err != nil {
+						return 0, err
+					}
+				}
+			}
+		}
 		return 0, nil
 	}
 	for _, s := range specs {
-		id := prefix + s.name
-		m := sim.Machine{ID: id, OS: s.os, Users: []string{s.os.DefaultUser(), "deploy"}, Running: s.running,
-			BootTime: boot, ShutdownTime: shutdown, Faults: s.faults}
-		if err := f.Add(ctx, m); err != nil && !errors.Is(err, sim.ErrMachineExists) {
-			return 0, fmt.Errorf("demo machine %s: %w", id, err)
+		if err := addMachine(ctx, f, prefix, s, boot, shutdown); err != nil {
+			return 0, err
 		}
+		id := prefix + s.name
 		in, err := svc.RegisterInstance(ctx, admin, apiv1.InstanceCreate{Name: s.name, Tenant: tenant, OSType: string(s.os),
 			Power: apiv1.DriverLink{Driver: "sim", Host: "sim-host-1", Address: id},
 			Guest: apiv1.DriverLink{Driver: "sim", Host: "sim-host-1", Address: id}})
@@ -112,4 +124,15 @@ func seed(ctx context.Context, svc *core.Service, f *sim.Fleet, tenant, prefix s
 		}
 	}
 	return len(specs), nil
+}
+
+// addMachine adds the simulated machine of s, unless it exists.
+func addMachine(ctx context.Context, f *sim.Fleet, prefix string, s spec, boot, shutdown time.Duration) error {
+	id := prefix + s.name
+	m := sim.Machine{ID: id, OS: s.os, Users: []string{s.os.DefaultUser(), "deploy"}, Running: s.running,
+		BootTime: boot, ShutdownTime: shutdown, Faults: s.faults}
+	if err := f.Add(ctx, m); err != nil && !errors.Is(err, sim.ErrMachineExists) {
+		return fmt.Errorf("demo machine %s: %w", id, err)
+	}
+	return nil
 }

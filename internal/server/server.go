@@ -25,7 +25,6 @@ import (
 	"github.com/fleetpass/fleetpass/internal/agentserver"
 	"github.com/fleetpass/fleetpass/internal/console"
 	"github.com/fleetpass/fleetpass/internal/core"
-	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/ipmi"
 	"github.com/fleetpass/fleetpass/internal/driver/libvirt"
@@ -63,6 +62,9 @@ type Config struct {
 	// SimBoot and SimShutdown are the simulated machines' boot and graceful
 	// shutdown times (demo and load fleets).
 	SimBoot, SimShutdown time.Duration
+	// SimActionTime is how long each simulated power or password call
+	// takes (sim.Options.ActionTime): replica tests detect overlaps in it.
+	SimActionTime time.Duration
 
 	Engine engine.Config
 	API    nativeapi.Config
@@ -210,11 +212,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{},
 		HostDriver: core.LibvirtDriver, AgentDriver: core.AgentGuestDriver}
 	if cfg.Demo || cfg.Sim || cfg.SimLoad > 0 {
-		if err := createPrivate(filepath.Join(cfg.DataDir, "sim-fleet.db")); err != nil {
+		if err := s.openSim(ctx, cfg); err != nil {
 			return nil, err
-		}
-		if s.sim, err = sim.Open(ctx, filepath.Join(cfg.DataDir, "sim-fleet.db"), sim.Options{}); err != nil {
-			return nil, fmt.Errorf("simulated fleet: %w", err)
 		}
 		drivers.Power["sim"], drivers.Guest["sim"] = s.sim, s.sim
 	}
@@ -262,23 +261,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	if cfg.Demo {
-		n, err := demo.Seed(ctx, s.svc, s.sim, cfg.SimBoot, cfg.SimShutdown)
-		if err != nil {
-			return nil, fmt.Errorf("demo fleet: %w", err)
-		}
-		if n > 0 {
-			s.log.Info("seeded the demo fleet (simulated machines)", "tenant", demo.Tenant, "instances", n)
-		}
-	}
-	if cfg.SimLoad > 0 {
-		n, err := demo.SeedLoad(ctx, s.svc, s.sim, cfg.SimLoad, cfg.SimBoot, cfg.SimShutdown)
-		if err != nil {
-			return nil, fmt.Errorf("load fleet: %w", err)
-		}
-		if n > 0 {
-			s.log.Info("seeded the load-test fleet (simulated machines)", "tenant", demo.LoadTenant, "instances", n)
-		}
+	if err := s.seedSim(ctx, cfg); err != nil {
+		return nil, err
 	}
 	s.metrics.GaugeFunc("fleetpass_queue_depth", "Items waiting for or in execution.", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

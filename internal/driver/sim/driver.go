@@ -18,7 +18,7 @@ var (
 // State implements driver.Power.
 func (f *Fleet) State(ctx context.Context, ref driver.Ref) (driver.PowerState, error) {
 	var p driver.PowerState
-	err := f.do(ctx, ref.Address, "read state", true, func(s *state, _ time.Time) (bool, error) {
+	err := f.do(ctx, ref.Address, "read state", true, "", func(s *state, _ time.Time) (bool, error) {
 		p = s.power
 		return false, nil
 	})
@@ -31,7 +31,7 @@ func (f *Fleet) State(ctx context.Context, ref driver.Ref) (driver.PowerState, e
 // Start implements driver.Power. Start on a stopping machine fails with a
 // transient error: the machine can be started once it has stopped.
 func (f *Fleet) Start(ctx context.Context, ref driver.Ref) error {
-	return f.do(ctx, ref.Address, "start", true, func(s *state, now time.Time) (bool, error) {
+	return f.act(ctx, ref.Address, "start", func(s *state, now time.Time) (bool, error) {
 		switch s.power {
 		case driver.PowerRunning, driver.PowerStarting:
 			return false, nil
@@ -47,7 +47,7 @@ func (f *Fleet) Start(ctx context.Context, ref driver.Ref) error {
 // Shutdown implements driver.Power. A shutdown during boot interrupts the
 // boot: staged passwords stay staged.
 func (f *Fleet) Shutdown(ctx context.Context, ref driver.Ref) error {
-	return f.do(ctx, ref.Address, "shut down", true, func(s *state, now time.Time) (bool, error) {
+	return f.act(ctx, ref.Address, "shut down", func(s *state, now time.Time) (bool, error) {
 		switch s.power {
 		case driver.PowerStopped, driver.PowerStopping:
 			return false, nil
@@ -60,7 +60,7 @@ func (f *Fleet) Shutdown(ctx context.Context, ref driver.Ref) error {
 
 // Stop implements driver.Power.
 func (f *Fleet) Stop(ctx context.Context, ref driver.Ref) error {
-	return f.do(ctx, ref.Address, "stop", true, func(s *state, now time.Time) (bool, error) {
+	return f.act(ctx, ref.Address, "stop", func(s *state, now time.Time) (bool, error) {
 		if s.power == driver.PowerStopped {
 			return false, nil
 		}
@@ -71,7 +71,7 @@ func (f *Fleet) Stop(ctx context.Context, ref driver.Ref) error {
 
 // Ping implements driver.Guest.
 func (f *Fleet) Ping(ctx context.Context, ref driver.Ref) error {
-	return f.do(ctx, ref.Address, "ping guest", true, func(s *state, _ time.Time) (bool, error) {
+	return f.do(ctx, ref.Address, "ping guest", true, "", func(s *state, _ time.Time) (bool, error) {
 		return false, s.guestAlive()
 	})
 }
@@ -79,7 +79,7 @@ func (f *Fleet) Ping(ctx context.Context, ref driver.Ref) error {
 // SetPassword implements driver.Guest. It also drops a password staged for
 // user: the newer password wins.
 func (f *Fleet) SetPassword(ctx context.Context, ref driver.Ref, name string, password []byte) error {
-	return f.do(ctx, ref.Address, "set password", true, func(s *state, _ time.Time) (bool, error) {
+	return f.act(ctx, ref.Address, "set password", func(s *state, _ time.Time) (bool, error) {
 		if err := s.guestAlive(); err != nil {
 			return false, err
 		}
@@ -87,6 +87,7 @@ func (f *Fleet) SetPassword(ctx context.Context, ref driver.Ref, name string, pa
 			return false, fmt.Errorf("user %q: %w", name, driver.ErrUserNotFound)
 		}
 		s.users[name] = user{verifier: newVerifier(password)}
+		s.applied++
 		return true, nil
 	})
 }
@@ -95,7 +96,7 @@ func (f *Fleet) SetPassword(ctx context.Context, ref driver.Ref, name string, pa
 // next finishes booting with a live agent. Staging on a running machine is an
 // error.
 func (f *Fleet) Stage(ctx context.Context, ref driver.Ref, name string, password []byte) error {
-	return f.do(ctx, ref.Address, "stage password", true, func(s *state, _ time.Time) (bool, error) {
+	return f.act(ctx, ref.Address, "stage password", func(s *state, _ time.Time) (bool, error) {
 		if s.power == driver.PowerRunning {
 			return false, errors.New("machine is running: set the password instead of staging it")
 		}

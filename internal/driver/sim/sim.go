@@ -13,10 +13,36 @@
 // starting machine becomes running the same way, and that is the moment it
 // applies passwords staged for it. The clock is injectable (Options.Now).
 //
-// A Fleet opened with Open is durable: every change is written through to a
-// SQLite file before the call returns, so a server killed with SIGKILL finds
-// its machines as they were, including transitions in flight. NewMemory makes
-// a fleet that lives in memory only, for unit tests.
+// # Where the fleet lives
+//
+//   - NewMemory: in memory only, for unit tests.
+//   - Open: in memory, written through to a SQLite file before each call
+//     returns, so a server killed with SIGKILL finds its machines as they
+//     were, including transitions in flight. One process at a time may
+//     open the file. This is the fleet of a server on SQLite: it is the
+//     fastest, and such a server is alone anyway.
+//   - OpenDB: in a table (sim_machines) of a SQL database, PostgreSQL or
+//     SQLite, with nothing kept in memory, so that several Fleet values (the
+//     replicas of a server on PostgreSQL, and the tests that watch them)
+//     share one fleet. Every call is one transaction that locks the
+//     machine's row, settles it, applies the call and writes it back. On
+//     PostgreSQL the times come from the database's clock, which all
+//     replicas agree on; elsewhere from Options.Now or the local clock.
+//
+// # Detecting concurrent actions
+//
+// Tests of several replicas need to know that no machine was ever acted on
+// by two of them at once, and that each password change took effect
+// exactly once. Each mutating driver call (Start, Shutdown, Stop,
+// SetPassword, Stage) marks its machine busy for Options.ActionTime,
+// during which the call does not return; a mutating call that begins
+// while another call's mark is live is an overlap. Fleet.Overlaps sums the
+// overlaps of every machine, Snapshot.Overlaps and Snapshot.Applied give
+// them per machine, and Fleet.Applied the number of password changes that
+// took effect on one (a SetPassword, or a staged password applied at
+// boot). With ActionTime zero (the default) calls take no time and no
+// overlap can be seen. A mark left by a process that died expires by
+// itself.
 //
 // Passwords are secrets even here: the fleet keeps only salted verifiers of
 // them (never the passwords), never logs them and never puts them in errors.
@@ -35,11 +61,9 @@ package sim
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/driver"
@@ -112,13 +136,26 @@ type Snapshot struct {
 	// Staged lists, sorted, the users with a password staged for the next
 	// boot.
 	Staged []string
+	// Applied is how many password changes took effect on the machine: one
+	// per successful SetPassword, and one per staged password applied at
+	// boot.
+	Applied int
+	// Overlaps is how many mutating calls began while another one was in
+	// progress on the machine (see Options.ActionTime).
+	Overlaps int
 }
 
 // Options configure a Fleet.
 type Options struct {
-	// Now is the fleet's clock; nil means time.Now. Tests pass a fake clock
-	// to step through transitions without sleeping.
+	// Now is the fleet's clock; nil means the database's clock for a fleet
+	// opened with OpenDB on PostgreSQL, time.Now otherwise. Tests pass a
+	// fake clock to step through transitions without sleeping.
 	Now func() time.Time
+	// ActionTime is how long each mutating driver call (Start, Shutdown,
+	// Stop, SetPassword, Stage) holds its machine's busy mark, and so
+	// takes: the window in which a concurrent call is counted as an
+	// overlap. The call's effect happens at its start. Zero: instant.
+	ActionTime time.Duration
 }
 
 // ErrMachineExists is returned by Add for an id that is already registered.
@@ -129,22 +166,31 @@ var ErrClosed = errors.New("sim: fleet is closed")
 
 // Fleet is a simulated fleet. It is safe for concurrent use.
 type Fleet struct {
-	now   func() time.Time
-	store *store // nil for an in-memory fleet
+	b          backend
+	actionTime time.Duration
+}
 
-	// mu guards machines. Lock order: mu before machine.mu; operations on
-	// one machine release mu before taking machine.mu, so a slow write on
-	// one machine never blocks the others.
-	mu       sync.RWMutex
-	machines map[string]*machine
-	// closed is atomic so that a call holding only a machine lock can
-	// check it without breaking the lock order.
-	closed atomic.Bool
+// backend is where a fleet's machines live: memory (optionally written
+// through to a file) or a database table.
+type backend interface {
+	// add registers a machine; the state is built by newState at the
+	// backend's time.
+	add(ctx context.Context, m Machine) error
+	remove(ctx context.Context, id string) error
+	// update runs fn on a copy of machine id's state, under a lock on
+	// that machine, at the time now, and stores the copy when fn reports
+	// a change. fn may run more than once (a retried transaction) and must
+	// set everything it reports from scratch each time.
+	update(ctx context.Context, id string, fn func(s *state, now time.Time) bool) error
+	// list returns every machine, sorted by id, as of one moment.
+	list(ctx context.Context) ([]Snapshot, error)
+	overlaps(ctx context.Context) (int, error)
+	close() error
 }
 
 // NewMemory returns a fleet that keeps its machines in memory only.
 func NewMemory(opts Options) *Fleet {
-	return newFleet(opts, nil, nil)
+	return &Fleet{b: newMemory(clockOf(opts), nil, nil), actionTime: opts.ActionTime}
 }
 
 // Open opens the fleet stored in the SQLite file at path, creating it if
@@ -159,67 +205,35 @@ func Open(ctx context.Context, path string, opts Options) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newFleet(opts, st, states), nil
+	return &Fleet{b: newMemory(clockOf(opts), st, states), actionTime: opts.ActionTime}, nil
 }
 
-func newFleet(opts Options, st *store, states map[string]state) *Fleet {
-	f := &Fleet{
-		now:      opts.Now,
-		store:    st,
-		machines: make(map[string]*machine, len(states)),
+// clockOf is opts's clock in UTC without the monotonic reading, so that
+// times are the same before and after a round trip through storage.
+func clockOf(opts Options) func() time.Time {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
 	}
-	if f.now == nil {
-		f.now = time.Now
-	}
-	for id, s := range states {
-		f.machines[id] = &machine{st: s}
-	}
-	return f
+	return func() time.Time { return now().Round(0).UTC() }
 }
 
-// Close closes the fleet's file, if it has one. Calls made after Close fail
-// with ErrClosed.
-func (f *Fleet) Close() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed.Swap(true) {
-		return nil
-	}
-	if f.store == nil {
-		return nil
-	}
-	// Waiting for every machine lock makes sure no write is in flight when
-	// the database goes away.
-	for _, m := range f.machines {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-	}
-	return f.store.close()
-}
+// Close closes the fleet. It closes the fleet's file, if it has one, but
+// not a database given to OpenDB. Calls made after Close fail with
+// ErrClosed.
+func (f *Fleet) Close() error { return f.b.close() }
 
 // Add registers a machine.
 func (f *Fleet) Add(ctx context.Context, m Machine) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sim: add machine %q: %w", m.ID, err)
 	}
-	st, err := newState(m, f.clock())
-	if err != nil {
+	if err := f.b.add(ctx, m); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return err
+		}
 		return fmt.Errorf("sim: add machine %q: %w", m.ID, err)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed.Load() {
-		return ErrClosed
-	}
-	if _, ok := f.machines[m.ID]; ok {
-		return fmt.Errorf("sim: add machine %q: %w", m.ID, ErrMachineExists)
-	}
-	if f.store != nil {
-		if err := f.store.insertMachine(ctx, m.ID, st); err != nil {
-			return fmt.Errorf("sim: add machine %q: %w", m.ID, err)
-		}
-	}
-	f.machines[m.ID] = &machine{st: st}
 	return nil
 }
 
@@ -228,33 +242,19 @@ func (f *Fleet) Remove(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sim: remove machine %q: %w", id, err)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed.Load() {
-		return ErrClosed
-	}
-	m, ok := f.machines[id]
-	if !ok {
-		return notFound(id)
-	}
-	// Holding the machine lock while it is marked removed makes a call that
-	// looked the machine up earlier fail instead of writing it back.
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if f.store != nil {
-		if err := f.store.deleteMachine(ctx, id); err != nil {
-			return fmt.Errorf("sim: remove machine %q: %w", id, err)
+	if err := f.b.remove(ctx, id); err != nil {
+		if errors.Is(err, ErrClosed) || errors.Is(err, driver.ErrMachineNotFound) {
+			return err
 		}
+		return fmt.Errorf("sim: remove machine %q: %w", id, err)
 	}
-	m.removed = true
-	delete(f.machines, id)
 	return nil
 }
 
 // Get returns a snapshot of a machine.
 func (f *Fleet) Get(ctx context.Context, id string) (Snapshot, error) {
 	var snap Snapshot
-	err := f.do(ctx, id, "get machine", false, func(s *state, _ time.Time) (bool, error) {
+	err := f.do(ctx, id, "get machine", false, "", func(s *state, _ time.Time) (bool, error) {
 		snap = s.snapshot(id)
 		return false, nil
 	})
@@ -263,29 +263,34 @@ func (f *Fleet) Get(ctx context.Context, id string) (Snapshot, error) {
 
 // List returns snapshots of all machines, sorted by id.
 func (f *Fleet) List(ctx context.Context) ([]Snapshot, error) {
-	if f.closed.Load() {
-		return nil, ErrClosed
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sim: list machines: %w", err)
 	}
-	f.mu.RLock()
-	ids := make([]string, 0, len(f.machines))
-	for id := range f.machines {
-		ids = append(ids, id)
+	snaps, err := f.b.list(ctx)
+	if err != nil && !errors.Is(err, ErrClosed) {
+		return nil, fmt.Errorf("sim: list machines: %w", err)
 	}
-	f.mu.RUnlock()
-	slices.Sort(ids)
+	return snaps, err
+}
 
-	snaps := make([]Snapshot, 0, len(ids))
-	for _, id := range ids {
-		s, err := f.Get(ctx, id)
-		if errors.Is(err, driver.ErrMachineNotFound) {
-			continue // removed meanwhile
-		}
-		if err != nil {
-			return nil, err
-		}
-		snaps = append(snaps, s)
+// Overlaps is the number of mutating calls, summed over every machine,
+// that began while another mutating call on the same machine was in
+// progress: zero when no machine was ever acted on twice at once. It sees
+// overlaps only when calls take time (Options.ActionTime; with OpenDB, the
+// ActionTime of the Fleet values that made the calls).
+func (f *Fleet) Overlaps(ctx context.Context) (int, error) {
+	n, err := f.b.overlaps(ctx)
+	if err != nil && !errors.Is(err, ErrClosed) {
+		return 0, fmt.Errorf("sim: count overlaps: %w", err)
 	}
-	return snaps, nil
+	return n, err
+}
+
+// Applied is the number of password changes that took effect on machine
+// id (see Snapshot.Applied).
+func (f *Fleet) Applied(ctx context.Context, id string) (int, error) {
+	s, err := f.Get(ctx, id)
+	return s.Applied, err
 }
 
 // SetFaults replaces the faults a machine simulates. Transitions that ended
@@ -294,7 +299,7 @@ func (f *Fleet) SetFaults(ctx context.Context, id string, faults Faults) error {
 	if faults.Transient < 0 {
 		return fmt.Errorf("sim: set faults of machine %q: negative transient count %d", id, faults.Transient)
 	}
-	return f.do(ctx, id, "set faults", false, func(s *state, _ time.Time) (bool, error) {
+	return f.do(ctx, id, "set faults", false, "", func(s *state, _ time.Time) (bool, error) {
 		s.faults = faults
 		return true, nil
 	})
@@ -306,7 +311,7 @@ func (f *Fleet) SetFaults(ctx context.Context, id string, faults Faults) error {
 // password.
 func (f *Fleet) CheckPassword(ctx context.Context, id, name string, password []byte) (bool, error) {
 	var ok bool
-	err := f.do(ctx, id, "check password", false, func(s *state, _ time.Time) (bool, error) {
+	err := f.do(ctx, id, "check password", false, "", func(s *state, _ time.Time) (bool, error) {
 		u, exists := s.users[name]
 		if !exists {
 			return false, fmt.Errorf("user %q: %w", name, driver.ErrUserNotFound)
@@ -317,73 +322,77 @@ func (f *Fleet) CheckPassword(ctx context.Context, id, name string, password []b
 	return ok, err
 }
 
-// machine is one registered machine. st is replaced, never changed in place,
-// so a failed write leaves it as it was.
-type machine struct {
-	mu      sync.Mutex
-	removed bool
-	st      state
-}
-
-// clock reads the fleet's clock in UTC without the monotonic reading, so
-// that times are the same before and after a round trip through the file.
-func (f *Fleet) clock() time.Time {
-	return f.now().Round(0).UTC()
-}
-
 // do runs fn on a settled copy of machine id's state under the machine's lock
 // and stores the copy if it changed. fn reports whether it changed the state;
 // it must not change it when it returns an error. With faults set, the call
-// first uses up an injected transient fault, if any.
-func (f *Fleet) do(ctx context.Context, id, op string, faults bool, fn func(s *state, now time.Time) (bool, error)) error {
+// first uses up an injected transient fault, if any. With a mark, the call
+// is a mutating one: it marks the machine busy until ActionTime from now
+// (see state.mark), even when it fails.
+func (f *Fleet) do(ctx context.Context, id, op string, faults bool, mark string,
+	fn func(s *state, now time.Time) (bool, error)) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sim: %s on machine %q: %w", op, id, err)
 	}
-	if f.closed.Load() {
-		return ErrClosed
-	}
-	f.mu.RLock()
-	m, ok := f.machines[id]
-	f.mu.RUnlock()
-	if !ok {
-		return notFound(id)
-	}
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if f.closed.Load() { // closed while we waited for the lock
-		return ErrClosed
-	}
-	if m.removed {
-		return notFound(id)
-	}
-	now := f.clock()
-	s := m.st.clone()
-	changed := s.settle(now)
-
 	var opErr error
-	if faults && s.faults.Transient > 0 {
-		s.faults.Transient--
-		changed = true
-		opErr = driver.Transientf("sim: %s on machine %q: injected transient fault", op, id)
-	} else {
-		var c bool
-		c, opErr = fn(&s, now)
-		changed = changed || c
-		if opErr != nil {
-			opErr = fmt.Errorf("sim: %s on machine %q: %w", op, id, opErr)
+	err := f.b.update(ctx, id, func(s *state, now time.Time) bool {
+		opErr = nil
+		changed := s.settle(now)
+		if mark != "" {
+			s.mark(mark, now, now.Add(f.actionTime))
+			changed = true
 		}
-	}
-	if !changed {
-		return opErr
-	}
-	if f.store != nil {
-		if err := f.store.updateMachine(ctx, id, s); err != nil {
-			return fmt.Errorf("sim: %s on machine %q: %w", op, id, err)
+		if faults && s.faults.Transient > 0 {
+			s.faults.Transient--
+			opErr = driver.Transientf("sim: %s on machine %q: injected transient fault", op, id)
+			return true
 		}
+		c, err := fn(s, now)
+		if err != nil {
+			opErr = fmt.Errorf("sim: %s on machine %q: %w", op, id, err)
+		}
+		return changed || c
+	})
+	if err != nil {
+		if errors.Is(err, ErrClosed) || errors.Is(err, driver.ErrMachineNotFound) {
+			return err
+		}
+		err = fmt.Errorf("sim: %s on machine %q: %w", op, id, err)
+		if ctx.Err() != nil {
+			return err
+		}
+		// The fleet's storage failed (a database restarting): as for a
+		// real machine whose link dropped, trying again later may work.
+		return driver.Transient(err)
 	}
-	m.st = s
 	return opErr
+}
+
+// act runs a mutating driver call: do with a busy mark held for
+// ActionTime, during which the call does not return.
+func (f *Fleet) act(ctx context.Context, id, op string, fn func(s *state, now time.Time) (bool, error)) error {
+	if f.actionTime <= 0 {
+		return f.do(ctx, id, op, true, "", fn)
+	}
+	token := rand.Text()
+	err := f.do(ctx, id, op, true, token, fn)
+	if errors.Is(err, driver.ErrMachineNotFound) || errors.Is(err, ErrClosed) {
+		return err
+	}
+	t := time.NewTimer(f.actionTime)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+	}
+	// The mark ends with the call even when the caller gave up; should
+	// this fail, the mark expires at its time anyway.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_ = f.b.update(uctx, id, func(s *state, _ time.Time) bool { return s.unmark(token) })
+	if err == nil && ctx.Err() != nil {
+		return fmt.Errorf("sim: %s on machine %q: %w", op, id, ctx.Err())
+	}
+	return err
 }
 
 func notFound(id string) error {

@@ -1,10 +1,8 @@
 package sim_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/drivertest"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // harness runs the conformance suite against a sim fleet.
@@ -89,12 +88,18 @@ func TestConformance(t *testing.T) {
 	t.Run("Memory/Instant", func(t *testing.T) {
 		drivertest.Run(t, &harness{fleet: sim.NewMemory(sim.Options{}), cfg: instant})
 	})
-	t.Run("Memory/Delayed", func(t *testing.T) {
-		drivertest.Run(t, &harness{fleet: sim.NewMemory(sim.Options{}), boot: d, shutdown: d, cfg: delayed})
+	eachBacking(t, func(t *testing.T, b backing) {
+		t.Run("Delayed", func(t *testing.T) {
+			drivertest.Run(t, &harness{fleet: b.open(t, sim.Options{}), boot: d, shutdown: d, cfg: delayed})
+		})
 	})
-	t.Run("File/Delayed", func(t *testing.T) {
-		f := openFile(t, filepath.Join(t.TempDir(), "fleet.db"), sim.Options{})
+	// A fleet whose calls take time, as the replica tests run it.
+	t.Run("Memory/ActionTime", func(t *testing.T) {
+		f := sim.NewMemory(sim.Options{ActionTime: time.Millisecond})
 		drivertest.Run(t, &harness{fleet: f, boot: d, shutdown: d, cfg: delayed})
+		if n, err := f.Overlaps(t.Context()); err != nil || n != 0 {
+			t.Errorf("Overlaps = %d, %v after the suite's one-at-a-time calls, want 0", n, err)
+		}
 	})
 }
 
@@ -172,247 +177,264 @@ func must(t testing.TB, err error) {
 }
 
 func TestTransitionsFollowTheClock(t *testing.T) {
-	ctx := t.Context()
-	c := newClock()
-	f := sim.NewMemory(sim.Options{Now: c.Now})
-	ref := mustAdd(t, f, sim.Machine{ID: "m", Running: true, BootTime: 10 * time.Second, ShutdownTime: 5 * time.Second})
+	eachBacking(t, func(t *testing.T, b backing) {
+		ctx := t.Context()
+		c := newClock()
+		f := b.open(t, sim.Options{Now: c.Now})
+		ref := mustAdd(t, f, sim.Machine{ID: "m", Running: true, BootTime: 10 * time.Second, ShutdownTime: 5 * time.Second})
 
-	must(t, f.Shutdown(ctx, ref))
-	t0 := c.Now()
-	wantState(t, f, ref, driver.PowerStopping)
-	c.Advance(5*time.Second - 1)
-	wantState(t, f, ref, driver.PowerStopping)
-	c.Advance(1)
-	wantState(t, f, ref, driver.PowerStopped)
-	snap, err := f.Get(ctx, "m")
-	must(t, err)
-	if want := t0.Add(5 * time.Second); !snap.Since.Equal(want) {
-		t.Errorf("stopped since %v, want the end of the shutdown %v", snap.Since, want)
-	}
+		must(t, f.Shutdown(ctx, ref))
+		t0 := c.Now()
+		wantState(t, f, ref, driver.PowerStopping)
+		c.Advance(5*time.Second - 1)
+		wantState(t, f, ref, driver.PowerStopping)
+		c.Advance(1)
+		wantState(t, f, ref, driver.PowerStopped)
+		snap, err := f.Get(ctx, "m")
+		must(t, err)
+		if want := t0.Add(5 * time.Second); !snap.Since.Equal(want) {
+			t.Errorf("stopped since %v, want the end of the shutdown %v", snap.Since, want)
+		}
 
-	c.Advance(time.Hour)
-	must(t, f.Start(ctx, ref))
-	wantState(t, f, ref, driver.PowerStarting)
-	c.Advance(10*time.Second - 1)
-	wantState(t, f, ref, driver.PowerStarting)
-	c.Advance(1)
-	wantState(t, f, ref, driver.PowerRunning)
+		c.Advance(time.Hour)
+		must(t, f.Start(ctx, ref))
+		wantState(t, f, ref, driver.PowerStarting)
+		c.Advance(10*time.Second - 1)
+		wantState(t, f, ref, driver.PowerStarting)
+		c.Advance(1)
+		wantState(t, f, ref, driver.PowerRunning)
 
-	// Stop cuts the power at once, also during a boot.
-	must(t, f.Stop(ctx, ref))
-	wantState(t, f, ref, driver.PowerStopped)
-	must(t, f.Start(ctx, ref))
-	must(t, f.Stop(ctx, ref))
-	wantState(t, f, ref, driver.PowerStopped)
+		// Stop cuts the power at once, also during a boot.
+		must(t, f.Stop(ctx, ref))
+		wantState(t, f, ref, driver.PowerStopped)
+		must(t, f.Start(ctx, ref))
+		must(t, f.Stop(ctx, ref))
+		wantState(t, f, ref, driver.PowerStopped)
+	})
 }
 
 func TestZeroDurationsAreInstant(t *testing.T) {
-	ctx := t.Context()
-	f := sim.NewMemory(sim.Options{Now: newClock().Now})
-	ref := mustAdd(t, f, sim.Machine{ID: "m"})
-	must(t, f.Start(ctx, ref))
-	wantState(t, f, ref, driver.PowerRunning)
-	must(t, f.Shutdown(ctx, ref))
-	wantState(t, f, ref, driver.PowerStopped)
+	eachBacking(t, func(t *testing.T, b backing) {
+		ctx := t.Context()
+		f := b.open(t, sim.Options{Now: newClock().Now})
+		ref := mustAdd(t, f, sim.Machine{ID: "m"})
+		must(t, f.Start(ctx, ref))
+		wantState(t, f, ref, driver.PowerRunning)
+		must(t, f.Shutdown(ctx, ref))
+		wantState(t, f, ref, driver.PowerStopped)
+	})
 }
 
 func TestHangShutdown(t *testing.T) {
-	ctx := t.Context()
-	c := newClock()
-	f := sim.NewMemory(sim.Options{Now: c.Now})
-	ref := mustAdd(t, f, sim.Machine{ID: "m", Running: true, ShutdownTime: time.Second, Faults: sim.Faults{HangShutdown: true}})
+	eachBacking(t, func(t *testing.T, b backing) {
+		ctx := t.Context()
+		c := newClock()
+		f := b.open(t, sim.Options{Now: c.Now})
+		ref := mustAdd(t, f, sim.Machine{ID: "m", Running: true, ShutdownTime: time.Second, Faults: sim.Faults{HangShutdown: true}})
 
-	must(t, f.Shutdown(ctx, ref))
-	c.Advance(time.Hour)
-	wantState(t, f, ref, driver.PowerStopping)
-	if err := f.Start(ctx, ref); !driver.IsTransient(err) {
-		t.Errorf("Start on a stopping machine: %v, want a transient error", err)
-	}
+		must(t, f.Shutdown(ctx, ref))
+		c.Advance(time.Hour)
+		wantState(t, f, ref, driver.PowerStopping)
+		if err := f.Start(ctx, ref); !driver.IsTransient(err) {
+			t.Errorf("Start on a stopping machine: %v, want a transient error", err)
+		}
 
-	// Clearing the fault lets the hung shutdown finish.
-	must(t, f.SetFaults(ctx, "m", sim.Faults{}))
-	wantState(t, f, ref, driver.PowerStopped)
+		// Clearing the fault lets the hung shutdown finish.
+		must(t, f.SetFaults(ctx, "m", sim.Faults{}))
+		wantState(t, f, ref, driver.PowerStopped)
+	})
 }
 
 func TestStagedPasswords(t *testing.T) {
-	ctx := t.Context()
-	c := newClock()
-	f := sim.NewMemory(sim.Options{Now: c.Now})
-	ref := mustAdd(t, f, sim.Machine{ID: "m", Users: []string{"root", "alice"}, BootTime: time.Second})
+	eachBacking(t, func(t *testing.T, b backing) {
+		ctx := t.Context()
+		c := newClock()
+		f := b.open(t, sim.Options{Now: c.Now})
+		ref := mustAdd(t, f, sim.Machine{ID: "m", Users: []string{"root", "alice"}, BootTime: time.Second})
 
-	err := f.Stage(ctx, ref, "bob", []byte("Secret-123"))
-	if !errors.Is(err, driver.ErrUserNotFound) {
-		t.Errorf("Stage for an unknown user: %v, want ErrUserNotFound", err)
-	}
-	must(t, f.Stage(ctx, ref, "root", []byte("Secret-123")))
-	snap, err := f.Get(ctx, "m")
-	must(t, err)
-	if !slices.Equal(snap.Staged, []string{"root"}) {
-		t.Errorf("Staged = %q, want [root]", snap.Staged)
-	}
-	wantPassword(t, f, "m", "root", "Secret-123", false)
+		err := f.Stage(ctx, ref, "bob", []byte("Secret-123"))
+		if !errors.Is(err, driver.ErrUserNotFound) {
+			t.Errorf("Stage for an unknown user: %v, want ErrUserNotFound", err)
+		}
+		must(t, f.Stage(ctx, ref, "root", []byte("Secret-123")))
+		snap, err := f.Get(ctx, "m")
+		must(t, err)
+		if !slices.Equal(snap.Staged, []string{"root"}) {
+			t.Errorf("Staged = %q, want [root]", snap.Staged)
+		}
+		wantPassword(t, f, "m", "root", "Secret-123", false)
 
-	// A boot cut short does not apply it.
-	must(t, f.Start(ctx, ref))
-	c.Advance(time.Second / 2)
-	wantPassword(t, f, "m", "root", "Secret-123", false)
-	must(t, f.Stop(ctx, ref))
+		// A boot cut short does not apply it.
+		must(t, f.Start(ctx, ref))
+		c.Advance(time.Second / 2)
+		wantPassword(t, f, "m", "root", "Secret-123", false)
+		must(t, f.Stop(ctx, ref))
 
-	// A boot with a dead agent does not apply it either; it stays staged.
-	must(t, f.SetFaults(ctx, "m", sim.Faults{AgentDead: true}))
-	must(t, f.Start(ctx, ref))
-	c.Advance(time.Second)
-	wantState(t, f, ref, driver.PowerRunning)
-	wantPassword(t, f, "m", "root", "Secret-123", false)
-	must(t, f.Stop(ctx, ref))
-	must(t, f.SetFaults(ctx, "m", sim.Faults{}))
+		// A boot with a dead agent does not apply it either; it stays staged.
+		must(t, f.SetFaults(ctx, "m", sim.Faults{AgentDead: true}))
+		must(t, f.Start(ctx, ref))
+		c.Advance(time.Second)
+		wantState(t, f, ref, driver.PowerRunning)
+		wantPassword(t, f, "m", "root", "Secret-123", false)
+		must(t, f.Stop(ctx, ref))
+		must(t, f.SetFaults(ctx, "m", sim.Faults{}))
 
-	// A full boot with a live agent applies it.
-	must(t, f.Start(ctx, ref))
-	c.Advance(time.Second)
-	wantPassword(t, f, "m", "root", "Secret-123", true)
-	wantPassword(t, f, "m", "alice", "Secret-123", false)
-	snap, err = f.Get(ctx, "m")
-	must(t, err)
-	if len(snap.Staged) != 0 {
-		t.Errorf("Staged after boot = %q, want none", snap.Staged)
-	}
+		// A full boot with a live agent applies it.
+		must(t, f.Start(ctx, ref))
+		c.Advance(time.Second)
+		wantPassword(t, f, "m", "root", "Secret-123", true)
+		wantPassword(t, f, "m", "alice", "Secret-123", false)
+		snap, err = f.Get(ctx, "m")
+		must(t, err)
+		if len(snap.Staged) != 0 {
+			t.Errorf("Staged after boot = %q, want none", snap.Staged)
+		}
 
-	err = f.Stage(ctx, ref, "root", []byte("Other-456"))
-	if err == nil {
-		t.Error("Stage on a running machine succeeded, want an error")
-	}
+		err = f.Stage(ctx, ref, "root", []byte("Other-456"))
+		if err == nil {
+			t.Error("Stage on a running machine succeeded, want an error")
+		}
+	})
 }
 
 func TestGuestErrorsOnMachineNotRunning(t *testing.T) {
-	ctx := t.Context()
-	c := newClock()
-	f := sim.NewMemory(sim.Options{Now: c.Now})
-	ref := mustAdd(t, f, sim.Machine{ID: "m", BootTime: time.Second})
-	for _, phase := range []string{"stopped", "starting"} {
-		if phase == "starting" {
-			must(t, f.Start(ctx, ref))
-		}
-		for name, err := range map[string]error{
-			"Ping":        f.Ping(ctx, ref),
-			"SetPassword": f.SetPassword(ctx, ref, "root", []byte("Secret-123")),
-		} {
-			if !errors.Is(err, driver.ErrGuestNotAlive) || !errors.Is(err, driver.ErrNotRunning) {
-				t.Errorf("%s on a %s machine: %v, want ErrGuestNotAlive and ErrNotRunning", name, phase, err)
+	eachBacking(t, func(t *testing.T, b backing) {
+		ctx := t.Context()
+		c := newClock()
+		f := b.open(t, sim.Options{Now: c.Now})
+		ref := mustAdd(t, f, sim.Machine{ID: "m", BootTime: time.Second})
+		for _, phase := range []string{"stopped", "starting"} {
+			if phase == "starting" {
+				must(t, f.Start(ctx, ref))
+			}
+			for name, err := range map[string]error{
+				"Ping":        f.Ping(ctx, ref),
+				"SetPassword": f.SetPassword(ctx, ref, "root", []byte("Secret-123")),
+			} {
+				if !errors.Is(err, driver.ErrGuestNotAlive) || !errors.Is(err, driver.ErrNotRunning) {
+					t.Errorf("%s on a %s machine: %v, want ErrGuestNotAlive and ErrNotRunning", name, phase, err)
+				}
 			}
 		}
-	}
+	})
 }
 
 func TestTransientFaultsCountDown(t *testing.T) {
-	ctx := t.Context()
-	f := sim.NewMemory(sim.Options{})
-	ref := mustAdd(t, f, sim.Machine{ID: "m", Running: true, Faults: sim.Faults{Transient: 3}})
-	for i := range 3 {
-		if _, err := f.State(ctx, ref); !driver.IsTransient(err) {
-			t.Fatalf("call %d: %v, want transient", i, err)
+	eachBacking(t, func(t *testing.T, b backing) {
+		ctx := t.Context()
+		f := b.open(t, sim.Options{})
+		ref := mustAdd(t, f, sim.Machine{ID: "m", Running: true, Faults: sim.Faults{Transient: 3}})
+		for i := range 3 {
+			if _, err := f.State(ctx, ref); !driver.IsTransient(err) {
+				t.Fatalf("call %d: %v, want transient", i, err)
+			}
+			snap, err := f.Get(ctx, "m") // admin calls do not use faults up
+			must(t, err)
+			if want := 2 - i; snap.Faults.Transient != want {
+				t.Fatalf("after call %d: Transient = %d, want %d", i, snap.Faults.Transient, want)
+			}
 		}
-		snap, err := f.Get(ctx, "m") // admin calls do not use faults up
-		must(t, err)
-		if want := 2 - i; snap.Faults.Transient != want {
-			t.Fatalf("after call %d: Transient = %d, want %d", i, snap.Faults.Transient, want)
-		}
-	}
-	wantState(t, f, ref, driver.PowerRunning)
+		wantState(t, f, ref, driver.PowerRunning)
+	})
 }
 
 func TestRegistry(t *testing.T) {
-	ctx := t.Context()
-	f := sim.NewMemory(sim.Options{})
-	mustAdd(t, f, sim.Machine{ID: "b", OS: sim.Windows})
-	mustAdd(t, f, sim.Machine{ID: "a", Running: true, Users: []string{"root", "ops"}})
+	eachBacking(t, func(t *testing.T, b backing) {
+		ctx := t.Context()
+		f := b.open(t, sim.Options{})
+		mustAdd(t, f, sim.Machine{ID: "b", OS: sim.Windows})
+		mustAdd(t, f, sim.Machine{ID: "a", Running: true, Users: []string{"root", "ops"}})
 
-	if err := f.Add(ctx, sim.Machine{ID: "a"}); !errors.Is(err, sim.ErrMachineExists) {
-		t.Errorf("Add of an existing id: %v, want ErrMachineExists", err)
-	}
-	for _, m := range []sim.Machine{{}, {ID: "x", OS: "plan9"}, {ID: "x", BootTime: -1}, {ID: "x", Users: []string{""}}} {
-		if err := f.Add(ctx, m); err == nil {
-			t.Errorf("Add(%+v) succeeded, want an error", m)
+		if err := f.Add(ctx, sim.Machine{ID: "a"}); !errors.Is(err, sim.ErrMachineExists) {
+			t.Errorf("Add of an existing id: %v, want ErrMachineExists", err)
 		}
-	}
+		for _, m := range []sim.Machine{{}, {ID: "x", OS: "plan9"}, {ID: "x", BootTime: -1}, {ID: "x", Users: []string{""}}} {
+			if err := f.Add(ctx, m); err == nil {
+				t.Errorf("Add(%+v) succeeded, want an error", m)
+			}
+		}
 
-	list, err := f.List(ctx)
-	must(t, err)
-	if len(list) != 2 || list[0].ID != "a" || list[1].ID != "b" {
-		t.Fatalf("List = %+v, want a and b", list)
-	}
-	if !list[0].Running || list[0].Power != driver.PowerRunning || !slices.Equal(list[0].Users, []string{"ops", "root"}) {
-		t.Errorf("a = %+v", list[0])
-	}
-	if list[1].OS != sim.Windows || !slices.Equal(list[1].Users, []string{"Administrator"}) || list[1].Power != driver.PowerStopped {
-		t.Errorf("b = %+v, want a stopped windows machine with Administrator", list[1])
-	}
+		list, err := f.List(ctx)
+		must(t, err)
+		if len(list) != 2 || list[0].ID != "a" || list[1].ID != "b" {
+			t.Fatalf("List = %+v, want a and b", list)
+		}
+		if !list[0].Running || list[0].Power != driver.PowerRunning || !slices.Equal(list[0].Users, []string{"ops", "root"}) {
+			t.Errorf("a = %+v", list[0])
+		}
+		if list[1].OS != sim.Windows || !slices.Equal(list[1].Users, []string{"Administrator"}) || list[1].Power != driver.PowerStopped {
+			t.Errorf("b = %+v, want a stopped windows machine with Administrator", list[1])
+		}
 
-	must(t, f.Remove(ctx, "a"))
-	if err := f.Remove(ctx, "a"); !errors.Is(err, driver.ErrMachineNotFound) {
-		t.Errorf("second Remove: %v, want ErrMachineNotFound", err)
-	}
-	if _, err := f.Get(ctx, "a"); !errors.Is(err, driver.ErrMachineNotFound) {
-		t.Errorf("Get of a removed machine: %v, want ErrMachineNotFound", err)
-	}
-	if _, err := f.CheckPassword(ctx, "a", "root", []byte("x")); !errors.Is(err, driver.ErrMachineNotFound) {
-		t.Errorf("CheckPassword on a removed machine: %v, want ErrMachineNotFound", err)
-	}
-	if err := f.SetFaults(ctx, "a", sim.Faults{}); !errors.Is(err, driver.ErrMachineNotFound) {
-		t.Errorf("SetFaults on a removed machine: %v, want ErrMachineNotFound", err)
-	}
-	if _, err := f.CheckPassword(ctx, "b", "root", []byte("x")); !errors.Is(err, driver.ErrUserNotFound) {
-		t.Errorf("CheckPassword for an unknown user: %v, want ErrUserNotFound", err)
-	}
-	// The id can be used again.
-	mustAdd(t, f, sim.Machine{ID: "a"})
+		must(t, f.Remove(ctx, "a"))
+		if err := f.Remove(ctx, "a"); !errors.Is(err, driver.ErrMachineNotFound) {
+			t.Errorf("second Remove: %v, want ErrMachineNotFound", err)
+		}
+		if _, err := f.Get(ctx, "a"); !errors.Is(err, driver.ErrMachineNotFound) {
+			t.Errorf("Get of a removed machine: %v, want ErrMachineNotFound", err)
+		}
+		if _, err := f.CheckPassword(ctx, "a", "root", []byte("x")); !errors.Is(err, driver.ErrMachineNotFound) {
+			t.Errorf("CheckPassword on a removed machine: %v, want ErrMachineNotFound", err)
+		}
+		if err := f.SetFaults(ctx, "a", sim.Faults{}); !errors.Is(err, driver.ErrMachineNotFound) {
+			t.Errorf("SetFaults on a removed machine: %v, want ErrMachineNotFound", err)
+		}
+		if _, err := f.CheckPassword(ctx, "b", "root", []byte("x")); !errors.Is(err, driver.ErrUserNotFound) {
+			t.Errorf("CheckPassword for an unknown user: %v, want ErrUserNotFound", err)
+		}
+		// The id can be used again.
+		mustAdd(t, f, sim.Machine{ID: "a"})
+	})
 }
 
 func TestDurableAcrossReopen(t *testing.T) {
-	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "fleet.db")
-	c := newClock()
-	f, err := sim.Open(ctx, path, sim.Options{Now: c.Now})
-	must(t, err)
+	eachBacking(t, func(t *testing.T, bk backing) {
+		if !bk.durable {
+			t.Skip("a memory fleet is not durable")
+		}
+		ctx := t.Context()
+		c := newClock()
+		f := bk.open(t, sim.Options{Now: c.Now})
 
-	// a: running, password set, faults set.
-	a := mustAdd(t, f, sim.Machine{ID: "a", Running: true, Users: []string{"root", "ops"}})
-	must(t, f.SetPassword(ctx, a, "ops", []byte("Ops-pass-1")))
-	must(t, f.SetFaults(ctx, "a", sim.Faults{HangShutdown: true, Transient: 2}))
-	// b: stopped with a staged password, booting when the fleet closes.
-	b := mustAdd(t, f, sim.Machine{ID: "b", OS: sim.Windows, BootTime: time.Minute})
-	must(t, f.Stage(ctx, b, "Administrator", []byte("Win-pass-1")))
-	must(t, f.Start(ctx, b))
-	// c: stopping when the fleet closes.
-	cm := mustAdd(t, f, sim.Machine{ID: "c", Running: true, ShutdownTime: time.Minute, Faults: sim.Faults{AgentDead: true}})
-	must(t, f.Shutdown(ctx, cm))
-	// d: removed.
-	mustAdd(t, f, sim.Machine{ID: "d"})
-	must(t, f.Remove(ctx, "d"))
+		// a: running, password set, faults set.
+		a := mustAdd(t, f, sim.Machine{ID: "a", Running: true, Users: []string{"root", "ops"}})
+		must(t, f.SetPassword(ctx, a, "ops", []byte("Ops-pass-1")))
+		must(t, f.SetFaults(ctx, "a", sim.Faults{HangShutdown: true, Transient: 2}))
+		// b: stopped with a staged password, booting when the fleet closes.
+		b := mustAdd(t, f, sim.Machine{ID: "b", OS: sim.Windows, BootTime: time.Minute})
+		must(t, f.Stage(ctx, b, "Administrator", []byte("Win-pass-1")))
+		must(t, f.Start(ctx, b))
+		// c: stopping when the fleet closes.
+		cm := mustAdd(t, f, sim.Machine{ID: "c", Running: true, ShutdownTime: time.Minute, Faults: sim.Faults{AgentDead: true}})
+		must(t, f.Shutdown(ctx, cm))
+		// d: removed.
+		mustAdd(t, f, sim.Machine{ID: "d"})
+		must(t, f.Remove(ctx, "d"))
 
-	before, err := f.List(ctx)
-	must(t, err)
-	must(t, f.Close())
-	if _, err := f.Get(ctx, "a"); !errors.Is(err, sim.ErrClosed) {
-		t.Errorf("Get after Close: %v, want ErrClosed", err)
-	}
+		before, err := f.List(ctx)
+		must(t, err)
+		must(t, f.Close())
+		if _, err := f.Get(ctx, "a"); !errors.Is(err, sim.ErrClosed) {
+			t.Errorf("Get after Close: %v, want ErrClosed", err)
+		}
 
-	f = openFile(t, path, sim.Options{Now: c.Now})
-	after, err := f.List(ctx)
-	must(t, err)
-	if fmt.Sprint(before) != fmt.Sprint(after) {
-		t.Fatalf("fleet changed across Close and Open:\nbefore %+v\nafter  %+v", before, after)
-	}
-	wantPassword(t, f, "a", "ops", "Ops-pass-1", true)
-	wantState(t, f, b, driver.PowerStarting)
-	wantState(t, f, cm, driver.PowerStopping)
+		f = bk.open(t, sim.Options{Now: c.Now})
+		after, err := f.List(ctx)
+		must(t, err)
+		if fmt.Sprint(before) != fmt.Sprint(after) {
+			t.Fatalf("fleet changed across Close and Open:\nbefore %+v\nafter  %+v", before, after)
+		}
+		wantPassword(t, f, "a", "ops", "Ops-pass-1", true)
+		wantState(t, f, b, driver.PowerStarting)
+		wantState(t, f, cm, driver.PowerStopping)
 
-	// The transitions in flight end on time, and the staged password is
-	// applied by the boot that began before the restart.
-	c.Advance(time.Minute)
-	wantState(t, f, b, driver.PowerRunning)
-	wantState(t, f, cm, driver.PowerStopped)
-	wantPassword(t, f, "b", "Administrator", "Win-pass-1", true)
+		// The transitions in flight end on time, and the staged password is
+		// applied by the boot that began before the restart.
+		c.Advance(time.Minute)
+		wantState(t, f, b, driver.PowerRunning)
+		wantState(t, f, cm, driver.PowerStopped)
+		wantPassword(t, f, "b", "Administrator", "Win-pass-1", true)
+	})
 }
 
 func TestSecondOpenFails(t *testing.T) {
@@ -425,31 +447,30 @@ func TestSecondOpenFails(t *testing.T) {
 }
 
 func TestNoPasswordAtRest(t *testing.T) {
-	ctx := t.Context()
-	dir := t.TempDir()
-	f := openFile(t, filepath.Join(dir, "fleet.db"), sim.Options{})
-	ref := mustAdd(t, f, sim.Machine{ID: "m", Running: true, Users: []string{"root", "ops"}})
-	must(t, f.SetPassword(ctx, ref, "root", []byte("Plain-Secret-1")))
-	must(t, f.Stop(ctx, ref))
-	must(t, f.Stage(ctx, ref, "ops", []byte("Plain-Secret-2")))
-
-	files, err := filepath.Glob(filepath.Join(dir, "*"))
-	must(t, err)
-	if len(files) == 0 {
-		t.Fatal("no fleet file written")
-	}
-	for _, name := range files {
-		data, err := os.ReadFile(name)
-		must(t, err)
-		if bytes.Contains(data, []byte("Plain-Secret")) {
-			t.Errorf("%s holds a password in plain text", filepath.Base(name))
+	eachBacking(t, func(t *testing.T, b backing) {
+		if len(b.dirs) == 0 {
+			t.Skip("a memory fleet has nothing at rest")
 		}
-	}
+		ctx := t.Context()
+		f := b.open(t, sim.Options{})
+		secret := testutil.NewPassword()
+		ref := mustAdd(t, f, sim.Machine{ID: "m", Running: true, Users: []string{"root", "ops"}})
+		must(t, f.SetPassword(ctx, ref, "root", []byte(secret)))
+		must(t, f.Stop(ctx, ref))
+		must(t, f.Stage(ctx, ref, "ops", []byte(secret+"-staged")))
+		must(t, f.Close())
+		for _, dir := range b.dirs {
+			testutil.AssertNotInDir(t, dir, secret)
+		}
+	})
 }
 
 func TestConcurrentUse(t *testing.T) {
+	eachBacking(t, func(t *testing.T, b backing) { concurrentUse(t, b.open(t, sim.Options{})) })
+}
+
+func concurrentUse(t *testing.T, f *sim.Fleet) {
 	ctx := t.Context()
-	f := openFile(t, filepath.Join(t.TempDir(), "fleet.db"), sim.Options{})
 	const machines, workers = 20, 8
 	for i := range machines {
 		mustAdd(t, f, sim.Machine{ID: fmt.Sprint(i), Running: true})
@@ -502,23 +523,25 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestErrorsDoNotShowPasswords(t *testing.T) {
-	ctx := t.Context()
-	f := sim.NewMemory(sim.Options{})
-	ref := mustAdd(t, f, sim.Machine{ID: "m"})
-	pw := []byte("Never-Shown-1")
-	for _, err := range []error{
-		f.SetPassword(ctx, ref, "root", pw),
-		f.SetPassword(ctx, ref, "nobody", pw),
-		f.SetPassword(ctx, driver.Ref{Address: "nope"}, "root", pw),
-		f.Stage(ctx, ref, "nobody", pw),
-	} {
-		if err == nil {
-			t.Fatal("want an error")
+	eachBacking(t, func(t *testing.T, b backing) {
+		ctx := t.Context()
+		f := b.open(t, sim.Options{})
+		ref := mustAdd(t, f, sim.Machine{ID: "m"})
+		pw := []byte("Never-Shown-1")
+		for _, err := range []error{
+			f.SetPassword(ctx, ref, "root", pw),
+			f.SetPassword(ctx, ref, "nobody", pw),
+			f.SetPassword(ctx, driver.Ref{Address: "nope"}, "root", pw),
+			f.Stage(ctx, ref, "nobody", pw),
+		} {
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			if strings.Contains(fmt.Sprintf("%+v", err), string(pw)) {
+				t.Errorf("error shows the password: %T", err)
+			}
 		}
-		if strings.Contains(fmt.Sprintf("%+v", err), string(pw)) {
-			t.Errorf("error shows the password: %T", err)
-		}
-	}
+	})
 }
 
 // BenchmarkSetPassword measures password changes on a fleet of 10,000

@@ -24,6 +24,15 @@ type state struct {
 	shutdown time.Duration
 	faults   Faults
 	users    map[string]user
+
+	// busyBy and busyUntil mark a mutating driver call in progress (see
+	// Options.ActionTime); busyBy is empty when none is. overlaps counts
+	// the mutating calls that began while another one's mark was live,
+	// applied the password changes that took effect (see Snapshot).
+	busyBy    string
+	busyUntil time.Time
+	overlaps  int
+	applied   int
 }
 
 // user is one account on a machine. Its verifiers are never changed in place,
@@ -84,6 +93,25 @@ func (s state) clone() state {
 	return s
 }
 
+// mark records the start of a mutating call by token that lasts until
+// until, counting an overlap when another call's mark is still live.
+func (s *state) mark(token string, now, until time.Time) {
+	if s.busyBy != "" && now.Before(s.busyUntil) {
+		s.overlaps++
+	}
+	s.busyBy, s.busyUntil = token, until
+}
+
+// unmark ends the mark of token's call, unless a later call replaced it,
+// and reports whether s changed.
+func (s *state) unmark(token string) bool {
+	if s.busyBy != token {
+		return false
+	}
+	s.busyBy, s.busyUntil = "", time.Time{}
+	return true
+}
+
 // settle ends a transition whose time is up and reports whether s changed.
 // The transition ends at its exact end time, not at now, so the result does
 // not depend on when someone looked.
@@ -116,6 +144,7 @@ func (s *state) applyStaged() {
 	for name, u := range s.users {
 		if u.staged != nil {
 			s.users[name] = user{verifier: u.staged}
+			s.applied++
 		}
 	}
 }
@@ -138,9 +167,11 @@ func (s *state) snapshot(id string) Snapshot {
 			ShutdownTime: s.shutdown,
 			Faults:       s.faults,
 		},
-		Power:  s.power,
-		Since:  s.since,
-		Staged: staged,
+		Power:    s.power,
+		Since:    s.since,
+		Staged:   staged,
+		Applied:  s.applied,
+		Overlaps: s.overlaps,
 	}
 }
 

@@ -14,9 +14,9 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
-// schemaVersion is stored in PRAGMA user_version; a file of another version
-// is refused rather than misread.
-const schemaVersion = 1
+// schemaVersion is stored in PRAGMA user_version; a file of a newer version
+// is refused rather than misread, an older one is brought up to date.
+const schemaVersion = 2
 
 const schema = `
 CREATE TABLE IF NOT EXISTS machines (
@@ -29,14 +29,30 @@ CREATE TABLE IF NOT EXISTS machines (
 	hang_shutdown INTEGER NOT NULL,
 	agent_dead    INTEGER NOT NULL,
 	transient     INTEGER NOT NULL,
-	users         BLOB NOT NULL
+	users         BLOB NOT NULL,
+	busy_by       TEXT NOT NULL DEFAULT '',
+	busy_until_ns INTEGER NOT NULL DEFAULT 0,
+	overlap_count INTEGER NOT NULL DEFAULT 0,
+	applied       INTEGER NOT NULL DEFAULT 0
 ) STRICT`
 
-const machineColumns = `os, power, since_ns, boot_ns, shutdown_ns, hang_shutdown, agent_dead, transient, users`
+// upgrades[v] brings a file of version v+1 to version v+2.
+var upgrades = []string{
+	`ALTER TABLE machines ADD COLUMN busy_by TEXT NOT NULL DEFAULT '';
+	 ALTER TABLE machines ADD COLUMN busy_until_ns INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE machines ADD COLUMN overlap_count INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE machines ADD COLUMN applied INTEGER NOT NULL DEFAULT 0`,
+}
 
-// store writes machines through to a SQLite file. Each change is one
+const machineColumns = `os, power, since_ns, boot_ns, shutdown_ns, hang_shutdown, agent_dead, transient, users, ` +
+	`busy_by, busy_until_ns, overlap_count, applied`
+
+// machineBinds are the placeholders of machineColumns.
+const machineBinds = `?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
+
+// fileStore writes machines through to a SQLite file. Each change is one
 // statement on one row, so it is atomic without an explicit transaction.
-type store struct {
+type fileStore struct {
 	db     *sql.DB
 	insert *sql.Stmt
 	update *sql.Stmt
@@ -50,7 +66,7 @@ type storedUser struct {
 	Staged   []byte `json:"s,omitempty"`
 }
 
-func openStore(ctx context.Context, path string) (_ *store, _ map[string]state, err error) {
+func openStore(ctx context.Context, path string) (_ *fileStore, _ map[string]state, err error) {
 	// The path goes into a URI; rather than escape it, refuse the few
 	// characters a URI would read differently.
 	if path == "" || strings.ContainsAny(path, "?#%") {
@@ -88,13 +104,13 @@ func openStore(ctx context.Context, path string) (_ *store, _ map[string]state, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("sim: open fleet file %q: %w", path, err)
 	}
-	s := &store{db: db}
+	s := &fileStore{db: db}
 	for _, p := range []struct {
 		stmt  **sql.Stmt
 		query string
 	}{
-		{&s.insert, `INSERT INTO machines (id, ` + machineColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
-		{&s.update, `UPDATE machines SET (` + machineColumns + `) = (?, ?, ?, ?, ?, ?, ?, ?, ?) WHERE id = ?`},
+		{&s.insert, `INSERT INTO machines (id, ` + machineColumns + `) VALUES (?, ` + machineBinds + `)`},
+		{&s.update, `UPDATE machines SET (` + machineColumns + `) = (` + machineBinds + `) WHERE id = ?`},
 		{&s.delete, `DELETE FROM machines WHERE id = ?`},
 	} {
 		if *p.stmt, err = db.PrepareContext(ctx, p.query); err != nil {
@@ -109,20 +125,25 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 		return err
 	}
-	switch version {
-	case schemaVersion:
+	if version == schemaVersion {
 		return nil
-	case 0:
-	default:
-		return fmt.Errorf("schema version %d, want %d", version, schemaVersion)
+	}
+	if version > schemaVersion {
+		return fmt.Errorf("schema version %d is newer than this fleetpass's %d", version, schemaVersion)
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, schema); err != nil {
-		return err
+	steps := []string{schema}
+	if version > 0 {
+		steps = upgrades[version-1:]
+	}
+	for _, step := range steps {
+		if _, err := tx.ExecContext(ctx, step); err != nil {
+			return err
+		}
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
 		return err
@@ -138,35 +159,54 @@ func load(ctx context.Context, db *sql.DB) (map[string]state, error) {
 	defer rows.Close()
 	states := make(map[string]state)
 	for rows.Next() {
-		var (
-			id, os, power         string
-			since, boot, shutdown int64
-			hang, agentDead       bool
-			transient             int
-			usersJSON             []byte
-			stored                map[string]storedUser
-		)
-		if err := rows.Scan(&id, &os, &power, &since, &boot, &shutdown, &hang, &agentDead, &transient, &usersJSON); err != nil {
+		id, s, err := scanMachine(rows)
+		if err != nil {
 			return nil, err
 		}
-		if err := json.Unmarshal(usersJSON, &stored); err != nil {
-			return nil, fmt.Errorf("machine %q: users: %w", id, err)
-		}
-		users := make(map[string]user, len(stored))
-		for name, u := range stored {
-			users[name] = user{verifier: u.Verifier, staged: u.Staged}
-		}
-		states[id] = state{
-			os:       OS(os),
-			power:    driver.PowerState(power),
-			since:    time.Unix(0, since).UTC(),
-			boot:     time.Duration(boot),
-			shutdown: time.Duration(shutdown),
-			faults:   Faults{HangShutdown: hang, AgentDead: agentDead, Transient: transient},
-			users:    users,
-		}
+		states[id] = s
 	}
 	return states, rows.Err()
+}
+
+// scanMachine reads a row of id and machineColumns, plus extra, after
+// them.
+func scanMachine(row interface{ Scan(...any) error }, extra ...any) (string, state, error) {
+	var (
+		id, os, power, busyBy         string
+		since, boot, shutdown, busyNs int64
+		hang, agentDead               bool
+		transient, overlaps, applied  int
+		usersJSON                     []byte
+		stored                        map[string]storedUser
+	)
+	dest := append([]any{&id, &os, &power, &since, &boot, &shutdown, &hang, &agentDead, &transient, &usersJSON,
+		&busyBy, &busyNs, &overlaps, &applied}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return "", state{}, err
+	}
+	if err := json.Unmarshal(usersJSON, &stored); err != nil {
+		return "", state{}, fmt.Errorf("machine %q: users: %w", id, err)
+	}
+	users := make(map[string]user, len(stored))
+	for name, u := range stored {
+		users[name] = user{verifier: u.Verifier, staged: u.Staged}
+	}
+	s := state{
+		os:       OS(os),
+		power:    driver.PowerState(power),
+		since:    time.Unix(0, since).UTC(),
+		boot:     time.Duration(boot),
+		shutdown: time.Duration(shutdown),
+		faults:   Faults{HangShutdown: hang, AgentDead: agentDead, Transient: transient},
+		users:    users,
+		busyBy:   busyBy,
+		overlaps: overlaps,
+		applied:  applied,
+	}
+	if busyNs != 0 {
+		s.busyUntil = time.Unix(0, busyNs).UTC()
+	}
+	return id, s, nil
 }
 
 // columns returns s's values in machineColumns order.
@@ -179,13 +219,18 @@ func columns(s state) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	var busyNs int64
+	if !s.busyUntil.IsZero() {
+		busyNs = s.busyUntil.UnixNano()
+	}
 	return []any{
 		string(s.os), string(s.power), s.since.UnixNano(), int64(s.boot), int64(s.shutdown),
 		s.faults.HangShutdown, s.faults.AgentDead, s.faults.Transient, users,
+		s.busyBy, busyNs, s.overlaps, s.applied,
 	}, nil
 }
 
-func (st *store) insertMachine(ctx context.Context, id string, s state) error {
+func (st *fileStore) insertMachine(ctx context.Context, id string, s state) error {
 	cols, err := columns(s)
 	if err != nil {
 		return err
@@ -194,7 +239,7 @@ func (st *store) insertMachine(ctx context.Context, id string, s state) error {
 	return err
 }
 
-func (st *store) updateMachine(ctx context.Context, id string, s state) error {
+func (st *fileStore) updateMachine(ctx context.Context, id string, s state) error {
 	cols, err := columns(s)
 	if err != nil {
 		return err
@@ -211,11 +256,11 @@ func (st *store) updateMachine(ctx context.Context, id string, s state) error {
 	return nil
 }
 
-func (st *store) deleteMachine(ctx context.Context, id string) error {
+func (st *fileStore) deleteMachine(ctx context.Context, id string) error {
 	_, err := st.delete.ExecContext(ctx, id)
 	return err
 }
 
-func (st *store) close() error {
+func (st *fileStore) close() error {
 	return st.db.Close()
 }

@@ -1,0 +1,177 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/demo"
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
+	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
+	"github.com/fleetpass/fleetpass/internal/testutil"
+)
+
+// TestDemoOnPostgresIsSeededOnceByServersStartingTogether starts three
+// `serve --demo` servers at once on one empty PostgreSQL database: one
+// seeds the demo fleet, the others find it, and the simulated machines
+// live in the database, where a reset through one server is seen by
+// every other Fleet on it.
+func TestDemoOnPostgresIsSeededOnceByServersStartingTogether(t *testing.T) {
+	c := pgtest.Shared(t)
+	url := c.Database(t)
+	keyFile := writeKey(t, 12)
+	cfg := func(dataDir string) server.Config {
+		return server.Config{Listen: "127.0.0.1:0", DataDir: dataDir, DatabaseURL: url, SecretKeyFile: keyFile,
+			Demo: true, SimBoot: 200 * time.Millisecond, SimShutdown: 200 * time.Millisecond,
+			Engine: servertest.FastEngine(), SyncInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	}
+	const n = 3
+	dirs := make([]string, n)
+	srvs := make([]*server.Server, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		dirs[i] = t.TempDir()
+		wg.Go(func() { srvs[i], errs[i] = server.Open(context.Background(), cfg(dirs[i])) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("server %d: %v", i, err)
+		}
+		defer srvs[i].Close()
+	}
+
+	want := len(demoNames(t, srvs[0]))
+	if want == 0 {
+		t.Fatal("no demo instance")
+	}
+	for i, srv := range srvs {
+		if got := len(demoNames(t, srv)); got != want {
+			t.Errorf("server %d sees %d demo instances, want %d", i, got, want)
+		}
+		machines, err := srv.Sim().List(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(machines) != want {
+			t.Errorf("server %d's simulated fleet has %d machines, want %d", i, len(machines), want)
+		}
+	}
+	var rows int
+	if err := c.DBURL(t, url).QueryRowContext(t.Context(), `SELECT count(*) FROM sim_machines`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != want {
+		t.Errorf("%d rows in sim_machines, want %d (seeded once)", rows, want)
+	}
+
+	// A reset through one server, checked on a fleet of its own, as
+	// another replica would see it.
+	for _, srv := range srvs {
+		srv.Close()
+	}
+	var credsDir string
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "admin-credentials")); err == nil {
+			credsDir = d
+		}
+	}
+	if credsDir == "" {
+		t.Fatal("no server wrote the admin credentials")
+	}
+	s := servertest.Start(t, servertest.WithDataDir(credsDir), servertest.WithConfig(func(c *server.Config) {
+		*c = cfg(credsDir)
+	}))
+	var web apiv1.Instance
+	for _, in := range demoNames(t, s.Server) {
+		if in.Name == "web-01" {
+			web = in
+		}
+	}
+	pw := testutil.NewPassword()
+	op := s.Reset(s.Admin, apiv1.PasswordReset{InstanceIDs: []string{web.ID}, Mode: apiv1.ModeOnline, Password: pw})
+	if op = s.Wait(s.Admin, op.ID); op.Status != apiv1.OperationSucceeded {
+		t.Fatalf("reset of the demo instance: %s %+v", op.Status, op.Summary)
+	}
+	other, err := sim.OpenDB(t.Context(), c.DBURL(t, url), store.Postgres, sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ok, err := other.CheckPassword(t.Context(), web.Power.Address, "root", []byte(pw))
+	if err != nil || !ok {
+		t.Errorf("another fleet on the database: password set %v (%v), want true", ok, err)
+	}
+	if n, err := other.Applied(t.Context(), web.Power.Address); err != nil || n != 1 {
+		t.Errorf("Applied = %d (%v), want 1", n, err)
+	}
+	s.AssertNoSecret(pw)
+}
+
+func demoNames(t *testing.T, srv *server.Server) []apiv1.Instance {
+	t.Helper()
+	admin := core.Principal{Kind: "system", ID: "test", Tenant: demo.Tenant, Admin: true, Address: "local"}
+	list, err := srv.Service().ListInstances(t.Context(), admin, core.InstanceQuery{Tenant: demo.Tenant, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Instances
+}
+
+// BenchmarkResetThroughputSimFleet is BenchmarkResetThroughput with the
+// simulated fleet in each of its homes, in one run: in the fleet file (the
+// SQLite default, and what a server on PostgreSQL used before the fleet
+// moved into the database) and in the database's sim_machines table.
+func BenchmarkResetThroughputSimFleet(b *testing.B) {
+	for _, tc := range []struct{ name, db, fleet string }{
+		{"sqlite/file", "sqlite", "file"},
+		{"postgres/file", "postgres", "file"},
+		{"postgres/db", "postgres", "db"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var e *env
+			var insts []apiv1.Instance
+			if tc.fleet == "db" || tc.db == "sqlite" {
+				e, insts = benchEnv(b, 10000, tc.db)
+			} else {
+				e, insts = benchEnvFileFleet(b, 10000)
+			}
+			measureResetThroughput(b, e, insts)
+		})
+	}
+}
+
+// benchEnvFileFleet is benchEnv on PostgreSQL with the simulated machines
+// in a fleet file instead of the database.
+func benchEnvFileFleet(b *testing.B, n int) (*env, []apiv1.Instance) {
+	b.Helper()
+	f, err := sim.Open(b.Context(), filepath.Join(b.TempDir(), "sim-fleet.db"), sim.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	s := servertest.Start(b, servertest.WithEngine(engine.DefaultConfig()),
+		servertest.WithDrivers(map[string]driver.Power{"sim": f}, map[string]driver.Guest{"sim": f}),
+		servertest.WithConfig(func(c *server.Config) { c.DatabaseURL = storetest.PostgresURL(b) }))
+	e := &env{t: b, s: s, srv: s.Server, url: s.URL, dataDir: s.DataDir, databaseURL: s.DatabaseURL, logs: s.Logs,
+		out: s.Out, admin: key{s.Admin.ID, s.Admin.Secret}}
+	e.http.URL = s.URL
+	if _, err := demo.SeedLoad(b.Context(), e.srv.Service(), f, n, 0, 0); err != nil {
+		b.Fatal(err)
+	}
+	return e, listLoad(e)
+}
