@@ -142,6 +142,9 @@ func (s *Server) startHosts(ctx context.Context) error {
 	s.hosts.mu.Lock()
 	s.hosts.owners, s.hosts.done = owners, done
 	s.hosts.mu.Unlock()
+	// Another replica added or removed a host (or the listener
+	// reconnected): follow the table now rather than at the next pass.
+	s.store.OnNotify(store.HostsChannel, func(string) { owners.Poke() })
 	s.syncer.Partition(func(in apiv1.Instance) bool {
 		if in.Power.Driver == core.LibvirtDriver && in.Power.Host != "" {
 			return owners.Owns(in.Power.Host)

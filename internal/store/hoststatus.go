@@ -132,11 +132,5 @@ const HostsChannel = "fleetpass_hosts"
 // notifyHosts sends HostsChannel's notification, delivered when q's
 // transaction commits. SQLite has one process: nobody to tell.
 func (s *Store) notifyHosts(ctx context.Context, q Querier, hostID string) error {
-	if s.dialect != Postgres {
-		return nil
-	}
-	if _, err := q.ExecContext(ctx, `SELECT pg_notify($1, $2)`, HostsChannel, hostID); err != nil {
-		return fmt.Errorf("notify %s: %w", HostsChannel, err)
-	}
-	return nil
+	return s.notifyIn(ctx, q, HostsChannel, hostID)
 }
