@@ -57,12 +57,45 @@ func (s *Server) openReplica() error {
 		return err
 	}
 	s.replica = &replica{members: m}
+	m.SetOwns(s.owns)
 	s.log = s.log.With("replica", m.ID())
 	s.cfg.Log = s.log
 	s.log.Info("replica", "id", m.ID(), "address", addr)
 	s.metrics = metrics.NewWithLabels(prometheus.Labels{"replica": m.ID()})
 	s.cfg.Engine.Members = m
 	return nil
+}
+
+// hostMembership is the cluster membership as host ownership asks for it.
+type hostMembership struct{ m *cluster.Membership }
+
+func (h hostMembership) ID() string { return h.m.ID() }
+
+func (h hostMembership) Alive(ctx context.Context) ([]string, error) {
+	live, err := h.m.Alive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(live))
+	for i, r := range live {
+		ids[i] = r.ID
+	}
+	return ids, nil
+}
+
+// owns lists the leases replica id holds (host:<id> for the libvirt hosts
+// it follows), for /v1/replicas.
+func (s *Server) owns(ctx context.Context, id string) []string {
+	leases, err := s.store.LeasesHeldBy(ctx, id)
+	if err != nil {
+		s.log.Warn("read a replica's leases", "replica", id, "err", err)
+		return nil
+	}
+	names := make([]string, len(leases))
+	for i, l := range leases {
+		names[i] = l.Name
+	}
+	return names
 }
 
 // Members is the server's cluster membership.
