@@ -127,6 +127,16 @@ func (o *HostOwners) Mine(key string) bool {
 	return rendezvous.Pick(key, o.alive) == o.members.ID()
 }
 
+// Alive lists the live replicas this replica saw at its last pass, itself
+// included.
+func (o *HostOwners) Alive() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := slices.Clone(o.alive)
+	slices.Sort(out)
+	return out
+}
+
 // Owned lists the hosts this replica owns now, by id.
 func (o *HostOwners) Owned() []string {
 	o.mu.Lock()

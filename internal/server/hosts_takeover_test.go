@@ -58,7 +58,7 @@ func defineDomain(t *testing.T, l *lv.Libvirt) (lv.Domain, string) {
 	return dom, uuid
 }
 
-var replicaLine = regexp.MustCompile(`msg=replica replica=(rep-[a-z0-9]+)`)
+var replicaLine = regexp.MustCompile(`\breplica=([A-Za-z0-9][A-Za-z0-9._-]*)`)
 
 // replicaID reads a server process's replica id from its log.
 func replicaID(t *testing.T, logPath string) string {
