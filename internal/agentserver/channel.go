@@ -7,8 +7,9 @@
 // The channel and the endpoints share nothing but the database: a command
 // is a row sealed to the agent's key until the agent acknowledges it, and
 // an agent's liveness is its last poll, so an agent may poll any replica
-// and either side may restart without losing a command. In-process wake-ups
-// only make the common single-replica case fast.
+// and either side may restart without losing a command. Wake-ups make it
+// fast: in process, and across replicas by database notifications
+// (notify.go); a slow periodic re-read (Config.Recheck) is the safety net.
 package agentserver
 
 import (
@@ -34,15 +35,16 @@ type Config struct {
 	PollHold time.Duration
 	// AckTimeout bounds the wait for an agent's acknowledgement.
 	AckTimeout time.Duration
-	// Recheck is how often waiters read the database, for changes made by
-	// another replica that no in-process wake-up announces. Each held poll
-	// reads once per Recheck, so it sets the idle cost of many agents.
+	// Recheck is how often waiters read the database anyway, in case a
+	// wake-up was lost (another replica's notification while this one's
+	// listener was reconnecting). Each held poll reads once per Recheck,
+	// so it sets the idle cost of many agents.
 	Recheck time.Duration
 }
 
 // DefaultConfig is the production configuration.
 func DefaultConfig() Config {
-	return Config{Silence: 45 * time.Second, PollHold: 25 * time.Second, AckTimeout: 2 * time.Minute, Recheck: 5 * time.Second}
+	return Config{Silence: 45 * time.Second, PollHold: 25 * time.Second, AckTimeout: 2 * time.Minute, Recheck: 30 * time.Second}
 }
 
 func (c Config) withDefaults() Config {
@@ -73,7 +75,9 @@ type Channel struct {
 
 // NewChannel makes the channel over s, through the core's agent queue.
 func NewChannel(s *store.Store, cfg Config) *Channel {
-	return &Channel{queue: core.NewAgentQueue(s), cfg: cfg.withDefaults()}
+	c := &Channel{queue: core.NewAgentQueue(s), cfg: cfg.withDefaults()}
+	c.follow(s)
+	return c
 }
 
 // Config is the channel's configuration with defaults applied.

@@ -120,6 +120,8 @@ the next start.`,
 		"an agent unheard for this long counts as not alive")
 	f.DurationVar(&cfg.Agent.PollHold, "agent-poll-hold", envDuration("FLEETPASS_AGENT_POLL_HOLD", agentDefaults.PollHold),
 		"how long an agent's poll with nothing to deliver is held open (shorter than --agent-silence)")
+	f.DurationVar(&cfg.Agent.Recheck, "agent-recheck", envDuration("FLEETPASS_AGENT_RECHECK", agentDefaults.Recheck),
+		"how often waiting agent polls and acknowledgements re-read the database in case a wake-up was lost (a safety net: wake-ups are immediate)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd

@@ -89,7 +89,7 @@ type Service struct {
 	drivers engine.Drivers
 	hosts   HostConnector
 	bmcs    BMCChecker
-	limiter *ratelimit.Limiter
+	limiter ratelimit.Limiter
 
 	// maxPerTenant is the per-tenant instance quota.
 	maxPerTenant int

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"errors"
 	"math"
 	"time"
@@ -13,17 +14,21 @@ import (
 // door answers it in its own throttling format.
 const CodeRateLimited = "RATE_LIMITED"
 
-// SetRateLimiter makes Throttle use l (nil: no limit).
-func (s *Service) SetRateLimiter(l *ratelimit.Limiter) { s.limiter = l }
+// SetRateLimiter makes Throttle use l (nil: no limit): this process's
+// memory on SQLite, the database shared by every replica on PostgreSQL.
+func (s *Service) SetRateLimiter(l ratelimit.Limiter) { s.limiter = l }
 
 // Throttle takes one request of the authenticated principal p, arriving at
 // the front door door (a metrics label: "native", "action", ...), from
 // p's budget, which every front door shares. Every front door calls it
 // right after authentication, before reading anything:
 //
-//	if err := svc.Throttle(p, "mydialect"); err != nil { return err }
-func (s *Service) Throttle(p Principal, door string) error {
-	d, ok := s.limiter.Allow(door, p.Kind+":"+p.ID)
+//	if err := svc.Throttle(ctx, p, "mydialect"); err != nil { return err }
+func (s *Service) Throttle(ctx context.Context, p Principal, door string) error {
+	if s.limiter == nil {
+		return nil
+	}
+	d, ok := s.limiter.Allow(ctx, door, p.Kind+":"+p.ID)
 	if ok {
 		return nil
 	}

@@ -131,6 +131,7 @@ type Engine struct {
 
 	hostMu sync.Mutex
 	hosts  map[string]chan struct{}
+	slots  sharedSlots // slots.go
 }
 
 // ItemArgs are the arguments of an item's job.
@@ -349,21 +350,4 @@ func (e *Engine) SetHostLimit(key string, n int) {
 		return
 	}
 	e.hosts[key] = make(chan struct{}, n)
-}
-
-// hostSlot bounds concurrent work per host.
-func (e *Engine) hostSlot(ctx context.Context, host string) (release func(), err error) {
-	e.hostMu.Lock()
-	ch, ok := e.hosts[host]
-	if !ok {
-		ch = make(chan struct{}, e.cfg.PerHostLimit)
-		e.hosts[host] = ch
-	}
-	e.hostMu.Unlock()
-	select {
-	case ch <- struct{}{}:
-		return func() { <-ch }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }

@@ -123,7 +123,7 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 
 	// The per-host slot is keyed by the link's host, which linkProblem
 	// checked is a registered host of the tenant for host drivers.
-	release, err := e.hostSlot(ctx, inst.Power.Driver+"/"+inst.Power.Host)
+	release, err := e.hostSlot(ctx, inst.Power.Driver, inst.Power.Host, args.OperationID+"/"+args.InstanceID)
 	if err != nil {
 		return err
 	}

@@ -4,8 +4,10 @@
 // Events are rows of the database's event log, written in the same
 // transaction as the change they report, so every replica sees every event
 // and none is reported for a change that was rolled back. A Bus per process
-// polls the log and wakes its readers; a local write pokes it so readers of
-// the same process see changes at once.
+// follows the log and wakes its readers: a local write pokes it so readers
+// of the same process see changes at once, another replica's write by a
+// database notification (PostgreSQL), and a slow poll catches anything
+// both missed.
 package events
 
 import (
@@ -51,9 +53,13 @@ type Bus struct {
 	changed chan struct{}    // closed and replaced when last moves
 }
 
-// NewBus makes a Bus reading s's event log every poll (and whenever poked).
+// NewBus makes a Bus reading s's event log every poll, and whenever poked:
+// by a local commit, or by another replica's through the store's
+// wake-ups (PostgreSQL), so the poll is only a safety net.
 func NewBus(s *store.Store, log *slog.Logger, poll time.Duration) *Bus {
-	return &Bus{store: s, log: log, poll: poll, poke: make(chan struct{}, 1), changed: make(chan struct{})}
+	b := &Bus{store: s, log: log, poll: poll, poke: make(chan struct{}, 1), changed: make(chan struct{})}
+	s.OnNotify(store.NotifyEvents, func(string) { b.Poke() })
+	return b
 }
 
 // Start reads the position of the log's end; events before it are history.

@@ -129,7 +129,7 @@ func (a *API) wrap(route string, h handler) http.Handler {
 		r.Body = http.MaxBytesReader(rec, r.Body, MaxBody)
 		p, err := a.authenticate(r)
 		if err == nil {
-			err = a.svc.Throttle(p, "native")
+			err = a.svc.Throttle(r.Context(), p, "native")
 		}
 		if err == nil {
 			httpx.SetLogAttrs(r.Context(), slog.String("principal", p.ID))

@@ -1,27 +1,37 @@
 // Package ratelimit limits requests per principal (an API key or a console
-// user) with one token bucket each, shared by every front door: a key gets
-// one budget whether it calls the native API, a documented dialect or
-// several at once, so switching dialects does not multiply its rate.
+// user), shared by every front door: a key gets one budget whether it
+// calls the native API, a documented dialect or several at once, so
+// switching dialects does not multiply its rate.
 //
-// The buckets are this replica's memory, unlike replay state: a limit is a
-// fairness measure, and N replicas allowing N times the rate is the
-// operator's choice of N, whereas a replay accepted by a second replica
-// would run a request twice.
+// A Limiter is either this process's memory (Memory: one server on
+// SQLite) or the database (Database: every replica of a PostgreSQL
+// installation shares one budget per principal, so N replicas allow the
+// configured rate, not N times it). Both follow one contract, checked by
+// one conformance test.
 package ratelimit
 
 import (
+	"context"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 )
 
-// Limiter holds the buckets. The zero Limiter and a nil *Limiter allow
-// everything.
-type Limiter struct {
+// Limiter takes one request of a principal, arriving at a front door
+// (a metrics label), from the principal's budget. When the budget is
+// spent it reports false and how long until a request would be allowed,
+// and the refused request takes nothing. A nil Limiter allows everything.
+type Limiter interface {
+	Allow(ctx context.Context, door, principal string) (retryAfter time.Duration, ok bool)
+}
+
+// Memory holds one token bucket per principal in this process. The zero
+// Memory and a nil *Memory allow everything.
+type Memory struct {
 	rate  rate.Limit
 	burst int
-	// OnLimited, if set, is called with the front door's name for each
+	// onLimited, if set, is called with the front door's name for each
 	// refused request (a metric).
 	onLimited func(door string)
 
@@ -39,21 +49,19 @@ type bucket struct {
 // is full again anyway, so dropping it forgets nothing.
 const idle = 10 * time.Minute
 
-// New makes a limiter allowing perSecond requests a second per principal
-// with bursts of burst (at least 1). perSecond <= 0 disables limiting.
-// onLimited may be nil.
-func New(perSecond float64, burst int, onLimited func(door string)) *Limiter {
+// NewMemory makes a limiter allowing perSecond requests a second per
+// principal with bursts of burst (at least 1). perSecond <= 0 disables
+// limiting (a nil *Memory). onLimited may be nil.
+func NewMemory(perSecond float64, burst int, onLimited func(door string)) *Memory {
 	if perSecond <= 0 {
 		return nil
 	}
-	return &Limiter{rate: rate.Limit(perSecond), burst: max(burst, 1), onLimited: onLimited,
+	return &Memory{rate: rate.Limit(perSecond), burst: max(burst, 1), onLimited: onLimited,
 		buckets: make(map[string]*bucket)}
 }
 
-// Allow takes one request of principal at door from its bucket. When the
-// bucket is empty it reports false and how long until a request would be
-// allowed, and the request takes nothing from the bucket.
-func (l *Limiter) Allow(door, principal string) (retryAfter time.Duration, ok bool) {
+// Allow implements Limiter.
+func (l *Memory) Allow(_ context.Context, door, principal string) (retryAfter time.Duration, ok bool) {
 	if l == nil || l.buckets == nil {
 		return 0, true
 	}
@@ -81,7 +89,7 @@ func (l *Limiter) Allow(door, principal string) (retryAfter time.Duration, ok bo
 
 // sweep drops idle buckets, at most once a minute, so that the map holds
 // the principals of the last minutes, not every principal ever seen.
-func (l *Limiter) sweep(now time.Time) {
+func (l *Memory) sweep(now time.Time) {
 	if now.Sub(l.swept) < time.Minute {
 		return
 	}

@@ -36,7 +36,6 @@ import (
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/qga"
-	"github.com/fleetpass/fleetpass/internal/ratelimit"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -253,9 +252,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.svc.SetMaxInstancesPerTenant(cfg.MaxInstancesPerTenant)
 	s.hosts = newLibvirtHosts(s.libvirt, s.engine)
 	s.svc.SetHostConnector(s.hosts)
-	s.svc.SetRateLimiter(ratelimit.New(cfg.API.RateLimit, cfg.API.Burst, func(door string) {
-		s.metrics.RateLimited.WithLabelValues(door).Inc()
-	}))
+	s.svc.SetRateLimiter(s.rateLimiter())
+	s.registerWakeupMetrics()
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
 	s.startBMCs()
 	if err := s.bootstrap(ctx); err != nil {
@@ -349,6 +347,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.engine.Start(ctx); err != nil {
 		return err
 	}
+	s.startShared(ctx)
 	go s.bus.Run(ctx)
 	go s.syncer.Run(ctx)
 	go s.bmcWatch.Run(ctx)

@@ -155,6 +155,15 @@ const (
 // the same agent and user: a newer password supersedes an older one that
 // was never applied, which must then never be applied after it.
 func (s *Store) InsertAgentCommand(ctx context.Context, q Querier, c AgentCommand) error {
+	if db, ok := q.(*sql.DB); ok && db == s.DB {
+		// One transaction: the supersede and the insert land together,
+		// and the agent's wake-up with them.
+		return s.InTx(ctx, func(tx *sql.Tx) error { return s.insertAgentCommand(ctx, tx, c) })
+	}
+	return s.insertAgentCommand(ctx, q, c)
+}
+
+func (s *Store) insertAgentCommand(ctx context.Context, q Querier, c AgentCommand) error {
 	if _, err := s.c(q).ExecContext(ctx, `DELETE FROM agent_commands WHERE agent_id = ? AND user_name = ? AND state IN (?, ?)`,
 		c.AgentID, c.User, CommandPending, CommandSent); err != nil {
 		return fmt.Errorf("supersede agent commands: %w", err)
@@ -171,7 +180,8 @@ func (s *Store) InsertAgentCommand(ctx context.Context, q Querier, c AgentComman
 	if err != nil {
 		return fmt.Errorf("insert agent command: %w", err)
 	}
-	return nil
+	// The agent's held poll may be on another replica.
+	return s.notifyIn(ctx, q, NotifyAgentCommands, c.AgentID)
 }
 
 // TakeAgentCommands returns the agent's unacknowledged commands, oldest
@@ -225,9 +235,15 @@ func (s *Store) HasAgentCommands(ctx context.Context, q Querier, agentID string)
 // password. It returns ErrNotFound for a command of another agent, one not
 // sent yet, or one superseded or acknowledged meanwhile.
 func (s *Store) AckAgentCommand(ctx context.Context, q Querier, agentID, id, result string, exitCode int, msg string) error {
-	res, err := s.c(q).ExecContext(ctx, `UPDATE agent_commands SET state = ?, exit_code = ?, message = ?, sealed = NULL,
-		acked_at = ? WHERE id = ? AND agent_id = ? AND state = ?`,
-		result, exitCode, msg, ms(s.now()), id, agentID, CommandSent)
+	query := `UPDATE agent_commands SET state = ?, exit_code = ?, message = ?, sealed = NULL,
+		acked_at = ? WHERE id = ? AND agent_id = ? AND state = ?`
+	if s.dialect == Postgres {
+		// The replica waiting for the answer (SetPassword) may be another
+		// one: it is woken in the same statement, so only by a real ack.
+		query = `WITH acked AS (` + query + ` RETURNING id)
+			SELECT pg_notify('` + NotifyAgentAcks + `', id) FROM acked`
+	}
+	res, err := s.c(q).ExecContext(ctx, query, result, exitCode, msg, ms(s.now()), id, agentID, CommandSent)
 	if err != nil {
 		return fmt.Errorf("ack agent command: %w", err)
 	}
@@ -257,7 +273,13 @@ func (s *Store) GetAgentCommand(ctx context.Context, q Querier, id string) (Agen
 // DeleteAgentCommand drops a command that was not acknowledged (its caller
 // gave up); an acknowledged one is kept as a record.
 func (s *Store) DeleteAgentCommand(ctx context.Context, q Querier, id string) error {
-	_, err := s.c(q).ExecContext(ctx, `DELETE FROM agent_commands WHERE id = ? AND state IN (?, ?)`, id, CommandPending, CommandSent)
+	query := `DELETE FROM agent_commands WHERE id = ? AND state IN (?, ?)`
+	if s.dialect == Postgres {
+		// A poll holding the dropped command's wake-up re-reads.
+		query = `WITH dropped AS (` + query + ` RETURNING agent_id)
+			SELECT pg_notify('` + NotifyAgentCommands + `', agent_id) FROM dropped`
+	}
+	_, err := s.c(q).ExecContext(ctx, query, id, CommandPending, CommandSent)
 	if err != nil {
 		return fmt.Errorf("delete agent command: %w", err)
 	}

@@ -399,6 +399,7 @@ func (s *Store) InsertEvent(ctx context.Context, q Querier, tenant, typ, ref str
 	if err != nil {
 		return fmt.Errorf("insert event: %w", err)
 	}
+	s.eventWritten(q)
 	return nil
 }
 

@@ -54,6 +54,9 @@ type Store struct {
 	pgStatements *statementCounter
 	// gaps holds back events after a missing id (PostgreSQL).
 	gaps gapWatch
+	// notify is the cross-replica wake-ups (PostgreSQL, notify.go).
+	notify notifier
+	closed atomic.Bool
 }
 
 // Statements is the number of SQL statements the store has run.
@@ -169,6 +172,7 @@ const MigrationLock = lockMigrate
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.closed.Store(true)
 	s.stmts.close()
 	err := s.DB.Close()
 	if s.pg != nil {
@@ -238,11 +242,15 @@ func (s *Store) inTxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *s
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
+		s.txEnded(tx, false)
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		// The commit's outcome is unknown: a needless wake-up is cheap.
+		s.txEnded(tx, true)
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.txEnded(tx, true)
 	return nil
 }
 

@@ -207,7 +207,7 @@ func (a *API) authenticate(r *http.Request, body []byte) (core.Principal, zc2.Re
 	if err != nil {
 		return core.Principal{}, zc2.Result{}, fromSignature(err)
 	}
-	if err := a.svc.Throttle(p, "action"); err != nil {
+	if err := a.svc.Throttle(r.Context(), p, "action"); err != nil {
 		return core.Principal{}, zc2.Result{}, err
 	}
 	p.Address, p.RequestID = httpx.ClientAddr(r), httpx.RequestID(r.Context())

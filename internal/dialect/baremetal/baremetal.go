@@ -158,7 +158,7 @@ func (a *API) authenticate(r *http.Request, params url.Values) (core.Principal, 
 	if err != nil {
 		return core.Principal{}, fromSignature(err)
 	}
-	if err := a.svc.Throttle(p, "baremetal"); err != nil {
+	if err := a.svc.Throttle(r.Context(), p, "baremetal"); err != nil {
 		return core.Principal{}, err
 	}
 	if err := a.svc.UseSignature(r.Context(), res.ReplayKey, res.Timestamp.Add(capi2.MaxClockSkew)); err != nil {

@@ -155,7 +155,7 @@ func (a *API) authenticate(r *http.Request, body []byte, service string) (core.P
 		return core.Principal{}, fromSignature(service, err)
 	}
 	// The key's budget is shared with every front door.
-	if err := a.svc.Throttle(p, "tencent"); err != nil {
+	if err := a.svc.Throttle(r.Context(), p, "tencent"); err != nil {
 		return core.Principal{}, err
 	}
 	p.Address, p.RequestID = httpx.ClientAddr(r), httpx.RequestID(r.Context())

@@ -38,6 +38,11 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentInstanceLocksNeverOverlapNorDeadlock", testConcurrentLocks},
 		{"ConcurrentHostReconcilesAddADomainOnce", testConcurrentReconcile},
 		{"EventFollowerNeverSkipsALateCommit", testEventsNeverSkipped},
+		// shared.go: what replicas share through the database.
+		{"RateBudgetIsSharedPerKey", testRateBudget},
+		{"HostSlotsAreBoundedByTheHostsLimit", testHostSlots},
+		{"ConcurrentHostSlotsNeverExceedTheLimit", testConcurrentHostSlots},
+		{"CommittedWritesWakeEveryListener", testWakeups},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
