@@ -58,11 +58,11 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 	h.Tenant = tenant
 	u, err := url.Parse(h.URI)
 	if h.URI == "" || err != nil || u.Scheme == "" {
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: a libvirt connection URI such as qemu:///system or qemu+ssh://root@host/system")
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "uri", "a libvirt connection URI such as qemu:///system or qemu+ssh://root@host/system")
 	}
 	if _, hasPassword := u.User.Password(); hasPassword {
 		// A URI is shown in lists and logs: it must not carry a secret.
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: must not contain a password; use an SSH key (keyfile=) or TLS certificates")
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "uri", "must not contain a password; use an SSH key (keyfile=) or TLS certificates")
 	}
 	if h.Name == "" {
 		h.Name = u.Hostname()
@@ -71,23 +71,23 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 		}
 	}
 	if len(h.Name) > 128 || ctlchar.Contains(h.Name) {
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "name: at most 128 printable characters")
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "name", "at most 128 printable characters")
 	}
 	switch {
 	case h.MaxConcurrency == 0:
 		h.MaxConcurrency = DefaultHostConcurrency
 	case h.MaxConcurrency < 0 || h.MaxConcurrency > MaxHostConcurrency:
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "maxConcurrency: 1 to %d", MaxHostConcurrency)
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "maxConcurrency", "1 to %d", MaxHostConcurrency)
 	}
 	switch h.DefaultOSType {
 	case "":
 		h.DefaultOSType = OSLinux
 	case OSLinux, OSWindows:
 	default:
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "defaultOsType: linux or windows")
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "defaultOsType", "linux or windows")
 	}
 	if err := s.hosts.Connect(h); err != nil {
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: %v", err)
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "uri", "%v", err)
 	}
 	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, h.Tenant); err != nil {

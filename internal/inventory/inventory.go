@@ -71,28 +71,8 @@ func New(svc *core.Service, s *store.Store, d engine.Drivers, log *slog.Logger, 
 // Run syncs new (PENDING) instances every second and every idle instance
 // every interval, until ctx ends. The two passes run independently.
 func (y *Syncer) Run(ctx context.Context) {
-	go func() {
-		fast := time.NewTicker(time.Second)
-		defer fast.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-fast.C:
-				y.syncPending(ctx)
-			}
-		}
-	}()
-	full := time.NewTicker(y.interval)
-	defer full.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-full.C:
-			y.startSweeps(ctx)
-		}
-	}
+	go every(ctx, time.Second, y.syncPending)
+	every(ctx, y.interval, y.startSweeps)
 }
 
 // syncPending starts a refresh of each new instance not being refreshed,
