@@ -550,12 +550,7 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		if err := events.EmitOperation(ctx, tx, s.store, op); err != nil {
 			return err
 		}
-		for _, id := range ids {
-			if err := events.EmitInstance(ctx, tx, s.store, id); err != nil {
-				return err
-			}
-		}
-		return nil
+		return events.EmitInstances(ctx, tx, s.store, ids)
 	}
 	err := s.store.InTx(ctx, accept)
 	for race := 0; errors.Is(err, errIdempotencyRace) && race < 3; race++ {
