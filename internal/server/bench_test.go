@@ -207,7 +207,7 @@ func BenchmarkServerMemory(b *testing.B) {
 		cursor := ""
 		for {
 			var list apiv1.InstanceList
-			p.api("GET", "/v1/instances?tenant=load&limit=1000&cursor="+cursor, nil, &list)
+			p.API("GET", "/v1/instances?tenant=load&limit=1000&cursor="+cursor, nil, &list)
 			insts = append(insts, list.Instances...)
 			if cursor = list.NextCursor; cursor == "" {
 				break
@@ -215,7 +215,7 @@ func BenchmarkServerMemory(b *testing.B) {
 		}
 		for j := 0; j < 10; j++ {
 			var op apiv1.Operation
-			if code := p.api("POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(insts[j*100 : (j+1)*100]...),
+			if code := p.API("POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(insts[j*100 : (j+1)*100]...),
 				Mode: apiv1.ModeOffline, ForceStop: true, Password: "Memory-pw-42!"}, &op); code != 202 {
 				b.Fatalf("reset: %d", code)
 			}
@@ -224,7 +224,7 @@ func BenchmarkServerMemory(b *testing.B) {
 		// memory is read: else the figure is of a lighter load.
 		testutil.WaitFor(b, 5*time.Minute, "1000 items waiting on their shutdowns", func() bool {
 			var ops apiv1.OperationList
-			p.api("GET", "/v1/operations?limit=10", nil, &ops)
+			p.API("GET", "/v1/operations?limit=10", nil, &ops)
 			waiting := 0
 			for _, op := range ops.Operations {
 				for _, it := range op.Items {
@@ -236,8 +236,8 @@ func BenchmarkServerMemory(b *testing.B) {
 			return waiting == 1000
 		})
 		runtimeSettle()
-		b.ReportMetric(float64(rssKiB(b, p.cmd.Process.Pid))/1024, "rss-MiB")
-		p.cmd.Process.Signal(syscall.SIGTERM)
+		b.ReportMetric(float64(rssKiB(b, p.Cmd.Process.Pid))/1024, "rss-MiB")
+		p.Cmd.Process.Signal(syscall.SIGTERM)
 	}
 }
 

@@ -1,16 +1,10 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,88 +17,14 @@ import (
 )
 
 // proc is a fleetpass server running as a real process.
-type proc struct {
-	t    testing.TB
-	cmd  *exec.Cmd
-	addr string
-	log  *os.File
-	done chan error
-	// killedAt is when kill ended the process: the simulated machines'
-	// transitions are computed from timestamps, so their state as of then
-	// is what the kill interrupted.
-	killedAt time.Time
-}
+type proc = servertest.Proc
 
 const crashKeyID, crashSecret = "fpk-crashtest", "crash-test-admin-secret-0123456789"
 
+// startProc starts a server process with the crash tests' admin key.
 func startProc(t testing.TB, bin, dataDir, addr string, logPath string, args ...string) *proc {
 	t.Helper()
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--rate-limit", "0",
-		"--sync-interval", "1h"}, args...)...)
-	cmd.Env = append(os.Environ(), "FLEETPASS_ADMIN_KEY_ID="+crashKeyID, "FLEETPASS_ADMIN_KEY_SECRET="+crashSecret)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, cmd: cmd, addr: addr, log: logf, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		logf.Close()
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-		select {
-		case err := <-p.done:
-			t.Fatalf("server exited at start: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	t.Fatal("server did not become ready")
-	return nil
-}
-
-func (p *proc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-	p.killedAt = time.Now()
-	p.done <- nil // for Cleanup
-}
-
-func (p *proc) api(method, path string, body any, out any) int {
-	p.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		data, _ := json.Marshal(body)
-		rd = bytes.NewReader(data)
-	}
-	req, _ := http.NewRequest(method, "http://"+p.addr+path, rd)
-	req.SetBasicAuth(crashKeyID, crashSecret)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			p.t.Fatalf("%s %s: %v: %s", method, path, err, data)
-		}
-	}
-	return resp.StatusCode
+	return servertest.StartProc(t, bin, servertest.Key{ID: crashKeyID, Secret: crashSecret}, dataDir, addr, logPath, args...)
 }
 
 // TestKillingTheServerMidBatchFinishesEveryItemOnRestart kills a real
@@ -129,26 +49,26 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	p := startProc(t, bin, dataDir, addr, logPath, args...)
 
 	var list apiv1.InstanceList
-	p.api("GET", "/v1/instances?tenant=load&limit=1000", nil, &list)
+	p.API("GET", "/v1/instances?tenant=load&limit=1000", nil, &list)
 	if len(list.Instances) != 100 {
 		t.Fatalf("%d load instances", len(list.Instances))
 	}
 	const password = "Crash-Resume-pw-77"
 	var op apiv1.Operation
-	if code := p.api("POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(list.Instances...),
+	if code := p.API("POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(list.Instances...),
 		Mode: apiv1.ModeOffline, ForceStop: true, Password: password}, &op); code != 202 {
 		t.Fatalf("reset: %d", code)
 	}
 
 	// First kill: while machines are shutting down.
-	p.killAtStep(op.ID, apiv1.StepShuttingDown, someMachine(t, url, driver.PowerStopping))
-	assertSomeMachines(t, dataDir, url, p.killedAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStopping },
+	killAtStep(t, p, op.ID, apiv1.StepShuttingDown, someMachine(t, url, driver.PowerStopping))
+	assertSomeMachines(t, dataDir, url, p.KilledAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStopping },
 		"the first kill should catch machines on their way down")
 
 	// Second kill: while machines are booting again.
 	p = startProc(t, bin, dataDir, addr, logPath, args...)
-	p.killAtStep(op.ID, apiv1.StepStarting, someMachine(t, url, driver.PowerStarting))
-	assertSomeMachines(t, dataDir, url, p.killedAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStarting },
+	killAtStep(t, p, op.ID, apiv1.StepStarting, someMachine(t, url, driver.PowerStarting))
+	assertSomeMachines(t, dataDir, url, p.KilledAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStarting },
 		"the second kill should catch machines booting")
 
 	p = startProc(t, bin, dataDir, addr, logPath, args...)
@@ -157,7 +77,7 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the batch did not finish after the restarts: %+v", op.Summary)
 		}
-		p.api("GET", "/v1/operations/"+op.ID+"/wait?timeout=20s", nil, &op)
+		p.API("GET", "/v1/operations/"+op.ID+"/wait?timeout=20s", nil, &op)
 	}
 	if op.Status != apiv1.OperationSucceeded || op.Summary.Succeeded != 100 || op.Summary.Failed != 0 || op.Summary.Total != 100 {
 		t.Fatalf("operation %s %+v", op.Status, op.Summary)
@@ -167,7 +87,7 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 			t.Errorf("item %+v", it)
 		}
 	}
-	p.api("GET", "/v1/instances?tenant=load&limit=1000", nil, &list)
+	p.API("GET", "/v1/instances?tenant=load&limit=1000", nil, &list)
 	for _, in := range list.Instances {
 		if in.State != apiv1.StateRunning || in.Busy || in.LatestOperation == nil || in.LatestOperation.State != apiv1.OpStateSuccess {
 			t.Errorf("instance %s: state %s busy %v latest %+v", in.Name, in.State, in.Busy, in.LatestOperation)
@@ -175,15 +95,8 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	}
 
 	// A graceful stop ends the process cleanly.
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.done <- nil
-		if err != nil {
-			t.Errorf("SIGTERM: exit %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the server did not stop on SIGTERM")
+	if err := p.Terminate(20 * time.Second); err != nil {
+		t.Errorf("SIGTERM: %v", err)
 	}
 
 	f := openServerFleet(t, dataDir, url, sim.Options{})
@@ -215,14 +128,14 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 // step (and, if given, machine says a machine is in the step's phase): a
 // kill timed by the batch's progress, not by the clock, lands in the phase
 // it is meant for however loaded the machine.
-func (p *proc) killAtStep(opID, step string, machine func() bool) {
-	p.t.Helper()
-	testutil.WaitFor(p.t, time.Minute, "an item at step "+step, func() bool {
+func killAtStep(t testing.TB, p *proc, opID, step string, machine func() bool) {
+	t.Helper()
+	testutil.WaitFor(t, time.Minute, "an item at step "+step, func() bool {
 		if machine != nil && !machine() {
 			return false
 		}
 		var op apiv1.Operation
-		p.api("GET", "/v1/operations/"+opID, nil, &op)
+		p.API("GET", "/v1/operations/"+opID, nil, &op)
 		for _, it := range op.Items {
 			if it.Step == step {
 				return true
@@ -230,7 +143,7 @@ func (p *proc) killAtStep(opID, step string, machine func() bool) {
 		}
 		return false
 	})
-	p.kill()
+	p.Kill()
 }
 
 // assertSomeMachines fails t unless some simulated machine, as it was at

@@ -102,7 +102,7 @@ func TestAKilledOwnersLibvirtHostIsTakenOver(t *testing.T) {
 	_, d1 := defineDomain(t, l)
 
 	var h apiv1.Host
-	if code := reps[0].p.api("POST", "/v1/hosts", apiv1.HostCreate{URI: "test:///default"}, &h); code != 201 {
+	if code := reps[0].p.API("POST", "/v1/hosts", apiv1.HostCreate{URI: "test:///default"}, &h); code != 201 {
 		t.Fatalf("add host: %d", code)
 	}
 	ownedBy := func(id string) bool {
@@ -123,7 +123,7 @@ func TestAKilledOwnersLibvirtHostIsTakenOver(t *testing.T) {
 	}
 	instances := func(r replica) map[string][]apiv1.Instance {
 		var list apiv1.InstanceList
-		r.p.api("GET", "/v1/instances?limit=1000", nil, &list)
+		r.p.API("GET", "/v1/instances?limit=1000", nil, &list)
 		out := map[string][]apiv1.Instance{}
 		for _, in := range list.Instances {
 			if in.Power.Host == h.ID {
@@ -154,7 +154,7 @@ func TestAKilledOwnersLibvirtHostIsTakenOver(t *testing.T) {
 		}
 	}
 
-	x.p.kill()
+	x.p.Kill()
 	killed := time.Now()
 	if !testutil.Eventually(40*time.Second, func() bool { return ownedBy(y.id) }) {
 		t.Fatal("the survivor never took the host over")
@@ -165,7 +165,7 @@ func TestAKilledOwnersLibvirtHostIsTakenOver(t *testing.T) {
 		t.Errorf("takeover took %v, want within 20 s", took)
 	}
 	var got apiv1.Host
-	y.p.api("GET", "/v1/hosts/"+h.ID, nil, &got)
+	y.p.API("GET", "/v1/hosts/"+h.ID, nil, &got)
 	if !got.Connected || got.Owner != y.id {
 		t.Fatalf("the host after the takeover: %+v", got)
 	}

@@ -201,7 +201,7 @@ func TestPostgresRestartMidBatchFinishes(t *testing.T) {
 	e.assertNoSecret(password)
 }
 
-func writeKey(t *testing.T, b byte) string {
+func writeKey(t testing.TB, b byte) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sealing.key")
 	if err := os.WriteFile(path, bytes.Repeat([]byte{b}, sealer.KeySize), 0o600); err != nil {
