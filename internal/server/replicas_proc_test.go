@@ -20,6 +20,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/servertest"
 	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
 	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
@@ -129,6 +130,9 @@ func (r *replicaProcs) killBusiest(opID, step string, dead map[string]bool) (str
 func TestReplicasKilledMidBatchLoseNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs three server processes on PostgreSQL")
+	}
+	if storetest.OnPostgres() {
+		t.Skip("runs on PostgreSQL in every run: once is enough")
 	}
 	c := pgtest.Shared(t)
 	r := &replicaProcs{t: t, bin: testutil.BuildBinary(t, "github.com/fleetpass/fleetpass/cmd/fleetpass"),
