@@ -14,10 +14,13 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/demo"
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
+	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/server"
 	"github.com/fleetpass/fleetpass/internal/servertest"
 	"github.com/fleetpass/fleetpass/internal/store"
 	"github.com/fleetpass/fleetpass/internal/store/storetest"
@@ -354,4 +357,69 @@ func percentile(ds []time.Duration, p int) time.Duration {
 	slices.Sort(s)
 	i := (len(s)*p + 99) / 100
 	return s[max(i-1, 0)]
+}
+
+// BenchmarkReplicaThroughput is BenchmarkResetThroughput on PostgreSQL with
+// one and with three replicas of one database (in this process, sharing
+// the simulated fleet in the database), in the same run: 100 batches of
+// 100 online resets posted round-robin over the replicas, completed resets
+// per second, and CPU (this process and PostgreSQL) and statements (every
+// replica's pool) per reset.
+func BenchmarkReplicaThroughput(b *testing.B) {
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
+			dbURL, keyFile := storetest.PostgresURL(b), writeKey(b, 24)
+			var reps []*servertest.Server
+			for i := range n {
+				reps = append(reps, servertest.Start(b, servertest.WithAdminKey(procAdmin),
+					servertest.WithEngine(engine.DefaultConfig()), servertest.WithConfig(func(c *server.Config) {
+						c.DatabaseURL, c.SecretKeyFile, c.ReplicaID = dbURL, keyFile, fmt.Sprintf("t%d", i)
+					})))
+			}
+			if _, err := demo.SeedLoad(b.Context(), reps[0].Service(), reps[0].Sim(), 10000, 0, 0); err != nil {
+				b.Fatal(err)
+			}
+			e := &env{t: b, s: reps[0], srv: reps[0].Server, url: reps[0].URL, admin: key{procAdmin.ID, procAdmin.Secret}}
+			e.http.URL = reps[0].URL
+			insts := listLoad(e)
+			stmts := func() int64 {
+				var s int64
+				for _, r := range reps {
+					s += r.Store().DatabaseStatements()
+				}
+				return s
+			}
+			pg := pgtest.Shared(b)
+			var total, cpu time.Duration
+			var st int64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				cpu0, pg0, st0 := processCPU(), pg.CPU(), stmts()
+				start := time.Now()
+				var wg sync.WaitGroup
+				opIDs := make([]string, 100)
+				for j := range 100 {
+					wg.Go(func() {
+						var op apiv1.Operation
+						reps[j%n].MustDo(procAdmin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(insts[j*100 : (j+1)*100]...),
+							Mode: apiv1.ModeOnline, Password: fmt.Sprintf("Bench-pw-%d-%d!", i, j)}, 202, &op)
+						opIDs[j] = op.ID
+					})
+				}
+				wg.Wait()
+				for j, id := range opIDs {
+					if op := reps[(j+1)%n].Wait(procAdmin, id); op.Status != apiv1.OperationSucceeded {
+						b.Fatalf("operation %s: %s", id, op.Status)
+					}
+				}
+				total += time.Since(start)
+				cpu += processCPU() - cpu0 + pg.CPU() - pg0
+				st += stmts() - st0
+			}
+			resets := float64(10000 * b.N)
+			b.ReportMetric(resets/total.Seconds(), "resets/s")
+			b.ReportMetric(float64(cpu)/1e6/resets, "cpu-ms/reset")
+			b.ReportMetric(float64(st)/resets, "pg-stmts/reset")
+		})
+	}
 }
