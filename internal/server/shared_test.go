@@ -38,7 +38,7 @@ import (
 // bootstrap admin key, as an operator's replicas behind a load balancer.
 
 // shReplicas starts n servers on one fresh PostgreSQL database.
-func shReplicas(t *testing.T, n int, opts ...servertest.Option) []*servertest.Server {
+func shReplicas(t testing.TB, n int, opts ...servertest.Option) []*servertest.Server {
 	t.Helper()
 	url := storetest.PostgresURL(t)
 	keyFile := filepath.Join(t.TempDir(), "secret.key")
