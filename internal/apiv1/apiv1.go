@@ -20,6 +20,12 @@ type Error struct {
 	Details   map[string]any `json:"details,omitempty"`
 }
 
+// DetailField is the key of Error.Details that names the request field an
+// error is about (its JSON name, e.g. "mode", "instanceIds", "bmc.user"),
+// when there is one. The message names the field too, as a prefix
+// "field: ..." or in parentheses "(field)".
+const DetailField = "field"
+
 // Instance states (docs/design.md#states).
 const (
 	StatePending           = "PENDING"

@@ -31,11 +31,14 @@ type Host struct {
 	DefaultOSType string `json:"defaultOsType"`
 	// Connected tells whether the connection is up now; Error is the last
 	// connection error while it is down.
-	Connected      bool      `json:"connected"`
-	Error          string    `json:"error,omitempty"`
-	LibvirtVersion string    `json:"libvirtVersion,omitempty"`
-	Instances      int       `json:"instances"`
-	CreatedAt      time.Time `json:"createdAt"`
+	Connected      bool   `json:"connected"`
+	Error          string `json:"error,omitempty"`
+	LibvirtVersion string `json:"libvirtVersion,omitempty"`
+	// Owner is the replica that follows the host now (its events, its
+	// inventory and this status); empty while none does.
+	Owner     string    `json:"owner,omitempty"`
+	Instances int       `json:"instances"`
+	CreatedAt time.Time `json:"createdAt"`
 }
 
 // HostCreate adds a host.

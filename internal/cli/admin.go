@@ -59,51 +59,19 @@ func (a *app) newKeysCreateCmd() *cobra.Command {
 }
 
 func (a *app) newKeysListCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "list",
-		Short: "List API keys",
-		Args:  exactArgs(0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.apiClient()
-			if err != nil {
-				return err
-			}
-			l, err := c.ListKeys(cmd.Context())
-			if err != nil {
-				return fmt.Errorf("listing keys: %w", err)
-			}
-			if a.jsonOutput() {
-				l.Keys = nonNil(l.Keys)
-				return writeJSON(a.stdout, l)
-			}
-			tw := newTable(a.stdout)
-			row(tw, "ID", "NAME", "TENANT", "ADMIN", "CREATED", "LAST USED", "REVOKED")
-			for _, k := range l.Keys {
-				row(tw, k.ID, k.Name, k.Tenant, yesNo(k.Admin), fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsed), fmtTimePtr(k.RevokedAt))
-			}
-			return tw.Flush()
+	return newListCmd(a, listCmd[apiv1.KeyList, apiv1.Key]{
+		use: "list", short: "List API keys", what: "keys",
+		fetch:  (*client.Client).ListKeys,
+		items:  func(l *apiv1.KeyList) *[]apiv1.Key { return &l.Keys },
+		header: []string{"ID", "NAME", "TENANT", "ADMIN", "CREATED", "LAST USED", "REVOKED"},
+		cells: func(k apiv1.Key) []string {
+			return []string{k.ID, k.Name, k.Tenant, yesNo(k.Admin), fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsed), fmtTimePtr(k.RevokedAt)}
 		},
-	}
+	})
 }
 
 func (a *app) newKeysRevokeCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "revoke KEY...",
-		Short: "Revoke API keys",
-		Args:  minArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.apiClient()
-			if err != nil {
-				return err
-			}
-			return a.eachID(args, "Revoked", func(id string) error {
-				if err := c.RevokeKey(cmd.Context(), id); err != nil {
-					return fmt.Errorf("revoking key %s: %w", id, err)
-				}
-				return nil
-			})
-		},
-	}
+	return a.newEachIDCmd("revoke KEY...", "Revoke API keys", "Revoked", "revoking", "key", (*client.Client).RevokeKey)
 }
 
 func (a *app) newTenantsCmd() *cobra.Command {
@@ -132,31 +100,13 @@ func (a *app) newTenantsCmd() *cobra.Command {
 			return nil
 		},
 	}
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List tenants",
-		Args:  exactArgs(0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.apiClient()
-			if err != nil {
-				return err
-			}
-			l, err := c.ListTenants(cmd.Context())
-			if err != nil {
-				return fmt.Errorf("listing tenants: %w", err)
-			}
-			if a.jsonOutput() {
-				l.Tenants = nonNil(l.Tenants)
-				return writeJSON(a.stdout, l)
-			}
-			tw := newTable(a.stdout)
-			row(tw, "ID", "NAME", "CREATED")
-			for _, t := range l.Tenants {
-				row(tw, t.ID, t.Name, fmtTime(t.CreatedAt))
-			}
-			return tw.Flush()
-		},
-	}
+	list := newListCmd(a, listCmd[apiv1.TenantList, apiv1.Tenant]{
+		use: "list", short: "List tenants", what: "tenants",
+		fetch:  (*client.Client).ListTenants,
+		items:  func(l *apiv1.TenantList) *[]apiv1.Tenant { return &l.Tenants },
+		header: []string{"ID", "NAME", "CREATED"},
+		cells:  func(t apiv1.Tenant) []string { return []string{t.ID, t.Name, fmtTime(t.CreatedAt)} },
+	})
 	cmd.AddCommand(create, list)
 	return cmd
 }

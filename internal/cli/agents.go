@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/client"
 )
 
 func (a *app) newAgentsCmd() *cobra.Command {
@@ -72,49 +73,18 @@ to an instance name (else the machine's host name is used). On the machine:
 }
 
 func (a *app) newAgentTokenListCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "list",
-		Short: "List enrolment tokens (never the tokens themselves)",
-		Args:  exactArgs(0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.apiClient()
-			if err != nil {
-				return err
-			}
-			l, err := c.ListAgentTokens(cmd.Context())
-			if err != nil {
-				return fmt.Errorf("listing agent tokens: %w", err)
-			}
-			if a.jsonOutput() {
-				l.Tokens = nonNil(l.Tokens)
-				return writeJSON(a.stdout, l)
-			}
-			tw := newTable(a.stdout)
-			row(tw, "ID", "TENANT", "INSTANCE NAME", "STATE", "CREATED BY", "CREATED", "EXPIRES", "AGENT")
-			for _, t := range l.Tokens {
-				row(tw, t.ID, t.Tenant, orDash(t.InstanceName), t.State, t.CreatedBy, fmtTime(t.CreatedAt), fmtTime(t.ExpiresAt), orDash(t.AgentID))
-			}
-			return tw.Flush()
+	return newListCmd(a, listCmd[apiv1.AgentTokenList, apiv1.AgentToken]{
+		use: "list", short: "List enrolment tokens (never the tokens themselves)", what: "agent tokens",
+		fetch:  (*client.Client).ListAgentTokens,
+		items:  func(l *apiv1.AgentTokenList) *[]apiv1.AgentToken { return &l.Tokens },
+		header: []string{"ID", "TENANT", "INSTANCE NAME", "STATE", "CREATED BY", "CREATED", "EXPIRES", "AGENT"},
+		cells: func(t apiv1.AgentToken) []string {
+			return []string{t.ID, t.Tenant, orDash(t.InstanceName), t.State, t.CreatedBy, fmtTime(t.CreatedAt), fmtTime(t.ExpiresAt), orDash(t.AgentID)}
 		},
-	}
+	})
 }
 
 func (a *app) newAgentTokenRevokeCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "revoke TOKEN-ID...",
-		Short: "Revoke unused enrolment tokens: no agent can enrol with them any more",
-		Args:  minArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.apiClient()
-			if err != nil {
-				return err
-			}
-			return a.eachID(args, "Revoked", func(id string) error {
-				if err := c.RevokeAgentToken(cmd.Context(), id); err != nil {
-					return fmt.Errorf("revoking agent token %s: %w", id, err)
-				}
-				return nil
-			})
-		},
-	}
+	return a.newEachIDCmd("revoke TOKEN-ID...", "Revoke unused enrolment tokens: no agent can enrol with them any more",
+		"Revoked", "revoking", "agent token", (*client.Client).RevokeAgentToken)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/client"
 )
 
 func (a *app) newHostsCmd() *cobra.Command {
@@ -70,49 +71,18 @@ func connState(h apiv1.Host) string {
 }
 
 func (a *app) newHostsListCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "list",
-		Short: "List hosts and their connection state",
-		Args:  exactArgs(0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.apiClient()
-			if err != nil {
-				return err
-			}
-			l, err := c.ListHosts(cmd.Context())
-			if err != nil {
-				return fmt.Errorf("listing hosts: %w", err)
-			}
-			if a.jsonOutput() {
-				l.Hosts = nonNil(l.Hosts)
-				return writeJSON(a.stdout, l)
-			}
-			tw := newTable(a.stdout)
-			row(tw, "ID", "NAME", "URI", "TENANT", "INSTANCES", "MAX", "STATE")
-			for _, h := range l.Hosts {
-				row(tw, h.ID, h.Name, h.URI, h.Tenant, strconv.Itoa(h.Instances), strconv.Itoa(h.MaxConcurrency), connState(h))
-			}
-			return tw.Flush()
+	return newListCmd(a, listCmd[apiv1.HostList, apiv1.Host]{
+		use: "list", short: "List hosts and their connection state", what: "hosts",
+		fetch:  (*client.Client).ListHosts,
+		items:  func(l *apiv1.HostList) *[]apiv1.Host { return &l.Hosts },
+		header: []string{"ID", "NAME", "URI", "TENANT", "INSTANCES", "MAX", "STATE"},
+		cells: func(h apiv1.Host) []string {
+			return []string{h.ID, h.Name, h.URI, h.Tenant, strconv.Itoa(h.Instances), strconv.Itoa(h.MaxConcurrency), connState(h)}
 		},
-	}
+	})
 }
 
 func (a *app) newHostsRemoveCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "remove HOST...",
-		Short: "Remove hosts and their instances (their operations stay as history)",
-		Args:  minArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.apiClient()
-			if err != nil {
-				return err
-			}
-			return a.eachID(args, "Removed", func(id string) error {
-				if err := c.RemoveHost(cmd.Context(), id); err != nil {
-					return fmt.Errorf("removing host %s: %w", id, err)
-				}
-				return nil
-			})
-		},
-	}
+	return a.newEachIDCmd("remove HOST...", "Remove hosts and their instances (their operations stay as history)",
+		"Removed", "removing", "host", (*client.Client).RemoveHost)
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
 	"github.com/fleetpass/fleetpass/internal/ctlchar"
 )
@@ -178,16 +179,22 @@ func exitCode(err error) int {
 
 func printError(w io.Writer, cmd *cobra.Command, err error) {
 	msg := err.Error()
-	var apiErr *client.APIError
-	if errors.As(err, &apiErr) {
+	var ae *client.APIError
+	details := map[string]any{}
+	if errors.As(err, &ae) {
+		for k, v := range ae.Details {
+			details[k] = v
+		}
 		// The server's messages name its API's fields; here the flags
 		// that set them are what the reader can act on.
-		msg = flagWords.Replace(msg)
+		if field, ok := details[apiv1.DetailField].(string); ok {
+			msg = nameFlag(msg, field)
+			delete(details, apiv1.DetailField)
+		}
 	}
 	fmt.Fprintf(w, "fleetpass: %s\n", ctlchar.Escape(msg))
-	var ae *client.APIError
-	if errors.As(err, &ae) && len(ae.Details) > 0 {
-		if d, jerr := json.Marshal(ae.Details); jerr == nil {
+	if len(details) > 0 {
+		if d, jerr := json.Marshal(details); jerr == nil {
 			fmt.Fprintf(w, "  details: %s\n", d)
 		}
 	}
@@ -340,17 +347,46 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// flagWords rewrites the API field names of server messages as the CLI's
-// flags and arguments.
-var flagWords = strings.NewReplacer(
-	"forceStop", "--force-stop",
-	"give either a password or generate: true", "give either --password-stdin or --generate",
-	": stopMode:", ": --mode:",
-	": instanceIds:", ": instances:",
-	": mode:", ": --mode:",
-	": user:", ": --user:",
-	": method:", ": --method:",
-)
+// flagOf is the CLI's flag (or argument) for each API field it sets whose
+// name differs; a field named alike by several commands' flags of other
+// names (such as "name") is left as it is.
+var flagOf = map[string]string{
+	"forceStop":       "--force-stop",
+	"stopMode":        "--mode",
+	"instanceIds":     "instances",
+	"mode":            "--mode",
+	"user":            "--user",
+	"method":          "--method",
+	"ttl":             "--ttl",
+	"instanceName":    "--name",
+	"osType":          "--os",
+	"adminUser":       "--admin-user",
+	"maxConcurrency":  "--max-concurrency",
+	"defaultOsType":   "--default-os",
+	"bmc":             "--ipmi",
+	"power.address":   "--ipmi",
+	"bmc.user":        "--ipmi-user",
+	"bmc.password":    "--ipmi-password-stdin",
+	"bmc.cipherSuite": "--ipmi-cipher-suite",
+}
+
+// nameFlag names, in a server message about field, the flag that sets the
+// field instead. The server names the field in one of two places
+// (apiv1.DetailField): as the message's prefix, after the error code
+// ("CODE: field: ..."), or in parentheses.
+func nameFlag(msg, field string) string {
+	flag, ok := flagOf[field]
+	if !ok {
+		return msg
+	}
+	if m, ok := strings.CutPrefix(msg, field+": "); ok {
+		return flag + ": " + m
+	}
+	if i := strings.Index(msg, ": "+field+": "); i >= 0 {
+		return msg[:i] + ": " + flag + ": " + msg[i+len(field)+4:]
+	}
+	return strings.Replace(msg, "("+field+")", "("+flag+")", 1)
+}
 
 // tlsHint suggests pinning the certificate when the server's certificate
 // is refused for its name or its signer, as a self-signed one is; the

@@ -391,7 +391,7 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if secs, ok := ce.Details["retryAfterSeconds"].(int); ok && status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 	}
-	nativeapi.WriteError(w, r, status, ce.Code, ce.Message, ce.Details)
+	nativeapi.WriteError(w, r, status, ce.Code, ce.Message, nativeapi.ErrorDetails(ce))
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

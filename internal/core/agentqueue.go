@@ -100,7 +100,7 @@ func (q *AgentQueue) Ack(ctx context.Context, agentID string, ack agentproto.Ack
 	switch ack.Result {
 	case agentproto.ResultOK, agentproto.ResultUserNotFound, agentproto.ResultFailed, agentproto.ResultBadCommand:
 	default:
-		return false, errorf(CodeInvalidArgument, "result: unknown")
+		return false, fieldErrorf(CodeInvalidArgument, "result", "unknown")
 	}
 	if len(ack.Message) > maxAckMessage {
 		ack.Message = strings.ToValidUTF8(ack.Message[:maxAckMessage], "")
@@ -108,7 +108,7 @@ func (q *AgentQueue) Ack(ctx context.Context, agentID string, ack agentproto.Ack
 	if ctlchar.Contains(ack.Message) {
 		// The agent replaces them before sending; one that does not is
 		// refused rather than have its text reach a terminal.
-		return false, errorf(CodeInvalidArgument, "message: no control characters")
+		return false, fieldErrorf(CodeInvalidArgument, "message", "no control characters")
 	}
 	cmd, err := q.store.GetAgentCommand(ctx, q.store.DB, ack.ID)
 	if errors.Is(err, store.ErrNotFound) {

@@ -47,13 +47,13 @@ func (s *Service) CreateAgentToken(ctx context.Context, p Principal, req apiv1.A
 	}
 	name := strings.TrimSpace(req.InstanceName)
 	if len(name) > 128 || ctlchar.Contains(name) {
-		return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "instanceName: at most 128 printable characters (no control characters)")
+		return apiv1.AgentTokenCreated{}, fieldErrorf(CodeInvalidArgument, "instanceName", "at most 128 printable characters (no control characters)")
 	}
 	ttl := DefaultAgentTokenTTL
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 || d > MaxAgentTokenTTL {
-			return apiv1.AgentTokenCreated{}, errorf(CodeInvalidArgument, "ttl: a duration such as 1h, more than 0 and at most %s", MaxAgentTokenTTL)
+			return apiv1.AgentTokenCreated{}, fieldErrorf(CodeInvalidArgument, "ttl", "a duration such as 1h, more than 0 and at most %s", MaxAgentTokenTTL)
 		}
 		ttl = d
 	}
@@ -109,17 +109,17 @@ type AgentIdentity struct {
 // found by the name the token is bound to, whose BMC keeps its power. Unknown, used and expired tokens are refused alike.
 func (s *Service) EnrollAgent(ctx context.Context, e AgentEnrolment) (AgentIdentity, error) {
 	if e.OSType != OSLinux && e.OSType != OSWindows {
-		return AgentIdentity{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
+		return AgentIdentity{}, fieldErrorf(CodeInvalidArgument, "os", "must be linux or windows")
 	}
 	if len(e.PublicKey) != 32 {
-		return AgentIdentity{}, errorf(CodeInvalidArgument, "publicKey: an X25519 public key of 32 bytes")
+		return AgentIdentity{}, fieldErrorf(CodeInvalidArgument, "publicKey", "an X25519 public key of 32 bytes")
 	}
 	host := strings.TrimSpace(e.Hostname)
 	if host == "" || len(host) > 128 || ctlchar.Contains(host) {
-		return AgentIdentity{}, errorf(CodeInvalidArgument, "hostname: 1-128 printable characters (no control characters)")
+		return AgentIdentity{}, fieldErrorf(CodeInvalidArgument, "hostname", "1-128 printable characters (no control characters)")
 	}
 	if len(e.Version) > 64 || ctlchar.Contains(e.Version) {
-		return AgentIdentity{}, errorf(CodeInvalidArgument, "version: at most 64 characters")
+		return AgentIdentity{}, fieldErrorf(CodeInvalidArgument, "version", "at most 64 characters")
 	}
 	if _, ok := s.drivers.Guest[AgentGuestDriver]; !ok {
 		return AgentIdentity{}, errorf(CodeUnknownDriver, "this server has no agent channel")

@@ -72,30 +72,30 @@ func (s *Service) prepareBareMetal(ctx context.Context, p Principal, req *apiv1.
 			"a server with a BMC is registered by the operator")
 	}
 	if req.Power.Driver != IPMIDriver {
-		return nil, errorf(CodeInvalidArgument, "bmc: only for a power link of driver %q", IPMIDriver)
+		return nil, fieldErrorf(CodeInvalidArgument, "bmc", "only for a power link of driver %q", IPMIDriver)
 	}
 	if req.BMC == nil {
-		return nil, errorf(CodeInvalidArgument, "bmc: the BMC's user and password are required with power driver %q", IPMIDriver)
+		return nil, fieldErrorf(CodeInvalidArgument, "bmc", "the BMC's user and password are required with power driver %q", IPMIDriver)
 	}
 	if _, ok := s.drivers.Power[IPMIDriver]; !ok || s.bmcs == nil {
-		return nil, errorf(CodeUnknownDriver, "power.driver: %q is not a power driver of this server", IPMIDriver)
+		return nil, fieldErrorf(CodeUnknownDriver, "power.driver", "%q is not a power driver of this server", IPMIDriver)
 	}
 	if _, ok := s.drivers.Guest[AgentGuestDriver]; !ok {
-		return nil, errorf(CodeUnknownDriver, "guest.driver: this server has no agent channel (%q)", AgentGuestDriver)
+		return nil, fieldErrorf(CodeUnknownDriver, "guest.driver", "this server has no agent channel (%q)", AgentGuestDriver)
 	}
 	if req.Guest.Driver == "" {
 		// The server's fleetpass agent joins the instance when it enrols.
 		req.Guest = apiv1.DriverLink{Driver: AgentGuestDriver}
 	}
 	if req.Guest.Driver != AgentGuestDriver {
-		return nil, errorf(CodeInvalidArgument, "guest.driver: a bare-metal server is reached through the fleetpass agent (%q)", AgentGuestDriver)
+		return nil, fieldErrorf(CodeInvalidArgument, "guest.driver", "a bare-metal server is reached through the fleetpass agent (%q)", AgentGuestDriver)
 	}
 	if req.Guest.Address != "" {
-		return nil, errorf(CodeInvalidArgument, "guest.address: leave it empty; the server's agent joins the instance when it enrols with a token bound to its name")
+		return nil, fieldErrorf(CodeInvalidArgument, "guest.address", "leave it empty; the server's agent joins the instance when it enrols with a token bound to its name")
 	}
 	addr, err := ipmi.ParseAddress(strings.TrimSpace(req.Power.Address))
 	if err != nil {
-		return nil, errorf(CodeInvalidArgument, "power.address: %v", err)
+		return nil, fieldErrorf(CodeInvalidArgument, "power.address", "%v", err)
 	}
 	req.Power.Address, req.Power.Host = addr, ""
 	suite := ipmi.DefaultCipherSuite
@@ -117,13 +117,13 @@ func (s *Service) prepareBareMetal(ctx context.Context, p Principal, req *apiv1.
 // bmcLogin validates a BMC's user, password and cipher suite.
 func bmcLogin(addr, user, password string, suite int) (BMCLogin, error) {
 	if user == "" || len(user) > maxBMCUser || strings.ContainsFunc(user, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
-		return BMCLogin{}, errorf(CodeInvalidArgument, "bmc.user: 1-%d printable ASCII characters without spaces", maxBMCUser)
+		return BMCLogin{}, fieldErrorf(CodeInvalidArgument, "bmc.user", "1-%d printable ASCII characters without spaces", maxBMCUser)
 	}
 	if password == "" || len(password) > maxBMCPassword {
-		return BMCLogin{}, errorf(CodeInvalidArgument, "bmc.password: 1-%d bytes (IPMI 2.0's limit)", maxBMCPassword)
+		return BMCLogin{}, fieldErrorf(CodeInvalidArgument, "bmc.password", "1-%d bytes (IPMI 2.0's limit)", maxBMCPassword)
 	}
 	if err := ipmi.ValidateCipherSuite(suite); err != nil {
-		return BMCLogin{}, errorf(CodeInvalidArgument, "bmc.cipherSuite: %v", err)
+		return BMCLogin{}, fieldErrorf(CodeInvalidArgument, "bmc.cipherSuite", "%v", err)
 	}
 	return BMCLogin{Address: addr, User: user, Password: []byte(password), CipherSuite: suite}, nil
 }
@@ -235,13 +235,13 @@ func (s *Service) SetBMC(ctx context.Context, p Principal, id string, req apiv1.
 	addr := cur.Address
 	if req.Address != "" {
 		if addr, err = ipmi.ParseAddress(strings.TrimSpace(req.Address)); err != nil {
-			return apiv1.Instance{}, errorf(CodeInvalidArgument, "address: %v", err)
+			return apiv1.Instance{}, fieldErrorf(CodeInvalidArgument, "address", "%v", err)
 		}
 	}
 	user, password, suite := cur.User, string(cur.Password), cur.CipherSuite
 	if req.User != "" && req.User != cur.User {
 		if req.Password == "" {
-			return apiv1.Instance{}, errorf(CodeInvalidArgument, "password: a new user needs its password")
+			return apiv1.Instance{}, fieldErrorf(CodeInvalidArgument, "password", "a new user needs its password")
 		}
 		user = req.User
 	}

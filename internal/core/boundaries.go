@@ -76,11 +76,11 @@ func (s *Service) checkLinks(ctx context.Context, q store.Querier, p Principal, 
 	}
 	pd, ok := s.drivers.Power[power.Driver]
 	if !ok {
-		return errorf(CodeUnknownDriver, "power.driver: %q is not a power driver of this server", power.Driver)
+		return fieldErrorf(CodeUnknownDriver, "power.driver", "%q is not a power driver of this server", power.Driver)
 	}
 	gd, ok := s.drivers.Guest[guest.Driver]
 	if !ok {
-		return errorf(CodeUnknownDriver, "guest.driver: %q is not a guest channel of this server", guest.Driver)
+		return fieldErrorf(CodeUnknownDriver, "guest.driver", "%q is not a guest channel of this server", guest.Driver)
 	}
 	if power.Address == "" || guest.Address == "" {
 		return errorf(CodeInvalidArgument, "power.address and guest.address are required")

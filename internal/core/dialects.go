@@ -179,7 +179,7 @@ func (s *Service) SearchInstances(ctx context.Context, p Principal, q SearchQuer
 		q.Limit = clampLimit(q.Limit)
 	}
 	if len(q.IDs) > MaxBatch {
-		return nil, 0, errorf(CodeTooManyInstances, "instanceIds: at most %d instances a request, got %d", MaxBatch, len(q.IDs))
+		return nil, 0, fieldErrorf(CodeTooManyInstances, "instanceIds", "at most %d instances a request, got %d", MaxBatch, len(q.IDs))
 	}
 	list, total, err := s.store.SearchInstances(ctx, store.InstanceSearch{Tenant: p.scope(), IDs: q.IDs, States: q.States,
 		NameContains: q.NameContains, Offset: q.Offset, Limit: q.Limit})

@@ -42,6 +42,12 @@ const (
 type Error struct {
 	Code    string
 	Message string
+	// Field is the request field the error is about, by its apiv1 JSON
+	// name ("mode", "instanceIds", "bmc.user"), when there is one, so that
+	// a front door can name it in its own words (the CLI as a flag)
+	// without reading the message. The message names it as a prefix
+	// "Field: ..." (fieldErrorf) or in parentheses "(Field)".
+	Field   string
 	Details map[string]any
 	// Err is the underlying cause, kept for logs (never shown to callers
 	// for internal errors).
@@ -59,6 +65,12 @@ func (e *Error) Unwrap() error { return e.Err }
 
 func errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// fieldErrorf is an error about one request field: its message is
+// "field: " and the formatted reason.
+func fieldErrorf(code, field, format string, args ...any) *Error {
+	return &Error{Code: code, Field: field, Message: field + ": " + fmt.Sprintf(format, args...)}
 }
 
 // storeFailed answers a failed database call: the one failure callers may

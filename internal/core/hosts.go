@@ -22,26 +22,30 @@ const (
 	MaxHostConcurrency     = 256
 )
 
-// HostConnector opens and closes the connections to hosts. The libvirt
-// driver implements it (through the server's adapter, which also applies
-// the host's concurrency limit to the engine).
+// HostConnector is the hypervisor driver seen from the service. Every
+// replica's set of host connections follows the hosts table (the inventory
+// keeps it so), and one replica at a time, the host's owner, follows each
+// host and records its connection state in the database; the service reads
+// that record, so that every replica answers the same.
 type HostConnector interface {
-	// Connect validates uri and starts connecting to it in the background.
-	// It fails only when the URI cannot work (unsupported scheme, bad
-	// parameters), not when the host is unreachable right now.
-	Connect(h apiv1.Host) error
-	Disconnect(id string)
-	// Status fills the host's live fields (connected, error, version).
-	Status(h *apiv1.Host)
+	// Validate tells whether the driver can use the host's URI
+	// (supported scheme, known parameters), without connecting: a host
+	// unreachable right now is still added.
+	Validate(h apiv1.Host) error
+	// HostAdded and HostRemoved tell that this replica added or removed
+	// a host, so that its own connections follow at once rather than at
+	// its next pass (other replicas hear of it through the database).
+	HostAdded(h apiv1.Host)
+	HostRemoved(id string)
 }
 
 // SetHostConnector installs the host connector; without one, adding a host
 // is refused.
 func (s *Service) SetHostConnector(c HostConnector) { s.hosts = c }
 
-// AddHost registers a libvirt host (admin only) and starts connecting to
-// it; its domains become instances of the host's tenant as the inventory
-// sync finds them.
+// AddHost registers a libvirt host (admin only); a replica then connects
+// to it and its domains become instances of the host's tenant as the
+// inventory finds them.
 func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate) (apiv1.Host, error) {
 	if !p.Admin {
 		return apiv1.Host{}, errorf(CodeForbidden, "only an admin key may add hosts")
@@ -58,11 +62,11 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 	h.Tenant = tenant
 	u, err := url.Parse(h.URI)
 	if h.URI == "" || err != nil || u.Scheme == "" {
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: a libvirt connection URI such as qemu:///system or qemu+ssh://root@host/system")
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "uri", "a libvirt connection URI such as qemu:///system or qemu+ssh://root@host/system")
 	}
 	if _, hasPassword := u.User.Password(); hasPassword {
 		// A URI is shown in lists and logs: it must not carry a secret.
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: must not contain a password; use an SSH key (keyfile=) or TLS certificates")
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "uri", "must not contain a password; use an SSH key (keyfile=) or TLS certificates")
 	}
 	if h.Name == "" {
 		h.Name = u.Hostname()
@@ -71,23 +75,23 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 		}
 	}
 	if len(h.Name) > 128 || ctlchar.Contains(h.Name) {
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "name: at most 128 printable characters")
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "name", "at most 128 printable characters")
 	}
 	switch {
 	case h.MaxConcurrency == 0:
 		h.MaxConcurrency = DefaultHostConcurrency
 	case h.MaxConcurrency < 0 || h.MaxConcurrency > MaxHostConcurrency:
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "maxConcurrency: 1 to %d", MaxHostConcurrency)
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "maxConcurrency", "1 to %d", MaxHostConcurrency)
 	}
 	switch h.DefaultOSType {
 	case "":
 		h.DefaultOSType = OSLinux
 	case OSLinux, OSWindows:
 	default:
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "defaultOsType: linux or windows")
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "defaultOsType", "linux or windows")
 	}
-	if err := s.hosts.Connect(h); err != nil {
-		return apiv1.Host{}, errorf(CodeInvalidArgument, "uri: %v", err)
+	if err := s.hosts.Validate(h); err != nil {
+		return apiv1.Host{}, fieldErrorf(CodeInvalidArgument, "uri", "%v", err)
 	}
 	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := s.store.GetTenant(ctx, tx, h.Tenant); err != nil {
@@ -105,25 +109,66 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 		return s.audit(ctx, tx, p, h.Tenant, "host.add", h.ID, "")
 	})
 	if err != nil {
-		s.hosts.Disconnect(h.ID)
 		return apiv1.Host{}, wrapStore(err)
 	}
-	s.hosts.Status(&h)
+	s.hosts.HostAdded(h)
+	applyHostStatus(&h, store.HostStatus{}, false)
 	return h, nil
 }
 
-// ListHosts lists the hosts p may see with their live connection state.
+// ListHosts lists the hosts p may see with their connection state as their
+// owners last recorded it.
 func (s *Service) ListHosts(ctx context.Context, p Principal) ([]apiv1.Host, error) {
 	list, err := s.store.ListHosts(ctx, p.scope())
 	if err != nil {
 		return nil, storeFailed(err)
 	}
-	if s.hosts != nil {
-		for i := range list {
-			s.hosts.Status(&list[i])
-		}
+	statuses, err := s.store.ListHostStatuses(ctx)
+	if err != nil {
+		return nil, storeFailed(err)
+	}
+	for i := range list {
+		st, ok := statuses[list[i].ID]
+		applyHostStatus(&list[i], st, ok)
 	}
 	return list, nil
+}
+
+// applyHostStatus fills a host's connection fields from its owner's record
+// (ok false: none yet). A record whose writer no longer holds the host's
+// lease is history: nobody follows the host until another replica takes
+// it over, within the lease's time to live.
+func applyHostStatus(h *apiv1.Host, st store.HostStatus, ok bool) {
+	switch {
+	case !ok:
+		h.Connected, h.Error = false, "waiting for a replica to connect"
+	case !st.Current:
+		h.Connected, h.Error = false, "no replica follows this host right now (the last was "+st.Owner+"); another takes it over shortly"
+	default:
+		h.Connected, h.Error, h.LibvirtVersion, h.Owner = st.Connected, st.Error, st.LibvirtVersion, st.Owner
+		if st.Connected {
+			h.Error = ""
+		}
+	}
+}
+
+// DisconnectedHosts counts the hosts no replica is connected to now.
+func (s *Service) DisconnectedHosts(ctx context.Context) (int, error) {
+	list, err := s.store.ListHosts(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	statuses, err := s.store.ListHostStatuses(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, h := range list {
+		if st, ok := statuses[h.ID]; !ok || !st.Current || !st.Connected {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // GetHost reads a host p may see.
@@ -135,15 +180,17 @@ func (s *Service) GetHost(ctx context.Context, p Principal, id string) (apiv1.Ho
 	if err != nil {
 		return apiv1.Host{}, storeFailed(err)
 	}
-	if s.hosts != nil {
-		s.hosts.Status(&h)
+	st, err := s.store.GetHostStatus(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return apiv1.Host{}, storeFailed(err)
 	}
+	applyHostStatus(&h, st, err == nil)
 	return h, nil
 }
 
-// RemoveHost disconnects a host and removes it with its instances (admin
-// only). Their operations stay as history. Refused while an operation
-// holds one of its instances.
+// RemoveHost removes a host with its instances (admin only), and every
+// replica disconnects from it. Their operations stay as history. Refused
+// while an operation holds one of its instances.
 func (s *Service) RemoveHost(ctx context.Context, p Principal, id string) error {
 	if !p.Admin {
 		return errorf(CodeForbidden, "only an admin key may remove hosts")
@@ -179,7 +226,7 @@ func (s *Service) RemoveHost(ctx context.Context, p Principal, id string) error 
 		return wrapStore(err)
 	}
 	if s.hosts != nil {
-		s.hosts.Disconnect(id)
+		s.hosts.HostRemoved(id)
 	}
 	return nil
 }
@@ -200,7 +247,13 @@ type HostDomain struct {
 // machines: new machines become instances, renamed ones are renamed, idle
 // ones take the state the host reports, and machines the host no longer has
 // are marked MISSING, never deleted with their history.
-func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []HostDomain) error {
+//
+// fence is the caller's lease on the host (its owner's): the reconcile
+// happens only while that lease is still the caller's, in the same term, so
+// a replica that lost the host cannot overwrite what the new owner saw; it
+// fails with store.ErrLeaseLost then. nil means no fencing, for a caller
+// that is the database's only writer (tests).
+func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []HostDomain, fence *store.Lease) error {
 	h, err := s.store.GetHost(ctx, s.store.DB, hostID)
 	if err != nil {
 		return err
@@ -212,6 +265,11 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 		// add it: they take turns instead.
 		if err := s.store.LockHost(ctx, tx, h.ID); err != nil {
 			return err
+		}
+		if fence != nil {
+			if err := s.store.CheckLease(ctx, tx, *fence); err != nil {
+				return err
+			}
 		}
 		existing, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
 		if err != nil {
@@ -299,14 +357,24 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 
 // MarkHostUnreachable sets every idle instance of a host whose connection
 // is down to UNKNOWN (except those already MISSING): their state cannot be
-// known until the connection is back.
-func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string) error {
+// known until the connection is back. fence is as for ReconcileHost: only
+// the host's owner marks them, so that another replica's own trouble
+// reaching the host does not flip their states.
+func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string, fence *store.Lease) error {
 	h, err := s.store.GetHost(ctx, s.store.DB, hostID)
 	if err != nil {
 		return err
 	}
 	changed := false
 	err = s.store.InTx(ctx, func(tx *sql.Tx) error {
+		if err := s.store.LockHost(ctx, tx, h.ID); err != nil {
+			return err
+		}
+		if fence != nil {
+			if err := s.store.CheckLease(ctx, tx, *fence); err != nil {
+				return err
+			}
+		}
 		list, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
 		if err != nil {
 			return err

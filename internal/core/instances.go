@@ -40,17 +40,17 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 	}
 	name := strings.TrimSpace(req.Name)
 	if name == "" || len(name) > 128 || ctlchar.Contains(name) {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "name: 1-128 printable characters (no control characters)")
+		return apiv1.Instance{}, fieldErrorf(CodeInvalidArgument, "name", "1-128 printable characters (no control characters)")
 	}
 	if req.OSType != OSLinux && req.OSType != OSWindows {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "osType: must be linux or windows")
+		return apiv1.Instance{}, fieldErrorf(CodeInvalidArgument, "osType", "must be linux or windows")
 	}
 	user := req.AdminUser
 	if user == "" {
 		user = DefaultAdminUser(req.OSType)
 	}
 	if !userNameRe.MatchString(user) {
-		return apiv1.Instance{}, errorf(CodeInvalidArgument, "adminUser: not a valid user name")
+		return apiv1.Instance{}, fieldErrorf(CodeInvalidArgument, "adminUser", "not a valid user name")
 	}
 	var bm *bareMetal
 	if req.Power.Driver == IPMIDriver || req.BMC != nil {
@@ -192,7 +192,7 @@ func decodeCursor(c string, v any) error {
 		err = json.Unmarshal(b, v)
 	}
 	if err != nil {
-		return errorf(CodeInvalidArgument, "cursor: not one this server gave")
+		return fieldErrorf(CodeInvalidArgument, "cursor", "not one this server gave")
 	}
 	return nil
 }
@@ -201,10 +201,10 @@ func decodeCursor(c string, v any) error {
 // then id (a stable order: a page boundary survives inserts and deletes).
 func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuery) (apiv1.InstanceList, error) {
 	if q.State != "" && !slices.Contains(instanceStates, strings.ToUpper(q.State)) {
-		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "state: not an instance state; one of %s", strings.Join(instanceStates, ", "))
+		return apiv1.InstanceList{}, fieldErrorf(CodeInvalidArgument, "state", "not an instance state; one of %s", strings.Join(instanceStates, ", "))
 	}
 	if q.OSType != "" && q.OSType != OSLinux && q.OSType != OSWindows {
-		return apiv1.InstanceList{}, errorf(CodeInvalidArgument, "os: must be linux or windows")
+		return apiv1.InstanceList{}, fieldErrorf(CodeInvalidArgument, "os", "must be linux or windows")
 	}
 	f := store.InstanceFilter{Tenant: p.scope(), State: strings.ToUpper(q.State), OSType: q.OSType, NamePrefix: q.NamePrefix,
 		Limit: clampLimit(q.Limit) + 1}

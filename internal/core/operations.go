@@ -69,10 +69,10 @@ type PowerRequest struct {
 // checkIDs applies the rules every batch shares.
 func checkIDs(ids []string) error {
 	if len(ids) == 0 {
-		return errorf(CodeEmptyInstanceList, "instanceIds: name at least one instance")
+		return fieldErrorf(CodeEmptyInstanceList, "instanceIds", "name at least one instance")
 	}
 	if len(ids) > MaxBatch {
-		return errorf(CodeTooManyInstances, "instanceIds: at most %d instances a request, got %d", MaxBatch, len(ids))
+		return fieldErrorf(CodeTooManyInstances, "instanceIds", "at most %d instances a request, got %d", MaxBatch, len(ids))
 	}
 	seen := make(map[string]bool, len(ids))
 	var dups, malformed []string
@@ -86,7 +86,7 @@ func checkIDs(ids []string) error {
 		}
 	}
 	if len(dups) > 0 {
-		return &Error{Code: CodeDuplicateInstanceID, Message: "instanceIds: each instance may appear once",
+		return &Error{Code: CodeDuplicateInstanceID, Field: "instanceIds", Message: "instanceIds: each instance may appear once",
 			Details: map[string]any{"duplicateIds": dups}}
 	}
 	if len(malformed) > 0 {
@@ -184,7 +184,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 		mode = apiv1.ModeAuto
 	}
 	if mode != apiv1.ModeAuto && mode != apiv1.ModeOnline && mode != apiv1.ModeOffline {
-		return apiv1.Operation{}, errorf(CodeInvalidArgument, "mode: must be auto, online or offline")
+		return apiv1.Operation{}, fieldErrorf(CodeInvalidArgument, "mode", "must be auto, online or offline")
 	}
 	method := req.Method
 	if method == "" {
@@ -194,14 +194,14 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 	case apiv1.MethodAuto, apiv1.MethodGuest:
 	case apiv1.MethodDisk:
 		if mode == apiv1.ModeOnline {
-			return apiv1.Operation{}, errorf(CodeInvalidArgument, "method: disk edits a stopped machine's disk, so it needs mode offline (or auto)")
+			return apiv1.Operation{}, fieldErrorf(CodeInvalidArgument, "method", "disk edits a stopped machine's disk, so it needs mode offline (or auto)")
 		}
 		mode = apiv1.ModeOffline
 	default:
-		return apiv1.Operation{}, errorf(CodeInvalidArgument, "method: must be auto, guest or disk")
+		return apiv1.Operation{}, fieldErrorf(CodeInvalidArgument, "method", "must be auto, guest or disk")
 	}
 	if req.User != "" && !userNameRe.MatchString(req.User) {
-		return apiv1.Operation{}, errorf(CodeInvalidArgument, "user: not a valid user name")
+		return apiv1.Operation{}, fieldErrorf(CodeInvalidArgument, "user", "not a valid user name")
 	}
 	if req.Generate == (len(req.Password) > 0) {
 		return apiv1.Operation{}, errorf(CodeInvalidArgument, "give either a password or generate: true")
@@ -299,7 +299,7 @@ func (s *Service) ResetPassword(ctx context.Context, p Principal, req ResetReque
 		return apiv1.Operation{}, &Error{Code: code, Message: msg, Details: map[string]any{"instanceIds": notReady}}
 	}
 	if len(needConsent) > 0 {
-		return apiv1.Operation{}, &Error{Code: CodeConsentRequired,
+		return apiv1.Operation{}, &Error{Code: CodeConsentRequired, Field: "forceStop",
 			Message: "these instances are running and must be shut down for an offline reset; consent to a forced shutdown (forceStop) to go on",
 			Details: map[string]any{"instanceIds": needConsent}}
 	}
@@ -390,14 +390,14 @@ func (s *Service) PowerAction(ctx context.Context, p Principal, req PowerRequest
 	case apiv1.ActionReboot:
 		kind = apiv1.KindReboot
 	default:
-		return apiv1.Operation{}, errorf(CodeInvalidArgument, "action: must be start, stop or reboot")
+		return apiv1.Operation{}, fieldErrorf(CodeInvalidArgument, "action", "must be start, stop or reboot")
 	}
 	stopMode := req.StopMode
 	if stopMode == "" {
 		stopMode = apiv1.StopSoft
 	}
 	if stopMode != apiv1.StopSoft && stopMode != apiv1.StopHard && stopMode != apiv1.StopSoftThenHard {
-		return apiv1.Operation{}, errorf(CodeInvalidArgument, "stopMode: must be soft, hard or soft-then-hard")
+		return apiv1.Operation{}, fieldErrorf(CodeInvalidArgument, "stopMode", "must be soft, hard or soft-then-hard")
 	}
 	if err := checkIDs(req.InstanceIDs); err != nil {
 		return apiv1.Operation{}, err
@@ -550,12 +550,7 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 		if err := events.EmitOperation(ctx, tx, s.store, op); err != nil {
 			return err
 		}
-		for _, id := range ids {
-			if err := events.EmitInstance(ctx, tx, s.store, id); err != nil {
-				return err
-			}
-		}
-		return nil
+		return events.EmitInstances(ctx, tx, s.store, ids)
 	}
 	err := s.store.InTx(ctx, accept)
 	for race := 0; errors.Is(err, errIdempotencyRace) && race < 3; race++ {
@@ -631,7 +626,7 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 	switch q.Status {
 	case "", apiv1.OperationRunning, apiv1.OperationSucceeded, apiv1.OperationFailed, apiv1.OperationPartial:
 	default:
-		return apiv1.OperationList{}, errorf(CodeInvalidArgument, "status: one of running, succeeded, failed, partial")
+		return apiv1.OperationList{}, fieldErrorf(CodeInvalidArgument, "status", "one of running, succeeded, failed, partial")
 	}
 	f := store.OperationFilter{Tenant: p.scope(), InstanceID: q.InstanceID, Status: q.Status, Limit: clampLimit(q.Limit) + 1}
 	if f.Limit > 201 {

@@ -211,7 +211,7 @@ func (s *Service) CreateKey(ctx context.Context, p Principal, req apiv1.KeyCreat
 		return apiv1.KeyCreated{}, err
 	}
 	if len(req.Name) > 100 || ctlchar.Contains(req.Name) {
-		return apiv1.KeyCreated{}, errorf(CodeInvalidArgument, "name: at most 100 printable characters (no control characters)")
+		return apiv1.KeyCreated{}, fieldErrorf(CodeInvalidArgument, "name", "at most 100 printable characters (no control characters)")
 	}
 	id, secret := NewKeyMaterial()
 	var out apiv1.KeyCreated
@@ -298,7 +298,7 @@ func (s *Service) CreateTenant(ctx context.Context, p Principal, req apiv1.Tenan
 		return apiv1.Tenant{}, errorf(CodeForbidden, "only an admin key may create tenants")
 	}
 	if !tenantIDRe.MatchString(req.Name) {
-		return apiv1.Tenant{}, errorf(CodeInvalidArgument, "name: 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit")
+		return apiv1.Tenant{}, fieldErrorf(CodeInvalidArgument, "name", "1-40 characters of a-z, 0-9 and '-', starting with a letter or digit")
 	}
 	var t apiv1.Tenant
 	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
@@ -353,7 +353,7 @@ func (s *Service) ListAudit(ctx context.Context, p Principal, cursor string, lim
 	var before int64
 	if cursor != "" {
 		if _, err := fmt.Sscanf(cursor, "a%d", &before); err != nil {
-			return apiv1.AuditList{}, errorf(CodeInvalidArgument, "cursor: not one this server gave")
+			return apiv1.AuditList{}, fieldErrorf(CodeInvalidArgument, "cursor", "not one this server gave")
 		}
 	}
 	limit = clampLimit(limit)

@@ -186,7 +186,7 @@ func (s *Service) CreateConsoleUser(ctx context.Context, p Principal, name, tena
 		return ConsoleUser{}, err
 	}
 	if !consoleUserRe.MatchString(name) {
-		return ConsoleUser{}, errorf(CodeInvalidArgument, "name: 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+		return ConsoleUser{}, fieldErrorf(CodeInvalidArgument, "name", "1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
 	}
 	if err := checkConsolePassword(pw, name); err != nil {
 		return ConsoleUser{}, err

@@ -3,7 +3,6 @@
 package diskreset_test
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -11,8 +10,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/diskreset"
-	"github.com/fleetpass/fleetpass/internal/guestfs"
-	"github.com/fleetpass/fleetpass/internal/libcrypt"
+	"github.com/fleetpass/fleetpass/internal/guestfs/guestfstest"
 	"github.com/fleetpass/fleetpass/internal/vmtest"
 )
 
@@ -44,7 +42,7 @@ func BenchmarkDiskEdit(b *testing.B) {
 	for range b.N {
 		disk := overlay()
 		t := time.Now()
-		floorEdit(b, disk, "Bench-Pass-123")
+		guestfstest.FloorEdit(b, disk, "root", "Bench-Pass-123")
 		floors = append(floors, time.Since(t))
 
 		disk = overlay()
@@ -75,43 +73,4 @@ func cut(kv string) (string, string, bool) {
 		}
 	}
 	return kv, "", false
-}
-
-// floorEdit is the edit's libguestfs calls, in this process.
-func floorEdit(b *testing.B, disk, password string) {
-	b.Helper()
-	g, err := guestfs.Create()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer g.Close()
-	must := func(err error) {
-		b.Helper()
-		if err != nil {
-			b.Fatalf("%v\n%s", err, g.Log())
-		}
-	}
-	must(g.AddDrive(disk, "qcow2", false))
-	must(g.Launch())
-	must(g.Mount("/dev/sda", "/"))
-	old, err := g.ReadFile("/etc/shadow")
-	must(err)
-	m := diskreset.GuestMethod(func(p string) ([]byte, error) {
-		if ok, _ := g.Exists(p); !ok {
-			return nil, os.ErrNotExist
-		}
-		return g.ReadFile(p)
-	})
-	hash, err := libcrypt.Hash([]byte(password), m.Prefix, m.Rounds)
-	must(err)
-	updated, err := diskreset.ReplaceHash(old, "root", hash, time.Now().Unix()/86400)
-	must(err)
-	must(g.Write("/etc/shadow.fleetpass", updated))
-	must(g.CopyAttributes("/etc/shadow", "/etc/shadow.fleetpass"))
-	must(g.Rename("/etc/shadow.fleetpass", "/etc/shadow"))
-	must(g.Sync())
-	_, err = g.ReadFile("/etc/shadow")
-	must(err)
-	must(g.UmountAll())
-	must(g.Shutdown())
 }

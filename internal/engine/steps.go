@@ -94,7 +94,9 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 		return err
 	}
 	if w.Terminal() {
-		return nil
+		// Ended by an execution that died before it could end the
+		// operation too (or did: then this does nothing).
+		return e.endOperation(ctx, &w, log)
 	}
 	inst, err := e.store.GetInstance(ctx, e.store.DB, w.InstanceID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -276,16 +278,14 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 	if w.State == apiv1.ItemSucceeded {
 		w.Step, w.ErrorCode, w.Message = apiv1.StepDone, "", ""
 	}
-	var opStatus string
 	err := e.store.InTx(ctx, func(tx *sql.Tx) error {
-		var err error
-		if opStatus, err = e.store.FinishItem(ctx, tx, w, instState); err != nil {
-			return err
-		}
-		if err := events.EmitItem(ctx, tx, e.store, w); err != nil {
-			return err
-		}
-		if m != nil {
+		return e.store.FinishItem(ctx, tx, w, instState, func() error {
+			if err := events.EmitItem(ctx, tx, e.store, w); err != nil {
+				return err
+			}
+			if m == nil {
+				return nil
+			}
 			// One instance event for all that changed: the lock, the state
 			// and the latest operation's state. m.inst was read after the
 			// operation took the lock, so it only needs these updates.
@@ -299,20 +299,13 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 					lo.State = apiv1.OpStateFailed
 				}
 			}
-			if err := events.EmitInstanceValue(ctx, tx, e.store, m.inst); err != nil {
-				return err
-			}
-		}
-		if opStatus != apiv1.OperationRunning {
-			op, err := e.store.GetOperation(ctx, tx, w.OperationID)
-			if err != nil {
-				return err
-			}
-			return events.EmitOperation(ctx, tx, e.store, op)
-		}
-		return nil
+			return events.EmitInstanceValue(ctx, tx, e.store, m.inst)
+		})
 	})
 	if err != nil {
+		return err
+	}
+	if err := e.endOperation(ctx, w, log); err != nil {
 		return err
 	}
 	e.bus.Poke()
@@ -325,10 +318,23 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 	if w.StartedAt != nil {
 		e.metrics.ItemDuration.WithLabelValues(w.Kind, result).Observe(time.Since(*w.StartedAt).Seconds())
 	}
-	if opStatus != apiv1.OperationRunning {
-		e.metrics.Operations.WithLabelValues(w.Kind, opStatus).Inc()
-		log.Info("operation ended", "status", opStatus)
+	return nil
+}
+
+// endOperation ends w's operation if w was its last item to end (after the
+// item's end has committed: see store.EndOperation).
+func (e *Engine) endOperation(ctx context.Context, w *store.ItemWork, log *slog.Logger) error {
+	var status string
+	ended, err := e.store.EndOperation(ctx, w.OperationID, func(tx *sql.Tx, op apiv1.Operation) error {
+		status = op.Status
+		return events.EmitOperation(ctx, tx, e.store, op)
+	})
+	if err != nil || !ended {
+		return err
 	}
+	e.bus.Poke()
+	e.metrics.Operations.WithLabelValues(w.Kind, status).Inc()
+	log.Info("operation ended", "status", status)
 	return nil
 }
 

@@ -253,6 +253,28 @@ func EmitInstance(ctx context.Context, q store.Querier, s *store.Store, id strin
 	return EmitInstanceValue(ctx, q, s, in)
 }
 
+// EmitInstances records an instance event for each of ids, in that order,
+// with the instances as they now are: two statements for the lot.
+func EmitInstances(ctx context.Context, q store.Querier, s *store.Store, ids []string) error {
+	ins, err := s.GetInstances(ctx, q, ids)
+	if err != nil {
+		return err
+	}
+	evs := make([]store.NewEvent, 0, len(ids))
+	for _, id := range ids {
+		in, ok := ins[id]
+		if !ok {
+			return fmt.Errorf("instance %q: %w", id, store.ErrNotFound)
+		}
+		data, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("event: %w", err)
+		}
+		evs = append(evs, store.NewEvent{Tenant: in.Tenant, Type: TypeInstance, Ref: in.ID, Data: data})
+	}
+	return s.InsertEvents(ctx, q, evs)
+}
+
 // EmitInstanceValue records an instance event with in, which the caller
 // keeps up to date with what its transaction changed (saving a read).
 func EmitInstanceValue(ctx context.Context, q store.Querier, s *store.Store, in apiv1.Instance) error {

@@ -36,18 +36,7 @@ func NewBMCWatcher(svc *core.Service, s *store.Store, driverName string, p drive
 }
 
 // Run polls until ctx ends.
-func (w *BMCWatcher) Run(ctx context.Context) {
-	t := time.NewTicker(w.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.SyncAll(ctx)
-		}
-	}
-}
+func (w *BMCWatcher) Run(ctx context.Context) { every(ctx, w.interval, w.SyncAll) }
 
 // SyncAll reads every idle instance's BMC once.
 func (w *BMCWatcher) SyncAll(ctx context.Context) {

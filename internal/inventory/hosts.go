@@ -2,10 +2,12 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/store"
 )
 
 // HostChange says that something changed on a host: its connection went up
@@ -22,21 +24,29 @@ type HostSource interface {
 	HostChanges() <-chan HostChange
 }
 
+// HostLeases tells whether this replica owns a host, and its lease then.
+type HostLeases interface {
+	Lease(hostID string) (store.Lease, bool)
+}
+
 // HostWatcher keeps the instances of hypervisor hosts in step with their
 // machines. Every change leads to a full resync of its host after a short
 // quiet period, so a burst of lifecycle events (a host booting fifty VMs)
-// costs one listing, and a dropped event is repaired by the next one.
+// costs one listing, and a dropped event is repaired by the next one. It
+// acts only on the hosts this replica owns, fenced by their leases.
 type HostWatcher struct {
-	svc *core.Service
-	src HostSource
-	log *slog.Logger
+	svc    *core.Service
+	src    HostSource
+	leases HostLeases
+	log    *slog.Logger
 	// settle is the quiet period before a resync.
 	settle time.Duration
 }
 
-// NewHostWatcher makes a watcher over src.
-func NewHostWatcher(svc *core.Service, src HostSource, log *slog.Logger) *HostWatcher {
-	return &HostWatcher{svc: svc, src: src, log: log, settle: 150 * time.Millisecond}
+// NewHostWatcher makes a watcher over src for the hosts leases says this
+// replica owns.
+func NewHostWatcher(svc *core.Service, src HostSource, leases HostLeases, log *slog.Logger) *HostWatcher {
+	return &HostWatcher{svc: svc, src: src, leases: leases, log: log, settle: 150 * time.Millisecond}
 }
 
 // Run follows the source's changes until ctx ends.
@@ -53,8 +63,12 @@ func (w *HostWatcher) Run(ctx context.Context) {
 			if !c.Connected {
 				// Say so at once: operators watch for this.
 				delete(pending, c.HostID)
-				if err := w.svc.MarkHostUnreachable(ctx, c.HostID); err != nil && ctx.Err() == nil {
-					w.log.Warn("inventory: mark host unreachable", "host_id", c.HostID, "err", err)
+				lease, ok := w.leases.Lease(c.HostID)
+				if !ok {
+					continue // another replica owns it: its view counts
+				}
+				if err := w.svc.MarkHostUnreachable(ctx, c.HostID, &lease); err != nil && ctx.Err() == nil {
+					w.logFailure("inventory: mark host unreachable", c.HostID, err)
 				}
 				continue
 			}
@@ -71,8 +85,13 @@ func (w *HostWatcher) Run(ctx context.Context) {
 	}
 }
 
-// Resync lists a host's machines and reconciles its instances with them.
+// Resync lists a host's machines and reconciles its instances with them,
+// if this replica owns the host.
 func (w *HostWatcher) Resync(ctx context.Context, hostID string) {
+	lease, ok := w.leases.Lease(hostID)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	domains, err := w.src.HostDomains(ctx, hostID)
@@ -83,7 +102,17 @@ func (w *HostWatcher) Resync(ctx context.Context, hostID string) {
 		}
 		return
 	}
-	if err := w.svc.ReconcileHost(ctx, hostID, domains); err != nil && ctx.Err() == nil {
-		w.log.Warn("inventory: reconcile host", "host_id", hostID, "err", err)
+	if err := w.svc.ReconcileHost(ctx, hostID, domains, &lease); err != nil && ctx.Err() == nil {
+		w.logFailure("inventory: reconcile host", hostID, err)
 	}
+}
+
+// logFailure logs a failed change of a host's instances; one fenced off
+// because the host passed to another replica is expected on a hand-over.
+func (w *HostWatcher) logFailure(msg, hostID string, err error) {
+	if errors.Is(err, store.ErrLeaseLost) {
+		w.log.Info(msg+": the host passed to another replica", "host_id", hostID)
+		return
+	}
+	w.log.Warn(msg, "host_id", hostID, "err", err)
 }

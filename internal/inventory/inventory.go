@@ -49,6 +49,19 @@ type Syncer struct {
 	// watched are power drivers whose state a watcher of their own keeps
 	// (BMCWatcher): this syncer only checks their guests.
 	watched map[string]bool
+	// mine, when set, tells which instances this replica syncs: replicas
+	// sharing a database split them rather than each sync them all.
+	mine func(apiv1.Instance) bool
+}
+
+// Partition makes the syncer refresh only the instances mine accepts:
+// with several replicas each takes its share (a brief overlap when
+// replicas come and go is harmless, a refresh is idempotent).
+func (y *Syncer) Partition(mine func(apiv1.Instance) bool) { y.mine = mine }
+
+// skip tells whether an instance is not this pass's to refresh.
+func (y *Syncer) skip(in apiv1.Instance) bool {
+	return in.Busy || (y.mine != nil && !y.mine(in))
 }
 
 // LeavePower tells the syncer that another watcher keeps the power state of
@@ -71,28 +84,8 @@ func New(svc *core.Service, s *store.Store, d engine.Drivers, log *slog.Logger, 
 // Run syncs new (PENDING) instances every second and every idle instance
 // every interval, until ctx ends. The two passes run independently.
 func (y *Syncer) Run(ctx context.Context) {
-	go func() {
-		fast := time.NewTicker(time.Second)
-		defer fast.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-fast.C:
-				y.syncPending(ctx)
-			}
-		}
-	}()
-	full := time.NewTicker(y.interval)
-	defer full.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-full.C:
-			y.startSweeps(ctx)
-		}
-	}
+	go every(ctx, time.Second, y.syncPending)
+	every(ctx, y.interval, y.startSweeps)
 }
 
 // syncPending starts a refresh of each new instance not being refreshed,
@@ -107,7 +100,7 @@ func (y *Syncer) syncPending(ctx context.Context) {
 		return
 	}
 	for _, in := range list {
-		if in.Busy {
+		if y.skip(in) {
 			continue
 		}
 		y.mu.Lock()
@@ -201,7 +194,7 @@ func (y *Syncer) sweepTenant(ctx context.Context, tenant string) {
 			return
 		}
 		for _, in := range list {
-			if in.Busy {
+			if y.skip(in) {
 				continue
 			}
 			select {

@@ -258,13 +258,28 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		if status >= 500 {
 			a.log.ErrorContext(r.Context(), "request failed", "code", ce.Code, "err", err)
 		}
-		WriteError(w, r, status, ce.Code, ce.Message, ce.Details)
+		WriteError(w, r, status, ce.Code, ce.Message, ErrorDetails(ce))
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads an answer.
 	default:
 		a.log.ErrorContext(r.Context(), "request failed", "err", err)
 		WriteError(w, r, http.StatusInternalServerError, core.CodeInternal, "internal error; see the server log for the request id", nil)
 	}
+}
+
+// ErrorDetails is the details of a core error's answer: its own, and the
+// field it is about (apiv1.DetailField), in a copy (the core's map is its
+// own). The console answers with them too.
+func ErrorDetails(ce *core.Error) map[string]any {
+	if ce.Field == "" {
+		return ce.Details
+	}
+	d := make(map[string]any, len(ce.Details)+1)
+	for k, v := range ce.Details {
+		d[k] = v
+	}
+	d[apiv1.DetailField] = ce.Field
+	return d
 }
 
 // WriteError answers an error in the native API's format; the console uses

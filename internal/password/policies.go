@@ -118,25 +118,7 @@ func TencentWindows() Policy {
 // types: like Strictest, a password it accepts is accepted by the rule of
 // every type listed, and an unknown type counts as both.
 func Tencent(osTypes ...string) Policy {
-	var linux, windows bool
-	for _, t := range osTypes {
-		switch strings.ToLower(strings.TrimSpace(t)) {
-		case OSLinux:
-			linux = true
-		case OSWindows:
-			windows = true
-		default:
-			linux, windows = true, true
-		}
-	}
-	switch {
-	case linux && !windows:
-		return TencentLinux()
-	case windows && !linux:
-		return TencentWindows()
-	default:
-		return combine(TencentLinux(), TencentWindows())
-	}
+	return forTypes(TencentLinux(), TencentWindows(), osTypes)
 }
 
 func fourClasses(specials string) []Class {
@@ -154,7 +136,28 @@ func fourClasses(specials string) []Class {
 // unknown OS type, or no type at all, yields the strictest policy of all,
 // since a password too weak for some instance must not slip through.
 func Strictest(osTypes ...string) Policy {
-	var linux, windows bool
+	return forTypes(Linux(), Windows(), osTypes)
+}
+
+// forTypes picks, of one family's Linux and Windows rules, the one a batch of
+// the given OS types needs: both combined when the batch mixes them, and
+// when a type is unknown or none is given, so that a password too weak for
+// some instance cannot slip through.
+func forTypes(linux, windows Policy, osTypes []string) Policy {
+	hasLinux, hasWindows := classify(osTypes)
+	switch {
+	case hasLinux && !hasWindows:
+		return linux
+	case hasWindows && !hasLinux:
+		return windows
+	default:
+		return combine(linux, windows)
+	}
+}
+
+// classify says which kinds of OS a batch holds (case and surrounding space
+// ignored); an unknown type counts as both.
+func classify(osTypes []string) (linux, windows bool) {
 	for _, t := range osTypes {
 		switch strings.ToLower(strings.TrimSpace(t)) {
 		case OSLinux:
@@ -165,14 +168,7 @@ func Strictest(osTypes ...string) Policy {
 			linux, windows = true, true
 		}
 	}
-	switch {
-	case linux && !windows:
-		return Linux()
-	case windows && !linux:
-		return Windows()
-	default:
-		return combine(Linux(), Windows())
-	}
+	return linux, windows
 }
 
 // combine returns a policy that accepts only what both a and b accept. It

@@ -224,7 +224,10 @@ func TestChannelBusy(t *testing.T) {
 		}
 		defer c.Close()
 	}
-	ch := &Channel{SyncTimeout: 300 * time.Millisecond}
+	// Long enough for at least one dial to meet the full backlog on a
+	// loaded machine: with 300 ms, a run at load average 18 reached the
+	// deadline before its first dial, which says nothing of the agent.
+	ch := &Channel{SyncTimeout: 2 * time.Second}
 	err = ch.Ping(testContext(t), driver.Ref{Address: path})
 	if !errors.Is(err, driver.ErrGuestNotAlive) || !driver.IsTransient(err) || !errors.Is(err, errBusy) {
 		t.Fatalf("got %v, want a transient ErrGuestNotAlive (busy)", err)

@@ -2,26 +2,19 @@ package realbmc
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"log/slog"
-
 	"github.com/fleetpass/fleetpass/internal/agentserver"
+	"github.com/fleetpass/fleetpass/internal/agenttest"
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/cli"
 	"github.com/fleetpass/fleetpass/internal/client"
@@ -30,37 +23,18 @@ import (
 	"github.com/fleetpass/fleetpass/internal/guesttest"
 	"github.com/fleetpass/fleetpass/internal/ipmitest"
 	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 const (
 	// user is the login the tests reset on the stand-in servers.
 	user = "alice"
-	// agentState is where a server's agent keeps its identity: the guest's
-	// private /etc, which survives its power cycles.
-	agentState = "/etc/fleetpass-agent/state.json"
 )
 
-// syncBuffer is a log sink tests read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// env is a whole fleetpass server, assembled by server.Open as `fleetpass
-// serve` does, serving over HTTP on a fixed loopback address, so that the
-// agents find it again after a restart.
+// env is a whole fleetpass server (servertest: server.Open as `fleetpass
+// serve` runs it) on SQLite in its data directory, serving on a fixed
+// loopback address so that the agents find it again after a restart.
 type env struct {
 	t        testing.TB
 	dataDir  string
@@ -68,19 +42,11 @@ type env struct {
 	url      string
 	credFile string
 	client   *client.Client
-	logs     *syncBuffer
 	agentBin string
 
-	mu  sync.Mutex
-	run *serverRun
-}
-
-// serverRun is one run of the server, from Open to Close.
-type serverRun struct {
-	srv    *server.Server
-	hs     *http.Server
-	cancel context.CancelFunc
-	done   chan struct{}
+	mu   sync.Mutex
+	srv  *servertest.Server
+	runs []*testutil.LogBuffer
 }
 
 func newEnv(t testing.TB) *env {
@@ -91,26 +57,18 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, dataDir: t.TempDir(), logs: &syncBuffer{}, agentBin: buildAgent(t), addr: ln.Addr().String()}
+	e := &env{t: t, dataDir: t.TempDir(), agentBin: agenttest.Build(t), addr: ln.Addr().String()}
 	ln.Close()
 	e.url = "http://" + e.addr
 	e.start()
 	t.Cleanup(func() {
 		e.stop()
 		if t.Failed() {
-			t.Logf("server log:\n%s", e.logs.String())
+			t.Logf("server log:\n%s", e.logs())
 		}
 	})
-	var cred server.Credentials
 	e.credFile = filepath.Join(e.dataDir, "admin-credentials")
-	b, err := os.ReadFile(e.credFile)
-	if err == nil {
-		err = json.Unmarshal(b, &cred)
-	}
-	if err != nil {
-		t.Fatalf("admin credentials: %v", err)
-	}
-	if e.client, err = client.New(e.url, cred.KeyID, cred.Secret); err != nil {
+	if e.client, err = client.New(e.url, e.srv.Admin.ID, e.srv.Admin.Secret); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -128,47 +86,18 @@ func (e *env) start() {
 	eng.RetryBase = 200 * time.Millisecond
 	eng.MaxAttempts = 4
 	eng.FetchPoll = 20 * time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.Open(ctx, server.Config{
-		DataDir: e.dataDir,
-		Engine:  eng,
-		Agent: agentserver.Config{Silence: 5 * time.Second, PollHold: time.Second, AckTimeout: 30 * time.Second,
-			Recheck: 200 * time.Millisecond},
-		SyncInterval:    2 * time.Second,
-		BMCSyncInterval: time.Second,
-		IPMI:            ipmi.Config{Timeout: 500 * time.Millisecond},
-		Log:             slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
-	if err != nil {
-		cancel()
-		e.t.Fatal(err)
-	}
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		srv.Close()
-		e.t.Fatal(err)
-	}
-	var ln net.Listener
-	for i := 0; ; i++ {
-		// The port was ours a moment ago; a closing run may hold it briefly.
-		if ln, err = net.Listen("tcp", e.addr); err == nil || i == 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		cancel()
-		srv.Close()
-		e.t.Fatalf("listen on %s again: %v", e.addr, err)
-	}
-	r := &serverRun{srv: srv, cancel: cancel, done: make(chan struct{}),
-		hs: &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}}
-	go func() {
-		defer close(r.done)
-		_ = r.hs.Serve(ln)
-	}()
+	s := servertest.Start(e.t, servertest.WithoutSim(), servertest.WithSQLite(), servertest.WithDataDir(e.dataDir),
+		servertest.WithListen(e.addr), servertest.WithEngine(eng),
+		servertest.WithAgent(agentserver.Config{Silence: 5 * time.Second, PollHold: time.Second, AckTimeout: 30 * time.Second,
+			Recheck: 200 * time.Millisecond}),
+		servertest.WithConfig(func(c *server.Config) {
+			c.SyncInterval = 2 * time.Second
+			c.BMCSyncInterval = time.Second
+			c.IPMI = ipmi.Config{Timeout: 500 * time.Millisecond}
+		}))
 	e.mu.Lock()
-	e.run = r
+	e.srv = s
+	e.runs = append(e.runs, s.Logs)
 	e.mu.Unlock()
 }
 
@@ -176,32 +105,22 @@ func (e *env) start() {
 // executions cancelled; what was not committed is lost, as in a crash.
 func (e *env) stop() {
 	e.mu.Lock()
-	r := e.run
-	e.run = nil
+	s := e.srv
 	e.mu.Unlock()
-	if r == nil {
-		return
+	if s != nil {
+		s.Stop()
 	}
-	_ = r.hs.Close()
-	<-r.done
-	r.cancel()
-	r.srv.Close()
 }
 
-// buildAgent builds cmd/fleetpass-agent for the stand-in servers to run.
-func buildAgent(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "fleetpass-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/fleetpass/fleetpass/cmd/fleetpass-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build fleetpass-agent: %v\n%s", err, out)
+// logs is what every run of the server logged, at debug level.
+func (e *env) logs() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var b strings.Builder
+	for _, l := range e.runs {
+		b.WriteString(l.String())
 	}
-	// The guests' users must reach it: t.TempDir is private to root.
-	for dir := filepath.Dir(bin); dir != "/" && dir != os.TempDir(); dir = filepath.Dir(dir) {
-		_ = os.Chmod(dir, 0o755)
-	}
-	return bin
+	return b.String()
 }
 
 // cliResult is what a CLI run printed and how it ended.
@@ -247,7 +166,7 @@ type guestChassis struct {
 	// cancels it, as the power button's effect is moot once power is cut.
 	softOff bool
 	work    chan func()
-	daemons []*guesttest.Daemon
+	agent   agenttest.Runs
 	errs    []error
 }
 
@@ -374,27 +293,10 @@ func (c *guestChassis) startAgent() error {
 	if !enrolled {
 		return nil
 	}
-	d, err := c.g.StartDaemon("fleetpass-agent", c.agentBin, "run", "--state", agentState, "--log-level", "debug")
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.daemons = append(c.daemons, d)
-	c.mu.Unlock()
-	return nil
+	return c.agent.Start(c.g, c.agentBin)
 }
 
-func (c *guestChassis) agentLogs() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var b strings.Builder
-	for _, d := range c.daemons {
-		b.WriteString(d.Log())
-	}
-	return b.String()
-}
-
-var enrolled = regexp.MustCompile(`enrolled: instance (ins-[a-z0-9]+)`)
+func (c *guestChassis) agentLogs() string { return c.agent.Logs() }
 
 // newServer starts a stand-in server (on) behind its own BMC, registers it
 // through the CLI (the BMC password on standard input), enrols its agent
@@ -432,17 +334,8 @@ func (e *env) newUnregistered(name, password string) *machine {
 // (given on standard input, never in arguments) and starts it.
 func (e *env) enrol(s *machine) {
 	e.t.Helper()
-	tok, err := e.client.CreateAgentToken(e.t.Context(), apiv1.AgentTokenCreate{InstanceName: s.name, TTL: "10m"})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	out, err := s.g.RunInput([]byte(tok.Token+"\n"), e.agentBin, "enroll", "--server", e.url, "--token-file", "-",
-		"--state", agentState, "--hostname", s.name)
-	if err != nil {
-		e.t.Fatalf("enroll: %v", err)
-	}
-	if m := enrolled.FindStringSubmatch(out); m == nil || m[1] != s.instance {
-		e.t.Fatalf("enroll said %q; want it to join instance %s", out, s.instance)
+	if in, _ := agenttest.Enrol(e.t, e.client, s.g, e.agentBin, e.url, "", s.name); in != s.instance {
+		e.t.Fatalf("the agent joined instance %s; want %s", in, s.instance)
 	}
 	s.chassis.mu.Lock()
 	s.chassis.enrolled = true
@@ -464,24 +357,12 @@ func (e *env) instance(s *machine) *apiv1.Instance {
 // waitInstance polls the instance until ok, for up to d.
 func (e *env) waitInstance(s *machine, d time.Duration, what string, ok func(*apiv1.Instance) bool) *apiv1.Instance {
 	e.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		in, err := e.client.GetInstance(e.t.Context(), s.instance)
-		if err == nil && ok(in) {
-			return in
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: not %s within %v (last: %+v, %v)\nagent log:\n%s", s.name, what, d, in, err, s.chassis.agentLogs())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return agenttest.WaitInstance(e.t, e.client, s.instance, d, what, ok, s.chassis.agentLogs)
 }
 
 func (e *env) waitAlive(s *machine) {
 	e.t.Helper()
-	e.waitInstance(s, 60*time.Second, "running with a live agent", func(in *apiv1.Instance) bool {
-		return in.State == apiv1.StateRunning && in.GuestAlive
-	})
+	e.waitInstance(s, 60*time.Second, "running with a live agent", agenttest.RunningAlive)
 }
 
 // power runs a power action through the native API and waits for its end.
@@ -496,17 +377,7 @@ func (e *env) power(action, stopMode string, s *machine) *apiv1.Operation {
 
 func (e *env) wait(id string) *apiv1.Operation {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(e.t.Context(), 3*time.Minute)
-	defer cancel()
-	for {
-		op, err := e.client.WaitOperationFor(ctx, id, 30*time.Second)
-		if err == nil && op.Status != apiv1.OperationRunning {
-			return op
-		}
-		if ctx.Err() != nil {
-			e.t.Fatalf("operation %s did not finish: %v", id, err)
-		}
-	}
+	return agenttest.WaitOperation(e.t, e.client, id, 3*time.Minute)
 }
 
 func item(t testing.TB, op *apiv1.Operation) apiv1.Item {
@@ -539,12 +410,7 @@ func wantPower(t testing.TB, s *machine, on bool) {
 // refused by sshd.
 func wantLogins(t testing.TB, s *machine, newPW, oldPW string) {
 	t.Helper()
-	if err := s.g.CheckLogin(user, newPW); err != nil {
-		t.Errorf("%s: login with the new password: %v", s.name, err)
-	}
-	if err := s.g.CheckLogin(user, oldPW); !errors.Is(err, guesttest.ErrAuthFailed) {
-		t.Errorf("%s: login with the old password: got %v, want an authentication failure", s.name, err)
-	}
+	agenttest.WantLogins(t, s.name, s.g, user, newPW, oldPW)
 }
 
 // metric reads one unlabelled metric's value from /metrics.
@@ -564,13 +430,5 @@ func (e *env) metric(name string) string {
 	return ""
 }
 
-// newPassword makes a password that fits the Linux rule.
-func newPassword() string {
-	const alnum = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-	b := []byte("Fp-")
-	for range 13 {
-		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alnum))))
-		b = append(b, alnum[n.Int64()])
-	}
-	return string(b) + "9"
-}
+// newPassword makes a password that fits every rule.
+func newPassword() string { return testutil.NewPassword() }

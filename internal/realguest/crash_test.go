@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetpass/fleetpass/internal/agenttest"
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
 	"github.com/fleetpass/fleetpass/internal/guesttest"
@@ -82,7 +83,7 @@ func buildServer(t testing.TB) string {
 // password.
 func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 	guesttest.EnsureTools(t)
-	srvBin, agentBin := buildServer(t), buildAgent(t)
+	srvBin, agentBin := buildServer(t), agenttest.Build(t)
 	dir := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -106,20 +107,9 @@ func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 	ms := make([]*machine, n)
 	for i := range ms {
 		g := guesttest.Start(t, guesttest.Options{Users: []guesttest.UserSpec{{Name: user, Password: old}}})
-		tok, err := c.CreateAgentToken(ctx, apiv1.AgentTokenCreate{Tenant: tenant, InstanceName: "crash-" + string(rune('a'+i))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := g.RunInput([]byte(tok.Token+"\n"), agentBin, "enroll", "--server", "http://"+addr, "--token-file", "-",
-			"--state", agentState)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sm := enrolled.FindStringSubmatch(out)
-		if sm == nil {
-			t.Fatalf("enroll said %q", out)
-		}
-		ms[i] = &machine{name: "crash-" + string(rune('a'+i)), g: g, instance: sm[1], agentID: sm[2], agentBin: agentBin}
+		name := "crash-" + string(rune('a'+i))
+		instance, agent := agenttest.Enrol(t, c, g, agentBin, "http://"+addr, tenant, name)
+		ms[i] = &machine{name: name, g: g, instance: instance, agentID: agent, agentBin: agentBin}
 		if err := ms[i].startAgent(); err != nil {
 			t.Fatal(err)
 		}
@@ -129,8 +119,8 @@ func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 		ids[i] = m.instance
 		waitInstance(t, c, m, func(in *apiv1.Instance) bool { return in.State == apiv1.StateRunning && in.GuestAlive })
 	}
-	argv := watchArgv(t)
-	argv.add(pw)
+	argv := testutil.WatchArgv(t)
+	argv.Add(pw)
 	op, err := c.ResetPassword(ctx, apiv1.PasswordReset{InstanceIDs: ids, User: user, Mode: apiv1.ModeOnline, Password: pw})
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +151,7 @@ func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 			t.Fatalf("operation did not finish after the restart: %v", err)
 		}
 	}
-	argv.check(t)
+	argv.Check(t)
 	if final.Status != apiv1.OperationSucceeded {
 		t.Errorf("operation %s after the restart, want %s", final.Status, apiv1.OperationSucceeded)
 	}
@@ -188,17 +178,7 @@ func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 
 func waitInstance(t testing.TB, c *client.Client, m *machine, ok func(*apiv1.Instance) bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		in, err := c.GetInstance(t.Context(), m.instance)
-		if err == nil && ok(in) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: instance never got there (last %+v, %v)\nagent log:\n%s", m.name, in, err, m.agentLogs())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	agenttest.WaitInstance(t, c, m.instance, time.Minute, "there", ok, m.agentLogs)
 }
 
 // itemsLeft is how many items of the operation had not ended in the

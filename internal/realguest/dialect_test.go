@@ -86,14 +86,14 @@ func TestZECResetsRunningGuestOnline(t *testing.T) {
 			old, pw := dialectPassword(), dialectPassword()
 			m := c.newGuest(e, "zec-"+c.name, newPassword())
 			e.setRoot(m, old)
-			argv := watchArgv(t)
-			argv.add(pw)
+			argv := testutil.WatchArgv(t)
+			argv.Add(pw)
 			status, body := e.zec(k, "ResetInstancesPassword", map[string]any{"instanceIds": []string{m.instance}, "password": pw})
 			if status != http.StatusOK {
 				t.Fatalf("ZEC ResetInstancesPassword: %d %v", status, body)
 			}
 			op := e.waitLatest(m)
-			argv.check(t)
+			argv.Check(t)
 			wantItem(t, op, m, apiv1.ItemSucceeded, "")
 			if !m.g.Running() {
 				t.Error("the ZEC path powered the guest off")
@@ -127,8 +127,8 @@ func TestBareMetalResetsThroughTheAgent(t *testing.T) {
 	old, pw := dialectPassword(), dialectPassword()
 	m := e.newAgentGuest("bm-agent", newPassword())
 	e.setRoot(m, old)
-	argv := watchArgv(t)
-	argv.add(pw)
+	argv := testutil.WatchArgv(t)
+	argv.Add(pw)
 	a := e.bareMetal(k, url.Values{"Action": {"ResetDevicePasswd"}, "instanceIds.1": {m.instance}, "passwd": {pw}})
 	if a["code"] != float64(0) {
 		t.Fatalf("ResetDevicePasswd: %v", a)
@@ -148,7 +148,7 @@ func TestBareMetalResetsThroughTheAgent(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	argv.check(t)
+	argv.Check(t)
 	if err := m.g.CheckLogin("root", pw); err != nil {
 		t.Errorf("root login with the new password: %v", err)
 	}

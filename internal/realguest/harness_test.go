@@ -2,17 +2,14 @@ package realguest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"regexp"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/agentserver"
+	"github.com/fleetpass/fleetpass/internal/agenttest"
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/client"
 	"github.com/fleetpass/fleetpass/internal/core"
@@ -31,21 +28,7 @@ const (
 	adminKeyID  = "fpk-realguest"
 	adminSecret = "realguest-admin-secret-0123456789"
 	tenant      = "acme"
-	// agentState is where a guest's agent keeps its identity: the guest's
-	// private /etc, which survives its power cycles.
-	agentState = "/etc/fleetpass-agent/state.json"
 )
-
-// buildAgent builds cmd/fleetpass-agent (static) for the guests to run.
-func buildAgent(t testing.TB) string {
-	t.Helper()
-	bin := testutil.BuildBinary(t, "github.com/fleetpass/fleetpass/cmd/fleetpass-agent", "CGO_ENABLED=0")
-	// Guests' users must reach it: the build directory is private.
-	for dir := filepath.Dir(bin); dir != "/" && dir != os.TempDir(); dir = filepath.Dir(dir) {
-		_ = os.Chmod(dir, 0o755)
-	}
-	return bin
-}
 
 // env is the real fleetpass server in process (servertest), with the test
 // guests' power driver plugged in through server.Open's configuration: as
@@ -92,7 +75,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 			// guesttest's guests keep their qemu-ga sockets below it.
 			c.QGASocketDirs = []string{os.TempDir()}
 		}))
-	e := &env{t: t, s: s, dir: s.DataDir, url: s.URL, agentBin: buildAgent(t), power: power, logs: s.Logs}
+	e := &env{t: t, s: s, dir: s.DataDir, url: s.URL, agentBin: agenttest.Build(t), power: power, logs: s.Logs}
 	c, err := client.New(e.url, adminKeyID, adminSecret)
 	if err != nil {
 		t.Fatal(err)
@@ -118,9 +101,7 @@ type machine struct {
 	instance string
 	agentID  string // empty for qga guests
 	agentBin string
-
-	mu      sync.Mutex
-	daemons []*guesttest.Daemon
+	agent    agenttest.Runs
 }
 
 // startAgent runs the agent in the guest, as its service manager would.
@@ -128,39 +109,19 @@ func (m *machine) startAgent() error {
 	if m.agentID == "" {
 		return nil
 	}
-	d, err := m.g.StartDaemon("fleetpass-agent", m.agentBin, "run", "--state", agentState, "--log-level", "debug")
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.daemons = append(m.daemons, d)
-	m.mu.Unlock()
-	return nil
+	return m.agent.Start(m.g, m.agentBin)
 }
 
 // killAgent kills the guest's agent, as a crash would.
 func (m *machine) killAgent(t testing.TB) {
 	t.Helper()
-	m.mu.Lock()
-	ds := append([]*guesttest.Daemon(nil), m.daemons...)
-	m.mu.Unlock()
-	for _, d := range ds {
-		if err := d.Kill(); err != nil {
-			t.Fatal(err)
-		}
+	if err := m.agent.Kill(); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // agentLogs is what every run of the guest's agent wrote.
-func (m *machine) agentLogs() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var b strings.Builder
-	for _, d := range m.daemons {
-		b.WriteString(d.Log())
-	}
-	return b.String()
-}
+func (m *machine) agentLogs() string { return m.agent.Logs() }
 
 // guestPower is the test guests' power driver: power off kills every
 // process of the guest, power on starts sshd (and qemu-ga) again, then the
@@ -228,8 +189,6 @@ func (p *guestPower) Start(ctx context.Context, ref driver.Ref) error {
 // Initial passwords of the guests' user.
 const user = "alice"
 
-var enrolled = regexp.MustCompile(`enrolled: instance (ins-[a-z0-9]+) \(tenant [a-z0-9-]+\), agent (agt-[a-z0-9]+)`)
-
 // newAgentGuest starts a guest, enrols its agent with a one-time token
 // (given on standard input, never in arguments), starts the agent and waits
 // until it is alive. The instance's power is "manual", which this server
@@ -243,22 +202,9 @@ func (e *env) newAgentGuest(name, password string) *machine {
 
 func (e *env) agentGuestNoWait(name, password string) *machine {
 	e.t.Helper()
-	ctx := e.t.Context()
 	g := guesttest.Start(e.t, guesttest.Options{Users: []guesttest.UserSpec{{Name: user, Password: password}}})
-	tok, err := e.client.CreateAgentToken(ctx, apiv1.AgentTokenCreate{Tenant: tenant, InstanceName: name, TTL: "10m"})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	out, err := g.RunInput([]byte(tok.Token+"\n"), e.agentBin, "enroll", "--server", e.url, "--token-file", "-",
-		"--state", agentState, "--hostname", name)
-	if err != nil {
-		e.t.Fatalf("enroll: %v", err)
-	}
-	sm := enrolled.FindStringSubmatch(out)
-	if sm == nil {
-		e.t.Fatalf("enroll said %q", out)
-	}
-	m := &machine{name: name, g: g, instance: sm[1], agentID: sm[2], agentBin: e.agentBin}
+	instance, agent := agenttest.Enrol(e.t, e.client, g, e.agentBin, e.url, tenant, name)
+	m := &machine{name: name, g: g, instance: instance, agentID: agent, agentBin: e.agentBin}
 	e.power.add(m)
 	if err := m.startAgent(); err != nil {
 		e.t.Fatal(err)
@@ -286,17 +232,7 @@ func (e *env) newQGAGuest(name, password string) *machine {
 // waitAlive waits until the instance reads running with a live guest.
 func (e *env) waitAlive(m *machine) {
 	e.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		in, err := e.client.GetInstance(e.t.Context(), m.instance)
-		if err == nil && in.State == apiv1.StateRunning && in.GuestAlive {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s never became running with a live guest (last: %+v, %v)\nagent log:\n%s", m.name, in, err, m.agentLogs())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	agenttest.WaitInstance(e.t, e.client, m.instance, 60*time.Second, "running with a live guest", agenttest.RunningAlive, m.agentLogs)
 }
 
 // newPassword makes a password that fits every rule.
@@ -319,32 +255,14 @@ func (e *env) reset(mode string, force bool, pw string, ms ...*machine) *apiv1.O
 
 func (e *env) wait(id string) *apiv1.Operation {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(e.t.Context(), 5*time.Minute)
-	defer cancel()
-	for {
-		op, err := e.client.WaitOperationFor(ctx, id, 30*time.Second)
-		if err == nil && op.Status != apiv1.OperationRunning {
-			return op
-		}
-		if ctx.Err() != nil {
-			e.t.Fatalf("operation %s did not finish: %v", id, err)
-		}
-		if err != nil {
-			time.Sleep(200 * time.Millisecond) // the server may be restarting
-		}
-	}
+	return agenttest.WaitOperation(e.t, e.client, id, 5*time.Minute)
 }
 
 // wantLogins proves a reset: the new password logs in, the old one is
 // refused by sshd.
 func wantLogins(t testing.TB, m *machine, newPW, oldPW string) {
 	t.Helper()
-	if err := m.g.CheckLogin(user, newPW); err != nil {
-		t.Errorf("%s: login with the new password: %v", m.name, err)
-	}
-	if err := m.g.CheckLogin(user, oldPW); !errors.Is(err, guesttest.ErrAuthFailed) {
-		t.Errorf("%s: login with the old password: got %v, want an authentication failure", m.name, err)
-	}
+	agenttest.WantLogins(t, m.name, m.g, user, newPW, oldPW)
 }
 
 func itemOf(t testing.TB, op *apiv1.Operation, instance string) apiv1.Item {

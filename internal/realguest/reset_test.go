@@ -8,6 +8,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // channels are the two guest channels every reset test runs through.
@@ -25,10 +26,10 @@ func TestNativeResetOnlineChangesTheLoginPassword(t *testing.T) {
 			e := newEnv(t, envOpts{})
 			old, pw := newPassword(), newPassword()
 			m := c.newGuest(e, "online-"+c.name, old)
-			argv := watchArgv(t)
-			argv.add(pw)
+			argv := testutil.WatchArgv(t)
+			argv.Add(pw)
 			op := e.reset(apiv1.ModeOnline, false, pw, m)
-			argv.check(t)
+			argv.Check(t)
 			wantItem(t, op, m, apiv1.ItemSucceeded, "")
 			if !m.g.Running() {
 				t.Errorf("an online reset powered the guest off")
@@ -45,10 +46,10 @@ func TestNativeResetOfflineRestartsAndAppliesAtBoot(t *testing.T) {
 			e := newEnv(t, envOpts{})
 			old, pw := newPassword(), newPassword()
 			m := c.newGuest(e, "offline-"+c.name, old)
-			argv := watchArgv(t)
-			argv.add(pw)
+			argv := testutil.WatchArgv(t)
+			argv.Add(pw)
 			op := e.reset(apiv1.ModeOffline, true, pw, m)
-			argv.check(t)
+			argv.Check(t)
 			wantItem(t, op, m, apiv1.ItemSucceeded, "")
 			if !m.g.Running() {
 				t.Fatalf("the guest was left powered off")
@@ -126,10 +127,10 @@ func TestNativeBatchOfTwentyWithDeadAgentAndMissingUser(t *testing.T) {
 	// The instance record still says alive until the server notices: the
 	// reset is accepted, and its item fails with the liveness error.
 	dead.killAgent(t)
-	argv := watchArgv(t)
-	argv.add(pw)
+	argv := testutil.WatchArgv(t)
+	argv.Add(pw)
 	op := e.reset(apiv1.ModeOnline, false, pw, ms...)
-	argv.check(t)
+	argv.Check(t)
 	for _, m := range ms {
 		switch {
 		case m == dead:

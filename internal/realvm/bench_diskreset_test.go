@@ -14,9 +14,7 @@ import (
 	"github.com/digitalocean/go-libvirt"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
-	"github.com/fleetpass/fleetpass/internal/diskreset"
-	"github.com/fleetpass/fleetpass/internal/guestfs"
-	"github.com/fleetpass/fleetpass/internal/libcrypt"
+	"github.com/fleetpass/fleetpass/internal/guestfs/guestfstest"
 	"github.com/fleetpass/fleetpass/internal/vmtest"
 )
 
@@ -78,7 +76,7 @@ func BenchmarkAgentlessOfflineResetOfARealVM(b *testing.B) {
 		}
 		floor["shutdown"] = append(floor["shutdown"], time.Since(t))
 		t = time.Now()
-		floorEdit(b, disk, next)
+		guestfstest.FloorEdit(b, disk, "root", next)
 		floor["edit"] = append(floor["edit"], time.Since(t))
 		t = time.Now()
 		if err := l.DomainCreate(v.Domain); err != nil {
@@ -164,49 +162,6 @@ func BenchmarkAgentlessOfflineResetOfARealVM(b *testing.B) {
 		b.Logf("fleetpass log:\n%s", s.logs)
 	}
 	s.assertNoSecret(pw)
-}
-
-// floorEdit makes the libguestfs calls of a disk reset in this process: the
-// floor of fleetpass's editing_disk step.
-func floorEdit(b *testing.B, disk, password string) {
-	b.Helper()
-	g, err := guestfs.Create()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer g.Close()
-	must := func(err error) {
-		b.Helper()
-		if err != nil {
-			b.Fatalf("%v\n%s", err, g.Log())
-		}
-	}
-	must(g.AddDrive(disk, "qcow2", false))
-	must(g.Launch())
-	must(g.Mount("/dev/sda", "/"))
-	old, err := g.ReadFile("/etc/shadow")
-	must(err)
-	m := diskreset.GuestMethod(func(p string) ([]byte, error) {
-		if ok, _ := g.Exists(p); !ok {
-			return nil, os.ErrNotExist
-		}
-		return g.ReadFile(p)
-	})
-	hash, err := libcrypt.Hash([]byte(password), m.Prefix, m.Rounds)
-	must(err)
-	updated, err := diskreset.ReplaceHash(old, "root", hash, time.Now().Unix()/86400)
-	must(err)
-	must(g.Write("/etc/shadow.fleetpass", updated))
-	must(g.CopyAttributes("/etc/shadow", "/etc/shadow.fleetpass"))
-	must(g.Rename("/etc/shadow.fleetpass", "/etc/shadow"))
-	must(g.Sync())
-	back, err := g.ReadFile("/etc/shadow")
-	must(err)
-	if h, _ := diskreset.HashOf(back, "root"); h != hash {
-		b.Fatal("the hash did not read back")
-	}
-	must(g.UmountAll())
-	must(g.Shutdown())
 }
 
 // waitLogin polls SSH logins with password until one works.

@@ -129,7 +129,7 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{
 		{UUID: uuidA, Name: "web-1", OSType: "linux", State: apiv1.StateRunning, GuestChannel: true},
 		{UUID: uuidB, Name: "win-1", State: apiv1.StateStopped},
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := byUUID()
@@ -146,7 +146,7 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	}
 
 	// A renamed, B undefined.
-	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuidA, Name: "web-1-renamed", OSType: "linux", State: apiv1.StateStopped}}); err != nil {
+	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuidA, Name: "web-1-renamed", OSType: "linux", State: apiv1.StateStopped}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	got = byUUID()
@@ -158,7 +158,7 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	}
 
 	// The connection drops: unknown, but MISSING stays MISSING.
-	if err := svc.MarkHostUnreachable(ctx, h.ID); err != nil {
+	if err := svc.MarkHostUnreachable(ctx, h.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	got = byUUID()
@@ -170,7 +170,7 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{
 		{UUID: uuidA, Name: "web-1-renamed", OSType: "linux", State: apiv1.StateRunning},
 		{UUID: uuidB, Name: "win-1", State: apiv1.StateRunning},
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	got = byUUID()
@@ -197,7 +197,7 @@ func TestAnAgentInsideAKnownVMJoinsItsInstanceOnlyWithATokenNamingIt(t *testing.
 	var h apiv1.Host
 	e.mustDo(e.admin, "POST", "/v1/hosts", apiv1.HostCreate{URI: unreachable, Tenant: "acme"}, http.StatusCreated, &h)
 	const uuid = "6f1c1b0e-0000-4000-8000-0000000000aa"
-	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}); err != nil {
+	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	admin := core.Principal{Kind: "key", ID: "test", Tenant: "acme", Admin: true}
@@ -230,7 +230,7 @@ func TestAnAgentInsideAKnownVMJoinsItsInstanceOnlyWithATokenNamingIt(t *testing.
 		t.Fatalf("a second agent for the same VM: %v, want INSTANCE_EXISTS", err)
 	}
 	// The inventory leaves the agent's guest link alone.
-	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}); err != nil {
+	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if in, _ := svc.GetInstance(ctx, admin, id.InstanceID); in.Guest.Driver != core.AgentGuestDriver {

@@ -277,13 +277,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.metrics.GaugeFunc("fleetpass_libvirt_hosts_disconnected", "libvirt hosts whose connection is down.", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		hosts, _ := s.store.ListHosts(ctx, "")
-		n := 0
-		for _, h := range hosts {
-			if !s.libvirt.HostStatus(h.ID).Connected {
-				n++
-			}
-		}
+		n, _ := s.svc.DisconnectedHosts(ctx)
 		return float64(n)
 	})
 	if err := privateFiles(cfg.DataDir, cfg.Log); err != nil {
@@ -445,6 +439,7 @@ func (s *Server) Close() error {
 		_ = s.engine.Stop(ctx)
 		cancel()
 	}
+	s.waitHosts()
 	s.closeAll()
 	return nil
 }

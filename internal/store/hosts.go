@@ -31,7 +31,7 @@ func (s *Store) CreateHost(ctx context.Context, q Querier, h *apiv1.Host) error 
 		}
 		return fmt.Errorf("create host: %w", err)
 	}
-	return nil
+	return s.notifyHosts(ctx, q, h.ID)
 }
 
 // LockHost serialises the transactions that change a host's instances
@@ -94,10 +94,17 @@ func (s *Store) DeleteHost(ctx context.Context, q Querier, h apiv1.Host) error {
 	if _, err := s.c(q).ExecContext(ctx, `DELETE FROM instances WHERE power_driver = ? AND power_host = ?`, h.Driver, h.ID); err != nil {
 		return fmt.Errorf("delete host's instances: %w", err)
 	}
+	if _, err := s.c(q).ExecContext(ctx, `DELETE FROM host_status WHERE host_id = ?`, h.ID); err != nil {
+		return fmt.Errorf("delete host's status: %w", err)
+	}
+	// Host ids are never reused: the lease's epoch has nothing left to fence.
+	if _, err := s.c(q).ExecContext(ctx, `DELETE FROM leases WHERE name = ?`, HostLease(h.ID)); err != nil {
+		return fmt.Errorf("delete host's lease: %w", err)
+	}
 	if _, err := s.c(q).ExecContext(ctx, `DELETE FROM hosts WHERE id = ?`, h.ID); err != nil {
 		return fmt.Errorf("delete host: %w", err)
 	}
-	return nil
+	return s.notifyHosts(ctx, q, h.ID)
 }
 
 // HostInstances lists the instances whose power link is on a host.

@@ -31,7 +31,7 @@ const (
 	NotifyAgentAcks = "fleetpass_agent_ack"
 )
 
-var notifyChannels = []string{NotifyEvents, NotifyAgentCommands, NotifyAgentAcks}
+var notifyChannels = []string{NotifyEvents, NotifyAgentCommands, NotifyAgentAcks, HostsChannel}
 
 // WakeAll is the payload handlers get after the listener (re)connected:
 // notifications sent while it was not listening are lost, so every waiter

@@ -28,9 +28,10 @@ func NewPassword() string {
 }
 
 // Forms are the byte strings a leaked secret would show as: itself and its
-// base64 form (as guest-set-user-password carries it).
+// base64 forms, padded (as guest-set-user-password carries it) and not.
 func Forms(secret string) [][]byte {
-	return [][]byte{[]byte(secret), []byte(base64.StdEncoding.EncodeToString([]byte(secret)))}
+	return [][]byte{[]byte(secret), []byte(base64.StdEncoding.EncodeToString([]byte(secret))),
+		[]byte(base64.RawStdEncoding.EncodeToString([]byte(secret)))}
 }
 
 // ContainsSecret reports whether data holds secret in any of its Forms.

@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -20,7 +21,7 @@ var ErrAuthFailed = testutil.ErrAuthFailed
 func (v *VM) SSH(user, password, cmd string) (string, error) {
 	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(v.SSHPort))
 	out, err := testutil.SSH(context.Background(), testutil.SSHLogin{Addr: addr, User: user, Password: password,
-		Timeout: 15 * time.Second}, cmd)
+		Timeout: 45 * time.Second}, cmd)
 	if err != nil {
 		return out, fmt.Errorf("vmtest %s: %w", v.Name, err)
 	}
@@ -30,7 +31,18 @@ func (v *VM) SSH(user, password, cmd string) (string, error) {
 // CanLogin reports whether user can log in with password over SSH: nil when
 // the login works, an error satisfying errors.Is(err, ErrAuthFailed) when
 // sshd refuses the password, another error when sshd cannot be reached.
+//
+// sshd that answers may still be too slow to finish a handshake in time: a
+// guest under software emulation on a loaded host took more than 15 s to
+// check a yescrypt password (measured at load average 18). So an answer
+// other than a refusal is retried for a while; a refusal is final.
 func (v *VM) CanLogin(user, password string) error {
-	_, err := v.SSH(user, password, "true")
-	return err
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		_, err := v.SSH(user, password, "true")
+		if err == nil || errors.Is(err, ErrAuthFailed) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(2 * time.Second)
+	}
 }

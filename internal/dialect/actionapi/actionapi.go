@@ -14,7 +14,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/dialect/dialecthttp"
 	"github.com/fleetpass/fleetpass/internal/httpx"
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/password"
@@ -54,20 +54,12 @@ var (
 )
 
 // API serves the action API's two paths.
-type API struct {
-	svc     *core.Service
-	log     *slog.Logger
-	metrics *metrics.Metrics
-	now     func() time.Time
-}
+type API struct{ dialecthttp.Front }
 
 // New makes the API. now is the clock signatures are checked against (nil:
 // time.Now).
 func New(svc *core.Service, log *slog.Logger, m *metrics.Metrics, now func() time.Time) *API {
-	if now == nil {
-		now = time.Now
-	}
-	return &API{svc: svc, log: log, metrics: m, now: now}
+	return &API{dialecthttp.NewFront(svc, log, m, now)}
 }
 
 // Register adds the two paths to mux. They take every method so that a
@@ -83,9 +75,7 @@ func (a *API) handler(pr product) http.Handler {
 		requestID := httpx.RequestID(r.Context())
 		action := r.Header.Get("X-ZC-Action")
 		status := a.serve(w, r, pr, requestID)
-		route := pr.path + " " + metricAction(action)
-		a.metrics.HTTPRequests.WithLabelValues("action", route, strconv.Itoa(status)).Inc()
-		a.metrics.HTTPDuration.WithLabelValues("action", route).Observe(time.Since(start).Seconds())
+		a.Observe("action", pr.path+" "+metricAction(action), status, start)
 	})
 }
 
@@ -105,14 +95,13 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, pr product, requestI
 		w.Header().Set("Allow", http.MethodPost)
 		return a.writeErr(w, r, requestID, apiErr(codeMethodNotAllowed, "the action API takes POST only"))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := dialecthttp.ReadBody(w, r, MaxBody)
 	// The body may hold a password: wipe it once the request is answered.
 	defer clear(body)
+	if errors.Is(err, dialecthttp.ErrBodyTooLarge) {
+		return a.writeErr(w, r, requestID, apiErr(codeBodyTooLarge, "the request body exceeds "+strconv.Itoa(MaxBody)+" bytes"))
+	}
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return a.writeErr(w, r, requestID, apiErr(codeBodyTooLarge, "the request body exceeds "+strconv.Itoa(MaxBody)+" bytes"))
-		}
 		return a.writeErr(w, r, requestID, apiErr(codeInvalidParameter, "the request body could not be read"))
 	}
 	p, sig, err := a.authenticate(r, body)
@@ -131,12 +120,12 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, pr product, requestI
 	// gets the first answer instead of running again.
 	use := core.SignedUse{Key: sig.ReplayKey, Scope: pr.path + " " + req.Action, Mutating: Mutating(req.Action),
 		Expires: sig.Timestamp.Add(zc2.MaxClockSkew)}
-	prev, err := a.svc.UseSignedRequest(r.Context(), use)
+	prev, err := a.Svc.UseSignedRequest(r.Context(), use)
 	if err != nil {
 		return a.writeErr(w, r, requestID, err)
 	}
 	if prev != nil {
-		a.log.InfoContext(r.Context(), "identical signed request answered with the first one's answer",
+		a.Log.InfoContext(r.Context(), "identical signed request answered with the first one's answer",
 			"first_request_id", prev.RequestID)
 		w.Header().Set("X-Request-Id", prev.RequestID)
 		w.Header().Set("Cache-Control", "no-store")
@@ -150,8 +139,8 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, pr product, requestI
 		if use.Mutating {
 			// Core refusals come before anything is written: the same
 			// signature may be used again (the other path, say).
-			if rerr := a.svc.ReleaseSignedRequest(context.WithoutCancel(r.Context()), use.Key); rerr != nil {
-				a.log.ErrorContext(r.Context(), "could not release a refused request's signature", "err", rerr)
+			if rerr := a.Svc.ReleaseSignedRequest(context.WithoutCancel(r.Context()), use.Key); rerr != nil {
+				a.Log.ErrorContext(r.Context(), "could not release a refused request's signature", "err", rerr)
 			}
 		}
 		return a.writeErr(w, r, requestID, err)
@@ -167,11 +156,11 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, pr product, requestI
 	}
 	answer := buf.Bytes()
 	if use.Mutating {
-		if err := a.svc.AnswerSignedRequest(context.WithoutCancel(r.Context()), use.Key,
+		if err := a.Svc.AnswerSignedRequest(context.WithoutCancel(r.Context()), use.Key,
 			core.SignedAnswer{Status: http.StatusOK, RequestID: requestID, Body: answer}); err != nil {
 			// The request ran: answer it anyway. An identical request in
 			// the window is then refused as still running, never run twice.
-			a.log.ErrorContext(r.Context(), "could not record a signed request's answer", "err", err)
+			a.Log.ErrorContext(r.Context(), "could not record a signed request's answer", "err", err)
 		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -195,19 +184,11 @@ func Mutating(action string) bool {
 // key's rate budget.
 func (a *API) authenticate(r *http.Request, body []byte) (core.Principal, zc2.Result, error) {
 	var p core.Principal
-	lookup := func(keyID string) ([]byte, error) {
-		secret, principal, err := a.svc.KeySecret(r.Context(), keyID)
-		if core.CodeOf(err) == core.CodeUnauthenticated {
-			return nil, zc2.ErrUnknownKey
-		}
-		p = principal
-		return secret, err
-	}
-	res, err := zc2.Verify(zc2.NewVerifyInput(r, body), lookup, a.now())
+	res, err := zc2.Verify(zc2.NewVerifyInput(r, body), a.SecretLookup(r.Context(), zc2.ErrUnknownKey, &p), a.Now())
 	if err != nil {
 		return core.Principal{}, zc2.Result{}, fromSignature(err)
 	}
-	if err := a.svc.Throttle(r.Context(), p, "action"); err != nil {
+	if err := a.Svc.Throttle(r.Context(), p, "action"); err != nil {
 		return core.Principal{}, zc2.Result{}, err
 	}
 	p.Address, p.RequestID = httpx.ClientAddr(r), httpx.RequestID(r.Context())
@@ -219,7 +200,7 @@ func (a *API) do(ctx context.Context, p core.Principal, pr product, req Request)
 	switch req.Action {
 	case ActionResetInstancesPassword:
 		policy := password.ActionAPI()
-		op, err := a.svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, Mode: pr.mode,
+		op, err := a.Svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, Mode: pr.mode,
 			Password: req.Password, Policy: &policy, Require: pr.require})
 		if err != nil {
 			return nil, err
@@ -238,7 +219,7 @@ func (a *API) do(ctx context.Context, p core.Principal, pr product, req Request)
 		default:
 			pw.Action = apiv1.ActionReboot
 		}
-		op, err := a.svc.PowerAction(ctx, p, pw)
+		op, err := a.Svc.PowerAction(ctx, p, pw)
 		if err != nil {
 			return nil, err
 		}
@@ -249,7 +230,7 @@ func (a *API) do(ctx context.Context, p core.Principal, pr product, req Request)
 		if req.Status != "" {
 			q.States, _ = coreStates(req.Status)
 		}
-		list, total, err := a.svc.SearchInstances(ctx, p, q)
+		list, total, err := a.Svc.SearchInstances(ctx, p, q)
 		if err != nil {
 			return nil, err
 		}
@@ -296,29 +277,21 @@ func describe(in apiv1.Instance) instanceSet {
 // writeErr answers err as {"requestId", "code", "message"} and returns the
 // status sent.
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, requestID string, err error) int {
+	if dialecthttp.ClientGone(r, err) {
+		return dialecthttp.StatusClientGone
+	}
 	var e *Error
 	if !errors.As(err, &e) {
 		e = fromCore(err)
-	}
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		return 499 // the client went away; nobody reads an answer
 	}
 	status, ok := statusOf[e.Code]
 	if !ok {
 		status = http.StatusInternalServerError
 	}
-	if d := core.RetryAfter(err); d > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)))
-	}
+	dialecthttp.SetRetryAfter(w, err)
 	if status >= 500 {
-		a.log.ErrorContext(r.Context(), "action API request failed", "code", e.Code, "err", err)
+		a.Log.ErrorContext(r.Context(), "action API request failed", "code", e.Code, "err", err)
 	}
-	writeJSON(w, status, map[string]string{"requestId": requestID, "code": e.Code, "message": e.Message})
+	dialecthttp.WriteJSON(w, status, map[string]string{"requestId": requestID, "code": e.Code, "message": e.Message})
 	return status
-}
-
-// writeJSON answers v; answers may carry instance data, so no cache keeps them.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Cache-Control", "no-store")
-	httpx.WriteJSON(w, status, v)
 }

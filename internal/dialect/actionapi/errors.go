@@ -3,9 +3,9 @@ package actionapi
 import (
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/dialect/dialecthttp"
 	"github.com/fleetpass/fleetpass/internal/sign/zc2"
 )
 
@@ -72,16 +72,7 @@ var statusOf = map[string]int{
 
 // Error is an answer of the action API's own: a code of the table above
 // and a message that never quotes a secret.
-type Error struct {
-	Code    string
-	Message string
-	// Err is the cause, for the server's log only.
-	Err error
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = dialecthttp.Error[string]
 
 func apiErr(code, msg string) *Error { return &Error{Code: code, Message: msg} }
 
@@ -128,28 +119,19 @@ func fromCore(err error) *Error {
 
 // fromSignature maps a zc2 verification error to the action API's code.
 func fromSignature(err error) *Error {
-	for _, m := range []struct {
-		err  error
-		code string
-		msg  string
-	}{
-		{zc2.ErrMissingAuthorization, codeMissingAuth, "the Authorization header is missing; sign the request with ZC2-HMAC-SHA256"},
-		{zc2.ErrMalformedAuthorization, codeMalformedAuth, ""},
-		{zc2.ErrUnsupportedMethod, codeSignatureMethod, ""},
-		{zc2.ErrInvalidTimestamp, codeInvalidTimestamp, "X-ZC-Timestamp must be the signing time in unix seconds"},
-		{zc2.ErrStaleTimestamp, codeTimestampExpired, "X-ZC-Timestamp is more than 5 minutes away from the server's time"},
-		{zc2.ErrUnknownKey, codeKeyNotFound, "the access key is unknown or revoked"},
-		{zc2.ErrBadSignature, codeSignatureMismatch, "the signature does not match the request; check the secret, the Host and Content-Type headers and the body"},
-	} {
-		if errors.Is(err, m.err) {
-			msg := m.msg
-			if msg == "" {
-				// The zc2 errors name the problem without quoting the input.
-				msg = strings.TrimPrefix(err.Error(), "zc2: ")
-			}
-			return &Error{Code: m.code, Message: msg}
-		}
+	if code, msg, ok := dialecthttp.MatchSentinel(err, "zc2: ", signatureErrors); ok {
+		return &Error{Code: code, Message: msg}
 	}
 	// The key lookup itself failed: a core error from the store.
 	return fromCore(err)
+}
+
+var signatureErrors = []dialecthttp.Sentinel[string]{
+	{Err: zc2.ErrMissingAuthorization, Code: codeMissingAuth, Message: "the Authorization header is missing; sign the request with ZC2-HMAC-SHA256"},
+	{Err: zc2.ErrMalformedAuthorization, Code: codeMalformedAuth},
+	{Err: zc2.ErrUnsupportedMethod, Code: codeSignatureMethod},
+	{Err: zc2.ErrInvalidTimestamp, Code: codeInvalidTimestamp, Message: "X-ZC-Timestamp must be the signing time in unix seconds"},
+	{Err: zc2.ErrStaleTimestamp, Code: codeTimestampExpired, Message: "X-ZC-Timestamp is more than 5 minutes away from the server's time"},
+	{Err: zc2.ErrUnknownKey, Code: codeKeyNotFound, Message: "the access key is unknown or revoked"},
+	{Err: zc2.ErrBadSignature, Code: codeSignatureMismatch, Message: "the signature does not match the request; check the secret, the Host and Content-Type headers and the body"},
 }

@@ -1,14 +1,13 @@
 package actionapi
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
 	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/dialect/dialecthttp"
 	"github.com/fleetpass/fleetpass/internal/password"
 )
 
@@ -73,14 +72,10 @@ func Parse(action, contentType string, data []byte) (Request, error) {
 		return req, apiErr(codeInvalidContentType, "send the body as application/json")
 	}
 	var b body
-	if len(bytes.TrimSpace(data)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		if err := dec.Decode(&b); err != nil {
-			return req, apiErr(codeInvalidJSON, "the request body is not a valid JSON object for this action: "+jsonProblem(err))
-		}
-		if dec.More() {
-			return req, apiErr(codeInvalidJSON, "the request body holds more than one JSON value")
-		}
+	if err := dialecthttp.DecodeObject(data, &b, "field %q must be %s"); dialecthttp.IsMoreThanOne(err) {
+		return req, apiErr(codeInvalidJSON, "the request body holds more than one JSON value")
+	} else if err != nil {
+		return req, apiErr(codeInvalidJSON, "the request body is not a valid JSON object for this action: "+err.Error())
 	}
 
 	if b.InstanceIDs != nil {
@@ -156,20 +151,6 @@ func Parse(action, contentType string, data []byte) (Request, error) {
 
 // jsonProblem describes a decoding error without quoting the input, which
 // may hold a password.
-func jsonProblem(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("syntax error at byte %d", se.Offset)
-	case errors.As(err, &te):
-		if te.Field != "" {
-			return fmt.Sprintf("field %q must be %s", te.Field, te.Type)
-		}
-		return "it must be a JSON object"
-	}
-	return "malformed"
-}
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

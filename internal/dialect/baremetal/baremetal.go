@@ -11,7 +11,6 @@ package baremetal
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/dialect/dialecthttp"
 	"github.com/fleetpass/fleetpass/internal/httpx"
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/password"
@@ -47,20 +47,12 @@ const (
 )
 
 // API serves the bare-metal API.
-type API struct {
-	svc     *core.Service
-	log     *slog.Logger
-	metrics *metrics.Metrics
-	now     func() time.Time
-}
+type API struct{ dialecthttp.Front }
 
 // New makes the API. now is the clock signatures are checked against (nil:
 // time.Now).
 func New(svc *core.Service, log *slog.Logger, m *metrics.Metrics, now func() time.Time) *API {
-	if now == nil {
-		now = time.Now
-	}
-	return &API{svc: svc, log: log, metrics: m, now: now}
+	return &API{dialecthttp.NewFront(svc, log, m, now)}
 }
 
 // Register adds the API's path to mux.
@@ -68,9 +60,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc(Path, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		status, action := a.serve(w, r)
-		route := Path + " " + action
-		a.metrics.HTTPRequests.WithLabelValues("baremetal", route, strconv.Itoa(status)).Inc()
-		a.metrics.HTTPDuration.WithLabelValues("baremetal", route).Observe(time.Since(start).Seconds())
+		a.Observe("baremetal", Path+" "+action, status, start)
 	})
 }
 
@@ -123,7 +113,7 @@ func readParams(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 			return nil, &Error{Code: codeCommonParameter, Desc: "InvalidParameter",
 				Message: "a POST must send the parameters as application/x-www-form-urlencoded"}
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+		body, err := dialecthttp.ReadBody(w, r, MaxBody)
 		defer clear(body)
 		if err != nil {
 			return nil, &Error{Code: codeCommonParameter, Desc: "InvalidParameter",
@@ -146,22 +136,15 @@ var errMethod = errors.New("method not allowed")
 // up its nonce.
 func (a *API) authenticate(r *http.Request, params url.Values) (core.Principal, error) {
 	var p core.Principal
-	lookup := func(id string) ([]byte, error) {
-		secret, principal, err := a.svc.KeySecret(r.Context(), id)
-		if core.CodeOf(err) == core.CodeUnauthenticated {
-			return nil, capi2.ErrUnknownSecretID
-		}
-		p = principal
-		return secret, err
-	}
-	res, err := capi2.Verify(capi2.Request{Method: r.Method, Host: r.Host, Path: r.URL.Path, Params: params}, lookup, a.now())
+	res, err := capi2.Verify(capi2.Request{Method: r.Method, Host: r.Host, Path: r.URL.Path, Params: params},
+		a.SecretLookup(r.Context(), capi2.ErrUnknownSecretID, &p), a.Now())
 	if err != nil {
 		return core.Principal{}, fromSignature(err)
 	}
-	if err := a.svc.Throttle(r.Context(), p, "baremetal"); err != nil {
+	if err := a.Svc.Throttle(r.Context(), p, "baremetal"); err != nil {
 		return core.Principal{}, err
 	}
-	if err := a.svc.UseSignature(r.Context(), res.ReplayKey, res.Timestamp.Add(capi2.MaxClockSkew)); err != nil {
+	if err := a.Svc.UseSignature(r.Context(), res.ReplayKey, res.Timestamp.Add(capi2.MaxClockSkew)); err != nil {
 		return core.Principal{}, err
 	}
 	p.Address, p.RequestID = httpx.ClientAddr(r), httpx.RequestID(r.Context())
@@ -172,18 +155,18 @@ func (a *API) do(ctx context.Context, p core.Principal, req Request) (any, error
 	switch req.Action {
 	case ActionResetDevicePasswd:
 		policy := password.BareMetal()
-		op, err := a.svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, Mode: apiv1.ModeOnline,
+		op, err := a.Svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, Mode: apiv1.ModeOnline,
 			Password: req.Passwd, Policy: &policy, Require: core.RequireRunningGuest, NumberTask: true})
 		if err != nil {
 			return nil, err
 		}
-		n, err := a.svc.TaskNumber(ctx, p, op.ID)
+		n, err := a.Svc.TaskNumber(ctx, p, op.ID)
 		if err != nil {
 			return nil, err
 		}
 		return map[string]int64{"taskId": n}, nil
 	case ActionDescribeOperationResult, ActionDescriptionOperationResult:
-		op, err := a.svc.OperationByTask(ctx, p, req.TaskID)
+		op, err := a.Svc.OperationByTask(ctx, p, req.TaskID)
 		if err != nil {
 			return nil, err
 		}
@@ -191,14 +174,14 @@ func (a *API) do(ctx context.Context, p core.Principal, req Request) (any, error
 		for i, it := range op.Items {
 			ids[i] = it.InstanceID
 		}
-		insts, err := a.svc.InstancesByID(ctx, p, ids)
+		insts, err := a.Svc.InstancesByID(ctx, p, ids)
 		if err != nil {
 			return nil, err
 		}
 		return operationResult(req.TaskID, op, insts), nil
 	case ActionDescribeDeviceList:
 		q := core.SearchQuery{IDs: req.InstanceIDs, NameContains: req.Alias, Offset: req.Offset, Limit: req.Limit}
-		list, total, err := a.svc.SearchInstances(ctx, p, q)
+		list, total, err := a.Svc.SearchInstances(ctx, p, q)
 		if err != nil {
 			return nil, err
 		}
@@ -323,20 +306,18 @@ func deviceOf(in apiv1.Instance) device {
 
 // writeErr answers err and returns the HTTP status sent.
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) int {
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		return 499 // the client went away; nobody reads an answer
+	if dialecthttp.ClientGone(r, err) {
+		return dialecthttp.StatusClientGone
 	}
 	var e *Error
 	if !errors.As(err, &e) {
 		e = fromCore(err)
 	}
 	if e.Code == codeDBError || e.Code == codeServerInternal {
-		a.log.ErrorContext(r.Context(), "bare-metal API request failed", "code", e.Code, "err", err)
+		a.Log.ErrorContext(r.Context(), "bare-metal API request failed", "code", e.Code, "err", err)
 	}
 	status := http.StatusOK
-	if d := core.RetryAfter(err); d > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)))
-	}
+	dialecthttp.SetRetryAfter(w, err)
 	if errors.Is(err, errMethod) {
 		status = http.StatusMethodNotAllowed
 	}
@@ -345,7 +326,4 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) int {
 }
 
 // writeJSON answers v; answers may carry instance data, so no cache keeps them.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Cache-Control", "no-store")
-	httpx.WriteJSON(w, status, v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { dialecthttp.WriteJSON(w, status, v) }

@@ -2,10 +2,9 @@ package baremetal
 
 import (
 	"errors"
-	"fmt"
-	"strings"
 
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/dialect/dialecthttp"
 	"github.com/fleetpass/fleetpass/internal/sign/capi2"
 )
 
@@ -28,17 +27,7 @@ const (
 
 // Error is a refused request: a code, its description and a message that
 // never quotes a parameter value.
-type Error struct {
-	Code    int
-	Desc    string
-	Message string
-	// Err is the cause, for the server's log only.
-	Err error
-}
-
-func (e *Error) Error() string { return fmt.Sprintf("(%d)%s: %s", e.Code, e.Desc, e.Message) }
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = dialecthttp.Error[int]
 
 func invalidParameter(msg string) *Error {
 	return &Error{Code: codeInvalidParam, Desc: "InvalidParameter", Message: msg}
@@ -81,24 +70,25 @@ func fromCore(err error) *Error {
 
 // fromSignature maps a capi2 verification error.
 func fromSignature(err error) *Error {
-	for _, m := range []struct {
-		err  error
-		code int
-		desc string
-	}{
-		{capi2.ErrDuplicateParameter, codeCommonParameter, "InvalidParameter"},
-		{capi2.ErrMissingParameter, codeCommonParameter, "MissingParameter"},
-		{capi2.ErrUnsupportedMethod, codeCommonParameter, "InvalidParameter.SignatureMethod"},
-		{capi2.ErrInvalidTimestamp, codeCommonParameter, "InvalidParameter.Timestamp"},
-		{capi2.ErrInvalidNonce, codeCommonParameter, "InvalidParameter.Nonce"},
-		{capi2.ErrStaleTimestamp, codeReplay, "AuthFailure.RequestExpired"},
-		{capi2.ErrUnknownSecretID, codeAuthFailure, "AuthFailure.SecretIdNotFound"},
-		{capi2.ErrBadSignature, codeAuthFailure, "AuthFailure.SignatureFailure"},
-	} {
-		if errors.Is(err, m.err) {
-			// The capi2 errors name the problem without quoting a value.
-			return &Error{Code: m.code, Desc: m.desc, Message: strings.TrimPrefix(err.Error(), "capi2: ")}
-		}
+	if c, msg, ok := dialecthttp.MatchSentinel(err, "capi2: ", signatureErrors); ok {
+		return &Error{Code: c.code, Desc: c.desc, Message: msg}
 	}
 	return fromCore(err)
+}
+
+type codeDesc struct {
+	code int
+	desc string
+}
+
+// signatureErrors: the capi2 errors' own texts are the messages.
+var signatureErrors = []dialecthttp.Sentinel[codeDesc]{
+	{Err: capi2.ErrDuplicateParameter, Code: codeDesc{codeCommonParameter, "InvalidParameter"}},
+	{Err: capi2.ErrMissingParameter, Code: codeDesc{codeCommonParameter, "MissingParameter"}},
+	{Err: capi2.ErrUnsupportedMethod, Code: codeDesc{codeCommonParameter, "InvalidParameter.SignatureMethod"}},
+	{Err: capi2.ErrInvalidTimestamp, Code: codeDesc{codeCommonParameter, "InvalidParameter.Timestamp"}},
+	{Err: capi2.ErrInvalidNonce, Code: codeDesc{codeCommonParameter, "InvalidParameter.Nonce"}},
+	{Err: capi2.ErrStaleTimestamp, Code: codeDesc{codeReplay, "AuthFailure.RequestExpired"}},
+	{Err: capi2.ErrUnknownSecretID, Code: codeDesc{codeAuthFailure, "AuthFailure.SecretIdNotFound"}},
+	{Err: capi2.ErrBadSignature, Code: codeDesc{codeAuthFailure, "AuthFailure.SignatureFailure"}},
 }

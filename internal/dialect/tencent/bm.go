@@ -19,18 +19,18 @@ func (a *API) doBM(ctx context.Context, p core.Principal, req Request) (map[stri
 	case ActionResetDevicePassword:
 		// The product's own rule, as in its 2.0 API.
 		policy := password.BareMetal()
-		op, err := a.svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, Mode: apiv1.ModeOnline,
+		op, err := a.Svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, Mode: apiv1.ModeOnline,
 			Password: req.Password, Policy: &policy, Require: core.RequireRunningGuest, NumberTask: true})
 		if err != nil {
 			return nil, err
 		}
-		n, err := a.svc.TaskNumber(ctx, p, op.ID)
+		n, err := a.Svc.TaskNumber(ctx, p, op.ID)
 		if err != nil {
 			return nil, err
 		}
 		return map[string]any{"TaskId": n}, nil
 	case ActionDescribeOperationResult:
-		op, err := a.svc.OperationByTask(ctx, p, req.TaskID)
+		op, err := a.Svc.OperationByTask(ctx, p, req.TaskID)
 		if err != nil {
 			return nil, err
 		}
@@ -50,7 +50,7 @@ func (a *API) doBM(ctx context.Context, p core.Principal, req Request) (map[stri
 		}
 		return map[string]any{"TaskStatus": baremetal.TaskStatus(succeeded, failed, unfinished), "SubtaskStatusSet": subs}, nil
 	case ActionDescribeDevices:
-		list, total, err := a.svc.SearchInstances(ctx, p, core.SearchQuery{IDs: req.InstanceIDs, NameContains: req.Alias,
+		list, total, err := a.Svc.SearchInstances(ctx, p, core.SearchQuery{IDs: req.InstanceIDs, NameContains: req.Alias,
 			Offset: req.Offset, Limit: req.Limit})
 		if err != nil {
 			return nil, err

@@ -27,7 +27,7 @@ func (a *API) doCVM(ctx context.Context, p core.Principal, req Request) (map[str
 		default:
 			pw.Action, pw.Require = apiv1.ActionReboot, core.RequireRunningGuest
 		}
-		if _, err := a.svc.PowerAction(ctx, p, pw); err != nil {
+		if _, err := a.Svc.PowerAction(ctx, p, pw); err != nil {
 			return nil, a.refusal(ctx, p, err)
 		}
 		return map[string]any{}, nil
@@ -53,7 +53,7 @@ func stopMode(stopType string) string {
 func (a *API) resetInstancesPassword(ctx context.Context, p core.Principal, req Request) (map[string]any, error) {
 	// Tencent's rule depends on the OS: the strictest of the rules of the
 	// instances named. Unknown ids are the core's to refuse.
-	insts, err := a.svc.InstancesByID(ctx, p, req.InstanceIDs)
+	insts, err := a.Svc.InstancesByID(ctx, p, req.InstanceIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +62,7 @@ func (a *API) resetInstancesPassword(ctx context.Context, p core.Principal, req 
 		osTypes = append(osTypes, in.OSType)
 	}
 	policy := password.Tencent(osTypes...)
-	_, err = a.svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, User: req.UserName,
+	_, err = a.Svc.ResetPassword(ctx, p, core.ResetRequest{InstanceIDs: req.InstanceIDs, User: req.UserName,
 		Mode: apiv1.ModeOffline, ForceStop: req.ForceStop, Password: req.Password, Policy: &policy})
 	if err != nil {
 		return nil, a.refusal(ctx, p, err)
@@ -85,7 +85,7 @@ func (a *API) refusal(ctx context.Context, p core.Principal, err error) error {
 		return err
 	}
 	ids, _ := ce.Details["instanceIds"].([]string)
-	insts, lerr := a.svc.InstancesByID(ctx, p, ids)
+	insts, lerr := a.Svc.InstancesByID(ctx, p, ids)
 	if lerr != nil || len(ids) == 0 {
 		return err
 	}
@@ -114,11 +114,11 @@ func (a *API) describeInstances(ctx context.Context, p core.Principal, req Reque
 			return map[string]any{"TotalCount": 0, "InstanceSet": []instance{}}, nil
 		}
 	}
-	list, total, err := a.svc.SearchInstances(ctx, p, q)
+	list, total, err := a.Svc.SearchInstances(ctx, p, q)
 	if err != nil {
 		return nil, err
 	}
-	details, err := a.svc.LatestOperationDetails(ctx, p, list)
+	details, err := a.Svc.LatestOperationDetails(ctx, p, list)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/dialect/dialecthttp"
 	"github.com/fleetpass/fleetpass/internal/sign/tc3"
 )
 
@@ -45,16 +46,7 @@ const (
 
 // Error is an answer in the API's error format: a code of the list above
 // and a message that never quotes a secret.
-type Error struct {
-	Code    string
-	Message string
-	// Err is the cause, for the server's log only.
-	Err error
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = dialecthttp.Error[string]
 
 func apiErr(code, msg string) *Error { return &Error{Code: code, Message: msg} }
 
@@ -120,32 +112,23 @@ func fromCore(service string, err error) *Error {
 
 // fromSignature maps a tc3 verification error to its code.
 func fromSignature(service string, err error) *Error {
-	for _, m := range []struct {
-		err  error
-		code string
-		msg  string
-	}{
-		{tc3.ErrMissingAuthorization, CodeInvalidAuthorization, "the Authorization header is missing; sign the request with TC3-HMAC-SHA256"},
-		{tc3.ErrMalformedAuthorization, CodeInvalidAuthorization, ""},
-		{tc3.ErrWrongService, CodeInvalidAuthorization, "the credential scope must name the service of X-TC-Version: " + scopeHint},
-		{tc3.ErrUnsignedPayload, CodeInvalidAuthorization, "the body must be signed: unsigned payloads are not accepted"},
-		{tc3.ErrInvalidTimestamp, CodeInvalidParameter, "X-TC-Timestamp must be the signing time in unix seconds"},
-		{tc3.ErrStaleTimestamp, CodeSignatureExpire, "X-TC-Timestamp is more than 5 minutes away from the server's time"},
-		{tc3.ErrScopeDate, CodeSignatureFailure, "the credential scope's date must be the UTC date of X-TC-Timestamp"},
-		{tc3.ErrUnknownSecretID, CodeSecretIDNotFound, "the SecretId is unknown or revoked"},
-		{tc3.ErrBadSignature, CodeSignatureFailure, "the signature does not match the request; check the SecretKey, the Host and Content-Type headers and the body"},
-	} {
-		if errors.Is(err, m.err) {
-			msg := m.msg
-			if msg == "" {
-				// The tc3 errors name the problem without quoting the input.
-				msg = err.Error()[len("tc3: "):]
-			}
-			return &Error{Code: m.code, Message: msg}
-		}
+	if code, msg, ok := dialecthttp.MatchSentinel(err, "tc3: ", signatureErrors); ok {
+		return &Error{Code: code, Message: msg}
 	}
 	// The key lookup itself failed: a core error from the store.
 	return fromCore(service, err)
+}
+
+var signatureErrors = []dialecthttp.Sentinel[string]{
+	{Err: tc3.ErrMissingAuthorization, Code: CodeInvalidAuthorization, Message: "the Authorization header is missing; sign the request with TC3-HMAC-SHA256"},
+	{Err: tc3.ErrMalformedAuthorization, Code: CodeInvalidAuthorization},
+	{Err: tc3.ErrWrongService, Code: CodeInvalidAuthorization, Message: "the credential scope must name the service of X-TC-Version: " + scopeHint},
+	{Err: tc3.ErrUnsignedPayload, Code: CodeInvalidAuthorization, Message: "the body must be signed: unsigned payloads are not accepted"},
+	{Err: tc3.ErrInvalidTimestamp, Code: CodeInvalidParameter, Message: "X-TC-Timestamp must be the signing time in unix seconds"},
+	{Err: tc3.ErrStaleTimestamp, Code: CodeSignatureExpire, Message: "X-TC-Timestamp is more than 5 minutes away from the server's time"},
+	{Err: tc3.ErrScopeDate, Code: CodeSignatureFailure, Message: "the credential scope's date must be the UTC date of X-TC-Timestamp"},
+	{Err: tc3.ErrUnknownSecretID, Code: CodeSecretIDNotFound, Message: "the SecretId is unknown or revoked"},
+	{Err: tc3.ErrBadSignature, Code: CodeSignatureFailure, Message: "the signature does not match the request; check the SecretKey, the Host and Content-Type headers and the body"},
 }
 
 const scopeHint = "cvm for 2017-03-12, bm for 2018-04-23"

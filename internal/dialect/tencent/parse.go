@@ -1,9 +1,6 @@
 package tencent
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"mime"
@@ -11,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/dialect/dialecthttp"
 )
 
 // Services and their versions.
@@ -132,14 +130,10 @@ func Parse(service, action, contentType string, data []byte) (Request, error) {
 		return req, apiErr(CodeInvalidParameter, "send the parameters as a JSON body (Content-Type: application/json)")
 	}
 	var b body
-	if len(bytes.TrimSpace(data)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		if err := dec.Decode(&b); err != nil {
-			return req, apiErr(CodeInvalidParameter, "the body is not a valid JSON object for this action: "+jsonProblem(err))
-		}
-		if dec.More() {
-			return req, apiErr(CodeInvalidParameter, "the body holds more than one JSON value")
-		}
+	if err := dialecthttp.DecodeObject(data, &b, "%s must be %s"); dialecthttp.IsMoreThanOne(err) {
+		return req, apiErr(CodeInvalidParameter, "the body holds more than one JSON value")
+	} else if err != nil {
+		return req, apiErr(CodeInvalidParameter, "the body is not a valid JSON object for this action: "+err.Error())
 	}
 	if b.InstanceIDs != nil {
 		req.InstanceIDs = *b.InstanceIDs
@@ -310,20 +304,6 @@ func versionOf(service string) string {
 
 // jsonProblem describes a decoding error without quoting the input, which
 // may hold a password.
-func jsonProblem(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("syntax error at byte %d", se.Offset)
-	case errors.As(err, &te):
-		if te.Field != "" {
-			return fmt.Sprintf("%s must be %s", te.Field, te.Type)
-		}
-		return "it must be a JSON object"
-	}
-	return "malformed"
-}
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

@@ -16,15 +16,14 @@
 package tencent
 
 import (
-	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/core"
+	"github.com/fleetpass/fleetpass/internal/dialect/dialecthttp"
 	"github.com/fleetpass/fleetpass/internal/httpx"
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/sealer"
@@ -45,20 +44,12 @@ const (
 )
 
 // API serves the dialect.
-type API struct {
-	svc     *core.Service
-	log     *slog.Logger
-	metrics *metrics.Metrics
-	now     func() time.Time
-}
+type API struct{ dialecthttp.Front }
 
 // New makes the API. now is the clock signatures are checked against (nil:
 // time.Now).
 func New(svc *core.Service, log *slog.Logger, m *metrics.Metrics, now func() time.Time) *API {
-	if now == nil {
-		now = time.Now
-	}
-	return &API{svc: svc, log: log, metrics: m, now: now}
+	return &API{dialecthttp.NewFront(svc, log, m, now)}
 }
 
 // Register adds POST / to mux.
@@ -66,9 +57,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc(Pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		route := "/ " + metricAction(r.Header.Get(HeaderAction))
-		status := a.serve(w, r)
-		a.metrics.HTTPRequests.WithLabelValues("tencent", route, strconv.Itoa(status)).Inc()
-		a.metrics.HTTPDuration.WithLabelValues("tencent", route).Observe(time.Since(start).Seconds())
+		a.Observe("tencent", route, a.serve(w, r), start)
 	})
 }
 
@@ -87,14 +76,13 @@ func metricAction(action string) string {
 // serve answers one request and returns the HTTP status sent (200, or 499
 // when the client went away).
 func (a *API) serve(w http.ResponseWriter, r *http.Request) int {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := dialecthttp.ReadBody(w, r, MaxBody)
 	// The body may hold a password: wipe it once the request is answered.
 	defer clear(body)
+	if errors.Is(err, dialecthttp.ErrBodyTooLarge) {
+		return a.writeErr(w, r, "", apiErr(CodeRequestSizeExceeded, "the request body exceeds "+strconv.Itoa(MaxBody)+" bytes"))
+	}
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return a.writeErr(w, r, "", apiErr(CodeRequestSizeExceeded, "the request body exceeds "+strconv.Itoa(MaxBody)+" bytes"))
-		}
 		return a.writeErr(w, r, "", apiErr(CodeInvalidParameter, "the request body could not be read"))
 	}
 	if r.URL.RawQuery != "" {
@@ -140,22 +128,15 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) int {
 // remembered: the same request signed twice in a second is two calls.
 func (a *API) authenticate(r *http.Request, body []byte, service string) (core.Principal, error) {
 	var p core.Principal
-	lookup := func(id string) ([]byte, error) {
-		secret, principal, err := a.svc.KeySecret(r.Context(), id)
-		if core.CodeOf(err) == core.CodeUnauthenticated {
-			return nil, tc3.ErrUnknownSecretID
-		}
-		p = principal
-		return secret, err
-	}
+	lookup := a.SecretLookup(r.Context(), tc3.ErrUnknownSecretID, &p)
 	if r.Header.Get(tc3.HeaderTimestamp) == "" {
 		return core.Principal{}, apiErr(CodeMissingParameter, "the X-TC-Timestamp header is missing")
 	}
-	if _, err := tc3.Verify(tc3.NewInput(r, body, service), lookup, a.now()); err != nil {
+	if _, err := tc3.Verify(tc3.NewInput(r, body, service), lookup, a.Now()); err != nil {
 		return core.Principal{}, fromSignature(service, err)
 	}
 	// The key's budget is shared with every front door.
-	if err := a.svc.Throttle(r.Context(), p, "tencent"); err != nil {
+	if err := a.Svc.Throttle(r.Context(), p, "tencent"); err != nil {
 		return core.Principal{}, err
 	}
 	p.Address, p.RequestID = httpx.ClientAddr(r), httpx.RequestID(r.Context())
@@ -170,20 +151,18 @@ type errorBody struct {
 // writeErr answers err as {"Response": {"Error": {...}, "RequestId"}} and
 // returns the status sent.
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, service string, err error) int {
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		return 499 // the client went away; nobody reads an answer
+	if dialecthttp.ClientGone(r, err) {
+		return dialecthttp.StatusClientGone
 	}
 	var e *Error
 	if !errors.As(err, &e) {
 		e = fromCore(service, err)
 	}
 	if e.Code == CodeInternalError {
-		a.log.ErrorContext(r.Context(), "Tencent API request failed", "code", e.Code, "err", err)
+		a.Log.ErrorContext(r.Context(), "Tencent API request failed", "code", e.Code, "err", err)
 	}
-	if d := core.RetryAfter(err); d > 0 {
-		// Not Tencent's, but harmless to its clients and useful to others.
-		w.Header().Set("Retry-After", strconv.Itoa(int(d.Seconds())))
-	}
+	// Not Tencent's, but harmless to its clients and useful to others.
+	dialecthttp.SetRetryAfter(w, err)
 	writeJSON(w, map[string]any{"Response": map[string]any{
 		"Error": errorBody{Code: e.Code, Message: e.Message}, "RequestId": httpx.RequestID(r.Context())}})
 	return http.StatusOK
@@ -192,7 +171,4 @@ func (a *API) writeErr(w http.ResponseWriter, r *http.Request, service string, e
 // writeJSON answers v with HTTP 200 and Content-Type application/json,
 // exactly: Tencent's Python SDK parses errors only then. Answers may carry
 // instance data, so no cache keeps them.
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Cache-Control", "no-store")
-	httpx.WriteJSON(w, http.StatusOK, v)
-}
+func writeJSON(w http.ResponseWriter, v any) { dialecthttp.WriteJSON(w, http.StatusOK, v) }

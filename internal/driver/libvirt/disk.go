@@ -84,7 +84,7 @@ func (d *Driver) diskRequest(ctx context.Context, ref driver.Ref, what string, o
 	if err != nil {
 		return req, what, err
 	}
-	h, _, err := d.host(ref.Host)
+	h, _, err := d.host(ctx, ref.Host)
 	if err != nil {
 		return req, o.what, err
 	}

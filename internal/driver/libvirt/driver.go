@@ -10,6 +10,12 @@
 // follow domains being defined, started and stopped. A driver.Ref names a
 // domain by its host's id (Ref.Host) and the domain's UUID (Ref.Address).
 //
+// A host set OnDemand is not followed: the driver connects when a call
+// needs the host, subscribes to no events, sends no Changes and closes the
+// connection once it has been idle for Config.IdleTimeout. With several
+// fleetpass replicas, one follows each host and the others act on it on
+// demand.
+//
 // Calls on a host that is not connected fail with a driver.TransientError,
 // which the engine retries with backoff, so an operation survives a libvirtd
 // restart. An empty Ref.Host means the only host, when there is exactly one.
@@ -71,6 +77,9 @@ type Config struct {
 	// connected host sends, and of its connection health check. Default
 	// 60s.
 	ResyncInterval time.Duration
+	// IdleTimeout is how long an OnDemand host's connection stays open
+	// after its last call. Default 10m.
+	IdleTimeout time.Duration
 	// Disk, when set, lets the driver reset passwords of shut-off domains
 	// on the local host by editing their disks (driver.DiskEditor); nil
 	// leaves disk resets unavailable, for the reason DiskUnavailable gives.
@@ -92,6 +101,7 @@ const (
 	DefaultReconnectMin    = 500 * time.Millisecond
 	DefaultReconnectMax    = 30 * time.Second
 	DefaultResyncInterval  = 60 * time.Second
+	DefaultIdleTimeout     = 10 * time.Minute
 )
 
 const (
@@ -112,6 +122,10 @@ type Host struct {
 	// qemu+tls://host[:port]/system, or test:///default (libvirt's mock
 	// driver, for tests). See SetHost.
 	URI string
+	// OnDemand leaves the host unfollowed: connected only while calls
+	// need it, with no lifecycle events and no Changes (another replica
+	// follows it).
+	OnDemand bool
 }
 
 // HostStatus is the state of a host's connection.
@@ -183,14 +197,21 @@ var (
 // host is one host's connection state. Its loop owns the connection; calls
 // borrow it under mu.
 type host struct {
-	id     string
-	t      target
-	cancel context.CancelFunc // stops the loop; nil until started
+	id       string
+	t        target
+	onDemand bool
+	cancel   context.CancelFunc // stops the loop; nil until started
 
 	mu            sync.Mutex
 	conn          *lv.Libvirt // nil while not connected
 	status        HostStatus
 	resyncPending bool // a Change was dropped: a resync must follow
+	// On demand: lastUsed is the last call's time; ready, while a session
+	// runs, is closed once its connection attempt ended; failedAt is when
+	// the last attempt failed.
+	lastUsed time.Time
+	ready    chan struct{}
+	failedAt time.Time
 }
 
 // New returns a Driver with cfg's zero fields set to their defaults.
@@ -205,6 +226,7 @@ func New(cfg Config) *Driver {
 	def(&cfg.ReconnectMin, DefaultReconnectMin)
 	def(&cfg.ReconnectMax, DefaultReconnectMax)
 	def(&cfg.ResyncInterval, DefaultResyncInterval)
+	def(&cfg.IdleTimeout, DefaultIdleTimeout)
 	if cfg.ReconnectMax < cfg.ReconnectMin {
 		cfg.ReconnectMax = cfg.ReconnectMin
 	}
@@ -237,7 +259,9 @@ func (d *Driver) Run(ctx context.Context) {
 	}
 	d.runCtx = ctx
 	for _, h := range d.hosts {
-		d.start(h)
+		if !h.onDemand {
+			d.start(h)
+		}
 	}
 	d.mu.Unlock()
 
@@ -245,7 +269,9 @@ func (d *Driver) Run(ctx context.Context) {
 	d.mu.Lock()
 	d.stopped = true
 	for _, h := range d.hosts {
-		h.cancel()
+		if h.cancel != nil {
+			h.cancel()
+		}
 	}
 	d.mu.Unlock()
 	d.wg.Wait()
@@ -263,9 +289,10 @@ func (d *Driver) start(h *host) {
 }
 
 // SetHost adds a host or replaces the one with the same ID, and starts
-// connecting to it (once Run runs). It fails on an empty ID or a URI the
-// driver cannot use; the error says why. Setting a host to the URI it
-// already has changes nothing.
+// connecting to it (once Run runs) unless it is OnDemand. It fails on an
+// empty ID or a URI the driver cannot use; the error says why. Setting a
+// host to the URI and mode it already has changes nothing; changing its
+// mode reconnects it in the new one.
 func (d *Driver) SetHost(h Host) error {
 	if h.ID == "" {
 		return errors.New("libvirt: empty host id")
@@ -277,19 +304,41 @@ func (d *Driver) SetHost(h Host) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if old, ok := d.hosts[h.ID]; ok {
-		if old.t == t {
+		if old.t == t && old.onDemand == h.OnDemand {
 			return nil
 		}
 		if old.cancel != nil {
 			old.cancel()
 		}
 	}
-	nh := &host{id: h.ID, t: t, status: HostStatus{Error: "not connected yet", Since: time.Now()}}
+	nh := &host{id: h.ID, t: t, onDemand: h.OnDemand, status: HostStatus{Error: "not connected yet", Since: time.Now()}}
+	if h.OnDemand {
+		nh.status.Error = "connected on demand; not connected now"
+	}
 	d.hosts[h.ID] = nh
-	if d.runCtx != nil && !d.stopped {
+	if d.runCtx != nil && !d.stopped && !h.OnDemand {
 		d.start(nh)
 	}
 	return nil
+}
+
+// ValidateURI tells whether the driver can use uri, without connecting.
+func ValidateURI(uri string) error {
+	_, err := parseURI(uri)
+	return err
+}
+
+// HostIDs lists the ids of the hosts the driver knows, followed or on
+// demand.
+func (d *Driver) HostIDs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]string, 0, len(d.hosts))
+	for id := range d.hosts {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // RemoveHost forgets a host and closes its connection. Unknown ids are
@@ -329,6 +378,9 @@ func (d *Driver) Changes() <-chan Change {
 // emit sends c without blocking. A change that does not fit is dropped and
 // remembered as a pending resync of the host, which covers it.
 func (d *Driver) emit(h *host, c Change) {
+	if h.onDemand {
+		return // another replica follows the host
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.resyncPending {
@@ -388,6 +440,8 @@ func (d *Driver) session(ctx context.Context, h *host) bool {
 		h.mu.Lock()
 		first := h.status.Error != err.Error()
 		h.status = HostStatus{Error: err.Error(), Since: time.Now()}
+		h.failedAt = time.Now()
+		h.markReadyLocked()
 		h.mu.Unlock()
 		if first {
 			// Once per distinct error, not at every retry.
@@ -400,13 +454,16 @@ func (d *Driver) session(ctx context.Context, h *host) bool {
 
 	evCtx, stopEvents := context.WithCancel(ctx)
 	defer stopEvents()
-	events, err := await(ctx, d.cfg.CallTimeout, func() (<-chan lv.DomainEventLifecycleMsg, error) {
-		return l.LifecycleEvents(evCtx)
-	})
-	if err != nil {
-		// Periodic resyncs still keep the inventory right, only later.
-		d.log.Warn("libvirt: no lifecycle events", "host", h.id, "uri", uri, "err", err)
-		events = nil
+	var events <-chan lv.DomainEventLifecycleMsg
+	if !h.onDemand {
+		events, err = await(ctx, d.cfg.CallTimeout, func() (<-chan lv.DomainEventLifecycleMsg, error) {
+			return l.LifecycleEvents(evCtx)
+		})
+		if err != nil {
+			// Periodic resyncs still keep the inventory right, only later.
+			d.log.Warn("libvirt: no lifecycle events", "host", h.id, "uri", uri, "err", err)
+			events = nil
+		}
 	}
 	if events != nil {
 		defer func(events <-chan lv.DomainEventLifecycleMsg) {
@@ -423,17 +480,40 @@ func (d *Driver) session(ctx context.Context, h *host) bool {
 	h.mu.Lock()
 	h.conn = l
 	h.status = HostStatus{Connected: true, Since: time.Now(), LibvirtVersion: version}
+	h.markReadyLocked()
 	h.mu.Unlock()
-	d.log.Info("libvirt: connected", "host", h.id, "uri", uri, "libvirt", version)
+	if h.onDemand {
+		d.log.Debug("libvirt: connected on demand", "host", h.id, "uri", uri, "libvirt", version)
+	} else {
+		d.log.Info("libvirt: connected", "host", h.id, "uri", uri, "libvirt", version)
+	}
 	d.emit(h, Change{HostID: h.id, Connected: true})
 
 	resync := time.NewTicker(d.cfg.ResyncInterval)
 	defer resync.Stop()
 	retry := time.NewTicker(pendingResyncRetryDelay)
 	defer retry.Stop()
+	var idle <-chan time.Time
+	if h.onDemand {
+		t := time.NewTicker(max(d.cfg.IdleTimeout/4, 10*time.Millisecond))
+		defer t.Stop()
+		idle = t.C
+	}
 	var lost error
 	for lost == nil {
 		select {
+		case <-idle:
+			h.mu.Lock()
+			unused := time.Since(h.lastUsed) >= d.cfg.IdleTimeout
+			if unused {
+				h.conn = nil
+				h.status = HostStatus{Error: "connected on demand; closed after being idle", Since: time.Now()}
+			}
+			h.mu.Unlock()
+			if unused {
+				d.log.Debug("libvirt: closing an idle on-demand connection", "host", h.id, "uri", uri)
+				return true
+			}
 		case <-ctx.Done():
 			h.mu.Lock()
 			h.conn = nil
@@ -463,6 +543,9 @@ func (d *Driver) session(ctx context.Context, h *host) bool {
 			}
 			d.emit(h, Change{HostID: h.id, Connected: true})
 		case <-retry.C:
+			if h.onDemand {
+				continue
+			}
 			h.mu.Lock()
 			if h.resyncPending {
 				d.sendResyncLocked(h)
@@ -553,7 +636,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // gives an error wrapping driver.ErrMachineNotFound, a host that is not
 // connected a driver.TransientError.
 func (d *Driver) Domains(ctx context.Context, hostID string) ([]Domain, error) {
-	h, l, err := d.host(hostID)
+	h, l, err := d.host(ctx, hostID)
 	if err != nil {
 		return nil, err
 	}
@@ -597,9 +680,10 @@ func (d *Driver) Domains(ctx context.Context, hostID string) ([]Domain, error) {
 	return out, nil
 }
 
-// host returns a host and its connection. An empty id means the only host,
-// when there is exactly one.
-func (d *Driver) host(id string) (*host, *lv.Libvirt, error) {
+// host returns a host and its connection, connecting an OnDemand host
+// first (waiting for it at most until ctx ends). An empty id means the
+// only host, when there is exactly one.
+func (d *Driver) host(ctx context.Context, id string) (*host, *lv.Libvirt, error) {
 	d.mu.Lock()
 	h, ok := d.hosts[id]
 	if !ok && id == "" && len(d.hosts) == 1 {
@@ -607,14 +691,78 @@ func (d *Driver) host(id string) (*host, *lv.Libvirt, error) {
 			h, ok = only, true
 		}
 	}
-	d.mu.Unlock()
 	if !ok {
+		d.mu.Unlock()
 		return nil, nil, fmt.Errorf("libvirt: unknown host %q: %w", id, driver.ErrMachineNotFound)
+	}
+	h.mu.Lock()
+	if h.conn != nil {
+		h.lastUsed = time.Now()
+		l := h.conn
+		h.mu.Unlock()
+		d.mu.Unlock()
+		return h, l, nil
+	}
+	// A host that failed to connect a moment ago fails again at once,
+	// rather than each call of a burst dialling it.
+	recent := h.ready == nil && time.Since(h.failedAt) < d.cfg.ReconnectMin
+	if !h.onDemand || d.runCtx == nil || d.stopped || recent {
+		err := driver.Transientf("libvirt: host %s: %w (%s)", h.id, errDisconnected, h.status.Error)
+		h.mu.Unlock()
+		d.mu.Unlock()
+		return nil, nil, err
+	}
+	h.lastUsed = time.Now()
+	ready := d.demandLocked(h)
+	h.mu.Unlock()
+	d.mu.Unlock()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.conn == nil {
 		return nil, nil, driver.Transientf("libvirt: host %s: %w (%s)", h.id, errDisconnected, h.status.Error)
 	}
+	h.lastUsed = time.Now()
 	return h, h.conn, nil
+}
+
+// demandLocked starts an OnDemand host's session unless one runs, and
+// returns the channel closed once its connection attempt ended. d.mu and
+// h.mu must be held.
+func (d *Driver) demandLocked(h *host) <-chan struct{} {
+	if h.ready != nil {
+		return h.ready
+	}
+	ready := make(chan struct{})
+	h.ready = ready
+	ctx, cancel := context.WithCancel(d.runCtx)
+	h.cancel = cancel
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer cancel()
+		d.session(ctx, h)
+		h.mu.Lock()
+		h.markReadyLocked()
+		h.ready = nil
+		h.mu.Unlock()
+	}()
+	return ready
+}
+
+// markReadyLocked tells the callers waiting for an OnDemand host's
+// connection attempt that it ended. h.mu must be held.
+func (h *host) markReadyLocked() {
+	if h.ready == nil {
+		return
+	}
+	select {
+	case <-h.ready:
+	default:
+		close(h.ready)
+	}
 }

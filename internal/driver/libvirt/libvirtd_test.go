@@ -145,7 +145,7 @@ func defineTestDomain(t *testing.T, d *Driver, hostID string, agentChannel bool)
 // removes it when the test ends.
 func defineDomain(t *testing.T, d *Driver, hostID, x string) {
 	t.Helper()
-	_, l, err := d.host(hostID)
+	_, l, err := d.host(context.Background(), hostID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,4 +491,56 @@ func (p *privateLibvirtd) stop(t *testing.T) {
 		t.Error("private libvirtd did not exit after SIGTERM")
 	}
 	p.cmd = nil
+}
+
+// TestAnOnDemandHostConnectsWhenUsedAndClosesWhenIdle: two drivers stand
+// for two replicas on one libvirtd: the one that follows the host sees a
+// domain the other starts on demand (the test driver's state is shared by
+// the daemon's connections while one stays open); the on-demand one sends
+// no Changes and closes its connection once idle.
+func TestAnOnDemandHostConnectsWhenUsedAndClosesWhenIdle(t *testing.T) {
+	needLibvirtd(t)
+	follower := startDriver(t, Config{})
+	if err := follower.SetHost(Host{ID: "h1", URI: "test:///default"}); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, follower, "h1")
+	lazy := startDriver(t, Config{IdleTimeout: 300 * time.Millisecond})
+	if err := lazy.SetHost(Host{ID: "h1", URI: "test:///default", OnDemand: true}); err != nil {
+		t.Fatal(err)
+	}
+	if st := lazy.HostStatus("h1"); st.Connected {
+		t.Fatalf("an on-demand host connected before any call: %+v", st)
+	}
+	ref := defineTestDomain(t, follower, "h1", false)
+	if err := lazy.Start(call(t), ref); err != nil {
+		t.Fatalf("Start on demand: %v", err)
+	}
+	if st := lazy.HostStatus("h1"); !st.Connected {
+		t.Fatalf("after a call: %+v, want connected", st)
+	}
+	wantState(t, follower, ref, driver.PowerRunning)
+	deadline := time.Now().Add(30 * time.Second)
+	for lazy.HostStatus("h1").Connected {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle on-demand connection stayed open")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case c := <-lazy.Changes():
+		t.Fatalf("an on-demand host sent a change: %+v", c)
+	default:
+	}
+	// Used again, it reconnects.
+	if err := lazy.Stop(call(t), ref); err != nil {
+		t.Fatalf("Stop on demand after the idle close: %v", err)
+	}
+	wantState(t, follower, ref, driver.PowerStopped)
+	// Switched to followed (it became the owner), it connects and sends
+	// its resync.
+	if err := lazy.SetHost(Host{ID: "h1", URI: "test:///default"}); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, lazy, "h1")
 }

@@ -97,7 +97,7 @@ func (d *Driver) domain(ctx context.Context, ref driver.Ref, what string) (op, e
 	if err != nil {
 		return op{}, fmt.Errorf("libvirt: %s: %s: the address is not a domain UUID: %w", name, what, driver.ErrMachineNotFound)
 	}
-	h, l, err := d.host(ref.Host)
+	h, l, err := d.host(ctx, ref.Host)
 	if err != nil {
 		return op{}, fmt.Errorf("%s: %w", what, err)
 	}

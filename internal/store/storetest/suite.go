@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,11 +31,14 @@ func Run(t *testing.T, open Opener) {
 		{"IdempotencyKeyIsTakenOnce", testIdempotency},
 		{"InstanceLockIsHeldByOneOperation", testInstanceLock},
 		{"FinishedItemCountsOnce", testFinishItem},
+		{"AnOperationOfManyItemsKeepsThemAll", testManyItems},
+		{"EventsInsertedTogetherKeepTheirOrder", testInsertEvents},
 		{"SignInFailuresCountInAWindow", testSignInFailures},
 		{"EventsAreReadInIDOrder", testEvents},
 		{"AFailedStatementRollsTheTransactionBack", testRollback},
 		{"ConcurrentIdempotencyGivesOneWinner", testConcurrentIdempotency},
 		{"ConcurrentSignInFailuresAllCount", testConcurrentSignInFailures},
+		{"ConcurrentLastItemsEndTheOperationOnce", testConcurrentEnds},
 		{"ConcurrentInstanceLocksNeverOverlapNorDeadlock", testConcurrentLocks},
 		{"ConcurrentHostReconcilesAddADomainOnce", testConcurrentReconcile},
 		{"EventFollowerNeverSkipsALateCommit", testEventsNeverSkipped},
@@ -44,6 +48,12 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentHostSlotsNeverExceedTheLimit", testConcurrentHostSlots},
 		{"CommittedWritesWakeEveryListener", testWakeups},
 	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.fn(t, open(t))
+		})
+	}
+	for _, c := range leaseCases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			c.fn(t, open(t))
@@ -316,8 +326,7 @@ func testFinishItem(t *testing.T, s *store.Store) {
 				return err
 			}
 			w.State, w.Step = apiv1.ItemSucceeded, "done"
-			_, err = s.FinishItem(ctx, tx, &w, "")
-			return err
+			return s.FinishItem(ctx, tx, &w, "", nil)
 		})
 	}
 	op, err := s.GetOperation(ctx, s.DB, "op-1")
@@ -329,6 +338,48 @@ func testFinishItem(t *testing.T, s *store.Store) {
 	}
 	if in, _ := s.GetInstance(ctx, s.DB, ids[0]); in.Busy {
 		t.Fatal("a finished item left its instance locked")
+	}
+}
+
+func testManyItems(t *testing.T, s *store.Store) {
+	tenant(t, s, "acme")
+	ids := instances(t, s, "acme", 250) // more than one multi-row INSERT holds
+	createOp(t, s, "op-1", "acme", ids)
+	op, err := s.GetOperation(context.Background(), s.DB, "op-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Summary.Total != 250 || len(op.Items) != 250 {
+		t.Fatalf("total %d, %d items; want 250", op.Summary.Total, len(op.Items))
+	}
+	for i, it := range op.Items {
+		if it.InstanceID != ids[i] {
+			t.Fatalf("item %d is %s, want %s", i, it.InstanceID, ids[i])
+		}
+	}
+}
+
+func testInsertEvents(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	var evs []store.NewEvent
+	for i := range 230 {
+		evs = append(evs, store.NewEvent{Tenant: "acme", Type: "instance", Ref: fmt.Sprintf("ins-%03d", i), Data: []byte(fmt.Sprintf(`{"n":%d}`, i))})
+	}
+	mustTx(t, s, func(tx *sql.Tx) error { return s.InsertEvents(ctx, tx, evs) })
+	got, err := s.EventsAfter(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(evs) {
+		t.Fatalf("%d events, want %d", len(got), len(evs))
+	}
+	for i, e := range got {
+		if e.Ref != evs[i].Ref || string(e.Data) != string(evs[i].Data) || e.Tenant != "acme" || e.Type != "instance" {
+			t.Fatalf("event %d is %+v, want %+v", i, e, evs[i])
+		}
+		if i > 0 && e.ID <= got[i-1].ID {
+			t.Fatalf("ids out of order at %d: %d after %d", i, e.ID, got[i-1].ID)
+		}
 	}
 }
 
@@ -433,6 +484,66 @@ func testConcurrentIdempotency(t *testing.T, s *store.Store) {
 		t.Fatalf("%d puts of one key won, want 1", won)
 	}
 }
+
+func testConcurrentEnds(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	tenant(t, s, "acme")
+	const n = 32
+	ids := instances(t, s, "acme", n)
+	createOp(t, s, "op-1", "acme", ids)
+	if ended, err := s.EndOperation(ctx, "op-1", nil); err != nil || ended {
+		t.Fatalf("an operation none of whose items ended was ended (%v, %v)", ended, err)
+	}
+	var events atomic.Int32
+	ended := parallel(n, func(i int) error {
+		err := s.InTx(ctx, func(tx *sql.Tx) error {
+			w, err := s.GetItem(ctx, tx, "op-1", ids[i])
+			if err != nil {
+				return err
+			}
+			w.State, w.Step = apiv1.ItemSucceeded, "done"
+			if i%4 == 0 {
+				w.State = apiv1.ItemFailed
+			}
+			return s.FinishItem(ctx, tx, &w, "", nil)
+		})
+		if err != nil {
+			return err
+		}
+		ok, err := s.EndOperation(ctx, "op-1", func(tx *sql.Tx, op apiv1.Operation) error {
+			events.Add(1)
+			return nil
+		})
+		if err == nil && !ok {
+			return errNotEnded
+		}
+		return err
+	})
+	won := 0
+	for _, err := range ended {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, errNotEnded):
+			t.Fatal(err)
+		}
+	}
+	if won != 1 || events.Load() != 1 {
+		t.Fatalf("%d callers ended the operation (%d events), want exactly 1", won, events.Load())
+	}
+	op, err := s.GetOperation(ctx, s.DB, "op-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Status != apiv1.OperationPartial || op.Summary.Succeeded != n*3/4 || op.Summary.Failed != n/4 || op.FinishedAt == nil {
+		t.Fatalf("operation %s, summary %+v, finished %v; want partial, %d succeeded, %d failed", op.Status, op.Summary, op.FinishedAt, n*3/4, n/4)
+	}
+	if again, err := s.EndOperation(ctx, "op-1", nil); err != nil || again {
+		t.Fatalf("an ended operation was ended again (%v, %v)", again, err)
+	}
+}
+
+var errNotEnded = errors.New("not ended by this caller")
 
 func testConcurrentSignInFailures(t *testing.T, s *store.Store) {
 	ctx := context.Background()
