@@ -155,3 +155,23 @@ func TestSyncAllVisitsEveryIdleInstance(t *testing.T) {
 		}
 	}
 }
+
+func TestAPartitionedSyncRefreshesOnlyItsShare(t *testing.T) {
+	f := newFixture(t)
+	var ins []apiv1.Instance
+	for _, id := range []string{"a", "b", "c", "d"} {
+		ins = append(ins, f.add(sim.Machine{ID: id, Running: true}))
+	}
+	// Another replica's share: a and c.
+	f.sync.Partition(func(in apiv1.Instance) bool { return in.Name == "b" || in.Name == "d" })
+	f.sync.SyncAll(context.Background())
+	for _, in := range ins {
+		want := apiv1.StatePending
+		if in.Name == "b" || in.Name == "d" {
+			want = apiv1.StateRunning
+		}
+		if got := f.get(in.ID); got.State != want {
+			t.Errorf("%s: %s, want %s", in.Name, got.State, want)
+		}
+	}
+}

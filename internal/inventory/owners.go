@@ -127,6 +127,16 @@ func (o *HostOwners) Mine(key string) bool {
 	return rendezvous.Pick(key, o.alive) == o.members.ID()
 }
 
+// Alive lists the live replicas this replica saw at its last pass, itself
+// included.
+func (o *HostOwners) Alive() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := slices.Clone(o.alive)
+	slices.Sort(out)
+	return out
+}
+
 // Owned lists the hosts this replica owns now, by id.
 func (o *HostOwners) Owned() []string {
 	o.mu.Lock()
@@ -154,12 +164,18 @@ func (o *HostOwners) Run(ctx context.Context) {
 	t := time.NewTicker(o.cfg.Renew)
 	defer t.Stop()
 	for {
-		o.Pass(ctx)
+		var soon <-chan time.Time
+		if o.Pass(ctx) {
+			// A host just taken is connecting: record its state as soon
+			// as it is known rather than a whole period later.
+			soon = time.After(o.cfg.Renew / 8)
+		}
 		select {
 		case <-ctx.Done():
 			o.releaseAll()
 			return
 		case <-t.C:
+		case <-soon:
 		case <-o.wake:
 		}
 	}
@@ -168,8 +184,9 @@ func (o *HostOwners) Run(ctx context.Context) {
 // Pass renews the leases held, takes the hosts that fall to this replica
 // and hands over those that no longer do, follows the hosts table (new
 // hosts connected, removed ones disconnected, limits updated) and records
-// the state of the owned hosts' connections.
-func (o *HostOwners) Pass(ctx context.Context) {
+// the state of the owned hosts' connections. It reports whether it took
+// a host.
+func (o *HostOwners) Pass(ctx context.Context) (took bool) {
 	start := time.Now()
 	me := o.members.ID()
 	o.renew(ctx, start)
@@ -208,7 +225,7 @@ func (o *HostOwners) Pass(ctx context.Context) {
 		o.mu.Unlock()
 		switch {
 		case want && held == nil:
-			o.take(ctx, h, start)
+			took = o.take(ctx, h, start) || took
 		case !want && held != nil:
 			o.handOver(ctx, h.ID, "another replica is to own it")
 		}
@@ -228,6 +245,7 @@ func (o *HostOwners) Pass(ctx context.Context) {
 		}
 	}
 	o.record(ctx)
+	return took
 }
 
 // renew extends every lease held in one statement; those the database no
@@ -273,7 +291,7 @@ func (o *HostOwners) renew(ctx context.Context, start time.Time) {
 
 // take acquires a host's lease and, having it, follows the host: the
 // driver connects, and its connect leads to a full resync.
-func (o *HostOwners) take(ctx context.Context, h apiv1.Host, start time.Time) {
+func (o *HostOwners) take(ctx context.Context, h apiv1.Host, start time.Time) bool {
 	name, me := store.HostLease(h.ID), o.members.ID()
 	var l store.Lease
 	var ok bool
@@ -288,15 +306,16 @@ func (o *HostOwners) take(ctx context.Context, h apiv1.Host, start time.Time) {
 		if ctx.Err() == nil {
 			o.log.Warn("hosts: acquire a host's lease", "host_id", h.ID, "err", err)
 		}
-		return
+		return false
 	}
 	if !ok {
-		return // its owner's term still runs: it hands over, or lapses
+		return false // its owner's term still runs: it hands over, or lapses
 	}
 	o.mu.Lock()
 	o.held[h.ID] = &heldHost{host: h, lease: l, trustUntil: start.Add(o.cfg.TTL - time.Second)}
 	o.mu.Unlock()
 	o.log.Info("hosts: following the host", "host_id", h.ID, "uri", h.URI, "epoch", l.Epoch)
+	return true
 }
 
 // handOver releases a host's lease so that the replica it falls to takes

@@ -59,8 +59,12 @@ func waitReplicas(t *testing.T, rs ...*servertest.Server) []string {
 	}
 	slices.Sort(ids)
 	if !testutil.Eventually(30*time.Second, func() bool {
-		live, err := rs[0].Store().LiveHolders(context.Background(), "replica:")
-		return err == nil && slices.Equal(live, ids)
+		for _, r := range rs {
+			if !slices.Equal(r.HostOwners().Alive(), ids) {
+				return false
+			}
+		}
+		return true
 	}) {
 		t.Fatalf("the replicas %v never saw each other", ids)
 	}
