@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/server"
 	"github.com/fleetpass/fleetpass/internal/servertest"
@@ -147,4 +148,42 @@ func TestAReplicaCutOffFromTheDatabaseFencesItselfAndComesBack(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "the engine to be unfenced", func() bool {
 		return strings.Contains(s.Logs.String(), "engine unfenced")
 	})
+}
+
+// TestAStartingReplicaLeavesALiveReplicasWorkAlone: a replica that
+// starts while another runs an item does not take the item over (only a
+// dead replica's jobs are resumed), however many of its reaper's passes go
+// by.
+func TestAStartingReplicaLeavesALiveReplicasWorkAlone(t *testing.T) {
+	pgtest.Shared(t)
+	dbURL, keyFile := storetest.PostgresURL(t), writeKey(t, 9)
+	slow := servertest.FastEngine()
+	slow.ShutdownTimeout = time.Minute
+	a := startReplica(t, dbURL, keyFile, "alpha", func(c *server.Config) { c.Engine = slow })
+	in := a.AddMachine(servertest.Machine{Name: "hangs", Running: true, Faults: sim.Faults{HangShutdown: true}})
+	op := a.Reset(replicaAdmin, apiv1.PasswordReset{InstanceIDs: []string{in.ID}, Mode: apiv1.ModeOffline,
+		ForceStop: true, Password: "Live-Replica-pw-12"})
+	db := pgtest.Shared(t).DBURL(t, dbURL)
+	owner := func() (string, int64) {
+		var by string
+		var seq int64
+		err := db.QueryRow(`SELECT j.attempted_by[array_length(j.attempted_by, 1)], i.exec_seq FROM river_job j
+			JOIN items i ON i.operation_id = j.args->>'op' WHERE j.state = 'running' AND i.operation_id = $1`, op.ID).Scan(&by, &seq)
+		if err != nil {
+			return "", 0
+		}
+		return by, seq
+	}
+	testutil.WaitFor(t, time.Minute, "alpha to run the item", func() bool { by, _ := owner(); return by == "alpha" })
+	_, seq := owner()
+	b := startReplica(t, dbURL, keyFile, "beta", func(c *server.Config) { c.Engine = slow })
+	// Three reaper passes of beta's at least (every 2-3 s), well within
+	// alpha's execution budget (20 s), while alpha's heartbeat runs.
+	time.Sleep(8 * time.Second)
+	if by, now := owner(); by != "alpha" || now != seq {
+		t.Fatalf("the item's job is %q's at execution %d, was alpha's at %d", by, now, seq)
+	}
+	if b.Logs.Contains("resumed work left by a dead replica") {
+		t.Fatal("beta resumed a live replica's work")
+	}
 }

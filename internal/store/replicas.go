@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -148,28 +149,35 @@ func (s *Store) PruneReplicas(ctx context.Context, age time.Duration) (int, erro
 
 // BeginExecution starts an execution of an item: it takes the item's next
 // fencing token and reads the item with it (ItemWork.ExecSeq), in one
-// transaction. SaveItem and FinishItem of that ItemWork then succeed only
+// statement. SaveItem and FinishItem of that ItemWork then succeed only
 // while no later execution has begun.
 func (s *Store) BeginExecution(ctx context.Context, opID, instanceID string) (ItemWork, error) {
-	var w ItemWork
-	err := s.InTx(ctx, func(tx *sql.Tx) error {
-		var seq int64
-		err := s.c(tx).QueryRowContext(ctx, `UPDATE items SET exec_seq = exec_seq + 1 WHERE operation_id = ? AND instance_id = ?
-			RETURNING exec_seq`, opID, instanceID).Scan(&seq)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("item %s/%s: %w", opID, instanceID, ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("begin execution: %w", err)
-		}
-		if w, err = s.GetItem(ctx, tx, opID, instanceID); err != nil {
-			return err
-		}
-		w.ExecSeq = seq
-		return nil
-	})
-	return w, err
+	var seq int64
+	w, err := scanItem(withExtra{s.c(s.DB).QueryRowContext(ctx, `UPDATE items SET exec_seq = exec_seq + 1
+		WHERE operation_id = ? AND instance_id = ? RETURNING `+beginColumns+`, exec_seq`, opID, instanceID), &seq})
+	if errors.Is(err, sql.ErrNoRows) {
+		return w, fmt.Errorf("item %s/%s: %w", opID, instanceID, ErrNotFound)
+	}
+	if err != nil {
+		return w, fmt.Errorf("begin execution: %w", err)
+	}
+	w.ExecSeq = seq
+	return w, nil
 }
+
+// beginColumns are itemColumns as an UPDATE of items returns them (the
+// operation's tenant by a subquery: RETURNING sees only the updated table).
+var beginColumns = strings.Replace(strings.ReplaceAll(itemColumns, "i.", ""), "o.tenant_id",
+	"(SELECT o.tenant_id FROM operations o WHERE o.id = items.operation_id)", 1)
+
+// withExtra scans a row's last columns into extra after the ones its
+// caller asks for.
+type withExtra struct {
+	row   interface{ Scan(...any) error }
+	extra *int64
+}
+
+func (w withExtra) Scan(dest ...any) error { return w.row.Scan(append(dest, w.extra)...) }
 
 // CheckExecution returns ErrSuperseded when w's execution no longer holds
 // its item's fencing token (nil for an ItemWork read without one). The
