@@ -24,8 +24,9 @@
 //   - OpenDB: in a table (sim_machines) of a SQL database, PostgreSQL or
 //     SQLite, with nothing kept in memory, so that several Fleet values (the
 //     replicas of a server on PostgreSQL, and the tests that watch them)
-//     share one fleet. Every call is one transaction that locks the
-//     machine's row, settles it, applies the call and writes it back. On
+//     share one fleet. Every call that changes a machine is one
+//     transaction that locks the machine's row, settles it, applies the
+//     call and writes it back; a call that only reads reads the row once. On
 //     PostgreSQL the times come from the database's clock, which all
 //     replicas agree on; elsewhere from Options.Now or the local clock.
 //
