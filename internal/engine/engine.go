@@ -113,8 +113,14 @@ type Drivers struct {
 	// HostDriver names the driver whose links name a registered host
 	// (libvirt), AgentDriver the guest channel whose links name an
 	// enrolled agent: before acting, the engine checks that such a link
-	// is one of the instance's own tenant.
-	HostDriver, AgentDriver string
+	// is one of the instance's own tenant. BMCDriver powers bare-metal
+	// servers through a BMC registered for the instance.
+	HostDriver, AgentDriver, BMCDriver string
+}
+
+// Links names the drivers whose links store.LinkOwnerProblem checks.
+func (d Drivers) Links() store.LinkDrivers {
+	return store.LinkDrivers{Host: d.HostDriver, Agent: d.AgentDriver, BMC: d.BMCDriver}
 }
 
 // Engine executes operation items.

@@ -208,7 +208,7 @@ func (e *Engine) linkProblem(ctx context.Context, w store.ItemWork, inst apiv1.I
 	if inst.Tenant != w.Tenant {
 		return "the instance belongs to another tenant than its operation", nil
 	}
-	return e.store.LinkOwnerProblem(ctx, e.store.DB, inst, e.drivers.HostDriver, e.drivers.AgentDriver)
+	return e.store.LinkOwnerProblem(ctx, e.store.DB, inst, e.drivers.Links())
 }
 
 // to moves the item to step, recording it (and the instance state) before

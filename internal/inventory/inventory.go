@@ -245,7 +245,7 @@ func (y *Syncer) SyncOne(ctx context.Context, in apiv1.Instance) {
 	ctx, cancel := context.WithTimeout(ctx, y.Deadline)
 	defer cancel()
 	// Defence in depth: act only on links that are the instance's own.
-	if problem, err := y.store.LinkOwnerProblem(ctx, y.store.DB, in, y.drivers.HostDriver, y.drivers.AgentDriver); err != nil || problem != "" {
+	if problem, err := y.store.LinkOwnerProblem(ctx, y.store.DB, in, y.drivers.Links()); err != nil || problem != "" {
 		if err == nil {
 			y.log.Warn("inventory: skipping an instance whose links are not its own", "instance_id", in.ID, "problem", problem)
 		}

@@ -21,6 +21,7 @@ func (s *Server) addBMCDrivers(d *engine.Drivers) {
 	}
 	s.ipmi = ipmi.New(ipmi.CredentialsFunc(s.bmcCredentials), cfg)
 	d.Power[core.IPMIDriver] = s.ipmi
+	d.BMCDriver = core.IPMIDriver
 }
 
 func (s *Server) bmcCredentials(ctx context.Context, ref driver.Ref) (ipmi.BMC, error) {

@@ -122,7 +122,8 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "server.log")
 	addr := testutil.FreePort(t)
 	args := []string{"--sim-instances", "100", "--sim-boot-time", "1500ms", "--sim-shutdown-time", "1500ms"}
-	if url := storetest.DatabaseURL(t); url != "" {
+	url := storetest.DatabaseURL(t)
+	if url != "" {
 		args = append(args, "--database-url", url)
 	}
 	p := startProc(t, bin, dataDir, addr, logPath, args...)
@@ -140,14 +141,14 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	}
 
 	// First kill: while machines are shutting down.
-	p.killAtStep(op.ID, apiv1.StepShuttingDown)
-	assertSomeMachines(t, dataDir, p.killedAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStopping },
+	p.killAtStep(op.ID, apiv1.StepShuttingDown, someMachine(t, url, driver.PowerStopping))
+	assertSomeMachines(t, dataDir, url, p.killedAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStopping },
 		"the first kill should catch machines on their way down")
 
 	// Second kill: while machines are booting again.
 	p = startProc(t, bin, dataDir, addr, logPath, args...)
-	p.killAtStep(op.ID, apiv1.StepStarting)
-	assertSomeMachines(t, dataDir, p.killedAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStarting },
+	p.killAtStep(op.ID, apiv1.StepStarting, someMachine(t, url, driver.PowerStarting))
+	assertSomeMachines(t, dataDir, url, p.killedAt, func(s sim.Snapshot) bool { return s.Power == driver.PowerStarting },
 		"the second kill should catch machines booting")
 
 	p = startProc(t, bin, dataDir, addr, logPath, args...)
@@ -185,10 +186,7 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 		t.Fatal("the server did not stop on SIGTERM")
 	}
 
-	f, err := sim.Open(context.Background(), filepath.Join(dataDir, "sim-fleet.db"), sim.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openServerFleet(t, dataDir, url, sim.Options{})
 	defer f.Close()
 	snaps, err := f.List(context.Background())
 	if err != nil || len(snaps) != 100 {
@@ -214,11 +212,15 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 }
 
 // killAtStep kills the server as soon as some item of the operation is at
-// step: a kill timed by the batch's progress, not by the clock, lands in
-// the phase it is meant for however loaded the machine.
-func (p *proc) killAtStep(opID, step string) {
+// step (and, if given, machine says a machine is in the step's phase): a
+// kill timed by the batch's progress, not by the clock, lands in the phase
+// it is meant for however loaded the machine.
+func (p *proc) killAtStep(opID, step string, machine func() bool) {
 	p.t.Helper()
 	testutil.WaitFor(p.t, time.Minute, "an item at step "+step, func() bool {
+		if machine != nil && !machine() {
+			return false
+		}
 		var op apiv1.Operation
 		p.api("GET", "/v1/operations/"+opID, nil, &op)
 		for _, it := range op.Items {
@@ -233,12 +235,9 @@ func (p *proc) killAtStep(opID, step string) {
 
 // assertSomeMachines fails t unless some simulated machine, as it was at
 // time at, satisfies pred.
-func assertSomeMachines(t testing.TB, dataDir string, at time.Time, pred func(sim.Snapshot) bool, msg string) {
+func assertSomeMachines(t testing.TB, dataDir, url string, at time.Time, pred func(sim.Snapshot) bool, msg string) {
 	t.Helper()
-	f, err := sim.Open(context.Background(), filepath.Join(dataDir, "sim-fleet.db"), sim.Options{Now: func() time.Time { return at }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openServerFleet(t, dataDir, url, sim.Options{Now: func() time.Time { return at }})
 	defer f.Close()
 	snaps, err := f.List(context.Background())
 	if err != nil || len(snaps) == 0 {
@@ -251,6 +250,11 @@ func assertSomeMachines(t testing.TB, dataDir string, at time.Time, pred func(si
 		}
 	}
 	if n == 0 {
+		hist := map[driver.PowerState]int{}
+		for _, s := range snaps {
+			hist[s.Power]++
+		}
+		t.Logf("machines by power state at the kill: %v", hist)
 		t.Fatal(msg)
 	}
 	t.Logf("%d of %d machines matched at the kill", n, len(snaps))

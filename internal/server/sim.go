@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/fleetpass/fleetpass/internal/demo"
@@ -16,19 +19,50 @@ import (
 // faster, and a server on SQLite is alone anyway.
 func (s *Server) openSim(ctx context.Context, cfg Config) (err error) {
 	opts := sim.Options{ActionTime: cfg.SimActionTime}
-	if s.store.Dialect() == store.Postgres {
-		s.sim, err = sim.OpenDB(ctx, s.store.DB, store.Postgres, opts)
-	} else {
-		path := filepath.Join(cfg.DataDir, "sim-fleet.db")
+	path := filepath.Join(cfg.DataDir, "sim-fleet.db")
+	if s.store.Dialect() != store.Postgres {
 		if err := createPrivate(path); err != nil {
 			return err
 		}
-		s.sim, err = sim.Open(ctx, path, opts)
+		if s.sim, err = sim.Open(ctx, path, opts); err != nil {
+			return fmt.Errorf("simulated fleet: %w", err)
+		}
+		return nil
 	}
-	if err != nil {
+	if s.sim, err = sim.OpenDB(ctx, s.store.DB, store.Postgres, opts); err != nil {
+		return fmt.Errorf("simulated fleet: %w", err)
+	}
+	if err := s.importSimFile(ctx, path); err != nil {
+		s.sim.Close()
 		return fmt.Errorf("simulated fleet: %w", err)
 	}
 	return nil
+}
+
+// importSimFile moves the machines of a fleet file left in the data
+// directory by the server's SQLite days (`fleetpass db copy`) into a
+// database that has none, so that the copied instances find their
+// machines as they were.
+func (s *Server) importSimFile(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return s.store.WithSessionLock(ctx, store.SeedLock, "simulated fleets", func(ctx context.Context) error {
+		have, err := s.sim.List(ctx)
+		if err != nil || len(have) > 0 {
+			return err
+		}
+		file, err := sim.Open(ctx, path, sim.Options{})
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		n, err := s.sim.Import(ctx, file)
+		if n > 0 {
+			s.log.Info("moved the simulated machines of the fleet file into the database", "file", path, "machines", n)
+		}
+		return err
+	})
 }
 
 // seedSim seeds the demo and load fleets, under a database-wide lock so

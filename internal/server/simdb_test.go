@@ -122,6 +122,46 @@ func TestDemoOnPostgresIsSeededOnceByServersStartingTogether(t *testing.T) {
 	s.AssertNoSecret(pw)
 }
 
+// openServerFleet opens, beside a stopped or killed server, the simulated
+// fleet it kept in dataDir or in the PostgreSQL database at url. Close it
+// before the server starts again: a fleet file is open to one process.
+func openServerFleet(t testing.TB, dataDir, url string, opts sim.Options) *sim.Fleet {
+	t.Helper()
+	var f *sim.Fleet
+	var err error
+	if url == "" {
+		f, err = sim.Open(context.Background(), filepath.Join(dataDir, "sim-fleet.db"), opts)
+	} else {
+		f, err = sim.OpenDB(context.Background(), pgtest.Shared(t).DBURL(t, url), store.Postgres, opts)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// someMachine reports, while a server runs on the PostgreSQL database at
+// url, whether some simulated machine is in power state want; nil on
+// SQLite, whose fleet file the running server alone may open. An item's
+// step is recorded before its driver call lands: a kill timed by both
+// lands after the call.
+func someMachine(t testing.TB, url string, want driver.PowerState) func() bool {
+	if url == "" {
+		return nil
+	}
+	f := openServerFleet(t, "", url, sim.Options{})
+	t.Cleanup(func() { f.Close() })
+	return func() bool {
+		snaps, _ := f.List(context.Background())
+		for _, s := range snaps {
+			if s.Power == want {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 func demoNames(t *testing.T, srv *server.Server) []apiv1.Instance {
 	t.Helper()
 	admin := core.Principal{Kind: "system", ID: "test", Tenant: demo.Tenant, Admin: true, Address: "local"}
@@ -135,42 +175,54 @@ func demoNames(t *testing.T, srv *server.Server) []apiv1.Instance {
 // BenchmarkResetThroughputSimFleet is BenchmarkResetThroughput with the
 // simulated fleet in each of its homes, in one run: in the fleet file (the
 // SQLite default, and what a server on PostgreSQL used before the fleet
-// moved into the database) and in the database's sim_machines table.
+// moved into the database) and in the server's database (sim.OpenDB; the
+// PostgreSQL default).
 func BenchmarkResetThroughputSimFleet(b *testing.B) {
-	for _, tc := range []struct{ name, db, fleet string }{
-		{"sqlite/file", "sqlite", "file"},
-		{"postgres/file", "postgres", "file"},
-		{"postgres/db", "postgres", "db"},
+	for _, tc := range []struct{ db, fleet string }{
+		{"sqlite", "file"}, {"sqlite", "db"}, {"postgres", "file"}, {"postgres", "db"},
 	} {
-		b.Run(tc.name, func(b *testing.B) {
-			var e *env
-			var insts []apiv1.Instance
-			if tc.fleet == "db" || tc.db == "sqlite" {
-				e, insts = benchEnv(b, 10000, tc.db)
-			} else {
-				e, insts = benchEnvFileFleet(b, 10000)
-			}
+		b.Run(tc.db+"/"+tc.fleet, func(b *testing.B) {
+			e, insts := benchEnvFleet(b, 10000, tc.db, tc.fleet)
 			measureResetThroughput(b, e, insts)
 		})
 	}
 }
 
-// benchEnvFileFleet is benchEnv on PostgreSQL with the simulated machines
-// in a fleet file instead of the database.
-func benchEnvFileFleet(b *testing.B, n int) (*env, []apiv1.Instance) {
+// lateFleet is a sim driver whose fleet is set once the server is open
+// (a fleet in the server's own database).
+type lateFleet struct{ *sim.Fleet }
+
+// benchEnvFleet is benchEnv with the simulated machines in a fleet file
+// or in the server's database, whichever its default.
+func benchEnvFleet(b *testing.B, n int, db, fleet string) (*env, []apiv1.Instance) {
 	b.Helper()
-	f, err := sim.Open(b.Context(), filepath.Join(b.TempDir(), "sim-fleet.db"), sim.Options{})
-	if err != nil {
-		b.Fatal(err)
+	f := &lateFleet{}
+	if fleet == "file" {
+		var err error
+		if f.Fleet, err = sim.Open(b.Context(), filepath.Join(b.TempDir(), "sim-fleet.db"), sim.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { f.Close() })
 	}
-	b.Cleanup(func() { f.Close() })
-	s := servertest.Start(b, servertest.WithEngine(engine.DefaultConfig()),
-		servertest.WithDrivers(map[string]driver.Power{"sim": f}, map[string]driver.Guest{"sim": f}),
-		servertest.WithConfig(func(c *server.Config) { c.DatabaseURL = storetest.PostgresURL(b) }))
+	opts := []servertest.Option{servertest.WithEngine(engine.DefaultConfig()),
+		servertest.WithDrivers(map[string]driver.Power{"sim": f}, map[string]driver.Guest{"sim": f})}
+	if db == "sqlite" {
+		opts = append(opts, servertest.WithSQLite())
+	} else {
+		opts = append(opts, servertest.WithConfig(func(c *server.Config) { c.DatabaseURL = storetest.PostgresURL(b) }))
+	}
+	s := servertest.Start(b, opts...)
+	if f.Fleet == nil {
+		st := s.Server.Store()
+		var err error
+		if f.Fleet, err = sim.OpenDB(b.Context(), st.DB, st.Dialect(), sim.Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
 	e := &env{t: b, s: s, srv: s.Server, url: s.URL, dataDir: s.DataDir, databaseURL: s.DatabaseURL, logs: s.Logs,
 		out: s.Out, admin: key{s.Admin.ID, s.Admin.Secret}}
 	e.http.URL = s.URL
-	if _, err := demo.SeedLoad(b.Context(), e.srv.Service(), f, n, 0, 0); err != nil {
+	if _, err := demo.SeedLoad(b.Context(), e.srv.Service(), f.Fleet, n, 0, 0); err != nil {
 		b.Fatal(err)
 	}
 	return e, listLoad(e)

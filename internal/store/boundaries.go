@@ -239,13 +239,28 @@ func (s *Store) agentInstance(ctx context.Context, q Querier, agentID string) (i
 	return instanceID, tenant, err
 }
 
+// LinkDrivers names the drivers whose links name a record of the store,
+// which LinkOwnerProblem checks is the instance's own.
+type LinkDrivers struct {
+	// Host's links name a registered host (libvirt).
+	Host string
+	// Agent's links name an enrolled agent.
+	Agent string
+	// BMC's power links name a BMC whose credentials are registered for
+	// the instance (ipmi).
+	BMC string
+}
+
 // LinkOwnerProblem checks, at the moment a driver is to act on an
 // instance's links, that they are the instance's own: no other instance
 // holds either link, a link to a registered host (libvirt) names a host of
-// the instance's tenant, and a link to an enrolled agent names the agent of
-// this instance. It returns a description of the first problem, or "".
-// The API refuses such records already; this is the second line.
-func (s *Store) LinkOwnerProblem(ctx context.Context, q Querier, in apiv1.Instance, hostDriver, agentDriver string) (string, error) {
+// the instance's tenant, a link to an enrolled agent names the agent of
+// this instance, and a BMC power link (ipmi) names a BMC registered for
+// this instance (its credentials are the instance's, sealed to it). It
+// returns a description of the first problem, or "". The API refuses such
+// records already; this is the second line.
+func (s *Store) LinkOwnerProblem(ctx context.Context, q Querier, in apiv1.Instance, d LinkDrivers) (string, error) {
+	hostDriver, agentDriver := d.Host, d.Agent
 	for _, which := range []string{LinkPower, LinkGuest} {
 		link := in.Power
 		if which == LinkGuest {
@@ -285,6 +300,17 @@ func (s *Store) LinkOwnerProblem(ctx context.Context, q Querier, in apiv1.Instan
 			}
 			if owner != in.ID || tenant != in.Tenant {
 				return fmt.Sprintf("the %s link names the agent of another instance", which), nil
+			}
+		case d.BMC:
+			if which != LinkPower {
+				return fmt.Sprintf("the %s link names a BMC, which only powers a server", which), nil
+			}
+			_, err := s.GetBMC(ctx, q, in.ID)
+			if errors.Is(err, ErrNotFound) {
+				return "the power link names a BMC not registered for the instance", nil
+			}
+			if err != nil {
+				return "", err
 			}
 		}
 	}

@@ -263,11 +263,18 @@ func (b *dbFleet) add(ctx context.Context, m Machine) error {
 	if err != nil {
 		return err
 	}
+	return b.insert(ctx, m.ID, st)
+}
+
+func (b *dbFleet) insert(ctx context.Context, id string, st state) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
 	cols, err := columns(st)
 	if err != nil {
 		return err
 	}
-	res, err := b.db.ExecContext(ctx, b.q.insert, append([]any{m.ID}, cols...)...)
+	res, err := b.db.ExecContext(ctx, b.q.insert, append([]any{id}, cols...)...)
 	if err != nil {
 		return err
 	}

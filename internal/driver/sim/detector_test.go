@@ -299,3 +299,39 @@ func TestFleetFileOfVersion1IsUpgraded(t *testing.T) {
 	must(t, f.SetPassword(t.Context(), driver.Ref{Address: "m"}, "root", []byte("Pass-1")))
 	wantPassword(t, f, "m", "root", "Pass-1", true)
 }
+
+func TestImportMovesAFleetAsItIs(t *testing.T) {
+	eachBacking(t, func(t *testing.T, b backing) {
+		ctx := t.Context()
+		c := newClock()
+		src := openFile(t, filepath.Join(t.TempDir(), "fleet.db"), sim.Options{Now: c.Now})
+		a := mustAdd(t, src, sim.Machine{ID: "a", Running: true, Users: []string{"root", "ops"}})
+		must(t, src.SetPassword(ctx, a, "ops", []byte("Ops-pass-1")))
+		bm := mustAdd(t, src, sim.Machine{ID: "b", OS: sim.Windows, BootTime: time.Minute, Faults: sim.Faults{Transient: 1}})
+		must(t, src.SetFaults(ctx, "b", sim.Faults{}))
+		must(t, src.Stage(ctx, bm, "Administrator", []byte("Win-pass-1")))
+		must(t, src.Start(ctx, bm))
+
+		dst := b.open(t, sim.Options{Now: c.Now})
+		mustAdd(t, dst, sim.Machine{ID: "z"})
+		n, err := dst.Import(ctx, src)
+		must(t, err)
+		if n != 2 {
+			t.Fatalf("Import copied %d machines, want 2", n)
+		}
+		want, err := src.List(ctx)
+		must(t, err)
+		got, err := dst.List(ctx)
+		must(t, err)
+		if len(got) != 3 || fmt.Sprint(got[:2]) != fmt.Sprint(want) {
+			t.Fatalf("imported fleet:\n%+v\nwant\n%+v and z", got, want)
+		}
+		wantPassword(t, dst, "a", "ops", "Ops-pass-1", true)
+		c.Advance(time.Minute)
+		wantState(t, dst, bm, driver.PowerRunning)
+		wantPassword(t, dst, "b", "Administrator", "Win-pass-1", true)
+		if n, err := dst.Import(ctx, src); err != nil || n != 0 {
+			t.Errorf("a second Import copied %d (%v), want 0", n, err)
+		}
+	})
+}

@@ -66,20 +66,24 @@ func (b *memory) add(ctx context.Context, m Machine) error {
 	if err != nil {
 		return err
 	}
+	return b.insert(ctx, m.ID, st)
+}
+
+func (b *memory) insert(ctx context.Context, id string, st state) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	if _, ok := b.machines[m.ID]; ok {
+	if _, ok := b.machines[id]; ok {
 		return ErrMachineExists
 	}
 	if b.store != nil {
-		if err := b.store.insertMachine(ctx, m.ID, st); err != nil {
+		if err := b.store.insertMachine(ctx, id, st); err != nil {
 			return err
 		}
 	}
-	b.machines[m.ID] = &machine{st: st}
+	b.machines[id] = &machine{st: st}
 	return nil
 }
 

@@ -182,6 +182,9 @@ type backend interface {
 	// a change. fn may run more than once (a retried transaction) and must
 	// set everything it reports from scratch each time.
 	update(ctx context.Context, id string, fn func(s *state, now time.Time) bool) error
+	// insert registers a machine with the state s as it is
+	// (ErrMachineExists if id is taken).
+	insert(ctx context.Context, id string, s state) error
 	// list returns every machine, sorted by id, as of one moment.
 	list(ctx context.Context) ([]Snapshot, error)
 	overlaps(ctx context.Context) (int, error)
@@ -271,6 +274,40 @@ func (f *Fleet) List(ctx context.Context) ([]Snapshot, error) {
 		return nil, fmt.Errorf("sim: list machines: %w", err)
 	}
 	return snaps, err
+}
+
+// Import copies into f every machine of src that f does not have, as it
+// is: users with their password verifiers, staged passwords, power state
+// and transitions in flight, faults and counters. It moves a fleet from
+// its file to a database (a server moved to PostgreSQL). It returns how
+// many machines it copied.
+func (f *Fleet) Import(ctx context.Context, src *Fleet) (int, error) {
+	snaps, err := src.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, snap := range snaps {
+		var st state
+		err := src.b.update(ctx, snap.ID, func(s *state, _ time.Time) bool {
+			st = s.clone()
+			return false
+		})
+		if errors.Is(err, driver.ErrMachineNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return n, fmt.Errorf("sim: import machine %q: %w", snap.ID, err)
+		}
+		switch err := f.b.insert(ctx, snap.ID, st); {
+		case errors.Is(err, ErrMachineExists):
+		case err != nil:
+			return n, fmt.Errorf("sim: import machine %q: %w", snap.ID, err)
+		default:
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Overlaps is the number of mutating calls, summed over every machine,

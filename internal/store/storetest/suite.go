@@ -42,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentInstanceLocksNeverOverlapNorDeadlock", testConcurrentLocks},
 		{"ConcurrentHostReconcilesAddADomainOnce", testConcurrentReconcile},
 		{"EventFollowerNeverSkipsALateCommit", testEventsNeverSkipped},
+		{"BMCLinkIsTheInstancesOwn", testBMCLinkIsTheInstancesOwn}, // links.go
 		// shared.go: what replicas share through the database.
 		{"RateBudgetIsSharedPerKey", testRateBudget},
 		{"HostSlotsAreBoundedByTheHostsLimit", testHostSlots},
