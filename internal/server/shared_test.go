@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,7 +38,7 @@ import (
 // bootstrap admin key, as an operator's replicas behind a load balancer.
 
 // shReplicas starts n servers on one fresh PostgreSQL database.
-func shReplicas(t *testing.T, n int, opts ...servertest.Option) []*servertest.Server {
+func shReplicas(t testing.TB, n int, opts ...servertest.Option) []*servertest.Server {
 	t.Helper()
 	url := storetest.PostgresURL(t)
 	keyFile := filepath.Join(t.TempDir(), "secret.key")
@@ -380,4 +381,92 @@ func TestARateBurstOverThreeReplicasIsRefusedAtTheTotal(t *testing.T) {
 	if codes[http.StatusOK] != 10 || codes[http.StatusTooManyRequests] != 20 {
 		t.Fatalf("answers %v, want 10 OK and 20 Too Many Requests", codes)
 	}
+}
+
+// shHost is the power and guest of machines on one libvirt host, as the
+// engine sees them; it records how many are worked at once.
+type shHost struct {
+	mu          sync.Mutex
+	inFlight    int
+	maxInFlight int
+	sets        int
+}
+
+func (h *shHost) State(context.Context, driver.Ref) (driver.PowerState, error) {
+	return driver.PowerRunning, nil
+}
+func (h *shHost) Shutdown(context.Context, driver.Ref) error { return nil }
+func (h *shHost) Stop(context.Context, driver.Ref) error     { return nil }
+func (h *shHost) Start(context.Context, driver.Ref) error    { return nil }
+func (h *shHost) Ping(context.Context, driver.Ref) error     { return nil }
+
+func (h *shHost) SetPassword(ctx context.Context, _ driver.Ref, _ string, _ []byte) error {
+	h.mu.Lock()
+	h.inFlight++
+	h.maxInFlight = max(h.maxInFlight, h.inFlight)
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.inFlight--
+		h.sets++
+		h.mu.Unlock()
+	}()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(300 * time.Millisecond):
+		return nil
+	}
+}
+
+// A libvirt host's max_concurrency bounds the work of every replica
+// together: two replicas never work more of its machines at once than the
+// host allows, and items waiting for a slot still all succeed.
+func TestAHostsConcurrencyLimitHoldsAcrossReplicas(t *testing.T) {
+	h := &shHost{}
+	rs := shReplicas(t, 2, servertest.WithDrivers(map[string]driver.Power{core.LibvirtDriver: h},
+		map[string]driver.Guest{core.LibvirtDriver: h}))
+	ctx := context.Background()
+	st := rs[0].Store()
+	// The host's row only: no replica connects to it, the test's driver
+	// stands for its machines.
+	if err := st.InTx(ctx, func(tx *sql.Tx) error {
+		return st.CreateHost(ctx, tx, &apiv1.Host{ID: "hst-slots", Tenant: "acme", Name: "slots", Driver: core.LibvirtDriver,
+			URI: "qemu+tcp://192.0.2.1/system", MaxConcurrency: 2})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 6 {
+		link := apiv1.DriverLink{Driver: core.LibvirtDriver, Host: "hst-slots", Address: fmt.Sprintf("00000000-0000-0000-0000-00000000000%d", i)}
+		in := apiv1.Instance{ID: core.NewID("ins", 10), Tenant: "acme", Name: fmt.Sprintf("vm-%d", i), OSType: "linux",
+			AdminUser: "root", State: apiv1.StateRunning, Power: link, Guest: link}
+		if err := st.InTx(ctx, func(tx *sql.Tx) error { return st.CreateInstance(ctx, tx, &in) }); err != nil {
+			t.Fatal(err)
+		}
+		alive := true
+		if err := rs[0].Service().SetInstanceObserved(ctx, in.ID, apiv1.StateRunning, &alive); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, in.ID)
+	}
+	k := rs[0].NewKey("acme")
+	op := rs[0].Reset(k, apiv1.PasswordReset{InstanceIDs: ids, User: "root", Generate: true})
+	if done := rs[1].Wait(k, op.ID); done.Status != apiv1.OperationSucceeded {
+		t.Fatalf("operation %s: %+v", done.Status, done)
+	}
+	h.mu.Lock()
+	most, sets := h.maxInFlight, h.sets
+	h.mu.Unlock()
+	if most > 2 {
+		t.Fatalf("%d machines of a host bounded at 2 were worked at once", most)
+	}
+	if sets < 6 {
+		t.Fatalf("%d passwords set, want 6", sets)
+	}
+	// Each execution frees its slot right after the item's end.
+	testutil.WaitFor(t, 10*time.Second, "the host's slots freed", func() bool {
+		n, err := st.HostSlotsHeld(ctx, core.LibvirtDriver+"/hst-slots")
+		return err == nil && n == 0
+	})
 }
