@@ -37,6 +37,8 @@ func Enroll(ctx context.Context, o EnrollOptions) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One request: its connection must not outlive the enrolment.
+	defer c.CloseIdleConnections()
 	host := o.Hostname
 	if host == "" {
 		if host, err = os.Hostname(); err != nil {

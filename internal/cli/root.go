@@ -130,6 +130,7 @@ Passwords are never taken from command-line flags.
 		a.newAuditCmd(),
 		a.newAgentsCmd(),
 		a.newHostsCmd(),
+		a.newReplicasCmd(),
 		a.newDBCmd(),
 		a.newVersionCmd(),
 	)

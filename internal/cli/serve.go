@@ -54,6 +54,7 @@ the next start.`,
 				return usageErrorf("--log-format must be text or json")
 			}
 			cfg.Out = cmd.OutOrStdout()
+			cfg.Version = buildVersion()
 			if cfg.Demo {
 				demoTimeouts(&cfg, cmd.Flags().Changed)
 			}
@@ -113,6 +114,10 @@ the next start.`,
 		"directory whose QEMU guest agent sockets the qga channel may dial (repeatable; none: the qga channel dials nothing)")
 	f.IntVar(&cfg.MaxInstancesPerTenant, "max-instances-per-tenant", core.DefaultMaxInstancesPerTenant,
 		"most instances one tenant may have (registration, agent enrolment and host inventory stop there)")
+	f.StringVar(&cfg.ReplicaID, "replica-id", envOr("FLEETPASS_REPLICA_ID", ""),
+		"this server's id among the servers sharing its database (default: random at each start); see docs/ha.md")
+	f.StringVar(&cfg.PublicURL, "public-url", envOr("FLEETPASS_PUBLIC_URL", ""),
+		"the URL this server is reached at, shown in `fleetpass replicas list` (default: from --listen)")
 	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxies", nil,
 		"reverse proxies (CIDR,...) whose X-Forwarded-For gives the client's address; other peers' forwarding headers are ignored")
 	agentDefaults := agentserver.DefaultConfig()

@@ -90,6 +90,8 @@ type Service struct {
 	hosts   HostConnector
 	bmcs    BMCChecker
 	limiter ratelimit.Limiter
+	// replicas is the cluster membership (/v1/replicas).
+	replicas Replicas
 
 	// maxPerTenant is the per-tenant instance quota.
 	maxPerTenant int

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -26,7 +27,6 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/events"
@@ -60,6 +60,11 @@ type Config struct {
 	RetryBase time.Duration
 	// FetchPoll is how often River looks for new jobs when not woken.
 	FetchPoll time.Duration
+	// Members is the cluster this engine works in: its id is River's
+	// client id, and the reaper resumes the jobs of replicas it does not
+	// list alive. Nil: a process alone on its database (every other
+	// client id is a previous run's).
+	Members Members
 }
 
 // DefaultConfig returns the production defaults.
@@ -135,6 +140,12 @@ type Engine struct {
 
 	river *river.Client[*sql.Tx]
 
+	members          Members
+	fence            fence
+	supersededMetric interface{ Inc() }
+	supersededN      atomic.Int64
+	reaped           interface{ Add(float64) }
+
 	hostMu sync.Mutex
 	hosts  map[string]chan struct{}
 	slots  sharedSlots // slots.go
@@ -161,7 +172,11 @@ func New(ctx context.Context, s *store.Store, d Drivers, seal *sealer.Sealer, bu
 	log *slog.Logger, cfg Config) (*Engine, error) {
 	cfg = cfg.withDefaults()
 	e := &Engine{store: s, drivers: d, sealer: seal, bus: bus, metrics: m, log: log, cfg: cfg,
-		hosts: make(map[string]chan struct{})}
+		hosts: make(map[string]chan struct{}), members: cfg.Members, supersededMetric: m.Superseded, reaped: m.Reaped}
+	var clientID string
+	if cfg.Members != nil {
+		clientID = cfg.Members.ID()
+	}
 	drv := riverDriver(s)
 	if err := Migrate(ctx, s, log); err != nil {
 		return nil, err
@@ -169,6 +184,8 @@ func New(ctx context.Context, s *store.Store, d Drivers, seal *sealer.Sealer, bu
 	workers := river.NewWorkers()
 	river.AddWorker(workers, river.WorkFunc(e.work))
 	client, err := river.NewClient(drv, &river.Config{
+		ID:                clientID,
+		RetryPolicy:       retryPolicy{},
 		Queues:            map[string]river.QueueConfig{queue: {MaxWorkers: cfg.MaxWorkers}},
 		Workers:           workers,
 		Logger:            quietLogger(log),
@@ -234,48 +251,18 @@ func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= f.min && f.Handler.Enabled(ctx, l)
 }
 
-// Start reclaims the jobs a killed process left running and starts working.
-// The caller guarantees no other process works this database's jobs (the
-// SQLite data directory is locked), so every running job is an orphan.
+// Start resumes the jobs that dead replicas (a killed previous run, on
+// SQLite) left running, and starts working and reaping: every few seconds
+// the jobs of replicas that died since are resumed too.
 func (e *Engine) Start(ctx context.Context) error {
-	if err := e.reclaimOrphans(ctx); err != nil {
+	if err := e.reap(ctx, "orphaned by a stopped server"); err != nil {
 		return err
 	}
 	if err := e.river.Start(ctx); err != nil {
 		return fmt.Errorf("river start: %w", err)
 	}
+	go e.reapLoop(ctx)
 	return nil
-}
-
-func (e *Engine) reclaimOrphans(ctx context.Context) error {
-	exec := e.river.Driver().GetExecutor()
-	now := time.Now().UTC()
-	var after int64
-	for {
-		stuck, err := exec.JobGetStuck(ctx, &riverdriver.JobGetStuckParams{
-			AfterID: after, Max: 500, StuckHorizon: now.Add(time.Hour),
-		})
-		if err != nil {
-			return fmt.Errorf("find orphaned jobs: %w", err)
-		}
-		if len(stuck) == 0 {
-			return nil
-		}
-		p := riverdriver.JobRescueManyParams{StuckHorizon: now.Add(time.Hour)}
-		for _, j := range stuck {
-			p.ID = append(p.ID, j.ID)
-			p.Error = append(p.Error, []byte(fmt.Sprintf(`{"at":%q,"attempt":%d,"error":"orphaned by a stopped server","trace":""}`,
-				now.Format(time.RFC3339Nano), j.Attempt)))
-			p.FinalizedAt = append(p.FinalizedAt, nil)
-			p.ScheduledAt = append(p.ScheduledAt, now)
-			p.State = append(p.State, string(rivertype.JobStateAvailable))
-			after = j.ID
-		}
-		if _, err := exec.JobRescueMany(ctx, &p); err != nil {
-			return fmt.Errorf("reclaim orphaned jobs: %w", err)
-		}
-		e.log.Info("resumed work left by the previous run", "jobs", len(stuck))
-	}
 }
 
 // Stop stops fetching jobs and waits for running executions to end; past

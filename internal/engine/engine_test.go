@@ -24,12 +24,17 @@ import (
 // fixture is a running engine and the core over a fresh database, with an
 // in-memory simulated fleet as every machine's power and guest.
 type fixture struct {
-	t     *testing.T
-	svc   *core.Service
-	fleet *sim.Fleet
+	t       *testing.T
+	svc     *core.Service
+	fleet   *sim.Fleet
+	store   *store.Store
+	engine  *engine.Engine
+	metrics *metrics.Metrics
 }
 
-func newFixture(t *testing.T, cfg engine.Config) *fixture {
+// newFixture starts the fixture; wrap, when given, wraps the simulated
+// power driver (tests that watch or steer the engine's power calls).
+func newFixture(t *testing.T, cfg engine.Config, wrap ...func(driver.Power) driver.Power) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "fleetpass.db"))
@@ -42,12 +47,17 @@ func newFixture(t *testing.T, cfg engine.Config) *fixture {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fleet := sim.NewMemory(sim.Options{})
-	drivers := engine.Drivers{Power: map[string]driver.Power{"sim": fleet}, Guest: map[string]driver.Guest{"sim": fleet}}
+	var power driver.Power = fleet
+	for _, w := range wrap {
+		power = w(power)
+	}
+	drivers := engine.Drivers{Power: map[string]driver.Power{"sim": power}, Guest: map[string]driver.Guest{"sim": fleet}}
 	bus := events.NewBus(st, log, 20*time.Millisecond)
 	if err := bus.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eng, err := engine.New(ctx, st, drivers, seal, bus, metrics.New(), log, cfg)
+	m := metrics.New()
+	eng, err := engine.New(ctx, st, drivers, seal, bus, m, log, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +76,7 @@ func newFixture(t *testing.T, cfg engine.Config) *fixture {
 	if err := svc.EnsureTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, svc: svc, fleet: fleet}
+	return &fixture{t: t, svc: svc, fleet: fleet, store: st, engine: eng, metrics: m}
 }
 
 var admin = core.Principal{Kind: "key", ID: "test", Tenant: "acme", Admin: true}

@@ -83,9 +83,16 @@ type errWait struct{ d time.Duration }
 func (w errWait) Error() string { return "wait" }
 
 func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
+	return e.guard(ctx, func(ctx context.Context) error { return e.execute(ctx, job) })
+}
+
+// execute is one execution of an item: it takes the item's fencing token,
+// then advances the item until it ends, waits too long (a snooze) or its
+// execution is superseded.
+func (e *Engine) execute(ctx context.Context, job *river.Job[ItemArgs]) error {
 	args := job.Args
 	log := e.log.With("operation_id", args.OperationID, "instance_id", args.InstanceID)
-	w, err := e.store.GetItem(ctx, e.store.DB, args.OperationID, args.InstanceID)
+	w, err := e.store.BeginExecution(ctx, args.OperationID, args.InstanceID)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("job for an unknown item; dropping it")
 		return nil
@@ -109,7 +116,9 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 	m := machine{inst: inst,
 		ref:  driver.Ref{InstanceID: inst.ID, Host: inst.Power.Host, Address: inst.Power.Address},
 		gref: driver.Ref{InstanceID: inst.ID, Host: inst.Guest.Host, Address: inst.Guest.Address}}
-	m.power = e.drivers.Power[inst.Power.Driver]
+	if p := e.drivers.Power[inst.Power.Driver]; p != nil {
+		m.power = fencedPower{Power: p, check: func(ctx context.Context) error { return e.checkExec(ctx, &w) }}
+	}
 	m.guest = e.drivers.Guest[inst.Guest.Driver]
 
 	// Defence in depth: the API refuses links that are not the
@@ -195,8 +204,8 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 			case <-time.After(backoff):
 			}
 		default:
-			// Database trouble or a cancelled context: let River retry the
-			// job; the item's durable step is intact.
+			// Database trouble, a cancelled context or a fenced replica:
+			// let River retry the job; the item's durable step is intact.
 			return err
 		}
 	}
@@ -356,9 +365,12 @@ func InstanceState(ps driver.PowerState) string {
 // mapDriverError turns a driver error into an item failure, or passes a
 // transient one through for retry.
 func mapDriverError(err error, what string) error {
+	var stale errStale
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &stale):
+		return err // not the machine's doing: the execution stops
 	case driver.IsTransient(err):
 		return err
 	case errors.Is(err, driver.ErrNoGuestChannel):
@@ -509,6 +521,9 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 		return e.editDisk(ctx, w, m)
 	case apiv1.StepStaging:
 		if st, ok := m.guest.(driver.Stager); ok {
+			if err := e.checkExec(ctx, w); err != nil {
+				return err
+			}
 			pw, err := e.password(w)
 			if err != nil {
 				return err
@@ -566,6 +581,9 @@ func (e *Engine) editDisk(ctx context.Context, w *store.ItemWork, m *machine) er
 	de, ok := m.guest.(driver.DiskEditor)
 	if !ok {
 		return fail(CodeDiskUnsupported, "the guest channel %q cannot edit disks", m.inst.Guest.Driver)
+	}
+	if err := e.checkExec(ctx, w); err != nil {
+		return err
 	}
 	pw, err := e.password(w)
 	if err != nil {
@@ -626,6 +644,9 @@ func (e *Engine) apply(ctx context.Context, w *store.ItemWork, m *machine, annou
 		return err
 	}
 	defer sealer.Wipe(pw)
+	if err := e.checkExec(ctx, w); err != nil {
+		return err
+	}
 	start := time.Now()
 	defer func() {
 		e.metrics.StepDuration.WithLabelValues(w.Kind, apiv1.StepApplying).Observe(time.Since(start).Seconds())

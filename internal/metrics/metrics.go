@@ -11,6 +11,9 @@ import (
 // Metrics holds the server's collectors.
 type Metrics struct {
 	Registry *prometheus.Registry
+	// Registerer registers into Registry with the metrics' constant labels
+	// (the replica id): register collectors through it.
+	Registerer prometheus.Registerer
 
 	Operations   *prometheus.CounterVec   // kind, status (at the end)
 	Items        *prometheus.CounterVec   // kind, result, code
@@ -19,11 +22,20 @@ type Metrics struct {
 	HTTPRequests *prometheus.CounterVec   // dialect, route, code
 	HTTPDuration *prometheus.HistogramVec // dialect, route
 	RateLimited  *prometheus.CounterVec   // dialect
+	// Superseded counts item executions stopped by their item's fencing
+	// token (another execution took the item), Reaped the jobs of dead
+	// replicas made available again.
+	Superseded prometheus.Counter
+	Reaped     prometheus.Counter
 }
 
 // New makes the collectors and registers them, with Go and process metrics,
 // in a fresh registry.
-func New() *Metrics {
+func New() *Metrics { return NewWithLabels(nil) }
+
+// NewWithLabels is New with constant labels on every series: the replica
+// id, so the series of several replicas stay apart when federated.
+func NewWithLabels(labels prometheus.Labels) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		Operations: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -52,13 +64,22 @@ func New() *Metrics {
 		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetpass_rate_limited_total", Help: "Requests refused by a rate limit, by dialect.",
 		}, []string{"dialect"}),
+		Superseded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fleetpass_item_executions_superseded_total",
+			Help: "Item executions stopped because a newer execution (after a takeover) holds the item's fencing token.",
+		}),
+		Reaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fleetpass_jobs_resumed_from_dead_replicas_total",
+			Help: "Running jobs of dead or unknown replicas made available again by this replica.",
+		}),
 	}
-	m.Registry.MustRegister(m.Operations, m.Items, m.StepDuration, m.ItemDuration, m.HTTPRequests, m.HTTPDuration,
-		m.RateLimited, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Registerer = prometheus.WrapRegistererWith(labels, m.Registry)
+	m.Registerer.MustRegister(m.Operations, m.Items, m.StepDuration, m.ItemDuration, m.HTTPRequests, m.HTTPDuration,
+		m.RateLimited, m.Superseded, m.Reaped, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // GaugeFunc registers a gauge computed at scrape time (queue depth, counts).
 func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
-	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	m.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }

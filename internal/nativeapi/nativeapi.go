@@ -92,6 +92,8 @@ func (a *API) Routes() []Route {
 		{"POST", "/v1/agent-tokens", a.createAgentToken},
 		{"GET", "/v1/agent-tokens", a.listAgentTokens},
 		{"DELETE", "/v1/agent-tokens/{id}", a.revokeAgentToken},
+		{"GET", "/v1/replicas", a.listReplicas},
+		{"DELETE", "/v1/replicas/{id}", a.forgetReplica},
 	}
 }
 
@@ -216,6 +218,8 @@ var statusOf = map[string]int{
 	core.CodeCrossTenantBatch:   http.StatusBadRequest,
 	core.CodeInstanceQuota:      http.StatusForbidden,
 	core.CodeAgentTokenNotFound: http.StatusNotFound,
+	core.CodeReplicaNotFound:    http.StatusNotFound,
+	core.CodeReplicaAlive:       http.StatusConflict,
 	core.CodeRateLimited:        http.StatusTooManyRequests,
 	core.CodeStoreUnavailable:   http.StatusServiceUnavailable,
 	core.CodeInternal:           http.StatusInternalServerError,

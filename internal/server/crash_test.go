@@ -199,7 +199,7 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 		}
 	}
 	logs, _ := os.ReadFile(logPath)
-	if !strings.Contains(string(logs), "resumed work left by the previous run") {
+	if !strings.Contains(string(logs), "resumed work left by a dead replica") {
 		t.Errorf("the restarts did not resume orphaned work:\n%s", logs)
 	}
 	if strings.Contains(string(logs), password) {

@@ -118,16 +118,11 @@ func (h *libvirtHosts) forward(ctx context.Context) {
 	}
 }
 
-// membership is this replica's view of the replicas sharing its database.
-// On SQLite the replica is alone (its data directory is locked).
-func (s *Server) membership(ctx context.Context) inventory.Membership {
-	id := core.NewID("rep", 10)
-	if s.store.Dialect() != store.Postgres {
-		return inventory.Solo(id)
-	}
-	m := inventory.NewLeaseMembership(s.store, id, s.log, inventory.DefaultLeaseTTL)
-	go m.Run(ctx, inventory.DefaultLeaseRenew)
-	return m
+// membership is this replica's view of the replicas sharing its database
+// for host ownership: the cluster membership (cluster.go), so a host's
+// owner is named by the replica id /v1/replicas and River know.
+func (s *Server) membership(context.Context) inventory.Membership {
+	return hostMembership{s.replica.members}
 }
 
 // startHosts starts following the hosts table (host ownership, the

@@ -98,6 +98,15 @@ type Config struct {
 	// gives the client's address (--trusted-proxies).
 	TrustedProxies []string
 
+	// ReplicaID names this server among the servers sharing its database
+	// (--replica-id); empty: a random id at each start. PublicURL is the
+	// address other replicas and operators reach it at (--public-url);
+	// empty: derived from Listen. Version is the fleetpass version it
+	// runs. ReplicaHeartbeat and ReplicaTTL override the membership's
+	// heartbeat period and time-to-live (tests).
+	ReplicaID, PublicURL, Version string
+	ReplicaHeartbeat, ReplicaTTL  time.Duration
+
 	// Power and Guest are drivers of the caller's own, by name, added to
 	// the built-in ones: how tests plug in the power of their throwaway
 	// guests and still run the server users run.
@@ -137,6 +146,7 @@ type Server struct {
 	handler  http.Handler
 	ready    bool
 	trusted  []netip.Prefix
+	replica  *replica
 }
 
 // Open prepares a server: data directory, database, engine, bootstrap and
@@ -208,6 +218,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Clock != nil {
 		s.store.SetClock(cfg.Clock)
 	}
+	if err := s.openReplica(); err != nil {
+		return nil, err
+	}
+	cfg = s.cfg
 	drivers := engine.Drivers{Power: map[string]driver.Power{}, Guest: map[string]driver.Guest{},
 		HostDriver: core.LibvirtDriver, AgentDriver: core.AgentGuestDriver}
 	if cfg.Demo || cfg.Sim || cfg.SimLoad > 0 {
@@ -240,7 +254,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	for name, g := range cfg.Guest {
 		drivers.Guest[name] = g
 	}
-	s.metrics = metrics.New()
 	s.bus = events.NewBus(s.store, cfg.Log, 250*time.Millisecond)
 	if err := s.bus.Start(ctx); err != nil {
 		return nil, err
@@ -249,6 +262,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.svc = core.New(s.store, s.engine, seal, s.bus, drivers, cfg.Log)
+	s.svc.SetReplicas(s.replica.members)
 	s.svc.SetMaxInstancesPerTenant(cfg.MaxInstancesPerTenant)
 	s.hosts = newLibvirtHosts(s.libvirt, s.engine)
 	s.svc.SetHostConnector(s.hosts)
@@ -256,7 +270,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.registerWakeupMetrics()
 	s.syncer = inventory.New(s.svc, s.store, drivers, cfg.Log, cfg.SyncInterval)
 	s.startBMCs()
-	if err := s.bootstrap(ctx); err != nil {
+	// Replicas starting together on an empty database take turns, so one
+	// creates the admin key and the others see it.
+	err = s.store.WithSessionLock(ctx, store.BootstrapLock, "bootstrap", s.bootstrap)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.seedSim(ctx, cfg); err != nil {
@@ -314,6 +331,10 @@ func (s *Server) routes() http.Handler {
 			http.Error(w, "starting\n", http.StatusServiceUnavailable)
 			return
 		}
+		if err := s.clusterReady(); err != nil {
+			readyRefusal(w, err)
+			return
+		}
 		if err := s.store.DB.PingContext(ctx); err != nil {
 			http.Error(w, "database unavailable\n", http.StatusServiceUnavailable)
 			return
@@ -338,6 +359,9 @@ func (s *Server) routes() http.Handler {
 // Start starts the background work (engine, event bus, inventory sync)
 // without serving HTTP: in-process tests serve Handler themselves.
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.joinCluster(ctx); err != nil {
+		return err
+	}
 	if err := s.engine.Start(ctx); err != nil {
 		return err
 	}
@@ -429,6 +453,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.engine.Stop(sctx); err != nil {
 		s.log.Warn("engine shutdown", "err", err)
 	}
+	s.leaveCluster()
 	return nil
 }
 
@@ -440,6 +465,7 @@ func (s *Server) Close() error {
 		cancel()
 	}
 	s.waitHosts()
+	s.leaveCluster()
 	s.closeAll()
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -587,13 +588,25 @@ func TestMetricsCountOperationsAndItems(t *testing.T) {
 	in := e.addMachine(machineOpts{name: "m", running: true})
 	e.wait(e.admin, e.reset(e.admin, apiv1.PasswordReset{InstanceIDs: ids(in), Password: goodPW}).ID)
 	r := e.do(key{}, "GET", "/metrics", nil)
+	// Every series carries the replica's id, so several replicas' series
+	// stay apart when federated.
 	for _, want := range []string{
-		`fleetpass_operations_total{kind="reset_password",status="succeeded"} 1`,
-		`fleetpass_items_total{code="",kind="reset_password",result="succeeded"} 1`,
-		"fleetpass_step_duration_seconds_bucket", "fleetpass_queue_depth", "fleetpass_http_requests_total",
+		`(?m)^fleetpass_operations_total\{kind="reset_password",replica="r-[0-9a-f]+",status="succeeded"\} 1$`,
+		`(?m)^fleetpass_items_total\{code="",kind="reset_password",replica="r-[0-9a-f]+",result="succeeded"\} 1$`,
+		`fleetpass_step_duration_seconds_bucket`, `(?m)^fleetpass_queue_depth\{replica="r-[0-9a-f]+"\}`,
+		`fleetpass_http_requests_total`, `(?m)^go_goroutines\{replica="r-[0-9a-f]+"\}`,
 	} {
-		if !strings.Contains(string(r.body), want) {
+		if !regexp.MustCompile(want).Match(r.body) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if m := regexp.MustCompile(`(?m)^fleetpass_\w+(\{[^}]*\})? `).FindAll(r.body, -1); len(m) == 0 {
+		t.Error("no fleetpass series")
+	} else {
+		for _, line := range m {
+			if !strings.Contains(string(line), `replica="`) {
+				t.Errorf("a series without the replica label: %s", line)
+			}
 		}
 	}
 }

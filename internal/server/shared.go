@@ -23,7 +23,7 @@ func (s *Server) rateLimiter() ratelimit.Limiter {
 	}
 	failures := prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetpass_rate_limiter_errors_total",
 		Help: "Requests let through unlimited because the shared rate limiter could not reach the database."})
-	s.metrics.Registry.MustRegister(failures)
+	s.metrics.Registerer.MustRegister(failures)
 	return ratelimit.NewDatabase(s.store, s.cfg.API.RateLimit, s.cfg.API.Burst, limited, failures.Inc, s.log)
 }
 
@@ -39,7 +39,7 @@ func (s *Server) registerWakeupMetrics() {
 			}
 			return 0
 		})
-	s.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetpass_db_notifications_received_total",
+	s.metrics.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetpass_db_notifications_received_total",
 		Help: "Wake-up notifications received from the database (every replica's)."},
 		func() float64 { return float64(s.store.NotifyStats().Received) }))
 }

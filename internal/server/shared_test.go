@@ -3,11 +3,16 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -37,7 +42,7 @@ import (
 // bootstrap admin key, as an operator's replicas behind a load balancer.
 
 // shReplicas starts n servers on one fresh PostgreSQL database.
-func shReplicas(t *testing.T, n int, opts ...servertest.Option) []*servertest.Server {
+func shReplicas(t testing.TB, n int, opts ...servertest.Option) []*servertest.Server {
 	t.Helper()
 	url := storetest.PostgresURL(t)
 	keyFile := filepath.Join(t.TempDir(), "secret.key")
@@ -379,5 +384,207 @@ func TestARateBurstOverThreeReplicasIsRefusedAtTheTotal(t *testing.T) {
 	wg.Wait()
 	if codes[http.StatusOK] != 10 || codes[http.StatusTooManyRequests] != 20 {
 		t.Fatalf("answers %v, want 10 OK and 20 Too Many Requests", codes)
+	}
+}
+
+// shHost is the power and guest of machines on one libvirt host, as the
+// engine sees them; it records how many are worked at once.
+type shHost struct {
+	mu          sync.Mutex
+	inFlight    int
+	maxInFlight int
+	sets        int
+}
+
+func (h *shHost) State(context.Context, driver.Ref) (driver.PowerState, error) {
+	return driver.PowerRunning, nil
+}
+func (h *shHost) Shutdown(context.Context, driver.Ref) error { return nil }
+func (h *shHost) Stop(context.Context, driver.Ref) error     { return nil }
+func (h *shHost) Start(context.Context, driver.Ref) error    { return nil }
+func (h *shHost) Ping(context.Context, driver.Ref) error     { return nil }
+
+func (h *shHost) SetPassword(ctx context.Context, _ driver.Ref, _ string, _ []byte) error {
+	h.mu.Lock()
+	h.inFlight++
+	h.maxInFlight = max(h.maxInFlight, h.inFlight)
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.inFlight--
+		h.sets++
+		h.mu.Unlock()
+	}()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(300 * time.Millisecond):
+		return nil
+	}
+}
+
+// A libvirt host's max_concurrency bounds the work of every replica
+// together: two replicas never work more of its machines at once than the
+// host allows, and items waiting for a slot still all succeed.
+func TestAHostsConcurrencyLimitHoldsAcrossReplicas(t *testing.T) {
+	h := &shHost{}
+	rs := shReplicas(t, 2, servertest.WithDrivers(map[string]driver.Power{core.LibvirtDriver: h},
+		map[string]driver.Guest{core.LibvirtDriver: h}))
+	ctx := context.Background()
+	st := rs[0].Store()
+	// The host's row only: no replica connects to it, the test's driver
+	// stands for its machines.
+	if err := st.InTx(ctx, func(tx *sql.Tx) error {
+		return st.CreateHost(ctx, tx, &apiv1.Host{ID: "hst-slots", Tenant: "acme", Name: "slots", Driver: core.LibvirtDriver,
+			URI: "qemu+tcp://192.0.2.1/system", MaxConcurrency: 2})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 6 {
+		link := apiv1.DriverLink{Driver: core.LibvirtDriver, Host: "hst-slots", Address: fmt.Sprintf("00000000-0000-0000-0000-00000000000%d", i)}
+		in := apiv1.Instance{ID: core.NewID("ins", 10), Tenant: "acme", Name: fmt.Sprintf("vm-%d", i), OSType: "linux",
+			AdminUser: "root", State: apiv1.StateRunning, Power: link, Guest: link}
+		if err := st.InTx(ctx, func(tx *sql.Tx) error { return st.CreateInstance(ctx, tx, &in) }); err != nil {
+			t.Fatal(err)
+		}
+		alive := true
+		if err := rs[0].Service().SetInstanceObserved(ctx, in.ID, apiv1.StateRunning, &alive); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, in.ID)
+	}
+	k := rs[0].NewKey("acme")
+	op := rs[0].Reset(k, apiv1.PasswordReset{InstanceIDs: ids, User: "root", Generate: true})
+	if done := rs[1].Wait(k, op.ID); done.Status != apiv1.OperationSucceeded {
+		t.Fatalf("operation %s: %+v", done.Status, done)
+	}
+	h.mu.Lock()
+	most, sets := h.maxInFlight, h.sets
+	h.mu.Unlock()
+	if most > 2 {
+		t.Fatalf("%d machines of a host bounded at 2 were worked at once", most)
+	}
+	if sets < 6 {
+		t.Fatalf("%d passwords set, want 6", sets)
+	}
+	// Each execution frees its slot right after the item's end.
+	testutil.WaitFor(t, 10*time.Second, "the host's slots freed", func() bool {
+		n, err := st.HostSlotsHeld(ctx, core.LibvirtDriver+"/hst-slots")
+		return err == nil && n == 0
+	})
+}
+
+// shBalancer is a load balancer in front of replicas: it forwards every
+// request to the current target.
+type shBalancer struct {
+	mu     sync.Mutex
+	target *httputil.ReverseProxy
+}
+
+func (l *shBalancer) point(srv *servertest.Server) {
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		panic(err)
+	}
+	p := httputil.NewSingleHostReverseProxy(u)
+	p.FlushInterval = -1
+	p.ErrorLog = log.New(io.Discard, "", 0)
+	l.mu.Lock()
+	l.target = p
+	l.mu.Unlock()
+}
+
+func (l *shBalancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.mu.Lock()
+	p := l.target
+	l.mu.Unlock()
+	p.ServeHTTP(w, r)
+}
+
+// Agents behind a load balancer whose replica dies reconnect to another
+// one, and the next reset reaches them: their commands and liveness are
+// rows, not the dead replica's memory.
+func TestAgentsOfAKilledReplicaReconnectToAnotherAndTheNextResetWorks(t *testing.T) {
+	rs := shReplicas(t, 2)
+	a, b := rs[0], rs[1]
+	lb := &shBalancer{}
+	lb.point(a)
+	front := httptest.NewServer(lb)
+	t.Cleanup(front.Close)
+	var ms []*shMachine
+	var ids []string
+	for i := range 3 {
+		m := shEnroll(t, a, front.URL, fmt.Sprintf("lb-%d", i))
+		ms, ids = append(ms, m), append(ids, m.st.InstanceID)
+	}
+	shWaitAlive(t, b, ms)
+	reset := func(what string) {
+		t.Helper()
+		pw := testutil.NewPassword()
+		op := b.Reset(b.Admin, apiv1.PasswordReset{InstanceIDs: ids, User: "root", Password: pw})
+		if done := b.Wait(b.Admin, op.ID); done.Status != apiv1.OperationSucceeded {
+			t.Fatalf("%s: operation %s: %+v", what, done.Status, done)
+		}
+		for i, m := range ms {
+			if got, _ := m.password(); got != pw {
+				t.Fatalf("%s: agent %d has another password", what, i)
+			}
+		}
+	}
+	reset("with every agent on A")
+	lb.point(b)
+	a.Stop()
+	// A's end may have marked the agents gone; they are alive again once
+	// their next poll reached B.
+	shWaitAlive(t, b, ms)
+	reset("after A was killed")
+}
+
+// A signed action-API request replayed to another replica (behind one
+// balancer, so one Host) gets the first answer again and runs nothing
+// twice: the replay record is a row both replicas read.
+func TestAnIdenticalSignedRequestToAnotherReplicaRunsOnce(t *testing.T) {
+	rs := shReplicas(t, 2)
+	m := shEnroll(t, rs[0], rs[0].URL, "replay")
+	shWaitAlive(t, rs[0], []*shMachine{m})
+	k := rs[0].NewKey("acme")
+	body := `{"instanceIds": ["` + m.st.InstanceID + `"]}`
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	const host = "fleetpass.example"
+	send := func(srv *servertest.Server) reply {
+		req, err := http.NewRequest("POST", srv.URL+"/api/v2/zec", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-ZC-Action", "RebootInstances")
+		req.Header.Set("X-ZC-Version", "2022-11-20")
+		req.Header.Set("X-ZC-Timestamp", ts)
+		req.Header.Set("X-ZC-Signature-Method", "ZC2-HMAC-SHA256")
+		req.Header.Set("Authorization", testZC2Authorization(k.ID, k.Secret, ts, "application/json", host, []byte(body)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reply{status: resp.StatusCode, header: resp.Header, body: data}
+	}
+	first := actionOK(t, send(rs[0]))
+	again := actionOK(t, send(rs[1]))
+	if first["operationId"] == nil || again["operationId"] != first["operationId"] {
+		t.Fatalf("the repeat on another replica answered %v, the first %v", again, first)
+	}
+	ops, err := rs[1].Store().ListOperations(context.Background(), store.OperationFilter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 1 {
+		t.Fatalf("%d operations for one signed request sent to two replicas, want 1", len(ops))
 	}
 }

@@ -29,6 +29,9 @@ type ItemWork struct {
 	SealedSecret []byte
 	// StepSince is when the item last changed (step latency metrics).
 	StepSince time.Time
+	// ExecSeq is the fencing token of the execution that read the item
+	// (BeginExecution); zero: writes are not fenced.
+	ExecSeq int64
 }
 
 // Terminal reports whether the item has ended.
@@ -111,14 +114,20 @@ func (s *Store) GetItem(ctx context.Context, q Querier, opID, instanceID string)
 
 // SaveItem writes an item's progress. It does not end the item: see
 // FinishItem.
+//
+// An ItemWork read by BeginExecution is saved only while its execution
+// holds the item's fencing token: ErrSuperseded otherwise.
 func (s *Store) SaveItem(ctx context.Context, q Querier, w *ItemWork) error {
-	_, err := s.c(q).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, mode = ?, method = ?, was_running = ?, deadline = ?,
+	res, err := s.c(q).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, mode = ?, method = ?, was_running = ?, deadline = ?,
 		error_code = ?, message = ?, detail = ?, attempts = ?, sealed_secret = ?, started_at = ?, finished_at = ?, updated_at = ?
-		WHERE operation_id = ? AND instance_id = ?`,
+		WHERE operation_id = ? AND instance_id = ? AND (CAST(? AS BIGINT) = 0 OR exec_seq = ?)`,
 		w.State, w.Step, w.Mode, w.Method, boolInt(w.WasRunning), nullMS(w.Deadline), w.ErrorCode, w.Message, w.Detail, w.Attempts, w.SealedSecret,
-		nullMS(w.StartedAt), nullMS(w.FinishedAt), ms(s.now()), w.OperationID, w.InstanceID)
+		nullMS(w.StartedAt), nullMS(w.FinishedAt), ms(s.now()), w.OperationID, w.InstanceID, w.ExecSeq, w.ExecSeq)
 	if err != nil {
 		return fmt.Errorf("save item: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 && w.ExecSeq != 0 {
+		return s.CheckExecution(ctx, q, w)
 	}
 	return nil
 }
@@ -128,7 +137,8 @@ func (s *Store) SaveItem(ctx context.Context, q Querier, w *ItemWork) error {
 // its machine was found in, unless empty) and runs then (the caller's other
 // writes of the transaction, such as its events; nil: none). It does not
 // touch the operation: once the transaction has committed, EndOperation
-// ends the operation if this was its last item.
+// ends the operation if this was its last item. Like SaveItem, it refuses
+// a superseded execution (ErrSuperseded), changing nothing.
 //
 // Counting each end into the operation's row here, as a first version did,
 // made that row the hottest of the database: every item of an operation
@@ -141,13 +151,20 @@ func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork, instSta
 	w.FinishedAt = ptr(fromMS(ms(now)))
 	// Only the transition into a terminal state writes, so a finish
 	// retried after a crash keeps the first end.
-	_, err := s.c(tx).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, error_code = ?, message = ?, detail = ?, attempts = ?,
+	res, err := s.c(tx).ExecContext(ctx, `UPDATE items SET state = ?, step = ?, error_code = ?, message = ?, detail = ?, attempts = ?,
 		sealed_secret = NULL, deadline = NULL, finished_at = ?, updated_at = ?
-		WHERE operation_id = ? AND instance_id = ? AND state NOT IN (?, ?)`,
+		WHERE operation_id = ? AND instance_id = ? AND state NOT IN (?, ?) AND (CAST(? AS BIGINT) = 0 OR exec_seq = ?)`,
 		w.State, w.Step, w.ErrorCode, w.Message, w.Detail, w.Attempts, ms(now), ms(now), w.OperationID, w.InstanceID,
-		apiv1.ItemSucceeded, apiv1.ItemFailed)
+		apiv1.ItemSucceeded, apiv1.ItemFailed, w.ExecSeq, w.ExecSeq)
 	if err != nil {
 		return fmt.Errorf("finish item: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 && w.ExecSeq != 0 {
+		// A superseded execution changes nothing: neither the instance's
+		// lock nor the operation belongs to it any more.
+		if err := s.CheckExecution(ctx, tx, w); err != nil {
+			return err
+		}
 	}
 	latest := apiv1.OpStateSuccess
 	if w.State == apiv1.ItemFailed {

@@ -60,6 +60,12 @@ func Run(t *testing.T, open Opener) {
 			c.fn(t, open(t))
 		})
 	}
+	for _, c := range replicaCases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.fn(t, open(t))
+		})
+	}
 }
 
 func mustTx(t *testing.T, s *store.Store, fn func(tx *sql.Tx) error) {

@@ -1,0 +1,287 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// Members is the cluster membership the engine works in (package cluster):
+// this replica's id (River's client id, recorded in each job's
+// attempted_by), the live replicas, and whether this one may act.
+type Members interface {
+	ID() string
+	AliveIDs(ctx context.Context) (map[string]bool, error)
+	Trusted() bool
+}
+
+// ErrFenced is the cause of the cancellation of a self-fenced replica's
+// executions.
+var ErrFenced = errors.New("this replica fenced itself: its heartbeat could not be renewed")
+
+// fence tracks the running executions of this process so a self-fencing
+// replica can cancel them all at once, and refuses new ones while fenced.
+type fence struct {
+	mu     sync.Mutex
+	fenced bool
+	next   int
+	execs  map[int]context.CancelCauseFunc
+	// refused counts executions refused while fenced.
+	refused int
+}
+
+// enter registers an execution; leave must be called when it ends. It
+// fails while the replica is fenced.
+func (f *fence) enter(ctx context.Context) (context.Context, func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fenced {
+		f.refused++
+		return nil, nil, ErrFenced
+	}
+	if f.execs == nil {
+		f.execs = make(map[int]context.CancelCauseFunc)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	f.next++
+	id := f.next
+	f.execs[id] = cancel
+	return ctx, func() {
+		f.mu.Lock()
+		delete(f.execs, id)
+		f.mu.Unlock()
+		cancel(nil)
+	}, nil
+}
+
+func (f *fence) set(fenced bool) (cancelled int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fenced = fenced
+	if !fenced {
+		return 0
+	}
+	for _, cancel := range f.execs {
+		cancel(ErrFenced)
+	}
+	return len(f.execs)
+}
+
+func (f *fence) isFenced() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fenced
+}
+
+// Fence stops this replica acting on machines: it cancels every running
+// execution (whose items another replica takes over once this one counts
+// as dead) and refuses new ones until Unfence. The membership calls it when
+// its heartbeat lapses.
+func (e *Engine) Fence(reason error) {
+	n := e.fence.set(true)
+	e.log.Warn("engine fenced: running executions cancelled, no new ones until the heartbeat is renewed",
+		"cancelled", n, "reason", reason)
+}
+
+// Superseded is how many of this engine's executions were stopped by
+// their item's fencing token.
+func (e *Engine) Superseded() int { return int(e.supersededN.Load()) }
+
+// Refused is how many executions the engine refused while fenced.
+func (e *Engine) Refused() int {
+	e.fence.mu.Lock()
+	defer e.fence.mu.Unlock()
+	return e.fence.refused
+}
+
+// Unfence lets the replica work again.
+func (e *Engine) Unfence() {
+	e.fence.set(false)
+	e.log.Info("engine unfenced: working again")
+}
+
+// fencedPower checks that the execution still holds its item (and that the
+// replica is not fenced) before every action on the machine; reading the
+// power state needs no check.
+type fencedPower struct {
+	driver.Power
+	check func(ctx context.Context) error
+}
+
+func (p fencedPower) Shutdown(ctx context.Context, ref driver.Ref) error {
+	if err := p.check(ctx); err != nil {
+		return err
+	}
+	return p.Power.Shutdown(ctx, ref)
+}
+
+func (p fencedPower) Stop(ctx context.Context, ref driver.Ref) error {
+	if err := p.check(ctx); err != nil {
+		return err
+	}
+	return p.Power.Stop(ctx, ref)
+}
+
+func (p fencedPower) Start(ctx context.Context, ref driver.Ref) error {
+	if err := p.check(ctx); err != nil {
+		return err
+	}
+	return p.Power.Start(ctx, ref)
+}
+
+// errStale wraps the reason an execution must stop: superseded by another
+// or fenced. It is not a driver error, so the step loop hands it back to
+// River as a failed execution (see work).
+type errStale struct{ err error }
+
+func (e errStale) Error() string { return "execution stopped: " + e.err.Error() }
+func (e errStale) Unwrap() error { return e.err }
+
+// checkExec fails when w's execution may no longer act: the replica is
+// fenced or a newer execution took the item.
+func (e *Engine) checkExec(ctx context.Context, w *store.ItemWork) error {
+	if e.fence.isFenced() || (e.members != nil && !e.members.Trusted()) {
+		return errStale{ErrFenced}
+	}
+	if err := e.store.CheckExecution(ctx, e.store.DB, w); err != nil {
+		if errors.Is(err, store.ErrSuperseded) {
+			return errStale{err}
+		}
+		return err
+	}
+	return nil
+}
+
+// retryPolicy retries a failed execution (database trouble, a cancelled or
+// superseded execution) after 1 s, doubling up to 15 s: River's default
+// (attempt⁴ seconds) would leave an item taken over twice waiting minutes.
+// Transient machine errors are the step loop's own, with the engine's
+// backoff.
+type retryPolicy struct{}
+
+func (retryPolicy) NextRetry(job *rivertype.JobRow) time.Time {
+	n := min(len(job.Errors), 4)
+	d := time.Second << n
+	d = min(d, 15*time.Second)
+	return time.Now().Add(d/2 + rand.N(d/2+1))
+}
+
+// reapLoop resumes, every few seconds, the running jobs of replicas that
+// are dead or unknown: a replica killed mid-execution leaves its jobs
+// running in River's table, and River's own rescuer would wait for
+// RescueStuckJobsAfter (minutes). It stays as the backstop.
+func (e *Engine) reapLoop(ctx context.Context) {
+	for {
+		// 2-3 s, jittered so replicas started together do not reap in step.
+		d := 2*time.Second + rand.N(time.Second)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		if err := e.reap(ctx, "orphaned by a dead replica"); err != nil && ctx.Err() == nil {
+			e.log.Warn("resume dead replicas' work", "err", err)
+		}
+	}
+}
+
+// reap makes the running jobs whose last attempt belongs to a dead or
+// unknown replica available again. It never takes a live replica's jobs,
+// this one's included.
+func (e *Engine) reap(ctx context.Context, why string) error {
+	if e.members != nil && !e.members.Trusted() {
+		// A replica that cannot renew its own heartbeat cannot judge the
+		// others' either.
+		return nil
+	}
+	alive := map[string]bool{e.river.ID(): true}
+	if e.members != nil {
+		ids, err := e.members.AliveIDs(ctx)
+		if err != nil {
+			return err
+		}
+		for id := range ids {
+			alive[id] = true
+		}
+	}
+	exec := e.river.Driver().GetExecutor()
+	now := time.Now().UTC()
+	var after int64
+	for {
+		stuck, err := exec.JobGetStuck(ctx, &riverdriver.JobGetStuckParams{
+			AfterID: after, Max: 500, StuckHorizon: now.Add(time.Hour),
+		})
+		if err != nil {
+			return fmt.Errorf("find orphaned jobs: %w", err)
+		}
+		if len(stuck) == 0 {
+			return nil
+		}
+		p := riverdriver.JobRescueManyParams{StuckHorizon: now.Add(time.Hour)}
+		owners := map[string]int{}
+		for _, j := range stuck {
+			after = j.ID
+			owner := ""
+			if n := len(j.AttemptedBy); n > 0 {
+				owner = j.AttemptedBy[n-1]
+			}
+			if alive[owner] || j.Kind != (ItemArgs{}).Kind() {
+				continue
+			}
+			owners[owner]++
+			p.ID = append(p.ID, j.ID)
+			p.Error = append(p.Error, fmt.Appendf(nil, `{"at":%q,"attempt":%d,"error":%q,"trace":""}`,
+				now.Format(time.RFC3339Nano), j.Attempt, why+" ("+owner+")"))
+			p.FinalizedAt = append(p.FinalizedAt, nil)
+			p.ScheduledAt = append(p.ScheduledAt, now)
+			p.State = append(p.State, string(rivertype.JobStateAvailable))
+		}
+		if len(p.ID) == 0 {
+			continue
+		}
+		if _, err := exec.JobRescueMany(ctx, &p); err != nil {
+			return fmt.Errorf("resume orphaned jobs: %w", err)
+		}
+		e.reaped.Add(float64(len(p.ID)))
+		for owner, n := range owners {
+			e.log.Info("resumed work left by a dead replica", "dead_replica", owner, "jobs", n)
+		}
+	}
+}
+
+// guard runs one execution of an item inside the fence, turning a
+// superseded or fenced end into an error River retries (never nil: a stale
+// execution that completed its job could complete it under the live
+// execution's feet, whose later snooze or retry would then be lost).
+func (e *Engine) guard(ctx context.Context, fn func(ctx context.Context) error) error {
+	if e.members != nil && !e.members.Trusted() {
+		return river.JobSnooze(time.Second)
+	}
+	ctx, leave, err := e.fence.enter(ctx)
+	if err != nil {
+		// Fenced: hand the job back without an attempt; another replica
+		// (or this one once it trusts its heartbeat again) takes it.
+		return river.JobSnooze(time.Second)
+	}
+	defer leave()
+	err = fn(ctx)
+	if errors.Is(err, store.ErrSuperseded) {
+		e.supersededN.Add(1)
+		e.supersededMetric.Inc()
+		e.log.Warn("execution superseded: another execution took the item; this one stops", "err", err)
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, ErrFenced) && err != nil {
+		return errStale{ErrFenced}
+	}
+	return err
+}

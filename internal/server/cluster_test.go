@@ -1,0 +1,150 @@
+package server_test
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
+	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/servertest"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
+	"github.com/fleetpass/fleetpass/internal/testutil"
+)
+
+var replicaAdmin = servertest.Key{ID: "fpk-replicas", Secret: "replicas-test-admin-secret-0123"}
+
+// startReplica starts a server on the PostgreSQL database dbURL, as one
+// replica among others sharing it.
+func startReplica(t *testing.T, dbURL, keyFile, id string, more ...func(*server.Config)) *servertest.Server {
+	t.Helper()
+	return servertest.Start(t, servertest.WithAdminKey(replicaAdmin), servertest.WithConfig(func(c *server.Config) {
+		c.DatabaseURL, c.SecretKeyFile, c.ReplicaID = dbURL, keyFile, id
+		c.PublicURL = "https://" + id + ".example:8443"
+		for _, f := range more {
+			f(c)
+		}
+	}))
+}
+
+func listReplicas(t *testing.T, s *servertest.Server) map[string]apiv1.Replica {
+	t.Helper()
+	var l apiv1.ReplicaList
+	s.MustDo(replicaAdmin, "GET", "/v1/replicas", nil, 200, &l)
+	out := map[string]apiv1.Replica{}
+	for _, r := range l.Replicas {
+		out[r.ID] = r
+	}
+	return out
+}
+
+// TestReplicasListEveryServerOfTheDatabase: each server of one database
+// lists all of them, itself marked; a stopped one stays listed as not
+// alive until an admin forgets it; only admins see or forget replicas, and
+// a live replica cannot be forgotten.
+func TestReplicasListEveryServerOfTheDatabase(t *testing.T) {
+	pgtest.Shared(t)
+	dbURL, keyFile := storetest.PostgresURL(t), writeKey(t, 9)
+	a := startReplica(t, dbURL, keyFile, "alpha")
+	b := startReplica(t, dbURL, keyFile, "beta")
+
+	got := listReplicas(t, a)
+	if len(got) != 2 {
+		t.Fatalf("replicas %+v, want alpha and beta", got)
+	}
+	for id, r := range got {
+		if !r.Alive || r.Self != (id == "alpha") || r.Address != "https://"+id+".example:8443" || r.Version == "" ||
+			r.LastHeartbeat.IsZero() || r.StartedAt.After(r.LastHeartbeat) || r.StoppedAt != nil || r.Owns == nil {
+			t.Errorf("replica %s as alpha sees it: %+v", id, r)
+		}
+	}
+	if r := listReplicas(t, b)["beta"]; !r.Self {
+		t.Errorf("beta does not see itself: %+v", r)
+	}
+
+	tenantKey := a.NewKey("acme")
+	for _, c := range []struct {
+		method, path string
+	}{{"GET", "/v1/replicas"}, {"DELETE", "/v1/replicas/beta"}} {
+		if r := a.Do(tenantKey, c.method, c.path, nil); r.Status != 403 || r.ErrCode() != "FORBIDDEN" {
+			t.Errorf("tenant key %s %s: %d %s", c.method, c.path, r.Status, r.Body)
+		}
+	}
+	for _, id := range []string{"beta", "alpha"} {
+		if r := a.Do(replicaAdmin, "DELETE", "/v1/replicas/"+id, nil); r.Status != 409 || r.ErrCode() != "REPLICA_ALIVE" {
+			t.Errorf("forget live %s: %d %s", id, r.Status, r.Body)
+		}
+	}
+
+	b.Stop()
+	r, ok := listReplicas(t, a)["beta"]
+	if !ok || r.Alive || r.StoppedAt == nil {
+		t.Fatalf("stopped beta: %+v (listed %v)", r, ok)
+	}
+	a.MustDo(replicaAdmin, "DELETE", "/v1/replicas/beta", nil, 204, nil)
+	if _, ok := listReplicas(t, a)["beta"]; ok {
+		t.Fatal("beta is still listed after it was forgotten")
+	}
+	for _, id := range []string{"beta", "never-seen"} {
+		if r := a.Do(replicaAdmin, "DELETE", "/v1/replicas/"+id, nil); r.Status != 404 || r.ErrCode() != "REPLICA_NOT_FOUND" {
+			t.Errorf("forget %s: %d %s", id, r.Status, r.Body)
+		}
+	}
+}
+
+// TestAReplicaCutOffFromTheDatabaseFencesItselfAndComesBack: while its
+// database refuses it, a replica's heartbeat lapses and it reports itself
+// not ready (self-fenced) and stops its engine; once the database takes it
+// back it is ready again.
+func TestAReplicaCutOffFromTheDatabaseFencesItselfAndComesBack(t *testing.T) {
+	c := pgtest.Shared(t)
+	dbURL := storetest.PostgresURL(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbName := strings.TrimPrefix(u.Path, "/")
+	s := startReplica(t, dbURL, writeKey(t, 9), "gamma", func(c *server.Config) {
+		c.ReplicaHeartbeat, c.ReplicaTTL = 100*time.Millisecond, 1500*time.Millisecond
+	})
+	ready := func() (int, string) {
+		r := s.Do(servertest.Key{}, "GET", "/readyz", nil)
+		return r.Status, string(r.Body)
+	}
+	if code, body := ready(); code != 200 {
+		t.Fatalf("readyz %d %s", code, body)
+	}
+	ctx := context.Background()
+	cut := func(allow bool) {
+		t.Helper()
+		q := `ALTER DATABASE "` + dbName + `" ALLOW_CONNECTIONS ` + map[bool]string{true: "true", false: "false"}[allow]
+		if err := c.Exec(ctx, "postgres", q); err != nil {
+			t.Fatal(err)
+		}
+		if !allow {
+			if err := c.Exec(ctx, "postgres", `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, dbName); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cut(false)
+	t.Cleanup(func() { cut(true) })
+	testutil.WaitFor(t, time.Minute, "readyz to say self-fenced", func() bool {
+		code, body := ready()
+		return code == 503 && strings.Contains(body, "self-fenced")
+	})
+	testutil.WaitFor(t, 10*time.Second, "the engine to be fenced", func() bool {
+		return strings.Contains(s.Logs.String(), "engine fenced")
+	})
+	cut(true)
+	testutil.WaitFor(t, time.Minute, "readyz to recover", func() bool {
+		code, _ := ready()
+		return code == 200
+	})
+	testutil.WaitFor(t, 10*time.Second, "the engine to be unfenced", func() bool {
+		return strings.Contains(s.Logs.String(), "engine unfenced")
+	})
+}
