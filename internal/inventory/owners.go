@@ -188,6 +188,11 @@ func (o *HostOwners) Run(ctx context.Context) {
 // a host.
 func (o *HostOwners) Pass(ctx context.Context) (took bool) {
 	start := time.Now()
+	// A database that hangs must not hold the pass past the leases'
+	// trust: Lease stops vouching for them on its own, and the next pass
+	// tries again.
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.TTL/2)
+	defer cancel()
 	me := o.members.ID()
 	o.renew(ctx, start)
 
