@@ -174,7 +174,7 @@ func TestAStartingReplicaLeavesALiveReplicasWorkAlone(t *testing.T) {
 		}
 		return by, seq
 	}
-	testutil.WaitFor(t, time.Minute, "alpha to run the item", func() bool { by, _ := owner(); return by == "alpha" })
+	testutil.WaitFor(t, time.Minute, "alpha to run the item", func() bool { by, seq := owner(); return by == "alpha" && seq > 0 })
 	_, seq := owner()
 	b := startReplica(t, dbURL, keyFile, "beta", func(c *server.Config) { c.Engine = slow })
 	// Three reaper passes of beta's at least (every 2-3 s), well within
