@@ -32,7 +32,10 @@ type sharedSlots struct {
 	replica string
 }
 
-func (s *sharedSlots) owner() string {
+func (s *sharedSlots) owner(m Members) string {
+	if m != nil {
+		return m.ID() // the replica's id, as /v1/replicas lists it
+	}
 	s.once.Do(func() {
 		b := make([]byte, 8)
 		_, _ = cryptorand.Read(b)
@@ -70,7 +73,7 @@ func (e *Engine) localSlot(ctx context.Context, key string) (release func(), err
 }
 
 func (e *Engine) sharedSlot(ctx context.Context, key, hostID, holder string) (release func(), err error) {
-	replica := e.slots.owner()
+	replica := e.slots.owner(e.cfg.Members)
 	got, err := e.store.AcquireHostSlot(ctx, store.SlotRequest{HostKey: key, HostID: hostID,
 		DefaultLimit: e.cfg.PerHostLimit, Holder: holder, Replica: replica, TTL: slotTTL})
 	if err != nil {

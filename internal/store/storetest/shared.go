@@ -244,6 +244,37 @@ func testWakeups(t *testing.T, s *store.Store) {
 	if st := s.NotifyStats(); !st.Listening || st.Received == 0 {
 		t.Fatalf("stats %+v", st)
 	}
+
+	// A lost listener connection reconnects and wakes every waiter (what
+	// was sent meanwhile is lost), then delivers again.
+	catchUps := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, p := range got[store.NotifyAgentAcks] {
+			if p == store.WakeAll {
+				n++
+			}
+		}
+		return n
+	}
+	before = catchUps()
+	if _, err := s.DB.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the catch-up wake-up after reconnecting", func() bool { return catchUps() > before })
+	if err := s.InsertAgentCommand(ctx, s.DB, store.AgentCommand{ID: "cmd-2", AgentID: "agt-1", Kind: "set_password",
+		User: "root", Sealed: []byte{3}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TakeAgentCommands(ctx, s.DB, "agt-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AckAgentCommand(ctx, s.DB, "agt-1", "cmd-2", "ok", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an ack's wake-up after reconnecting", seen(store.NotifyAgentAcks, "cmd-2"))
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
