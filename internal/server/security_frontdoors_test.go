@@ -401,9 +401,10 @@ func TestSecurity_ListsAreEmptyArraysNeverNull(t *testing.T) {
 		{"/v1/operations", "operations", false},
 		{"/v1/hosts", "hosts", false},
 		{"/v1/agent-tokens", "tokens", false},
-		{"/v1/audit", "entries", true},   // the creation of the caller's key
-		{"/v1/keys", "keys", true},       // the caller's own key
-		{"/v1/tenants", "tenants", true}, // admin only, and the admin's tenant is one
+		{"/v1/audit", "entries", true},     // the creation of the caller's key
+		{"/v1/keys", "keys", true},         // the caller's own key
+		{"/v1/tenants", "tenants", true},   // admin only, and the admin's tenant is one
+		{"/v1/replicas", "replicas", true}, // admin only, and this replica is one
 	}
 	seen := map[string]bool{}
 	for _, c := range native {

@@ -540,3 +540,51 @@ func TestAgentsOfAKilledReplicaReconnectToAnotherAndTheNextResetWorks(t *testing
 	shWaitAlive(t, b, ms)
 	reset("after A was killed")
 }
+
+// A signed action-API request replayed to another replica (behind one
+// balancer, so one Host) gets the first answer again and runs nothing
+// twice: the replay record is a row both replicas read.
+func TestAnIdenticalSignedRequestToAnotherReplicaRunsOnce(t *testing.T) {
+	rs := shReplicas(t, 2)
+	m := shEnroll(t, rs[0], rs[0].URL, "replay")
+	shWaitAlive(t, rs[0], []*shMachine{m})
+	k := rs[0].NewKey("acme")
+	body := `{"instanceIds": ["` + m.st.InstanceID + `"]}`
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	const host = "fleetpass.example"
+	send := func(srv *servertest.Server) reply {
+		req, err := http.NewRequest("POST", srv.URL+"/api/v2/zec", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-ZC-Action", "RebootInstances")
+		req.Header.Set("X-ZC-Version", "2022-11-20")
+		req.Header.Set("X-ZC-Timestamp", ts)
+		req.Header.Set("X-ZC-Signature-Method", "ZC2-HMAC-SHA256")
+		req.Header.Set("Authorization", testZC2Authorization(k.ID, k.Secret, ts, "application/json", host, []byte(body)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reply{status: resp.StatusCode, header: resp.Header, body: data}
+	}
+	first := actionOK(t, send(rs[0]))
+	again := actionOK(t, send(rs[1]))
+	if first["operationId"] == nil || again["operationId"] != first["operationId"] {
+		t.Fatalf("the repeat on another replica answered %v, the first %v", again, first)
+	}
+	ops, err := rs[1].Store().ListOperations(context.Background(), store.OperationFilter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 1 {
+		t.Fatalf("%d operations for one signed request sent to two replicas, want 1", len(ops))
+	}
+}
