@@ -66,12 +66,13 @@ const (
 
 // dbQueries are the fleet's statements, in the dialect's spelling.
 type dbQueries struct {
-	lock, insert, update, delete, list, overlaps, clock string
+	lock, peek, insert, update, delete, list, overlaps, clock string
 }
 
 func newDBQueries(dialect store.Dialect) dbQueries {
 	q := dbQueries{
 		lock:     `SELECT id, ` + machineColumns + ` FROM sim_machines WHERE id = ?`,
+		peek:     `SELECT id, ` + machineColumns + ` FROM sim_machines WHERE id = ?`,
 		insert:   `INSERT INTO sim_machines (id, ` + machineColumns + `) VALUES (?, ` + machineBinds + `) ON CONFLICT (id) DO NOTHING`,
 		update:   `UPDATE sim_machines SET (` + machineColumns + `) = (` + machineBinds + `) WHERE id = ?`,
 		delete:   `DELETE FROM sim_machines WHERE id = ?`,
@@ -84,8 +85,9 @@ func newDBQueries(dialect store.Dialect) dbQueries {
 		// taken) before the outer SELECT evaluates clock_timestamp().
 		q.lock = `WITH m AS MATERIALIZED (SELECT id, ` + machineColumns + ` FROM sim_machines WHERE id = ? FOR UPDATE)
 			SELECT m.*, ` + pgClock + ` FROM m`
+		q.peek = `SELECT id, ` + machineColumns + `, ` + pgClock + ` FROM sim_machines WHERE id = ?`
 		q.clock = `SELECT ` + pgClock
-		for _, p := range []*string{&q.lock, &q.insert, &q.update, &q.delete} {
+		for _, p := range []*string{&q.lock, &q.peek, &q.insert, &q.update, &q.delete} {
 			*p = numberBinds(*p)
 		}
 	}
@@ -302,33 +304,26 @@ func (b *dbFleet) remove(ctx context.Context, id string) error {
 	return nil
 }
 
-func (b *dbFleet) update(ctx context.Context, id string, fn func(s *state, now time.Time) bool) error {
+func (b *dbFleet) update(ctx context.Context, id string, readMostly bool, fn func(s *state, now time.Time) bool) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	return b.inTx(ctx, func(q querier) error {
-		var (
-			s     state
-			now   time.Time
-			clock int64
-			err   error
-		)
-		row := q.QueryRowContext(ctx, b.q.lock, id)
-		if b.dialect == store.Postgres {
-			_, s, err = scanMachine(row, &clock)
-		} else {
-			_, s, err = scanMachine(row)
-		}
-		if errors.Is(err, sql.ErrNoRows) {
-			return notFound(id)
-		}
+	if readMostly {
+		// One statement instead of a transaction's four, for the calls
+		// that only read (State and Ping, polled while machines boot):
+		// what fn saw was the machine's committed state at that moment.
+		s, now, err := b.read(ctx, b.db, b.q.peek, id)
 		if err != nil {
 			return err
 		}
-		if b.dbClock {
-			now = time.Unix(0, clock).UTC()
-		} else {
-			now = b.now()
+		if !fn(&s, now) {
+			return nil
+		}
+	}
+	return b.inTx(ctx, func(q querier) error {
+		s, now, err := b.read(ctx, q, b.q.lock, id)
+		if err != nil {
+			return err
 		}
 		if !fn(&s, now) {
 			return nil
@@ -340,6 +335,31 @@ func (b *dbFleet) update(ctx context.Context, id string, fn func(s *state, now t
 		_, err = q.ExecContext(ctx, b.q.update, append(cols, id)...)
 		return err
 	})
+}
+
+// read reads machine id with query (peek or lock) and the time.
+func (b *dbFleet) read(ctx context.Context, q querier, query, id string) (state, time.Time, error) {
+	var (
+		s     state
+		clock int64
+		err   error
+	)
+	row := q.QueryRowContext(ctx, query, id)
+	if b.dialect == store.Postgres {
+		_, s, err = scanMachine(row, &clock)
+	} else {
+		_, s, err = scanMachine(row)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return state{}, time.Time{}, notFound(id)
+	}
+	if err != nil {
+		return state{}, time.Time{}, err
+	}
+	if b.dbClock {
+		return s, time.Unix(0, clock).UTC(), nil
+	}
+	return s, b.now(), nil
 }
 
 func (b *dbFleet) list(ctx context.Context) ([]Snapshot, error) {

@@ -18,7 +18,7 @@ var (
 // State implements driver.Power.
 func (f *Fleet) State(ctx context.Context, ref driver.Ref) (driver.PowerState, error) {
 	var p driver.PowerState
-	err := f.do(ctx, ref.Address, "read state", true, "", func(s *state, _ time.Time) (bool, error) {
+	err := f.do(ctx, ref.Address, "read state", true, false, "", func(s *state, _ time.Time) (bool, error) {
 		p = s.power
 		return false, nil
 	})
@@ -71,7 +71,7 @@ func (f *Fleet) Stop(ctx context.Context, ref driver.Ref) error {
 
 // Ping implements driver.Guest.
 func (f *Fleet) Ping(ctx context.Context, ref driver.Ref) error {
-	return f.do(ctx, ref.Address, "ping guest", true, "", func(s *state, _ time.Time) (bool, error) {
+	return f.do(ctx, ref.Address, "ping guest", true, false, "", func(s *state, _ time.Time) (bool, error) {
 		return false, s.guestAlive()
 	})
 }

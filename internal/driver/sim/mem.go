@@ -124,7 +124,7 @@ func (b *memory) lookup(id string) (*machine, error) {
 	return m, nil
 }
 
-func (b *memory) update(ctx context.Context, id string, fn func(s *state, now time.Time) bool) error {
+func (b *memory) update(ctx context.Context, id string, _ bool, fn func(s *state, now time.Time) bool) error {
 	m, err := b.lookup(id)
 	if err != nil {
 		return err
@@ -166,7 +166,7 @@ func (b *memory) list(ctx context.Context) ([]Snapshot, error) {
 	snaps := make([]Snapshot, 0, len(ids))
 	for _, id := range ids {
 		var snap Snapshot
-		err := b.update(ctx, id, func(s *state, now time.Time) bool {
+		err := b.update(ctx, id, true, func(s *state, now time.Time) bool {
 			changed := s.settle(now)
 			snap = s.snapshot(id)
 			return changed

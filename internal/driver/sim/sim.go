@@ -24,8 +24,9 @@
 //   - OpenDB: in a table (sim_machines) of a SQL database, PostgreSQL or
 //     SQLite, with nothing kept in memory, so that several Fleet values (the
 //     replicas of a server on PostgreSQL, and the tests that watch them)
-//     share one fleet. Every call is one transaction that locks the
-//     machine's row, settles it, applies the call and writes it back. On
+//     share one fleet. Every call that changes a machine is one
+//     transaction that locks the machine's row, settles it, applies the
+//     call and writes it back; a call that only reads reads the row once. On
 //     PostgreSQL the times come from the database's clock, which all
 //     replicas agree on; elsewhere from Options.Now or the local clock.
 //
@@ -179,9 +180,11 @@ type backend interface {
 	remove(ctx context.Context, id string) error
 	// update runs fn on a copy of machine id's state, under a lock on
 	// that machine, at the time now, and stores the copy when fn reports
-	// a change. fn may run more than once (a retried transaction) and must
-	// set everything it reports from scratch each time.
-	update(ctx context.Context, id string, fn func(s *state, now time.Time) bool) error
+	// a change. fn may run more than once (a retried transaction, or a
+	// read first) and must set everything it reports from scratch each
+	// time. readMostly says fn seldom changes anything: a backend may run
+	// it on an unlocked read first, and take the lock only when it does.
+	update(ctx context.Context, id string, readMostly bool, fn func(s *state, now time.Time) bool) error
 	// insert registers a machine with the state s as it is
 	// (ErrMachineExists if id is taken).
 	insert(ctx context.Context, id string, s state) error
@@ -257,7 +260,7 @@ func (f *Fleet) Remove(ctx context.Context, id string) error {
 // Get returns a snapshot of a machine.
 func (f *Fleet) Get(ctx context.Context, id string) (Snapshot, error) {
 	var snap Snapshot
-	err := f.do(ctx, id, "get machine", false, "", func(s *state, _ time.Time) (bool, error) {
+	err := f.do(ctx, id, "get machine", false, false, "", func(s *state, _ time.Time) (bool, error) {
 		snap = s.snapshot(id)
 		return false, nil
 	})
@@ -289,7 +292,7 @@ func (f *Fleet) Import(ctx context.Context, src *Fleet) (int, error) {
 	n := 0
 	for _, snap := range snaps {
 		var st state
-		err := src.b.update(ctx, snap.ID, func(s *state, _ time.Time) bool {
+		err := src.b.update(ctx, snap.ID, true, func(s *state, _ time.Time) bool {
 			st = s.clone()
 			return false
 		})
@@ -336,7 +339,7 @@ func (f *Fleet) SetFaults(ctx context.Context, id string, faults Faults) error {
 	if faults.Transient < 0 {
 		return fmt.Errorf("sim: set faults of machine %q: negative transient count %d", id, faults.Transient)
 	}
-	return f.do(ctx, id, "set faults", false, "", func(s *state, _ time.Time) (bool, error) {
+	return f.do(ctx, id, "set faults", false, true, "", func(s *state, _ time.Time) (bool, error) {
 		s.faults = faults
 		return true, nil
 	})
@@ -348,7 +351,7 @@ func (f *Fleet) SetFaults(ctx context.Context, id string, faults Faults) error {
 // password.
 func (f *Fleet) CheckPassword(ctx context.Context, id, name string, password []byte) (bool, error) {
 	var ok bool
-	err := f.do(ctx, id, "check password", false, "", func(s *state, _ time.Time) (bool, error) {
+	err := f.do(ctx, id, "check password", false, false, "", func(s *state, _ time.Time) (bool, error) {
 		u, exists := s.users[name]
 		if !exists {
 			return false, fmt.Errorf("user %q: %w", name, driver.ErrUserNotFound)
@@ -362,16 +365,17 @@ func (f *Fleet) CheckPassword(ctx context.Context, id, name string, password []b
 // do runs fn on a settled copy of machine id's state under the machine's lock
 // and stores the copy if it changed. fn reports whether it changed the state;
 // it must not change it when it returns an error. With faults set, the call
-// first uses up an injected transient fault, if any. With a mark, the call
-// is a mutating one: it marks the machine busy until ActionTime from now
-// (see state.mark), even when it fails.
-func (f *Fleet) do(ctx context.Context, id, op string, faults bool, mark string,
+// first uses up an injected transient fault, if any. A write is a call
+// that changes the machine, as a rule; with a mark, it is a mutating
+// driver call, which marks the machine busy until ActionTime from now (see
+// state.mark), even when it fails.
+func (f *Fleet) do(ctx context.Context, id, op string, faults, write bool, mark string,
 	fn func(s *state, now time.Time) (bool, error)) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sim: %s on machine %q: %w", op, id, err)
 	}
 	var opErr error
-	err := f.b.update(ctx, id, func(s *state, now time.Time) bool {
+	err := f.b.update(ctx, id, !write, func(s *state, now time.Time) bool {
 		opErr = nil
 		changed := s.settle(now)
 		if mark != "" {
@@ -408,10 +412,10 @@ func (f *Fleet) do(ctx context.Context, id, op string, faults bool, mark string,
 // ActionTime, during which the call does not return.
 func (f *Fleet) act(ctx context.Context, id, op string, fn func(s *state, now time.Time) (bool, error)) error {
 	if f.actionTime <= 0 {
-		return f.do(ctx, id, op, true, "", fn)
+		return f.do(ctx, id, op, true, true, "", fn)
 	}
 	token := rand.Text()
-	err := f.do(ctx, id, op, true, token, fn)
+	err := f.do(ctx, id, op, true, true, token, fn)
 	if errors.Is(err, driver.ErrMachineNotFound) || errors.Is(err, ErrClosed) {
 		return err
 	}
@@ -425,7 +429,7 @@ func (f *Fleet) act(ctx context.Context, id, op string, fn func(s *state, now ti
 	// this fail, the mark expires at its time anyway.
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	_ = f.b.update(uctx, id, func(s *state, _ time.Time) bool { return s.unmark(token) })
+	_ = f.b.update(uctx, id, false, func(s *state, _ time.Time) bool { return s.unmark(token) })
 	if err == nil && ctx.Err() != nil {
 		return fmt.Errorf("sim: %s on machine %q: %w", op, id, ctx.Err())
 	}
