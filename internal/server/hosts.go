@@ -131,7 +131,7 @@ func (s *Server) membership(context.Context) inventory.Membership {
 // yet.
 func (s *Server) startHosts(ctx context.Context) error {
 	members := s.membership(ctx)
-	owners := inventory.NewHostOwners(s.store, members, s.hosts, s.log.With("replica", members.ID()),
+	owners := inventory.NewHostOwners(s.store, members, s.hosts, s.log,
 		inventory.OwnerConfig{Exclusive: s.store.Dialect() != store.Postgres})
 	done := make(chan struct{})
 	s.hosts.mu.Lock()
@@ -146,7 +146,6 @@ func (s *Server) startHosts(ctx context.Context) error {
 		}
 		return owners.Mine(in.ID)
 	})
-	s.log.Info("replica", "replica", members.ID())
 	go s.libvirt.Run(ctx)
 	go s.hosts.forward(ctx)
 	go inventory.NewHostWatcher(s.svc, s.hosts, owners, s.log).Run(ctx)

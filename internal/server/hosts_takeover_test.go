@@ -149,7 +149,7 @@ func TestAKilledOwnersLibvirtHostIsTakenOver(t *testing.T) {
 		want bool
 	}{{x, true}, {y, false}} {
 		data, _ := os.ReadFile(c.r.log)
-		if got := regexp.MustCompile(`msg="libvirt: connected" host=` + h.ID).Match(data); got != c.want {
+		if got := regexp.MustCompile(`msg="libvirt: connected"[^\n]* host=` + h.ID + `\b`).Match(data); got != c.want {
 			t.Errorf("replica %s followed the host: %v, want %v", c.r.id, got, c.want)
 		}
 	}

@@ -133,38 +133,6 @@ func (s *Store) GetLease(ctx context.Context, name string) (Lease, error) {
 	return l, nil
 }
 
-// LiveHolders lists, once each, the holders of the unexpired leases whose
-// names start with prefix.
-func (s *Store) LiveHolders(ctx context.Context, prefix string) ([]string, error) {
-	rows, err := s.c(s.DB).QueryContext(ctx, s.withNow(`SELECT DISTINCT holder FROM leases
-		WHERE substr(name, 1, ?) = ? AND expires_at > {now} ORDER BY holder`), len(prefix), prefix)
-	if err != nil {
-		return nil, fmt.Errorf("live lease holders: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			return nil, fmt.Errorf("live lease holders: %w", err)
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
-}
-
-// PruneLeases deletes the leases whose names start with prefix and that
-// expired before the given age. Only for leases nobody fences with (a
-// deleted row restarts its epoch at 1).
-func (s *Store) PruneLeases(ctx context.Context, prefix string, age time.Duration) error {
-	_, err := s.c(s.DB).ExecContext(ctx, s.withNow(`DELETE FROM leases WHERE substr(name, 1, ?) = ?
-		AND expires_at <= {now} - ?`), len(prefix), prefix, age.Milliseconds())
-	if err != nil {
-		return fmt.Errorf("prune leases: %w", err)
-	}
-	return nil
-}
-
 // CheckLease fails with ErrLeaseLost unless l is still its holder's, in the
 // same term, and unexpired. Called in the transaction of work only the
 // lease's holder may do, it fences that work: on PostgreSQL the row is read
