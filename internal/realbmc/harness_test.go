@@ -413,7 +413,8 @@ func wantLogins(t testing.TB, s *machine, newPW, oldPW string) {
 	agenttest.WantLogins(t, s.name, s.g, user, newPW, oldPW)
 }
 
-// metric reads one unlabelled metric's value from /metrics.
+// metric reads the value of a metric with no labels but the replica
+// label every series carries.
 func (e *env) metric(name string) string {
 	e.t.Helper()
 	resp, err := http.Get(e.url + "/metrics")
@@ -425,6 +426,10 @@ func (e *env) metric(name string) string {
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return v
+		}
+		rest, ok := strings.CutPrefix(line, name+`{replica="`)
+		if end := strings.Index(rest, `"} `); ok && end >= 0 && !strings.Contains(rest[:end], `"`) {
+			return rest[end+3:]
 		}
 	}
 	return ""
