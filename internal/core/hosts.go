@@ -112,7 +112,7 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 		return apiv1.Host{}, wrapStore(err)
 	}
 	s.hosts.HostAdded(h)
-	applyHostStatus(&h, store.HostStatus{}, false)
+	applyHostStatus(p, &h, store.HostStatus{}, false)
 	return h, nil
 }
 
@@ -129,7 +129,7 @@ func (s *Service) ListHosts(ctx context.Context, p Principal) ([]apiv1.Host, err
 	}
 	for i := range list {
 		st, ok := statuses[list[i].ID]
-		applyHostStatus(&list[i], st, ok)
+		applyHostStatus(p, &list[i], st, ok)
 	}
 	return list, nil
 }
@@ -137,15 +137,24 @@ func (s *Service) ListHosts(ctx context.Context, p Principal) ([]apiv1.Host, err
 // applyHostStatus fills a host's connection fields from its owner's record
 // (ok false: none yet). A record whose writer no longer holds the host's
 // lease is history: nobody follows the host until another replica takes
-// it over, within the lease's time to live.
-func applyHostStatus(h *apiv1.Host, st store.HostStatus, ok bool) {
+// it over, within the lease's time to live. Replica ids are the
+// operator's (as /v1/replicas is): only an admin sees which replica
+// follows a host.
+func applyHostStatus(p Principal, h *apiv1.Host, st store.HostStatus, ok bool) {
 	switch {
 	case !ok:
 		h.Connected, h.Error = false, "waiting for a replica to connect"
 	case !st.Current:
-		h.Connected, h.Error = false, "no replica follows this host right now (the last was "+st.Owner+"); another takes it over shortly"
+		last := ""
+		if p.Admin {
+			last = " (the last was " + st.Owner + ")"
+		}
+		h.Connected, h.Error = false, "no replica follows this host right now"+last+"; another takes it over shortly"
 	default:
-		h.Connected, h.Error, h.LibvirtVersion, h.Owner = st.Connected, st.Error, st.LibvirtVersion, st.Owner
+		h.Connected, h.Error, h.LibvirtVersion = st.Connected, st.Error, st.LibvirtVersion
+		if p.Admin {
+			h.Owner = st.Owner
+		}
 		if st.Connected {
 			h.Error = ""
 		}
@@ -184,7 +193,7 @@ func (s *Service) GetHost(ctx context.Context, p Principal, id string) (apiv1.Ho
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return apiv1.Host{}, storeFailed(err)
 	}
-	applyHostStatus(&h, st, err == nil)
+	applyHostStatus(p, &h, st, err == nil)
 	return h, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // unreachable is a libvirt URI that parses but never connects: the host
@@ -260,6 +261,31 @@ func TestServeLibvirtFlagAddsTheHostOnceAcrossRestarts(t *testing.T) {
 		}
 		if len(hosts) != 1 || hosts[0].URI != unreachable || hosts[0].Tenant != "lab" {
 			t.Fatalf("hosts: %+v, want the one --libvirt named, in tenant lab", hosts)
+		}
+	}
+}
+
+// TestSecurity_ATenantIsNotToldWhichReplicaFollowsItsHost: a host's owner
+// is a replica id, the operator's (as /v1/replicas, admin only, is); a
+// tenant key reading its own host, alone or in the list, never sees it.
+func TestSecurity_ATenantIsNotToldWhichReplicaFollowsItsHost(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	_ = e.srv.Service().EnsureTenant(context.Background(), "acme")
+	acme := e.newKey("acme")
+	var h apiv1.Host
+	e.mustDo(e.admin, "POST", "/v1/hosts", apiv1.HostCreate{URI: unreachable, Tenant: "acme"}, http.StatusCreated, &h)
+	replica := e.srv.HostOwners().ID()
+	var got apiv1.Host
+	if !testutil.Eventually(10*time.Second, func() bool {
+		e.mustDo(e.admin, "GET", "/v1/hosts/"+h.ID, nil, http.StatusOK, &got)
+		return got.Owner == replica
+	}) {
+		t.Fatalf("the admin never saw the host's owner %s: %+v", replica, got)
+	}
+	for _, path := range []string{"/v1/hosts/" + h.ID, "/v1/hosts"} {
+		r := e.mustDo(acme, "GET", path, nil, http.StatusOK, nil)
+		if strings.Contains(string(r.body), replica) || strings.Contains(string(r.body), `"owner"`) {
+			t.Errorf("GET %s with a tenant key names the replica: %s", path, r.body)
 		}
 	}
 }
