@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 
@@ -260,9 +261,9 @@ type HostDomain struct {
 // fence is the caller's lease on the host (its owner's): the reconcile
 // happens only while that lease is still the caller's, in the same term, so
 // a replica that lost the host cannot overwrite what the new owner saw; it
-// fails with store.ErrLeaseLost then. nil means no fencing, for a caller
-// that is the database's only writer (tests).
-func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []HostDomain, fence *store.Lease) error {
+// fails with store.ErrLeaseLost then. There is no unfenced way in: a test
+// passes the lease its server's host owners hold.
+func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []HostDomain, fence store.Lease) error {
 	h, err := s.store.GetHost(ctx, s.store.DB, hostID)
 	if err != nil {
 		return err
@@ -275,10 +276,8 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 		if err := s.store.LockHost(ctx, tx, h.ID); err != nil {
 			return err
 		}
-		if fence != nil {
-			if err := s.store.CheckLease(ctx, tx, *fence); err != nil {
-				return err
-			}
+		if err := s.checkHostFence(ctx, tx, h.ID, fence); err != nil {
+			return err
 		}
 		existing, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
 		if err != nil {
@@ -364,12 +363,22 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 	return err
 }
 
+// checkHostFence fails with store.ErrLeaseLost unless fence is the
+// running term of hostID's own lease: another host's lease fences nothing
+// here.
+func (s *Service) checkHostFence(ctx context.Context, tx *sql.Tx, hostID string, fence store.Lease) error {
+	if fence.Name != store.HostLease(hostID) {
+		return fmt.Errorf("lease %q does not fence host %s: %w", fence.Name, hostID, store.ErrLeaseLost)
+	}
+	return s.store.CheckLease(ctx, tx, fence)
+}
+
 // MarkHostUnreachable sets every idle instance of a host whose connection
 // is down to UNKNOWN (except those already MISSING): their state cannot be
 // known until the connection is back. fence is as for ReconcileHost: only
 // the host's owner marks them, so that another replica's own trouble
 // reaching the host does not flip their states.
-func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string, fence *store.Lease) error {
+func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string, fence store.Lease) error {
 	h, err := s.store.GetHost(ctx, s.store.DB, hostID)
 	if err != nil {
 		return err
@@ -379,10 +388,8 @@ func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string, fence 
 		if err := s.store.LockHost(ctx, tx, h.ID); err != nil {
 			return err
 		}
-		if fence != nil {
-			if err := s.store.CheckLease(ctx, tx, *fence); err != nil {
-				return err
-			}
+		if err := s.checkHostFence(ctx, tx, h.ID, fence); err != nil {
+			return err
 		}
 		list, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
 		if err != nil {
