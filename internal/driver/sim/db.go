@@ -6,7 +6,6 @@ import (
 	sqldriver "database/sql/driver"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -183,18 +182,7 @@ const maxAttempts = 10
 // so that reading and then writing a row cannot fail halfway), again from
 // the start when the database asks for a retry.
 func (b *dbFleet) inTx(ctx context.Context, fn func(q querier) error) error {
-	for attempt := 1; ; attempt++ {
-		err := b.inTxOnce(ctx, fn)
-		if err == nil || attempt == maxAttempts || !store.IsRetryable(err) {
-			return err
-		}
-		pause := time.Duration(rand.Int64N(int64(attempt) * int64(5*time.Millisecond)))
-		select {
-		case <-time.After(pause):
-		case <-ctx.Done():
-			return err
-		}
-	}
+	return store.Retry(ctx, maxAttempts, func() error { return b.inTxOnce(ctx, fn) })
 }
 
 func (b *dbFleet) inTxOnce(ctx context.Context, fn func(q querier) error) error {
