@@ -1,6 +1,9 @@
 package sim_test
 
 import (
+	"bytes"
+	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -462,7 +465,55 @@ func TestNoPasswordAtRest(t *testing.T) {
 		for _, dir := range b.dirs {
 			testutil.AssertNotInDir(t, dir, secret)
 		}
+		db, table := b.table(t)
+		wantOnlyVerifiers(t, db, table, secret, 2)
 	})
+}
+
+// wantOnlyVerifiers reads every row of the machine table and fails t if
+// any column holds secret, or if the users column holds anything but
+// verifiers (salt and HMAC-SHA256, 48 bytes), want of them in all.
+func wantOnlyVerifiers(t *testing.T, db *sql.DB, table, secret string, want int) {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), `SELECT * FROM `+table)
+	must(t, err)
+	defer rows.Close()
+	names, err := rows.Columns()
+	must(t, err)
+	verifiers := 0
+	for rows.Next() {
+		cols := make([]sql.RawBytes, len(names))
+		dest := make([]any, len(cols))
+		for i := range cols {
+			dest[i] = &cols[i]
+		}
+		must(t, rows.Scan(dest...))
+		for i, col := range cols {
+			if testutil.ContainsSecret(col, secret) {
+				t.Errorf("column %s of %s holds the password", names[i], table)
+			}
+			if names[i] != "users" {
+				continue
+			}
+			var users map[string]struct{ V, S []byte }
+			must(t, json.Unmarshal(col, &users))
+			for name, u := range users {
+				for _, v := range [][]byte{u.V, u.S} {
+					if v == nil {
+						continue
+					}
+					verifiers++
+					if len(v) != 48 || bytes.Contains(v, []byte(secret)) {
+						t.Errorf("user %s holds %d bytes that are not a verifier", name, len(v))
+					}
+				}
+			}
+		}
+	}
+	must(t, rows.Err())
+	if verifiers != want {
+		t.Errorf("%d verifiers in %s, want %d", verifiers, table, want)
+	}
 }
 
 func TestConcurrentUse(t *testing.T) {
