@@ -172,6 +172,21 @@ func wantPassword(t testing.TB, f *sim.Fleet, id, user, password string, want bo
 	}
 }
 
+// together runs fn(0), ..., fn(n-1) at once and fails t with the errors
+// they return.
+func together(t testing.TB, n int, fn func(i int) error) {
+	t.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = fn(i) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
@@ -526,47 +541,38 @@ func concurrentUse(t *testing.T, f *sim.Fleet) {
 	for i := range machines {
 		mustAdd(t, f, sim.Machine{ID: fmt.Sprint(i), Running: true})
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
+	together(t, workers+1, func(w int) error {
+		if w == workers {
+			// Machines come and go meanwhile.
 			for i := range 50 {
-				ref := driver.Ref{Address: fmt.Sprint((w + i) % machines)}
-				var err error
-				switch i % 5 {
-				case 0:
-					err = f.SetPassword(ctx, ref, "root", []byte("Pass-"+ref.Address))
-				case 1:
-					_, err = f.State(ctx, ref)
-				case 2:
-					_, err = f.List(ctx)
-				case 3:
-					err = f.SetFaults(ctx, ref.Address, sim.Faults{})
-				case 4:
-					err = f.Ping(ctx, ref)
-				}
-				if err != nil {
-					errs <- err
-					return
+				id := fmt.Sprint("extra", i)
+				if err := errors.Join(f.Add(ctx, sim.Machine{ID: id}), f.Remove(ctx, id)); err != nil {
+					return err
 				}
 			}
-		})
-	}
-	wg.Go(func() {
-		// Machines come and go meanwhile.
+			return nil
+		}
 		for i := range 50 {
-			id := fmt.Sprint("extra", i)
-			if err := errors.Join(f.Add(ctx, sim.Machine{ID: id}), f.Remove(ctx, id)); err != nil {
-				errs <- err
-				return
+			ref := driver.Ref{Address: fmt.Sprint((w + i) % machines)}
+			var err error
+			switch i % 5 {
+			case 0:
+				err = f.SetPassword(ctx, ref, "root", []byte("Pass-"+ref.Address))
+			case 1:
+				_, err = f.State(ctx, ref)
+			case 2:
+				_, err = f.List(ctx)
+			case 3:
+				err = f.SetFaults(ctx, ref.Address, sim.Faults{})
+			case 4:
+				err = f.Ping(ctx, ref)
+			}
+			if err != nil {
+				return err
 			}
 		}
+		return nil
 	})
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
 	for i := range machines {
 		id := fmt.Sprint(i)
 		wantPassword(t, f, id, "root", "Pass-"+id, true)
