@@ -153,7 +153,7 @@ func TestAReplicaCutOffFromTheDatabaseFencesItselfAndComesBack(t *testing.T) {
 // TestAStartingReplicaLeavesALiveReplicasWorkAlone: a replica that
 // starts while another runs an item does not take the item over (only a
 // dead replica's jobs are resumed), however many of its reaper's passes go
-// by.
+// by: three passes that each saw the live replica's job and left it.
 func TestAStartingReplicaLeavesALiveReplicasWorkAlone(t *testing.T) {
 	pgtest.Shared(t)
 	dbURL, keyFile := storetest.PostgresURL(t), writeKey(t, 9)
@@ -177,9 +177,17 @@ func TestAStartingReplicaLeavesALiveReplicasWorkAlone(t *testing.T) {
 	testutil.WaitFor(t, time.Minute, "alpha to run the item", func() bool { by, seq := owner(); return by == "alpha" && seq > 0 })
 	_, seq := owner()
 	b := startReplica(t, dbURL, keyFile, "beta", func(c *server.Config) { c.Engine = slow })
-	// Three reaper passes of beta's at least (every 2-3 s), well within
-	// alpha's execution budget (20 s), while alpha's heartbeat runs.
-	time.Sleep(8 * time.Second)
+	// Three of beta's reaper passes (every 2-3 s) that saw alpha's running
+	// job, well within alpha's execution budget (a minute).
+	testutil.WaitFor(t, time.Minute, "three reaper passes of beta's to see alpha's job", func() bool {
+		n := 0
+		for _, l := range strings.Split(b.Logs.String(), "\n") {
+			if strings.Contains(l, `msg="reaper pass"`) && strings.Contains(l, "live_replicas_jobs=1 ") {
+				n++
+			}
+		}
+		return n >= 3
+	})
 	if by, now := owner(); by != "alpha" || now != seq {
 		t.Fatalf("the item's job is %q's at execution %d, was alpha's at %d", by, now, seq)
 	}
