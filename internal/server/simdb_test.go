@@ -186,6 +186,41 @@ func TestServerOnPostgresMovesTheFleetFileIntoTheDatabase(t *testing.T) {
 	wantMachines(start(), "db", "web")
 }
 
+// TestDemoMachinesMissingFromTheDatabaseAreAddedBack restarts a `serve
+// --demo` server on PostgreSQL whose demo instances are seeded but whose
+// simulated machines are gone (they lived in a fleet file that did not
+// come along): the machines are added back, and the instances are not
+// registered twice.
+func TestDemoMachinesMissingFromTheDatabaseAreAddedBack(t *testing.T) {
+	url := storetest.PostgresURL(t)
+	dataDir := t.TempDir()
+	start := func() *servertest.Server {
+		return servertest.Start(t, servertest.WithDataDir(dataDir),
+			servertest.WithConfig(func(c *server.Config) { c.DatabaseURL = url; c.Demo = true }))
+	}
+	s := start()
+	want := len(demoNames(t, s.Server))
+	if want == 0 {
+		t.Fatal("no demo instance")
+	}
+	s.Stop()
+	if _, err := pgtest.Shared(t).DBURL(t, url).ExecContext(t.Context(), `DELETE FROM sim_machines`); err != nil {
+		t.Fatal(err)
+	}
+
+	s = start()
+	if got := len(demoNames(t, s.Server)); got != want {
+		t.Errorf("%d demo instances after the restart, want %d", got, want)
+	}
+	machines, err := s.Server.Sim().List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(machines) != want {
+		t.Errorf("%d simulated machines after the restart, want %d", len(machines), want)
+	}
+}
+
 // openServerFleet opens, beside a stopped or killed server, the simulated
 // fleet it kept in dataDir or in the PostgreSQL database at url. Close it
 // before the server starts again: a fleet file is open to one process.

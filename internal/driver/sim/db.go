@@ -226,19 +226,11 @@ func (b *dbFleet) clock(ctx context.Context, q querier) (time.Time, error) {
 	return time.Unix(0, ns).UTC(), nil
 }
 
-func (b *dbFleet) add(ctx context.Context, m Machine) error {
+func (b *dbFleet) time(ctx context.Context) (time.Time, error) {
 	if b.closed.Load() {
-		return ErrClosed
+		return time.Time{}, ErrClosed
 	}
-	now, err := b.clock(ctx, b.db)
-	if err != nil {
-		return err
-	}
-	st, err := newState(m, now)
-	if err != nil {
-		return err
-	}
-	return b.insert(ctx, m.ID, st)
+	return b.clock(ctx, b.db)
 }
 
 func (b *dbFleet) insert(ctx context.Context, id string, st state) error {
