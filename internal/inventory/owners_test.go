@@ -108,12 +108,22 @@ func twoReplicas(t *testing.T) (*store.Store, apiv1.Host, [2]replica) {
 	return st, h, rs
 }
 
-func TestTheReplicaHashingPicksFollowsAHostAloneAndRecordsItsState(t *testing.T) {
-	st, h, rs := twoReplicas(t)
-	ctx := context.Background()
+// passBoth runs a pass on each replica and returns the one that owns
+// hostID then.
+func passBoth(ctx context.Context, rs [2]replica, hostID string) replica {
 	for _, r := range rs {
 		r.o.Pass(ctx)
 	}
+	if rs[0].o.Owns(hostID) {
+		return rs[0]
+	}
+	return rs[1]
+}
+
+func TestTheReplicaHashingPicksFollowsAHostAloneAndRecordsItsState(t *testing.T) {
+	st, h, rs := twoReplicas(t)
+	ctx := context.Background()
+	passBoth(ctx, rs, h.ID)
 	want := rendezvous.Pick(store.HostLease(h.ID), []string{"rep-a", "rep-b"})
 	for _, r := range rs {
 		follow, known := r.c.following(h.ID)
@@ -130,13 +140,7 @@ func TestTheReplicaHashingPicksFollowsAHostAloneAndRecordsItsState(t *testing.T)
 func TestAnOwnerHandsAHostOverToAJoiningReplicaHashingPicks(t *testing.T) {
 	st, h, rs := twoReplicas(t)
 	ctx := context.Background()
-	for _, r := range rs {
-		r.o.Pass(ctx)
-	}
-	x := rs[0]
-	if !x.o.Owns(h.ID) {
-		x = rs[1]
-	}
+	x := passBoth(ctx, rs, h.ID)
 	// A third replica joins, one that hashing gives the host to.
 	var zid string
 	for i := 0; ; i++ {
@@ -167,13 +171,7 @@ func TestAnOwnerHandsAHostOverToAJoiningReplicaHashingPicks(t *testing.T) {
 func TestAnOwnerWhoseLeaseWasTakenStopsFollowingAtItsNextRenewal(t *testing.T) {
 	st, h, rs := twoReplicas(t)
 	ctx := context.Background()
-	for _, r := range rs {
-		r.o.Pass(ctx)
-	}
-	x := rs[0]
-	if !x.o.Owns(h.ID) {
-		x = rs[1]
-	}
+	x := passBoth(ctx, rs, h.ID)
 	old, _ := x.o.Lease(h.ID)
 	if _, err := st.TakeLease(ctx, store.HostLease(h.ID), "rep-elsewhere", time.Minute); err != nil {
 		t.Fatal(err)
@@ -190,9 +188,7 @@ func TestAnOwnerWhoseLeaseWasTakenStopsFollowingAtItsNextRenewal(t *testing.T) {
 func TestARemovedHostIsDisconnected(t *testing.T) {
 	st, h, rs := twoReplicas(t)
 	ctx := context.Background()
-	for _, r := range rs {
-		r.o.Pass(ctx)
-	}
+	passBoth(ctx, rs, h.ID)
 	if err := st.InTx(ctx, func(tx *sql.Tx) error { return st.DeleteHost(ctx, tx, h) }); err != nil {
 		t.Fatal(err)
 	}
