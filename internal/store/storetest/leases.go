@@ -208,14 +208,21 @@ func testConcurrentAcquire(t *testing.T, s *store.Store) {
 	}
 }
 
-func testHostStatus(t *testing.T, s *store.Store) {
-	ctx := context.Background()
+// libvirtHost adds libvirt host host-1 of tenant acme (created too).
+func libvirtHost(t *testing.T, s *store.Store) apiv1.Host {
+	t.Helper()
 	tenant(t, s, "acme")
 	h := apiv1.Host{ID: "host-1", Tenant: "acme", Name: "kvm", Driver: "libvirt", URI: "qemu:///system", MaxConcurrency: 4,
 		DefaultOSType: "linux"}
-	if err := s.CreateHost(ctx, s.DB, &h); err != nil {
+	if err := s.CreateHost(context.Background(), s.DB, &h); err != nil {
 		t.Fatal(err)
 	}
+	return h
+}
+
+func testHostStatus(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	h := libvirtHost(t, s)
 	if _, err := s.GetHostStatus(ctx, h.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("status before any owner wrote one: %v, want ErrNotFound", err)
 	}

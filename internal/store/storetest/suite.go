@@ -625,12 +625,7 @@ func testConcurrentLocks(t *testing.T, s *store.Store) {
 // find missing, as core.ReconcileHost does, add each domain once.
 func testConcurrentReconcile(t *testing.T, s *store.Store) {
 	ctx := context.Background()
-	tenant(t, s, "acme")
-	h := apiv1.Host{ID: "host-1", Tenant: "acme", Name: "kvm", Driver: "libvirt", URI: "qemu:///system", MaxConcurrency: 4,
-		DefaultOSType: "linux"}
-	if err := s.CreateHost(ctx, s.DB, &h); err != nil {
-		t.Fatal(err)
-	}
+	h := libvirtHost(t, s)
 	domains := []string{"uuid-a", "uuid-b", "uuid-c"}
 	errs := parallel(8, func(i int) error {
 		return s.InTx(ctx, func(tx *sql.Tx) error {
