@@ -8,6 +8,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/ratelimit"
 	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/tick"
 )
 
 // What the replicas of one PostgreSQL database share beyond its rows:
@@ -50,19 +51,10 @@ func (s *Server) startShared(ctx context.Context) {
 		return
 	}
 	go s.store.Listen(ctx, s.log)
-	go func() {
-		t := time.NewTicker(time.Hour)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				// A budget full for an hour holds nothing a new row would not.
-				if err := s.store.PruneRateLimits(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
-					s.log.Warn("prune rate limits", "err", err)
-				}
-			}
+	go tick.Every(ctx, time.Hour, func(ctx context.Context) {
+		// A budget full for an hour holds nothing a new row would not.
+		if err := s.store.PruneRateLimits(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
+			s.log.Warn("prune rate limits", "err", err)
 		}
-	}()
+	})
 }
