@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -384,6 +385,67 @@ func TestARateBurstOverThreeReplicasIsRefusedAtTheTotal(t *testing.T) {
 	wg.Wait()
 	if codes[http.StatusOK] != 10 || codes[http.StatusTooManyRequests] != 20 {
 		t.Fatalf("answers %v, want 10 OK and 20 Too Many Requests", codes)
+	}
+}
+
+// Budgets are per key, across replicas too: one key spending its burst
+// over three replicas leaves another tenant's key, and another key of its
+// own tenant, their whole bursts on every replica.
+func TestOneKeysSpentBudgetLeavesOtherKeysTheirOwnAcrossReplicas(t *testing.T) {
+	rs := shReplicas(t, 3, servertest.WithAPI(nativeapi.Config{RateLimit: 0.001, Burst: 3}))
+	spender, sibling, other := rs[0].NewKey("acme"), rs[1].NewKey("acme"), rs[2].NewKey("globex")
+	allowed := func(k servertest.Key) int {
+		n := 0
+		for i := range 9 {
+			r := rs[i%3].Do(k, "GET", "/v1/instances", nil)
+			switch r.Status {
+			case http.StatusOK:
+				n++
+			case http.StatusTooManyRequests:
+			default:
+				t.Fatalf("status %d: %s", r.Status, r.Body)
+			}
+		}
+		return n
+	}
+	if n := allowed(spender); n != 3 {
+		t.Fatalf("the spending key got %d of 9 requests over three replicas, want its burst of 3", n)
+	}
+	for name, k := range map[string]servertest.Key{"another tenant's key": other, "a key of the same tenant": sibling} {
+		if n := allowed(k); n != 3 {
+			t.Errorf("%s got %d of 9 requests after another key spent its budget, want its own burst of 3", name, n)
+		}
+	}
+}
+
+// The shared limiter fails open: a replica that cannot take a budget from
+// the database lets the request through and counts it in
+// fleetpass_rate_limiter_errors_total, rather than refuse every client
+// over the limiter's own trouble.
+func TestARateLimiterThatCannotReachItsTableLetsRequestsThroughAndCountsThem(t *testing.T) {
+	rs := shReplicas(t, 1, servertest.WithAPI(nativeapi.Config{RateLimit: 0.001, Burst: 1}))
+	srv := rs[0]
+	k := srv.NewKey("acme")
+	srv.MustDo(k, "GET", "/v1/instances", nil, http.StatusOK, nil)
+	if r := srv.Do(k, "GET", "/v1/instances", nil); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("past the burst: status %d, want 429", r.Status)
+	}
+	// Everything else in the database still answers; the budgets do not.
+	db := srv.Store().DB
+	if _, err := db.Exec(`ALTER TABLE rate_limits RENAME TO rate_limits_away`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = db.Exec(`ALTER TABLE rate_limits_away RENAME TO rate_limits`) })
+	for range 3 {
+		srv.MustDo(k, "GET", "/v1/instances", nil, http.StatusOK, nil)
+	}
+	metrics := srv.Do(servertest.Key{}, "GET", "/metrics", nil)
+	m := regexp.MustCompile(`(?m)^fleetpass_rate_limiter_errors_total\{[^}]*\} (\d+)$`).FindSubmatch(metrics.Body)
+	if m == nil {
+		t.Fatalf("/metrics has no fleetpass_rate_limiter_errors_total:\n%s", metrics.Body)
+	}
+	if n, _ := strconv.Atoi(string(m[1])); n < 3 {
+		t.Fatalf("fleetpass_rate_limiter_errors_total = %d, want at least the 3 requests let through", n)
 	}
 }
 
