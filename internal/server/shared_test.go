@@ -134,11 +134,25 @@ func TestAgentsPollingOneReplicaGetWhatAnotherSendsWithinTwoSeconds(t *testing.T
 		ms = append(ms, shEnroll(t, a, a.URL, fmt.Sprintf("agent-%d", i)))
 	}
 	shWaitAlive(t, b, ms)
+	// Every notification A hears, to check below that none carries a
+	// password: NOTIFY payloads are kept in PostgreSQL's queue, outside the
+	// tables and the WAL that AssertNoSecret reads.
+	var heardMu sync.Mutex
+	var heard []string
+	for _, channel := range []string{store.NotifyEvents, store.NotifyAgentCommands, store.NotifyAgentAcks, store.HostsChannel} {
+		a.Store().OnNotify(channel, func(payload string) {
+			heardMu.Lock()
+			defer heardMu.Unlock()
+			heard = append(heard, channel+" "+payload)
+		})
+	}
+	var sent []string
 
 	// B's own agent channel (what B's engine calls) sends and waits.
 	ch := b.Service().GuestDriver(core.AgentGuestDriver)
 	for i, m := range ms {
 		pw := fmt.Sprintf("direct-%d-%s", i, testutil.NewPassword())
+		sent = append(sent, pw)
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		err := ch.SetPassword(ctx, driver.Ref{InstanceID: m.st.InstanceID, Address: m.st.AgentID}, "root", []byte(pw))
@@ -180,6 +194,18 @@ func TestAgentsPollingOneReplicaGetWhatAnotherSendsWithinTwoSeconds(t *testing.T
 		t.Fatalf("operation %s: %+v", done.Status, done)
 	}
 	a.AssertNoSecret(pw)
+	heardMu.Lock()
+	defer heardMu.Unlock()
+	if !slices.Contains(heard, store.NotifyAgentCommands+" "+ms[0].st.AgentID) {
+		t.Fatalf("A heard no command wake-up for agent 0 among %d notifications", len(heard))
+	}
+	for _, n := range heard {
+		for _, secret := range append(sent, pw) {
+			if testutil.ContainsSecret([]byte(n), secret) {
+				t.Fatalf("a notification on %s carries a password", strings.Fields(n)[0])
+			}
+		}
+	}
 }
 
 // shEvent is one server-sent event.
