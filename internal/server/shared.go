@@ -43,6 +43,12 @@ func (s *Server) registerWakeupMetrics() {
 	s.metrics.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetpass_db_notifications_received_total",
 		Help: "Wake-up notifications received from the database (every replica's)."},
 		func() float64 { return float64(s.store.NotifyStats().Received) }))
+	s.metrics.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetpass_db_notifications_sent_total",
+		Help: "Event notifications this replica sent after its commits (at most one per 10 ms)."},
+		func() float64 { return float64(s.store.NotifyStats().Sent) }))
+	s.metrics.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetpass_db_notifications_failed_total",
+		Help: "Event notifications this replica could not send: other replicas' readers see those events only at their next poll."},
+		func() float64 { return float64(s.store.NotifyStats().Failed) }))
 }
 
 // startShared starts the listener and the pruning of idle rate budgets.

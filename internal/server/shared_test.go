@@ -196,6 +196,16 @@ func TestAgentsPollingOneReplicaGetWhatAnotherSendsWithinTwoSeconds(t *testing.T
 	a.AssertNoSecret(pw)
 	heardMu.Lock()
 	defer heardMu.Unlock()
+	for name, ok := range map[string]func(float64) bool{
+		"fleetpass_db_notifications_listening":      func(v float64) bool { return v == 1 },
+		"fleetpass_db_notifications_received_total": func(v float64) bool { return v > 0 },
+		"fleetpass_db_notifications_sent_total":     func(v float64) bool { return v > 0 },
+		"fleetpass_db_notifications_failed_total":   func(v float64) bool { return v == 0 },
+	} {
+		if v := shMetric(t, b, name); !ok(v) {
+			t.Errorf("B's %s = %g", name, v)
+		}
+	}
 	if !slices.Contains(heard, store.NotifyAgentCommands+" "+ms[0].st.AgentID) {
 		t.Fatalf("A heard no command wake-up for agent 0 among %d notifications", len(heard))
 	}
@@ -465,14 +475,25 @@ func TestARateLimiterThatCannotReachItsTableLetsRequestsThroughAndCountsThem(t *
 	for range 3 {
 		srv.MustDo(k, "GET", "/v1/instances", nil, http.StatusOK, nil)
 	}
-	metrics := srv.Do(servertest.Key{}, "GET", "/metrics", nil)
-	m := regexp.MustCompile(`(?m)^fleetpass_rate_limiter_errors_total\{[^}]*\} (\d+)$`).FindSubmatch(metrics.Body)
+	if n := shMetric(t, srv, "fleetpass_rate_limiter_errors_total"); n < 3 {
+		t.Fatalf("fleetpass_rate_limiter_errors_total = %g, want at least the 3 requests let through", n)
+	}
+}
+
+// shMetric reads one unlabelled (but for the replica) series of srv's
+// /metrics.
+func shMetric(t *testing.T, srv *servertest.Server, name string) float64 {
+	t.Helper()
+	body := srv.Do(servertest.Key{}, "GET", "/metrics", nil).Body
+	m := regexp.MustCompile(`(?m)^` + name + `\{replica="[^"]*"\} (\S+)$`).FindSubmatch(body)
 	if m == nil {
-		t.Fatalf("/metrics has no fleetpass_rate_limiter_errors_total:\n%s", metrics.Body)
+		t.Fatalf("/metrics has no %s:\n%s", name, body)
 	}
-	if n, _ := strconv.Atoi(string(m[1])); n < 3 {
-		t.Fatalf("fleetpass_rate_limiter_errors_total = %d, want at least the 3 requests let through", n)
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return v
 }
 
 // shHost is the power and guest of machines on one libvirt host, as the
