@@ -2,10 +2,12 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -120,6 +122,103 @@ func TestDemoOnPostgresIsSeededOnceByServersStartingTogether(t *testing.T) {
 		t.Errorf("Applied = %d (%v), want 1", n, err)
 	}
 	s.AssertNoSecret(pw)
+}
+
+// TestServerOnPostgresMovesTheFleetFileIntoTheDatabase starts a server on
+// PostgreSQL with a fleet file left in its data directory (by `fleetpass
+// db copy` from a server on SQLite): its machines move into the database
+// as they were, passwords included. Once the database has machines, the
+// file is never read again.
+func TestServerOnPostgresMovesTheFleetFileIntoTheDatabase(t *testing.T) {
+	ctx := t.Context()
+	dataDir := t.TempDir()
+	path := filepath.Join(dataDir, "sim-fleet.db")
+	pw := testutil.NewPassword()
+	editFile := func(edit func(f *sim.Fleet) error) {
+		t.Helper()
+		f, err := sim.Open(ctx, path, sim.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := errors.Join(edit(f), f.Close()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	editFile(func(f *sim.Fleet) error {
+		return errors.Join(
+			f.Add(ctx, sim.Machine{ID: "web", Running: true}),
+			f.SetPassword(ctx, driver.Ref{Address: "web"}, "root", []byte(pw)),
+			f.Add(ctx, sim.Machine{ID: "db", OS: sim.Windows}))
+	})
+	url := storetest.PostgresURL(t)
+	start := func() *servertest.Server {
+		return servertest.Start(t, servertest.WithDataDir(dataDir),
+			servertest.WithConfig(func(c *server.Config) { c.DatabaseURL = url }))
+	}
+	wantMachines := func(s *servertest.Server, want ...string) {
+		t.Helper()
+		list, err := s.Server.Sim().List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range list {
+			got = append(got, m.ID)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("machines in the database: %q, want %q", got, want)
+		}
+	}
+
+	s := start()
+	wantMachines(s, "db", "web")
+	if ok, err := s.Server.Sim().CheckPassword(ctx, "web", "root", []byte(pw)); err != nil || !ok {
+		t.Errorf("the moved machine's password: %v (%v), want set", ok, err)
+	}
+	if !s.Logs.Contains("moved the simulated machines") {
+		t.Errorf("no log line tells the machines moved:\n%s", s.Logs)
+	}
+	s.AssertNoSecret(pw)
+	s.Stop()
+
+	// A machine added to the file afterwards stays there.
+	editFile(func(f *sim.Fleet) error { return f.Add(ctx, sim.Machine{ID: "late"}) })
+	wantMachines(start(), "db", "web")
+}
+
+// TestDemoMachinesMissingFromTheDatabaseAreAddedBack restarts a `serve
+// --demo` server on PostgreSQL whose demo instances are seeded but whose
+// simulated machines are gone (they lived in a fleet file that did not
+// come along): the machines are added back, and the instances are not
+// registered twice.
+func TestDemoMachinesMissingFromTheDatabaseAreAddedBack(t *testing.T) {
+	url := storetest.PostgresURL(t)
+	dataDir := t.TempDir()
+	start := func() *servertest.Server {
+		return servertest.Start(t, servertest.WithDataDir(dataDir),
+			servertest.WithConfig(func(c *server.Config) { c.DatabaseURL = url; c.Demo = true }))
+	}
+	s := start()
+	want := len(demoNames(t, s.Server))
+	if want == 0 {
+		t.Fatal("no demo instance")
+	}
+	s.Stop()
+	if _, err := pgtest.Shared(t).DBURL(t, url).ExecContext(t.Context(), `DELETE FROM sim_machines`); err != nil {
+		t.Fatal(err)
+	}
+
+	s = start()
+	if got := len(demoNames(t, s.Server)); got != want {
+		t.Errorf("%d demo instances after the restart, want %d", got, want)
+	}
+	machines, err := s.Server.Sim().List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(machines) != want {
+		t.Errorf("%d simulated machines after the restart, want %d", len(machines), want)
+	}
 }
 
 // openServerFleet opens, beside a stopped or killed server, the simulated

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -206,18 +205,7 @@ const maxTxAttempts = 8
 // is run again from the start (after a short random pause), so fn must
 // set everything it reports from scratch on each run.
 func (s *Store) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	for attempt := 1; ; attempt++ {
-		err := s.inTx(ctx, fn)
-		if err == nil || attempt == maxTxAttempts || !IsRetryable(err) {
-			return err
-		}
-		pause := time.Duration(rand.Int64N(int64(attempt) * int64(5*time.Millisecond)))
-		select {
-		case <-time.After(pause):
-		case <-ctx.Done():
-			return err
-		}
-	}
+	return Retry(ctx, maxTxAttempts, func() error { return s.inTx(ctx, fn) })
 }
 
 // inSnapshot runs the reads of fn in one snapshot of the database: a

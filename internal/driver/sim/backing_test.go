@@ -24,6 +24,9 @@ type backing struct {
 	shared bool
 	// dirs hold the backing's bytes at rest (files or directories).
 	dirs []string
+	// table opens the database table holding the machines, to be read
+	// once every Fleet on it is closed; nil for a memory fleet.
+	table func(t testing.TB) (db *sql.DB, name string)
 }
 
 // backings are every way to keep a fleet: memory, the fleet file, and
@@ -39,19 +42,22 @@ var backings = []struct {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "fleet.db")
 		return backing{durable: true, dirs: []string{dir},
-			open: func(t testing.TB, opts sim.Options) *sim.Fleet { return openFile(t, path, opts) }}
+			open:  func(t testing.TB, opts sim.Options) *sim.Fleet { return openFile(t, path, opts) },
+			table: func(t testing.TB) (*sql.DB, string) { return openSQLiteDB(t, path), "machines" }}
 	}},
 	{"DB/SQLite", func(t testing.TB) backing {
 		dir := t.TempDir()
 		db := openSQLiteDB(t, filepath.Join(dir, "main.db"))
 		return backing{durable: true, shared: true, dirs: []string{dir},
-			open: func(t testing.TB, opts sim.Options) *sim.Fleet { return openDB(t, db, store.SQLite, opts) }}
+			open:  func(t testing.TB, opts sim.Options) *sim.Fleet { return openDB(t, db, store.SQLite, opts) },
+			table: func(testing.TB) (*sql.DB, string) { return db, "sim_machines" }}
 	}},
 	{"DB/Postgres", func(t testing.TB) backing {
 		c := pgtest.Shared(t)
 		db := c.DBURL(t, c.Database(t))
 		return backing{durable: true, shared: true, dirs: []string{c.Data, c.Log},
-			open: func(t testing.TB, opts sim.Options) *sim.Fleet { return openDB(t, db, store.Postgres, opts) }}
+			open:  func(t testing.TB, opts sim.Options) *sim.Fleet { return openDB(t, db, store.Postgres, opts) },
+			table: func(testing.TB) (*sql.DB, string) { return db, "sim_machines" }}
 	}},
 }
 

@@ -6,7 +6,6 @@ import (
 	sqldriver "database/sql/driver"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -19,7 +18,8 @@ import (
 // itself (CREATE TABLE IF NOT EXISTS) rather than through the store's
 // migrations: it is a simulator's table, which a production database
 // should never carry, and the sim's tests and tools open it without the
-// rest of the schema. Its columns are those of the fleet file.
+// rest of the schema. Its columns are those of the fleet file (on SQLite,
+// the same schema: sqliteTable).
 const (
 	dbTable = "sim_machines"
 
@@ -39,22 +39,6 @@ const (
 	overlap_count INTEGER NOT NULL,
 	applied       INTEGER NOT NULL
 )`
-	sqliteSchema = `CREATE TABLE IF NOT EXISTS sim_machines (
-	id            TEXT PRIMARY KEY,
-	os            TEXT NOT NULL,
-	power         TEXT NOT NULL,
-	since_ns      INTEGER NOT NULL,
-	boot_ns       INTEGER NOT NULL,
-	shutdown_ns   INTEGER NOT NULL,
-	hang_shutdown INTEGER NOT NULL,
-	agent_dead    INTEGER NOT NULL,
-	transient     INTEGER NOT NULL,
-	users         BLOB NOT NULL,
-	busy_by       TEXT NOT NULL,
-	busy_until_ns INTEGER NOT NULL,
-	overlap_count INTEGER NOT NULL,
-	applied       INTEGER NOT NULL
-) STRICT`
 
 	// pgClock is the database's clock in nanoseconds (to the
 	// microsecond). clock_timestamp, not now(): now() is the start of the
@@ -144,7 +128,7 @@ func OpenDB(ctx context.Context, db *sql.DB, dialect store.Dialect, opts Options
 
 func (b *dbFleet) createTable(ctx context.Context) error {
 	return b.inTx(ctx, func(q querier) error {
-		ddl := sqliteSchema
+		ddl := sqliteTable(dbTable)
 		if b.dialect == store.Postgres {
 			// Concurrent CREATE TABLE IF NOT EXISTS can fail on
 			// PostgreSQL (a unique violation in its catalog): replicas
@@ -183,18 +167,7 @@ const maxAttempts = 10
 // so that reading and then writing a row cannot fail halfway), again from
 // the start when the database asks for a retry.
 func (b *dbFleet) inTx(ctx context.Context, fn func(q querier) error) error {
-	for attempt := 1; ; attempt++ {
-		err := b.inTxOnce(ctx, fn)
-		if err == nil || attempt == maxAttempts || !store.IsRetryable(err) {
-			return err
-		}
-		pause := time.Duration(rand.Int64N(int64(attempt) * int64(5*time.Millisecond)))
-		select {
-		case <-time.After(pause):
-		case <-ctx.Done():
-			return err
-		}
-	}
+	return store.Retry(ctx, maxAttempts, func() error { return b.inTxOnce(ctx, fn) })
 }
 
 func (b *dbFleet) inTxOnce(ctx context.Context, fn func(q querier) error) error {
@@ -253,19 +226,11 @@ func (b *dbFleet) clock(ctx context.Context, q querier) (time.Time, error) {
 	return time.Unix(0, ns).UTC(), nil
 }
 
-func (b *dbFleet) add(ctx context.Context, m Machine) error {
+func (b *dbFleet) time(ctx context.Context) (time.Time, error) {
 	if b.closed.Load() {
-		return ErrClosed
+		return time.Time{}, ErrClosed
 	}
-	now, err := b.clock(ctx, b.db)
-	if err != nil {
-		return err
-	}
-	st, err := newState(m, now)
-	if err != nil {
-		return err
-	}
-	return b.insert(ctx, m.ID, st)
+	return b.clock(ctx, b.db)
 }
 
 func (b *dbFleet) insert(ctx context.Context, id string, st state) error {

@@ -200,24 +200,14 @@ func TestManyConcurrentCallsApplyEachChangeOnce(t *testing.T) {
 		fleets = append(fleets, second(t, b, fleets[0], opts))
 		ref := mustAdd(t, fleets[0], sim.Machine{ID: "m", Running: true})
 		const workers, calls = 8, 10
-		var wg sync.WaitGroup
-		errs := make(chan error, workers)
-		for w := range workers {
-			f := fleets[w%2]
-			wg.Go(func() {
-				for i := range calls {
-					if err := f.SetPassword(ctx, ref, "root", []byte(fmt.Sprint("Pass-", w, "-", i))); err != nil {
-						errs <- err
-						return
-					}
+		together(t, workers, func(w int) error {
+			for i := range calls {
+				if err := fleets[w%2].SetPassword(ctx, ref, "root", []byte(fmt.Sprint("Pass-", w, "-", i))); err != nil {
+					return err
 				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+			}
+			return nil
+		})
 		snap, err := fleets[1].Get(ctx, "m")
 		must(t, err)
 		if snap.Applied != workers*calls {
@@ -246,26 +236,17 @@ func TestOpenDBRefusesATableOfAnotherShape(t *testing.T) {
 func TestReplicasOpeningTogetherCreateTheTableOnce(t *testing.T) {
 	c := pgtest.Shared(t)
 	url := c.Database(t)
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		db := c.DBURL(t, url)
-		wg.Go(func() {
-			f, err := sim.OpenDB(t.Context(), db, store.Postgres, sim.Options{})
-			if err != nil {
-				errs <- err
-				return
-			}
-			errs <- errors.Join(f.Add(t.Context(), sim.Machine{ID: fmt.Sprintf("m-%p", db)}), f.Close())
-		})
+	dbs := make([]*sql.DB, 8)
+	for i := range dbs {
+		dbs[i] = c.DBURL(t, url)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	together(t, len(dbs), func(i int) error {
+		f, err := sim.OpenDB(t.Context(), dbs[i], store.Postgres, sim.Options{})
 		if err != nil {
-			t.Error(err)
+			return err
 		}
-	}
+		return errors.Join(f.Add(t.Context(), sim.Machine{ID: fmt.Sprint("m-", i)}), f.Close())
+	})
 	db := c.DBURL(t, url)
 	var n int
 	must(t, db.QueryRowContext(t.Context(), `SELECT count(*) FROM sim_machines`).Scan(&n))

@@ -61,13 +61,7 @@ func (b *memory) close() error {
 	return b.store.close()
 }
 
-func (b *memory) add(ctx context.Context, m Machine) error {
-	st, err := newState(m, b.now())
-	if err != nil {
-		return err
-	}
-	return b.insert(ctx, m.ID, st)
-}
+func (b *memory) time(context.Context) (time.Time, error) { return b.now(), nil }
 
 func (b *memory) insert(ctx context.Context, id string, st state) error {
 	b.mu.Lock()

@@ -174,9 +174,8 @@ type Fleet struct {
 // backend is where a fleet's machines live: memory (optionally written
 // through to a file) or a database table.
 type backend interface {
-	// add registers a machine; the state is built by newState at the
-	// backend's time.
-	add(ctx context.Context, m Machine) error
+	// time is the backend's clock: the time a new machine's state begins.
+	time(ctx context.Context) (time.Time, error)
 	remove(ctx context.Context, id string) error
 	// update runs fn on a copy of machine id's state, under a lock on
 	// that machine, at the time now, and stores the copy when fn reports
@@ -234,13 +233,27 @@ func (f *Fleet) Add(ctx context.Context, m Machine) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sim: add machine %q: %w", m.ID, err)
 	}
-	if err := f.b.add(ctx, m); err != nil {
+	if err := f.add(ctx, m); err != nil {
 		if errors.Is(err, ErrClosed) {
 			return err
 		}
 		return fmt.Errorf("sim: add machine %q: %w", m.ID, err)
 	}
 	return nil
+}
+
+// add registers m with its state as of the backend's clock, one path for
+// every backend.
+func (f *Fleet) add(ctx context.Context, m Machine) error {
+	now, err := f.b.time(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := newState(m, now)
+	if err != nil {
+		return err
+	}
+	return f.b.insert(ctx, m.ID, st)
 }
 
 // Remove unregisters a machine.

@@ -1,6 +1,9 @@
 package sim_test
 
 import (
+	"bytes"
+	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -166,6 +169,21 @@ func wantPassword(t testing.TB, f *sim.Fleet, id, user, password string, want bo
 	}
 	if got != want {
 		t.Fatalf("CheckPassword(%s, %s, password %d) = %v, want %v", id, user, len(password), got, want)
+	}
+}
+
+// together runs fn(0), ..., fn(n-1) at once and fails t with the errors
+// they return.
+func together(t testing.TB, n int, fn func(i int) error) {
+	t.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = fn(i) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -462,7 +480,55 @@ func TestNoPasswordAtRest(t *testing.T) {
 		for _, dir := range b.dirs {
 			testutil.AssertNotInDir(t, dir, secret)
 		}
+		db, table := b.table(t)
+		wantOnlyVerifiers(t, db, table, secret, 2)
 	})
+}
+
+// wantOnlyVerifiers reads every row of the machine table and fails t if
+// any column holds secret, or if the users column holds anything but
+// verifiers (salt and HMAC-SHA256, 48 bytes), want of them in all.
+func wantOnlyVerifiers(t *testing.T, db *sql.DB, table, secret string, want int) {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), `SELECT * FROM `+table)
+	must(t, err)
+	defer rows.Close()
+	names, err := rows.Columns()
+	must(t, err)
+	verifiers := 0
+	for rows.Next() {
+		cols := make([]sql.RawBytes, len(names))
+		dest := make([]any, len(cols))
+		for i := range cols {
+			dest[i] = &cols[i]
+		}
+		must(t, rows.Scan(dest...))
+		for i, col := range cols {
+			if testutil.ContainsSecret(col, secret) {
+				t.Errorf("column %s of %s holds the password", names[i], table)
+			}
+			if names[i] != "users" {
+				continue
+			}
+			var users map[string]struct{ V, S []byte }
+			must(t, json.Unmarshal(col, &users))
+			for name, u := range users {
+				for _, v := range [][]byte{u.V, u.S} {
+					if v == nil {
+						continue
+					}
+					verifiers++
+					if len(v) != 48 || bytes.Contains(v, []byte(secret)) {
+						t.Errorf("user %s holds %d bytes that are not a verifier", name, len(v))
+					}
+				}
+			}
+		}
+	}
+	must(t, rows.Err())
+	if verifiers != want {
+		t.Errorf("%d verifiers in %s, want %d", verifiers, table, want)
+	}
 }
 
 func TestConcurrentUse(t *testing.T) {
@@ -475,47 +541,38 @@ func concurrentUse(t *testing.T, f *sim.Fleet) {
 	for i := range machines {
 		mustAdd(t, f, sim.Machine{ID: fmt.Sprint(i), Running: true})
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
+	together(t, workers+1, func(w int) error {
+		if w == workers {
+			// Machines come and go meanwhile.
 			for i := range 50 {
-				ref := driver.Ref{Address: fmt.Sprint((w + i) % machines)}
-				var err error
-				switch i % 5 {
-				case 0:
-					err = f.SetPassword(ctx, ref, "root", []byte("Pass-"+ref.Address))
-				case 1:
-					_, err = f.State(ctx, ref)
-				case 2:
-					_, err = f.List(ctx)
-				case 3:
-					err = f.SetFaults(ctx, ref.Address, sim.Faults{})
-				case 4:
-					err = f.Ping(ctx, ref)
-				}
-				if err != nil {
-					errs <- err
-					return
+				id := fmt.Sprint("extra", i)
+				if err := errors.Join(f.Add(ctx, sim.Machine{ID: id}), f.Remove(ctx, id)); err != nil {
+					return err
 				}
 			}
-		})
-	}
-	wg.Go(func() {
-		// Machines come and go meanwhile.
+			return nil
+		}
 		for i := range 50 {
-			id := fmt.Sprint("extra", i)
-			if err := errors.Join(f.Add(ctx, sim.Machine{ID: id}), f.Remove(ctx, id)); err != nil {
-				errs <- err
-				return
+			ref := driver.Ref{Address: fmt.Sprint((w + i) % machines)}
+			var err error
+			switch i % 5 {
+			case 0:
+				err = f.SetPassword(ctx, ref, "root", []byte("Pass-"+ref.Address))
+			case 1:
+				_, err = f.State(ctx, ref)
+			case 2:
+				_, err = f.List(ctx)
+			case 3:
+				err = f.SetFaults(ctx, ref.Address, sim.Faults{})
+			case 4:
+				err = f.Ping(ctx, ref)
+			}
+			if err != nil {
+				return err
 			}
 		}
+		return nil
 	})
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
 	for i := range machines {
 		id := fmt.Sprint(i)
 		wantPassword(t, f, id, "root", "Pass-"+id, true)

@@ -18,8 +18,11 @@ import (
 // is refused rather than misread, an older one is brought up to date.
 const schemaVersion = 2
 
-const schema = `
-CREATE TABLE IF NOT EXISTS machines (
+// sqliteTable is the machine table's SQLite schema under name: the fleet
+// file's machines, or sim_machines in a shared SQLite database (pgSchema
+// is its PostgreSQL spelling). The defaults are those the upgrades add.
+func sqliteTable(name string) string {
+	return `CREATE TABLE IF NOT EXISTS ` + name + ` (
 	id            TEXT PRIMARY KEY,
 	os            TEXT NOT NULL,
 	power         TEXT NOT NULL,
@@ -35,6 +38,7 @@ CREATE TABLE IF NOT EXISTS machines (
 	overlap_count INTEGER NOT NULL DEFAULT 0,
 	applied       INTEGER NOT NULL DEFAULT 0
 ) STRICT`
+}
 
 // upgrades[v] brings a file of version v+1 to version v+2.
 var upgrades = []string{
@@ -136,7 +140,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	defer tx.Rollback()
-	steps := []string{schema}
+	steps := []string{sqliteTable("machines")}
 	if version > 0 {
 		steps = upgrades[version-1:]
 	}
