@@ -3,28 +3,17 @@ package cluster_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/cluster"
-	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
 	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
-func openStore(t *testing.T) *store.Store {
-	t.Helper()
-	s, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "fleetpass.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 func TestReplicaIDsAreCheckedAndRandomByDefault(t *testing.T) {
-	s := openStore(t)
+	s := storetest.OpenSQLite(t)
 	for _, c := range []struct {
 		id string
 		ok bool
@@ -52,7 +41,7 @@ func TestReplicaIDsAreCheckedAndRandomByDefault(t *testing.T) {
 // per data directory) a previous run's id is dead at once, whatever its
 // last heartbeat, and can be forgotten; this replica cannot.
 func TestAnExclusiveReplicaCountsEveryOtherAsDead(t *testing.T) {
-	s := openStore(t)
+	s := storetest.OpenSQLite(t)
 	ctx := context.Background()
 	prev, err := cluster.New(s, cluster.Config{ID: "previous-run"})
 	if err != nil {
@@ -101,7 +90,7 @@ func TestAnExclusiveReplicaCountsEveryOtherAsDead(t *testing.T) {
 // the database is gone, the replica stops trusting itself before its
 // time-to-live runs out (when the others would take over).
 func TestAReplicaWhoseHeartbeatFailsFencesItselfWithinItsTrustWindow(t *testing.T) {
-	s := openStore(t)
+	s := storetest.OpenSQLite(t)
 	var fenced atomic.Int64
 	m, err := cluster.New(s, cluster.Config{ID: "solo", Heartbeat: 50 * time.Millisecond, TTL: 1200 * time.Millisecond,
 		OnFence: func(error) { fenced.Add(1) }})

@@ -217,6 +217,9 @@ func (e *Engine) reap(ctx context.Context, why string) error {
 	exec := e.river.Driver().GetExecutor()
 	now := time.Now().UTC()
 	var after int64
+	// What the pass saw: running item jobs of live replicas left alone, and
+	// of dead ones resumed (a debug line, which tests wait on).
+	var leftAlone, resumed int
 	for {
 		stuck, err := exec.JobGetStuck(ctx, &riverdriver.JobGetStuckParams{
 			AfterID: after, Max: 500, StuckHorizon: now.Add(time.Hour),
@@ -225,6 +228,7 @@ func (e *Engine) reap(ctx context.Context, why string) error {
 			return fmt.Errorf("find orphaned jobs: %w", err)
 		}
 		if len(stuck) == 0 {
+			e.log.Debug("reaper pass", "live_replicas_jobs", leftAlone, "resumed", resumed)
 			return nil
 		}
 		p := riverdriver.JobRescueManyParams{StuckHorizon: now.Add(time.Hour)}
@@ -235,7 +239,11 @@ func (e *Engine) reap(ctx context.Context, why string) error {
 			if n := len(j.AttemptedBy); n > 0 {
 				owner = j.AttemptedBy[n-1]
 			}
-			if alive[owner] || j.Kind != (ItemArgs{}).Kind() {
+			if j.Kind != (ItemArgs{}).Kind() {
+				continue
+			}
+			if alive[owner] {
+				leftAlone++
 				continue
 			}
 			owners[owner]++
@@ -253,6 +261,7 @@ func (e *Engine) reap(ctx context.Context, why string) error {
 			return fmt.Errorf("resume orphaned jobs: %w", err)
 		}
 		e.reaped.Add(float64(len(p.ID)))
+		resumed += len(p.ID)
 		for owner, n := range owners {
 			e.log.Info("resumed work left by a dead replica", "dead_replica", owner, "jobs", n)
 		}

@@ -47,10 +47,16 @@ func (p *stubbornPower) watch(f func(ctx context.Context)) {
 	p.seen = f
 }
 
-// startStubbornReset starts an offline reset of a running machine that
-// ignores shutdown requests, and waits until the engine has asked twice.
-func startStubbornReset(t *testing.T, f *fixture, p *stubbornPower) (apiv1.Operation, apiv1.Instance) {
+// startStubbornReset starts an engine whose machines ignore shutdown
+// requests (for a minute at most) and an offline reset of a running one,
+// and waits until the engine has asked it twice.
+func startStubbornReset(t *testing.T) (*fixture, *stubbornPower, apiv1.Operation, apiv1.Instance) {
 	t.Helper()
+	cfg := fast()
+	cfg.ShutdownTimeout = time.Minute
+	p := &stubbornPower{}
+	p.ignore.Store(true)
+	f := newFixture(t, cfg, func(d driver.Power) driver.Power { p.Power = d; return p })
 	in := f.add(sim.Machine{ID: "vm-1", Running: true})
 	op, err := f.svc.ResetPassword(context.Background(), admin, core.ResetRequest{InstanceIDs: []string{in.ID},
 		Mode: apiv1.ModeOffline, ForceStop: true, Password: []byte("Fenced-pw-0451")})
@@ -58,7 +64,7 @@ func startStubbornReset(t *testing.T, f *fixture, p *stubbornPower) (apiv1.Opera
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, time.Minute, "repeated shutdown requests", func() bool { return p.calls.Load() >= 2 })
-	return op, in
+	return f, p, op, in
 }
 
 func (f *fixture) waitEnd(opID string) apiv1.Operation {
@@ -78,12 +84,7 @@ func (f *fixture) waitEnd(opID string) apiv1.Operation {
 // the item, it is counted, and the item still ends once, by the newer
 // executions.
 func TestASupersededExecutionStopsActingAndWriting(t *testing.T) {
-	cfg := fast()
-	cfg.ShutdownTimeout = time.Minute
-	p := &stubbornPower{}
-	p.ignore.Store(true)
-	f := newFixture(t, cfg, func(d driver.Power) driver.Power { p.Power = d; return p })
-	op, in := startStubbornReset(t, f, p)
+	f, p, op, in := startStubbornReset(t)
 	ctx := context.Background()
 
 	// Another execution takes the item (the test plays it): from now on
@@ -131,12 +132,7 @@ func TestASupersededExecutionStopsActingAndWriting(t *testing.T) {
 // execution is cancelled at once, no request reaches the machine while
 // fenced, and the work resumes once the fence is lifted.
 func TestAFencedEngineCancelsItsExecutionsAndResumesWhenUnfenced(t *testing.T) {
-	cfg := fast()
-	cfg.ShutdownTimeout = time.Minute
-	p := &stubbornPower{}
-	p.ignore.Store(true)
-	f := newFixture(t, cfg, func(d driver.Power) driver.Power { p.Power = d; return p })
-	op, in := startStubbornReset(t, f, p)
+	f, p, op, in := startStubbornReset(t)
 
 	var fenced atomic.Bool
 	var during atomic.Int64

@@ -2,12 +2,16 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/server"
@@ -44,8 +48,8 @@ func listReplicas(t *testing.T, s *servertest.Server) map[string]apiv1.Replica {
 
 // TestReplicasListEveryServerOfTheDatabase: each server of one database
 // lists all of them, itself marked; a stopped one stays listed as not
-// alive until an admin forgets it; only admins see or forget replicas, and
-// a live replica cannot be forgotten.
+// alive until an admin forgets it; only admins (keys or console users) see
+// or forget replicas, and a live replica cannot be forgotten.
 func TestReplicasListEveryServerOfTheDatabase(t *testing.T) {
 	pgtest.Shared(t)
 	dbURL, keyFile := storetest.PostgresURL(t), writeKey(t, 9)
@@ -72,6 +76,38 @@ func TestReplicasListEveryServerOfTheDatabase(t *testing.T) {
 	}{{"GET", "/v1/replicas"}, {"DELETE", "/v1/replicas/beta"}} {
 		if r := a.Do(tenantKey, c.method, c.path, nil); r.Status != 403 || r.ErrCode() != "FORBIDDEN" {
 			t.Errorf("tenant key %s %s: %d %s", c.method, c.path, r.Status, r.Body)
+		}
+	}
+	// A console user who is not an admin is refused both through a
+	// session; an admin one reaches them (so the refusal is the rule's).
+	e := &env{t: t, s: a, srv: a.Server, url: a.URL}
+	e.consoleUser("ivy", "acme", false)
+	e.consoleUser("root-ivy", core.AdminTenant, true)
+	for _, u := range []struct {
+		name       string
+		list, drop int
+		code       string
+	}{{"ivy", 403, 403, "FORBIDDEN"}, {"root-ivy", 200, 409, "REPLICA_ALIVE"}} {
+		c := signInClient(t, e, u.name, consolePassword, "")
+		for _, r := range []struct {
+			method, path string
+			want         int
+			code         string
+		}{{"GET", "/console/api/v1/replicas", u.list, "FORBIDDEN"}, {"DELETE", "/console/api/v1/replicas/beta", u.drop, u.code}} {
+			req, _ := http.NewRequest(r.method, a.URL+r.path, nil)
+			req.Header.Set("Origin", a.URL)
+			req.Header.Set("X-CSRF-Token", c.csrf)
+			resp, err := c.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var eb apiv1.ErrorBody
+			_ = json.Unmarshal(body, &eb)
+			if resp.StatusCode != r.want || (r.want >= 400 && eb.Error.Code != r.code) {
+				t.Errorf("console user %s %s %s: %d %s, want %d %s", u.name, r.method, r.path, resp.StatusCode, body, r.want, r.code)
+			}
 		}
 	}
 	for _, id := range []string{"beta", "alpha"} {
@@ -153,7 +189,7 @@ func TestAReplicaCutOffFromTheDatabaseFencesItselfAndComesBack(t *testing.T) {
 // TestAStartingReplicaLeavesALiveReplicasWorkAlone: a replica that
 // starts while another runs an item does not take the item over (only a
 // dead replica's jobs are resumed), however many of its reaper's passes go
-// by.
+// by: three passes that each saw the live replica's job and left it.
 func TestAStartingReplicaLeavesALiveReplicasWorkAlone(t *testing.T) {
 	pgtest.Shared(t)
 	dbURL, keyFile := storetest.PostgresURL(t), writeKey(t, 9)
@@ -177,9 +213,17 @@ func TestAStartingReplicaLeavesALiveReplicasWorkAlone(t *testing.T) {
 	testutil.WaitFor(t, time.Minute, "alpha to run the item", func() bool { by, seq := owner(); return by == "alpha" && seq > 0 })
 	_, seq := owner()
 	b := startReplica(t, dbURL, keyFile, "beta", func(c *server.Config) { c.Engine = slow })
-	// Three reaper passes of beta's at least (every 2-3 s), well within
-	// alpha's execution budget (20 s), while alpha's heartbeat runs.
-	time.Sleep(8 * time.Second)
+	// Three of beta's reaper passes (every 2-3 s) that saw alpha's running
+	// job, well within alpha's execution budget (a minute).
+	testutil.WaitFor(t, time.Minute, "three reaper passes of beta's to see alpha's job", func() bool {
+		n := 0
+		for _, l := range strings.Split(b.Logs.String(), "\n") {
+			if strings.Contains(l, `msg="reaper pass"`) && strings.Contains(l, "live_replicas_jobs=1 ") {
+				n++
+			}
+		}
+		return n >= 3
+	})
 	if by, now := owner(); by != "alpha" || now != seq {
 		t.Fatalf("the item's job is %q's at execution %d, was alpha's at %d", by, now, seq)
 	}

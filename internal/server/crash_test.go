@@ -48,17 +48,8 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	}
 	p := startProc(t, bin, dataDir, addr, logPath, args...)
 
-	var list apiv1.InstanceList
-	p.API("GET", "/v1/instances?tenant=load&limit=1000", nil, &list)
-	if len(list.Instances) != 100 {
-		t.Fatalf("%d load instances", len(list.Instances))
-	}
 	const password = "Crash-Resume-pw-77"
-	var op apiv1.Operation
-	if code := p.API("POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(list.Instances...),
-		Mode: apiv1.ModeOffline, ForceStop: true, Password: password}, &op); code != 202 {
-		t.Fatalf("reset: %d", code)
-	}
+	list, op := resetLoadFleet(t, p, password)
 
 	// First kill: while machines are shutting down.
 	killAtStep(t, p, op.ID, apiv1.StepShuttingDown, someMachine(t, url, driver.PowerStopping))
@@ -122,6 +113,24 @@ func TestKillingTheServerMidBatchFinishesEveryItemOnRestart(t *testing.T) {
 	if storetest.OnPostgres() {
 		servertest.AssertNotInPostgres(t, password)
 	}
+}
+
+// resetLoadFleet lists the 100 machines of p's simulated load tenant
+// (--sim-instances 100) and starts an offline reset of them all to
+// password.
+func resetLoadFleet(t testing.TB, p *proc, password string) (apiv1.InstanceList, apiv1.Operation) {
+	t.Helper()
+	var list apiv1.InstanceList
+	p.API("GET", "/v1/instances?tenant=load&limit=1000", nil, &list)
+	if len(list.Instances) != 100 {
+		t.Fatalf("%d load instances", len(list.Instances))
+	}
+	var op apiv1.Operation
+	if code := p.API("POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(list.Instances...),
+		Mode: apiv1.ModeOffline, ForceStop: true, Password: password}, &op); code != 202 {
+		t.Fatalf("reset: %d", code)
+	}
+	return list, op
 }
 
 // killAtStep kills the server as soon as some item of the operation is at

@@ -173,18 +173,8 @@ func TestReplicasKilledMidBatchLoseNothing(t *testing.T) {
 		t.Fatal("a replica with another sealing key started")
 	}
 
-	a := r.procs["ra"]
-	var list apiv1.InstanceList
-	a.API("GET", "/v1/instances?tenant=load&limit=1000", nil, &list)
-	if len(list.Instances) != 100 {
-		t.Fatalf("%d load instances", len(list.Instances))
-	}
 	const password = "Replicas-Resume-pw-91"
-	var op apiv1.Operation
-	if code := a.API("POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(list.Instances...),
-		Mode: apiv1.ModeOffline, ForceStop: true, Password: password}, &op); code != 202 {
-		t.Fatalf("reset: %d", code)
-	}
+	list, op := resetLoadFleet(t, r.procs["ra"], password)
 
 	dead := map[string]bool{}
 	first, d1 := r.killBusiest(op.ID, apiv1.StepShuttingDown, dead)
