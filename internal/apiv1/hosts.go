@@ -35,7 +35,8 @@ type Host struct {
 	Error          string `json:"error,omitempty"`
 	LibvirtVersion string `json:"libvirtVersion,omitempty"`
 	// Owner is the replica that follows the host now (its events, its
-	// inventory and this status); empty while none does.
+	// inventory and this status); empty while none does, and for
+	// a tenant key (replica ids are the operator's).
 	Owner     string    `json:"owner,omitempty"`
 	Instances int       `json:"instances"`
 	CreatedAt time.Time `json:"createdAt"`

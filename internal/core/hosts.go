@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 
@@ -112,7 +113,7 @@ func (s *Service) AddHost(ctx context.Context, p Principal, req apiv1.HostCreate
 		return apiv1.Host{}, wrapStore(err)
 	}
 	s.hosts.HostAdded(h)
-	applyHostStatus(&h, store.HostStatus{}, false)
+	applyHostStatus(p, &h, store.HostStatus{}, false)
 	return h, nil
 }
 
@@ -129,7 +130,7 @@ func (s *Service) ListHosts(ctx context.Context, p Principal) ([]apiv1.Host, err
 	}
 	for i := range list {
 		st, ok := statuses[list[i].ID]
-		applyHostStatus(&list[i], st, ok)
+		applyHostStatus(p, &list[i], st, ok)
 	}
 	return list, nil
 }
@@ -137,15 +138,24 @@ func (s *Service) ListHosts(ctx context.Context, p Principal) ([]apiv1.Host, err
 // applyHostStatus fills a host's connection fields from its owner's record
 // (ok false: none yet). A record whose writer no longer holds the host's
 // lease is history: nobody follows the host until another replica takes
-// it over, within the lease's time to live.
-func applyHostStatus(h *apiv1.Host, st store.HostStatus, ok bool) {
+// it over, within the lease's time to live. Replica ids are the
+// operator's (as /v1/replicas is): only an admin sees which replica
+// follows a host.
+func applyHostStatus(p Principal, h *apiv1.Host, st store.HostStatus, ok bool) {
 	switch {
 	case !ok:
 		h.Connected, h.Error = false, "waiting for a replica to connect"
 	case !st.Current:
-		h.Connected, h.Error = false, "no replica follows this host right now (the last was "+st.Owner+"); another takes it over shortly"
+		last := ""
+		if p.Admin {
+			last = " (the last was " + st.Owner + ")"
+		}
+		h.Connected, h.Error = false, "no replica follows this host right now"+last+"; another takes it over shortly"
 	default:
-		h.Connected, h.Error, h.LibvirtVersion, h.Owner = st.Connected, st.Error, st.LibvirtVersion, st.Owner
+		h.Connected, h.Error, h.LibvirtVersion = st.Connected, st.Error, st.LibvirtVersion
+		if p.Admin {
+			h.Owner = st.Owner
+		}
 		if st.Connected {
 			h.Error = ""
 		}
@@ -184,7 +194,7 @@ func (s *Service) GetHost(ctx context.Context, p Principal, id string) (apiv1.Ho
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return apiv1.Host{}, storeFailed(err)
 	}
-	applyHostStatus(&h, st, err == nil)
+	applyHostStatus(p, &h, st, err == nil)
 	return h, nil
 }
 
@@ -251,9 +261,9 @@ type HostDomain struct {
 // fence is the caller's lease on the host (its owner's): the reconcile
 // happens only while that lease is still the caller's, in the same term, so
 // a replica that lost the host cannot overwrite what the new owner saw; it
-// fails with store.ErrLeaseLost then. nil means no fencing, for a caller
-// that is the database's only writer (tests).
-func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []HostDomain, fence *store.Lease) error {
+// fails with store.ErrLeaseLost then. There is no unfenced way in: a test
+// passes the lease its server's host owners hold.
+func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []HostDomain, fence store.Lease) error {
 	h, err := s.store.GetHost(ctx, s.store.DB, hostID)
 	if err != nil {
 		return err
@@ -266,10 +276,8 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 		if err := s.store.LockHost(ctx, tx, h.ID); err != nil {
 			return err
 		}
-		if fence != nil {
-			if err := s.store.CheckLease(ctx, tx, *fence); err != nil {
-				return err
-			}
+		if err := s.checkHostFence(ctx, tx, h.ID, fence); err != nil {
+			return err
 		}
 		existing, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
 		if err != nil {
@@ -355,12 +363,22 @@ func (s *Service) ReconcileHost(ctx context.Context, hostID string, domains []Ho
 	return err
 }
 
+// checkHostFence fails with store.ErrLeaseLost unless fence is the
+// running term of hostID's own lease: another host's lease fences nothing
+// here.
+func (s *Service) checkHostFence(ctx context.Context, tx *sql.Tx, hostID string, fence store.Lease) error {
+	if fence.Name != store.HostLease(hostID) {
+		return fmt.Errorf("lease %q does not fence host %s: %w", fence.Name, hostID, store.ErrLeaseLost)
+	}
+	return s.store.CheckLease(ctx, tx, fence)
+}
+
 // MarkHostUnreachable sets every idle instance of a host whose connection
 // is down to UNKNOWN (except those already MISSING): their state cannot be
 // known until the connection is back. fence is as for ReconcileHost: only
 // the host's owner marks them, so that another replica's own trouble
 // reaching the host does not flip their states.
-func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string, fence *store.Lease) error {
+func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string, fence store.Lease) error {
 	h, err := s.store.GetHost(ctx, s.store.DB, hostID)
 	if err != nil {
 		return err
@@ -370,10 +388,8 @@ func (s *Service) MarkHostUnreachable(ctx context.Context, hostID string, fence 
 		if err := s.store.LockHost(ctx, tx, h.ID); err != nil {
 			return err
 		}
-		if fence != nil {
-			if err := s.store.CheckLease(ctx, tx, *fence); err != nil {
-				return err
-			}
+		if err := s.checkHostFence(ctx, tx, h.ID, fence); err != nil {
+			return err
 		}
 		list, err := s.store.HostInstances(ctx, tx, h.Driver, h.ID)
 		if err != nil {

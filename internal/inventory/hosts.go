@@ -67,7 +67,7 @@ func (w *HostWatcher) Run(ctx context.Context) {
 				if !ok {
 					continue // another replica owns it: its view counts
 				}
-				if err := w.svc.MarkHostUnreachable(ctx, c.HostID, &lease); err != nil && ctx.Err() == nil {
+				if err := w.svc.MarkHostUnreachable(ctx, c.HostID, lease); err != nil && ctx.Err() == nil {
 					w.logFailure("inventory: mark host unreachable", c.HostID, err)
 				}
 				continue
@@ -102,7 +102,7 @@ func (w *HostWatcher) Resync(ctx context.Context, hostID string) {
 		}
 		return
 	}
-	if err := w.svc.ReconcileHost(ctx, hostID, domains, &lease); err != nil && ctx.Err() == nil {
+	if err := w.svc.ReconcileHost(ctx, hostID, domains, lease); err != nil && ctx.Err() == nil {
 		w.logFailure("inventory: reconcile host", hostID, err)
 	}
 }

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/server"
+	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // unreachable is a libvirt URI that parses but never connects: the host
@@ -101,6 +104,58 @@ func TestAHostIsListedWithItsConnectionStateAndRemovedByAnAdmin(t *testing.T) {
 	}
 }
 
+// ownerLease is the lease the server's host owners hold on a host once
+// they follow it: the fence the inventory's writes on the host need.
+func ownerLease(t *testing.T, e *env, hostID string) store.Lease {
+	t.Helper()
+	var l store.Lease
+	if !testutil.Eventually(10*time.Second, func() (ok bool) {
+		l, ok = e.srv.HostOwners().Lease(hostID)
+		return ok
+	}) {
+		t.Fatalf("the server never took host %s's lease", hostID)
+	}
+	return l
+}
+
+// TestAHostsInstancesChangeOnlyUnderItsOwnersLease: the inventory's writes
+// on a host need the running term of that host's lease; a lease of another
+// term (a replica that lost the host) or of another host changes nothing.
+func TestAHostsInstancesChangeOnlyUnderItsOwnersLease(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	svc := e.srv.Service()
+	var h, other apiv1.Host
+	e.mustDo(e.admin, "POST", "/v1/hosts", apiv1.HostCreate{URI: unreachable}, http.StatusCreated, &h)
+	e.mustDo(e.admin, "POST", "/v1/hosts", apiv1.HostCreate{URI: unreachable + "2"}, http.StatusCreated, &other)
+	lease := ownerLease(t, e, h.ID)
+	stale := lease
+	stale.Epoch--
+	domains := []core.HostDomain{{UUID: "6f1c1b0e-0000-4000-8000-0000000000f1", Name: "vm-f1", State: apiv1.StateRunning}}
+	for name, fence := range map[string]store.Lease{
+		"a past term":  stale,
+		"another host": ownerLease(t, e, other.ID),
+		"no lease":     {},
+	} {
+		if err := svc.ReconcileHost(ctx, h.ID, domains, fence); !errors.Is(err, store.ErrLeaseLost) {
+			t.Errorf("reconcile under %s: %v, want ErrLeaseLost", name, err)
+		}
+		if err := svc.MarkHostUnreachable(ctx, h.ID, fence); !errors.Is(err, store.ErrLeaseLost) {
+			t.Errorf("mark unreachable under %s: %v, want ErrLeaseLost", name, err)
+		}
+	}
+	var list apiv1.InstanceList
+	e.mustDo(e.admin, "GET", "/v1/instances?limit=100", nil, http.StatusOK, &list)
+	for _, in := range list.Instances {
+		if in.Power.Host == h.ID {
+			t.Fatalf("a fenced-off reconcile made %+v", in)
+		}
+	}
+	if err := svc.ReconcileHost(ctx, h.ID, domains, lease); err != nil {
+		t.Fatalf("reconcile under the owner's lease: %v", err)
+	}
+}
+
 func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
@@ -109,6 +164,7 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	acme := e.newKey("acme")
 	var h apiv1.Host
 	e.mustDo(e.admin, "POST", "/v1/hosts", apiv1.HostCreate{URI: unreachable, Tenant: "acme", DefaultOSType: "windows"}, http.StatusCreated, &h)
+	lease := ownerLease(t, e, h.ID)
 	const (
 		uuidA = "6f1c1b0e-0000-4000-8000-00000000000a"
 		uuidB = "6f1c1b0e-0000-4000-8000-00000000000b"
@@ -129,7 +185,7 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{
 		{UUID: uuidA, Name: "web-1", OSType: "linux", State: apiv1.StateRunning, GuestChannel: true},
 		{UUID: uuidB, Name: "win-1", State: apiv1.StateStopped},
-	}, nil); err != nil {
+	}, lease); err != nil {
 		t.Fatal(err)
 	}
 	got := byUUID()
@@ -146,7 +202,7 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	}
 
 	// A renamed, B undefined.
-	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuidA, Name: "web-1-renamed", OSType: "linux", State: apiv1.StateStopped}}, nil); err != nil {
+	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuidA, Name: "web-1-renamed", OSType: "linux", State: apiv1.StateStopped}}, lease); err != nil {
 		t.Fatal(err)
 	}
 	got = byUUID()
@@ -158,7 +214,7 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	}
 
 	// The connection drops: unknown, but MISSING stays MISSING.
-	if err := svc.MarkHostUnreachable(ctx, h.ID, nil); err != nil {
+	if err := svc.MarkHostUnreachable(ctx, h.ID, lease); err != nil {
 		t.Fatal(err)
 	}
 	got = byUUID()
@@ -170,7 +226,7 @@ func TestTheInventoryTurnsAHostsDomainsIntoInstancesAndNeverDropsHistory(t *test
 	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{
 		{UUID: uuidA, Name: "web-1-renamed", OSType: "linux", State: apiv1.StateRunning},
 		{UUID: uuidB, Name: "win-1", State: apiv1.StateRunning},
-	}, nil); err != nil {
+	}, lease); err != nil {
 		t.Fatal(err)
 	}
 	got = byUUID()
@@ -196,8 +252,9 @@ func TestAnAgentInsideAKnownVMJoinsItsInstanceOnlyWithATokenNamingIt(t *testing.
 	_ = svc.EnsureTenant(ctx, "acme")
 	var h apiv1.Host
 	e.mustDo(e.admin, "POST", "/v1/hosts", apiv1.HostCreate{URI: unreachable, Tenant: "acme"}, http.StatusCreated, &h)
+	lease := ownerLease(t, e, h.ID)
 	const uuid = "6f1c1b0e-0000-4000-8000-0000000000aa"
-	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}, nil); err != nil {
+	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}, lease); err != nil {
 		t.Fatal(err)
 	}
 	admin := core.Principal{Kind: "key", ID: "test", Tenant: "acme", Admin: true}
@@ -230,7 +287,7 @@ func TestAnAgentInsideAKnownVMJoinsItsInstanceOnlyWithATokenNamingIt(t *testing.
 		t.Fatalf("a second agent for the same VM: %v, want INSTANCE_EXISTS", err)
 	}
 	// The inventory leaves the agent's guest link alone.
-	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}, nil); err != nil {
+	if err := svc.ReconcileHost(ctx, h.ID, []core.HostDomain{{UUID: uuid, Name: "vm-1", State: apiv1.StateRunning, GuestChannel: true}}, lease); err != nil {
 		t.Fatal(err)
 	}
 	if in, _ := svc.GetInstance(ctx, admin, id.InstanceID); in.Guest.Driver != core.AgentGuestDriver {
@@ -260,6 +317,31 @@ func TestServeLibvirtFlagAddsTheHostOnceAcrossRestarts(t *testing.T) {
 		}
 		if len(hosts) != 1 || hosts[0].URI != unreachable || hosts[0].Tenant != "lab" {
 			t.Fatalf("hosts: %+v, want the one --libvirt named, in tenant lab", hosts)
+		}
+	}
+}
+
+// TestSecurity_ATenantIsNotToldWhichReplicaFollowsItsHost: a host's owner
+// is a replica id, the operator's (as /v1/replicas, admin only, is); a
+// tenant key reading its own host, alone or in the list, never sees it.
+func TestSecurity_ATenantIsNotToldWhichReplicaFollowsItsHost(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	_ = e.srv.Service().EnsureTenant(context.Background(), "acme")
+	acme := e.newKey("acme")
+	var h apiv1.Host
+	e.mustDo(e.admin, "POST", "/v1/hosts", apiv1.HostCreate{URI: unreachable, Tenant: "acme"}, http.StatusCreated, &h)
+	replica := e.srv.HostOwners().ID()
+	var got apiv1.Host
+	if !testutil.Eventually(10*time.Second, func() bool {
+		e.mustDo(e.admin, "GET", "/v1/hosts/"+h.ID, nil, http.StatusOK, &got)
+		return got.Owner == replica
+	}) {
+		t.Fatalf("the admin never saw the host's owner %s: %+v", replica, got)
+	}
+	for _, path := range []string{"/v1/hosts/" + h.ID, "/v1/hosts"} {
+		r := e.mustDo(acme, "GET", path, nil, http.StatusOK, nil)
+		if strings.Contains(string(r.body), replica) || strings.Contains(string(r.body), `"owner"`) {
+			t.Errorf("GET %s with a tenant key names the replica: %s", path, r.body)
 		}
 	}
 }
