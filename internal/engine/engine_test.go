@@ -36,11 +36,17 @@ type fixture struct {
 // power driver (tests that watch or steer the engine's power calls).
 func newFixture(t *testing.T, cfg engine.Config, wrap ...func(driver.Power) driver.Power) *fixture {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "fleetpass.db"))
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "fleetpass.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFixtureOn(t, st, cfg, wrap...)
+}
+
+// newFixtureOn is newFixture over the store st, which it closes.
+func newFixtureOn(t *testing.T, st *store.Store, cfg engine.Config, wrap ...func(driver.Power) driver.Power) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	seal, err := sealer.New(bytes.Repeat([]byte{3}, sealer.KeySize))
 	if err != nil {
 		t.Fatal(err)

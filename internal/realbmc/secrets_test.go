@@ -22,6 +22,7 @@ func TestSecretsAppearNowhere(t *testing.T) {
 	const rotated, wrong = "Rot4ted-bmc-pw", "Wr0ng-bmc-pw"
 	secrets := []string{s.bmc.Password, pw, rotated, wrong}
 	w := testutil.WatchArgv(t, secrets...)
+	w.Expect("fleetpass-agent", "ipmi_sim")
 
 	res := e.cli(wrong+"\n", "instances", "add", s.name, "--os", "linux", "--ipmi", s.bmc.Addr(), "--ipmi-user", s.bmc.User,
 		"--ipmi-password-stdin")

@@ -119,8 +119,9 @@ func TestServerKilledMidBatchLosesNoAgentCommand(t *testing.T) {
 		ids[i] = m.instance
 		waitInstance(t, c, m, func(in *apiv1.Instance) bool { return in.State == apiv1.StateRunning && in.GuestAlive })
 	}
-	argv := testutil.WatchArgv(t)
-	argv.Add(pw)
+	argv := testutil.WatchArgv(t, pw)
+	// The server process, killed and started again, and the agents.
+	argv.Expect(filepath.Base(srvBin), "fleetpass-agent")
 	op, err := c.ResetPassword(ctx, apiv1.PasswordReset{InstanceIDs: ids, User: user, Mode: apiv1.ModeOnline, Password: pw})
 	if err != nil {
 		t.Fatal(err)

@@ -86,8 +86,8 @@ func TestZECResetsRunningGuestOnline(t *testing.T) {
 			old, pw := dialectPassword(), dialectPassword()
 			m := c.newGuest(e, "zec-"+c.name, newPassword())
 			e.setRoot(m, old)
-			argv := testutil.WatchArgv(t)
-			argv.Add(pw)
+			argv := testutil.WatchArgv(t, pw)
+			argv.Expect(m.process())
 			status, body := e.zec(k, "ResetInstancesPassword", map[string]any{"instanceIds": []string{m.instance}, "password": pw})
 			if status != http.StatusOK {
 				t.Fatalf("ZEC ResetInstancesPassword: %d %v", status, body)
@@ -127,8 +127,8 @@ func TestBareMetalResetsThroughTheAgent(t *testing.T) {
 	old, pw := dialectPassword(), dialectPassword()
 	m := e.newAgentGuest("bm-agent", newPassword())
 	e.setRoot(m, old)
-	argv := testutil.WatchArgv(t)
-	argv.Add(pw)
+	argv := testutil.WatchArgv(t, pw)
+	argv.Expect(m.process())
 	a := e.bareMetal(k, url.Values{"Action": {"ResetDevicePasswd"}, "instanceIds.1": {m.instance}, "passwd": {pw}})
 	if a["code"] != float64(0) {
 		t.Fatalf("ResetDevicePasswd: %v", a)

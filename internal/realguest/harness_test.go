@@ -104,6 +104,15 @@ type machine struct {
 	agent    agenttest.Runs
 }
 
+// process is the name of the guest's process that receives the passwords
+// (its guest channel): what an argv watch must have seen.
+func (m *machine) process() string {
+	if m.agentID == "" {
+		return "qemu-ga"
+	}
+	return "fleetpass-agent"
+}
+
 // startAgent runs the agent in the guest, as its service manager would.
 func (m *machine) startAgent() error {
 	if m.agentID == "" {

@@ -26,8 +26,8 @@ func TestNativeResetOnlineChangesTheLoginPassword(t *testing.T) {
 			e := newEnv(t, envOpts{})
 			old, pw := newPassword(), newPassword()
 			m := c.newGuest(e, "online-"+c.name, old)
-			argv := testutil.WatchArgv(t)
-			argv.Add(pw)
+			argv := testutil.WatchArgv(t, pw)
+			argv.Expect(m.process())
 			op := e.reset(apiv1.ModeOnline, false, pw, m)
 			argv.Check(t)
 			wantItem(t, op, m, apiv1.ItemSucceeded, "")
@@ -46,8 +46,8 @@ func TestNativeResetOfflineRestartsAndAppliesAtBoot(t *testing.T) {
 			e := newEnv(t, envOpts{})
 			old, pw := newPassword(), newPassword()
 			m := c.newGuest(e, "offline-"+c.name, old)
-			argv := testutil.WatchArgv(t)
-			argv.Add(pw)
+			argv := testutil.WatchArgv(t, pw)
+			argv.Expect(m.process())
 			op := e.reset(apiv1.ModeOffline, true, pw, m)
 			argv.Check(t)
 			wantItem(t, op, m, apiv1.ItemSucceeded, "")
@@ -127,8 +127,8 @@ func TestNativeBatchOfTwentyWithDeadAgentAndMissingUser(t *testing.T) {
 	// The instance record still says alive until the server notices: the
 	// reset is accepted, and its item fails with the liveness error.
 	dead.killAgent(t)
-	argv := testutil.WatchArgv(t)
-	argv.Add(pw)
+	argv := testutil.WatchArgv(t, pw)
+	argv.Expect("fleetpass-agent", "qemu-ga")
 	op := e.reset(apiv1.ModeOnline, false, pw, ms...)
 	argv.Check(t)
 	for _, m := range ms {

@@ -283,7 +283,7 @@ func fillSummary(op *apiv1.Operation) {
 		op.Items = []apiv1.Item{}
 	}
 	// From the items, not the operation's columns: those are written
-	// once, when the operation ends (see FinishItem).
+	// once, when the operation ends (see EndOperation).
 	op.Summary.Pending, op.Summary.Running, op.Summary.Succeeded, op.Summary.Failed = 0, 0, 0, 0
 	for _, it := range op.Items {
 		switch it.State {
