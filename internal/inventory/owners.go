@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -141,12 +142,7 @@ func (o *HostOwners) Alive() []string {
 func (o *HostOwners) Owned() []string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	out := make([]string, 0, len(o.held))
-	for id := range o.held {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(o.held))
 }
 
 // Poke runs a pass soon: the hosts table changed.

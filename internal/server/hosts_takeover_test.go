@@ -4,9 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,20 +57,30 @@ func defineDomain(t *testing.T, l *lv.Libvirt) (lv.Domain, string) {
 	return dom, uuid
 }
 
-var replicaLine = regexp.MustCompile(`\breplica=([A-Za-z0-9][A-Za-z0-9._-]*)`)
-
-// replicaID reads a server process's replica id from its log.
-func replicaID(t *testing.T, logPath string) string {
+// replicas is GET /v1/replicas as a server process answers it, by id.
+func replicas(t *testing.T, p *proc) map[string]apiv1.Replica {
 	t.Helper()
-	data, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
+	var l apiv1.ReplicaList
+	if code := p.API("GET", "/v1/replicas", nil, &l); code != 200 {
+		t.Fatalf("GET /v1/replicas: %d", code)
 	}
-	m := replicaLine.FindSubmatch(data)
-	if m == nil {
-		t.Fatalf("no replica id in the log:\n%s", data)
+	out := map[string]apiv1.Replica{}
+	for _, r := range l.Replicas {
+		out[r.ID] = r
 	}
-	return string(m[1])
+	return out
+}
+
+// replicaID is a server process's replica id, as it names itself.
+func replicaID(t *testing.T, p *proc) string {
+	t.Helper()
+	for id, r := range replicas(t, p) {
+		if r.Self {
+			return id
+		}
+	}
+	t.Fatal("no replica says it is itself in /v1/replicas")
+	return ""
 }
 
 // TestAKilledOwnersLibvirtHostIsTakenOver runs two real server processes
@@ -89,28 +98,22 @@ func TestAKilledOwnersLibvirtHostIsTakenOver(t *testing.T) {
 	}
 	defer obs.Close()
 	type replica struct {
-		p       *proc
-		id, log string
+		p  *proc
+		id string
 	}
 	var reps []replica
 	for i := range 2 {
 		logPath := filepath.Join(t.TempDir(), fmt.Sprintf("server-%d.log", i))
 		p := startProc(t, bin, t.TempDir(), testutil.FreePort(t), logPath, "--database-url", rs.dbURL,
 			"--secret-key-file", rs.keyFile)
-		reps = append(reps, replica{p: p, id: replicaID(t, logPath), log: logPath})
+		reps = append(reps, replica{p: p, id: replicaID(t, p)})
 	}
 	// Both replicas alive before the host exists, so that the first owner
 	// is the one hashing picks over both, not whichever started first
 	// (which would hand the host over a moment later).
 	if !testutil.Eventually(30*time.Second, func() bool {
-		rows, now, err := obs.ListReplicas(context.Background())
-		alive := 0
-		for _, r := range rows {
-			if err == nil && r.StoppedAt == nil && now.Sub(r.HeartbeatAt) < 5*time.Second && (r.ID == reps[0].id || r.ID == reps[1].id) {
-				alive++
-			}
-		}
-		return alive == 2
+		seen := replicas(t, reps[0].p)
+		return seen[reps[0].id].Alive && seen[reps[1].id].Alive
 	}) {
 		t.Fatal("the two replicas never saw each other alive")
 	}
@@ -158,17 +161,19 @@ func TestAKilledOwnersLibvirtHostIsTakenOver(t *testing.T) {
 	}
 	waitInstance(y, d1, apiv1.StateStopped)
 	waitInstance(y, testDriverDomain, apiv1.StateRunning)
-	// Only the owner follows the host. The other may have followed it for
-	// a moment (its view of the live replicas a pass behind), and then
-	// handed it over; what counts is which replica follows it now.
-	following := func(r replica) bool {
-		data, _ := os.ReadFile(r.log)
-		on := regexp.MustCompile(`msg="hosts: following the host"[^\n]* host_id=`+h.ID+`\b`).FindAllIndex(data, -1)
-		off := regexp.MustCompile(`msg="hosts: no longer following the host"[^\n]* host_id=`+h.ID+`\b`).FindAllIndex(data, -1)
-		return len(on) > 0 && (len(off) == 0 || off[len(off)-1][0] < on[len(on)-1][0])
+	// Only the owner holds the host's lease. The other may have held it
+	// for a moment (its view of the live replicas a pass behind), and then
+	// handed it over; what counts is which replica holds it now.
+	holds := func(seen map[string]apiv1.Replica, r replica) bool {
+		return slices.Contains(seen[r.id].Owns, store.HostLease(h.ID))
 	}
-	if !testutil.Eventually(10*time.Second, func() bool { return following(x) && !following(y) }) {
-		t.Errorf("following the host: owner %s %v, other %s %v; want only the owner", x.id, following(x), y.id, following(y))
+	var seen map[string]apiv1.Replica
+	if !testutil.Eventually(10*time.Second, func() bool {
+		seen = replicas(t, y.p)
+		return holds(seen, x) && !holds(seen, y)
+	}) {
+		t.Errorf("the host's lease: owner %s holds %v, other %s holds %v; want only the owner", x.id, seen[x.id].Owns,
+			y.id, seen[y.id].Owns)
 	}
 
 	x.p.Kill()

@@ -46,8 +46,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -333,12 +335,7 @@ func ValidateURI(uri string) error {
 func (d *Driver) HostIDs() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]string, 0, len(d.hosts))
-	for id := range d.hosts {
-		out = append(out, id)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(d.hosts))
 }
 
 // RemoveHost forgets a host and closes its connection. Unknown ids are
