@@ -12,6 +12,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/tick"
 )
 
 // BMCWatcher keeps the recorded power state of idle bare-metal servers in
@@ -36,7 +37,7 @@ func NewBMCWatcher(svc *core.Service, s *store.Store, driverName string, p drive
 }
 
 // Run polls until ctx ends.
-func (w *BMCWatcher) Run(ctx context.Context) { every(ctx, w.interval, w.SyncAll) }
+func (w *BMCWatcher) Run(ctx context.Context) { tick.Every(ctx, w.interval, w.SyncAll) }
 
 // SyncAll reads every idle instance's BMC once.
 func (w *BMCWatcher) SyncAll(ctx context.Context) {

@@ -18,6 +18,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/tick"
 )
 
 // Syncer refreshes instance states. One tenant cannot slow another: each
@@ -84,8 +85,8 @@ func New(svc *core.Service, s *store.Store, d engine.Drivers, log *slog.Logger, 
 // Run syncs new (PENDING) instances every second and every idle instance
 // every interval, until ctx ends. The two passes run independently.
 func (y *Syncer) Run(ctx context.Context) {
-	go every(ctx, time.Second, y.syncPending)
-	every(ctx, y.interval, y.startSweeps)
+	go tick.Every(ctx, time.Second, y.syncPending)
+	tick.Every(ctx, y.interval, y.startSweeps)
 }
 
 // syncPending starts a refresh of each new instance not being refreshed,

@@ -38,6 +38,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/qga"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/tick"
 )
 
 // Config is the server's configuration (the flags of `fleetpass serve`).
@@ -378,18 +379,11 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 func (s *Server) pruneLoop(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.store.PruneIdempotency(ctx, time.Now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
-				s.log.Warn("prune idempotency keys", "err", err)
-			}
+	tick.Every(ctx, time.Hour, func(ctx context.Context) {
+		if err := s.store.PruneIdempotency(ctx, time.Now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
+			s.log.Warn("prune idempotency keys", "err", err)
 		}
-	}
+	})
 }
 
 // Serve listens and serves until ctx ends, then shuts down gracefully.

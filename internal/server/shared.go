@@ -8,6 +8,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/ratelimit"
 	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/tick"
 )
 
 // What the replicas of one PostgreSQL database share beyond its rows:
@@ -42,6 +43,12 @@ func (s *Server) registerWakeupMetrics() {
 	s.metrics.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetpass_db_notifications_received_total",
 		Help: "Wake-up notifications received from the database (every replica's)."},
 		func() float64 { return float64(s.store.NotifyStats().Received) }))
+	s.metrics.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetpass_db_notifications_sent_total",
+		Help: "Event notifications this replica sent after its commits (at most one per 10 ms)."},
+		func() float64 { return float64(s.store.NotifyStats().Sent) }))
+	s.metrics.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetpass_db_notifications_failed_total",
+		Help: "Event notifications this replica could not send: other replicas' readers see those events only at their next poll."},
+		func() float64 { return float64(s.store.NotifyStats().Failed) }))
 }
 
 // startShared starts the listener and the pruning of idle rate budgets.
@@ -50,19 +57,10 @@ func (s *Server) startShared(ctx context.Context) {
 		return
 	}
 	go s.store.Listen(ctx, s.log)
-	go func() {
-		t := time.NewTicker(time.Hour)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				// A budget full for an hour holds nothing a new row would not.
-				if err := s.store.PruneRateLimits(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
-					s.log.Warn("prune rate limits", "err", err)
-				}
-			}
+	go tick.Every(ctx, time.Hour, func(ctx context.Context) {
+		// A budget full for an hour holds nothing a new row would not.
+		if err := s.store.PruneRateLimits(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
+			s.log.Warn("prune rate limits", "err", err)
 		}
-	}()
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,11 +134,25 @@ func TestAgentsPollingOneReplicaGetWhatAnotherSendsWithinTwoSeconds(t *testing.T
 		ms = append(ms, shEnroll(t, a, a.URL, fmt.Sprintf("agent-%d", i)))
 	}
 	shWaitAlive(t, b, ms)
+	// Every notification A hears, to check below that none carries a
+	// password: NOTIFY payloads are kept in PostgreSQL's queue, outside the
+	// tables and the WAL that AssertNoSecret reads.
+	var heardMu sync.Mutex
+	var heard []string
+	for _, channel := range []string{store.NotifyEvents, store.NotifyAgentCommands, store.NotifyAgentAcks, store.HostsChannel} {
+		a.Store().OnNotify(channel, func(payload string) {
+			heardMu.Lock()
+			defer heardMu.Unlock()
+			heard = append(heard, channel+" "+payload)
+		})
+	}
+	var sent []string
 
 	// B's own agent channel (what B's engine calls) sends and waits.
 	ch := b.Service().GuestDriver(core.AgentGuestDriver)
 	for i, m := range ms {
 		pw := fmt.Sprintf("direct-%d-%s", i, testutil.NewPassword())
+		sent = append(sent, pw)
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		err := ch.SetPassword(ctx, driver.Ref{InstanceID: m.st.InstanceID, Address: m.st.AgentID}, "root", []byte(pw))
@@ -179,6 +194,28 @@ func TestAgentsPollingOneReplicaGetWhatAnotherSendsWithinTwoSeconds(t *testing.T
 		t.Fatalf("operation %s: %+v", done.Status, done)
 	}
 	a.AssertNoSecret(pw)
+	heardMu.Lock()
+	defer heardMu.Unlock()
+	for name, ok := range map[string]func(float64) bool{
+		"fleetpass_db_notifications_listening":      func(v float64) bool { return v == 1 },
+		"fleetpass_db_notifications_received_total": func(v float64) bool { return v > 0 },
+		"fleetpass_db_notifications_sent_total":     func(v float64) bool { return v > 0 },
+		"fleetpass_db_notifications_failed_total":   func(v float64) bool { return v == 0 },
+	} {
+		if v := shMetric(t, b, name); !ok(v) {
+			t.Errorf("B's %s = %g", name, v)
+		}
+	}
+	if !slices.Contains(heard, store.NotifyAgentCommands+" "+ms[0].st.AgentID) {
+		t.Fatalf("A heard no command wake-up for agent 0 among %d notifications", len(heard))
+	}
+	for _, n := range heard {
+		for _, secret := range append(sent, pw) {
+			if testutil.ContainsSecret([]byte(n), secret) {
+				t.Fatalf("a notification on %s carries a password", strings.Fields(n)[0])
+			}
+		}
+	}
 }
 
 // shEvent is one server-sent event.
@@ -385,6 +422,78 @@ func TestARateBurstOverThreeReplicasIsRefusedAtTheTotal(t *testing.T) {
 	if codes[http.StatusOK] != 10 || codes[http.StatusTooManyRequests] != 20 {
 		t.Fatalf("answers %v, want 10 OK and 20 Too Many Requests", codes)
 	}
+}
+
+// Budgets are per key, across replicas too: one key spending its burst
+// over three replicas leaves another tenant's key, and another key of its
+// own tenant, their whole bursts on every replica.
+func TestOneKeysSpentBudgetLeavesOtherKeysTheirOwnAcrossReplicas(t *testing.T) {
+	rs := shReplicas(t, 3, servertest.WithAPI(nativeapi.Config{RateLimit: 0.001, Burst: 3}))
+	spender, sibling, other := rs[0].NewKey("acme"), rs[1].NewKey("acme"), rs[2].NewKey("globex")
+	allowed := func(k servertest.Key) int {
+		n := 0
+		for i := range 9 {
+			r := rs[i%3].Do(k, "GET", "/v1/instances", nil)
+			switch r.Status {
+			case http.StatusOK:
+				n++
+			case http.StatusTooManyRequests:
+			default:
+				t.Fatalf("status %d: %s", r.Status, r.Body)
+			}
+		}
+		return n
+	}
+	if n := allowed(spender); n != 3 {
+		t.Fatalf("the spending key got %d of 9 requests over three replicas, want its burst of 3", n)
+	}
+	for name, k := range map[string]servertest.Key{"another tenant's key": other, "a key of the same tenant": sibling} {
+		if n := allowed(k); n != 3 {
+			t.Errorf("%s got %d of 9 requests after another key spent its budget, want its own burst of 3", name, n)
+		}
+	}
+}
+
+// The shared limiter fails open: a replica that cannot take a budget from
+// the database lets the request through and counts it in
+// fleetpass_rate_limiter_errors_total, rather than refuse every client
+// over the limiter's own trouble.
+func TestARateLimiterThatCannotReachItsTableLetsRequestsThroughAndCountsThem(t *testing.T) {
+	rs := shReplicas(t, 1, servertest.WithAPI(nativeapi.Config{RateLimit: 0.001, Burst: 1}))
+	srv := rs[0]
+	k := srv.NewKey("acme")
+	srv.MustDo(k, "GET", "/v1/instances", nil, http.StatusOK, nil)
+	if r := srv.Do(k, "GET", "/v1/instances", nil); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("past the burst: status %d, want 429", r.Status)
+	}
+	// Everything else in the database still answers; the budgets do not.
+	db := srv.Store().DB
+	if _, err := db.Exec(`ALTER TABLE rate_limits RENAME TO rate_limits_away`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = db.Exec(`ALTER TABLE rate_limits_away RENAME TO rate_limits`) })
+	for range 3 {
+		srv.MustDo(k, "GET", "/v1/instances", nil, http.StatusOK, nil)
+	}
+	if n := shMetric(t, srv, "fleetpass_rate_limiter_errors_total"); n < 3 {
+		t.Fatalf("fleetpass_rate_limiter_errors_total = %g, want at least the 3 requests let through", n)
+	}
+}
+
+// shMetric reads one unlabelled (but for the replica) series of srv's
+// /metrics.
+func shMetric(t *testing.T, srv *servertest.Server, name string) float64 {
+	t.Helper()
+	body := srv.Do(servertest.Key{}, "GET", "/metrics", nil).Body
+	m := regexp.MustCompile(`(?m)^` + name + `\{replica="[^"]*"\} (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("/metrics has no %s:\n%s", name, body)
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // shHost is the power and guest of machines on one libvirt host, as the
