@@ -1,13 +1,13 @@
 package cli
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/client"
 )
 
 func (a *app) newReplicasCmd() *cobra.Command {
@@ -26,39 +26,20 @@ Admin keys only. See docs/ha.md.`,
 }
 
 func (a *app) newReplicasListCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "list",
-		Short: "List the replicas, alive and dead",
-		Args:  exactArgs(0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.apiClient()
-			if err != nil {
-				return err
+	return newListCmd(a, listCmd[apiv1.ReplicaList, apiv1.Replica]{
+		use: "list", short: "List the replicas, alive and dead", what: "replicas",
+		fetch:  (*client.Client).ListReplicas,
+		items:  func(l *apiv1.ReplicaList) *[]apiv1.Replica { return &l.Replicas },
+		header: []string{"ID", "ADDRESS", "VERSION", "STATE", "LAST HEARTBEAT", "OWNS"},
+		cells: func(r apiv1.Replica) []string {
+			id := r.ID
+			if r.Self {
+				id += " (this)"
 			}
-			l, err := c.ListReplicas(cmd.Context())
-			if err != nil {
-				return fmt.Errorf("listing replicas: %w", err)
-			}
-			if a.jsonOutput() {
-				l.Replicas = nonNil(l.Replicas)
-				for i := range l.Replicas {
-					l.Replicas[i].Owns = nonNil(l.Replicas[i].Owns)
-				}
-				return writeJSON(a.stdout, l)
-			}
-			tw := newTable(a.stdout)
-			row(tw, "ID", "ADDRESS", "VERSION", "STATE", "LAST HEARTBEAT", "OWNS")
-			for _, r := range l.Replicas {
-				id := r.ID
-				if r.Self {
-					id += " (this)"
-				}
-				row(tw, id, orDash(r.Address), orDash(r.Version), replicaState(r),
-					r.LastHeartbeat.UTC().Format(time.RFC3339), orDash(strings.Join(r.Owns, ",")))
-			}
-			return tw.Flush()
+			return []string{id, orDash(r.Address), orDash(r.Version), replicaState(r),
+				r.LastHeartbeat.UTC().Format(time.RFC3339), orDash(strings.Join(r.Owns, ","))}
 		},
-	}
+	})
 }
 
 func replicaState(r apiv1.Replica) string {
@@ -72,21 +53,6 @@ func replicaState(r apiv1.Replica) string {
 }
 
 func (a *app) newReplicasForgetCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "forget REPLICA...",
-		Short: "Forget dead replicas (a live one is refused)",
-		Args:  minArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.apiClient()
-			if err != nil {
-				return err
-			}
-			return a.eachID(args, "Forgot", func(id string) error {
-				if err := c.ForgetReplica(cmd.Context(), id); err != nil {
-					return fmt.Errorf("forgetting replica %s: %w", id, err)
-				}
-				return nil
-			})
-		},
-	}
+	return a.newEachIDCmd("forget REPLICA...", "Forget dead replicas (a live one is refused)",
+		"Forgot", "forgetting", "replica", (*client.Client).ForgetReplica)
 }

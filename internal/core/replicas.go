@@ -43,7 +43,7 @@ func (s *Service) ListReplicas(ctx context.Context, p Principal) ([]apiv1.Replic
 	for _, m := range members {
 		out = append(out, apiv1.Replica{ID: m.ID, Address: m.Address, Version: m.Version, StartedAt: m.StartedAt,
 			LastHeartbeat: m.LastHeartbeat, StoppedAt: m.StoppedAt, Alive: m.Alive, Self: m.ID == s.replicas.ID(),
-			Owns: s.replicas.Owns(ctx, m.ID)})
+			Owns: append([]string{}, s.replicas.Owns(ctx, m.ID)...)}) // [] when none, never null
 	}
 	return out, nil
 }
