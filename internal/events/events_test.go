@@ -6,24 +6,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
+	"github.com/fleetpass/fleetpass/internal/store/storetest"
 )
-
-func openStore(t *testing.T) *store.Store {
-	t.Helper()
-	s, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "fleetpass.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
 
 // startBus starts a Bus that polls rarely: the tests see events at once
 // only where a Poke says the log grew.
@@ -75,7 +65,7 @@ func next(t *testing.T, b *events.Bus, after int64) []apiv1.Event {
 }
 
 func TestACommittedChangeIsAnEventAndARolledBackOneIsNot(t *testing.T) {
-	s := openStore(t)
+	s := storetest.OpenSQLite(t)
 	b := startBus(t, s)
 	start := b.Last()
 	emitOperation(t, s, apiv1.Operation{ID: "op-rolledback", Tenant: "acme", Status: apiv1.OperationRunning}, false)
@@ -95,7 +85,7 @@ func TestACommittedChangeIsAnEventAndARolledBackOneIsNot(t *testing.T) {
 }
 
 func TestEventsBeforeStartAreHistoryStillReadable(t *testing.T) {
-	s := openStore(t)
+	s := storetest.OpenSQLite(t)
 	emitOperation(t, s, apiv1.Operation{ID: "op-old", Tenant: "acme"}, true)
 	b := startBus(t, s)
 	if b.Last() == 0 {
@@ -115,7 +105,7 @@ func TestEventsBeforeStartAreHistoryStillReadable(t *testing.T) {
 }
 
 func TestWaitAndNextWakeUpOnAPoke(t *testing.T) {
-	s := openStore(t)
+	s := storetest.OpenSQLite(t)
 	b := startBus(t, s)
 	start := b.Last()
 	woke := make(chan error, 1)
@@ -139,7 +129,7 @@ func TestWaitAndNextWakeUpOnAPoke(t *testing.T) {
 }
 
 func TestNextPagesByLimitInOrder(t *testing.T) {
-	s := openStore(t)
+	s := storetest.OpenSQLite(t)
 	b := startBus(t, s)
 	start := b.Last()
 	for _, id := range []string{"op-1", "op-2", "op-3"} {
