@@ -109,6 +109,12 @@ func (h *libvirtHosts) forward(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case c := <-h.d.Changes():
+			if c.UUID == "" {
+				// The connection came, came back or went: record the
+				// host's status now, not at the next lease renewal, so
+				// /v1/hosts agrees with the instances' states.
+				h.poke()
+			}
 			select {
 			case h.changes <- inventory.HostChange{HostID: c.HostID, Connected: c.Connected}:
 			case <-ctx.Done():
