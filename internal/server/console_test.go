@@ -703,3 +703,118 @@ func TestConsoleDialogDropsDeletedAndBusyInstancesAndSpeaksOfOne(t *testing.T) {
 	}
 	b.Screenshot("step2-one")
 }
+
+// The console's Start, Stop and Reboot: from the toolbar for a selection,
+// from a row's More > Instance status menu and from the instance's page.
+// A forced stop is offered only with consent (and is forced: it stops a
+// machine whose OS ignores shutdowns); a graceful stop of such a machine
+// fails with a reason; an admin's selection over two tenants becomes one
+// operation per tenant.
+func TestConsolePowerActionsFromListMenuAndDetail(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	web := e.addMachine(machineOpts{name: "web-01", running: true, shutdown: 100 * time.Millisecond, boot: 100 * time.Millisecond})
+	db := e.addMachine(machineOpts{name: "db-01", boot: 100 * time.Millisecond})
+	hung := e.addMachine(machineOpts{name: "hung-01", running: true, faults: sim.Faults{HangShutdown: true}})
+	stuck := e.addMachine(machineOpts{name: "hung-02", running: true, faults: sim.Faults{HangShutdown: true}})
+	other := e.addMachine(machineOpts{name: "globex-01", tenant: "globex", running: true, shutdown: 100 * time.Millisecond})
+	e.consoleUser("paula", "acme", false)
+	b := newBrowser(t, e, 1280, 900)
+	b.SignIn("paula", consolePassword)
+	b.WaitList()
+	ended := func(b *browser, in apiv1.Instance, want string) {
+		t.Helper()
+		b.WaitFor("progress view", `document.querySelector("#progress tr[data-instance='`+in.ID+`']") !== null`)
+		b.WaitOperationEnd()
+		if s := b.ItemState(in.ID); s != want {
+			t.Fatalf("%s: item %s, want %s", in.Name, s, want)
+		}
+	}
+	state := func(in apiv1.Instance) string { return e.instance(e.admin, in.ID).State }
+	latest := func(in apiv1.Instance) apiv1.Operation {
+		t.Helper()
+		var ops apiv1.OperationList
+		e.mustDo(e.admin, "GET", "/v1/operations?instanceId="+in.ID, nil, http.StatusOK, &ops)
+		if len(ops.Operations) == 0 {
+			t.Fatalf("%s has no operation", in.Name)
+		}
+		return ops.Operations[0]
+	}
+
+	// Toolbar: a forced stop needs the box ticked.
+	if b.Eval(`String(document.querySelector("#batch-stop").disabled)`) != "true" {
+		t.Errorf("Stop is enabled with nothing selected")
+	}
+	b.Do("select hung-01", consoletest.Click(consoletest.Row(hung.ID)+" .row-select"))
+	b.Do("Stop", consoletest.Click("#batch-stop"), consoletest.Visible("#power-dialog #power-mode-soft"))
+	if b.Eval(`String(document.querySelector("#power-mode-soft").checked && document.querySelector("#power-consent-box").hidden)`) != "true" {
+		t.Errorf("the dialog does not default to a graceful shutdown without the consent box")
+	}
+	b.Do("force", consoletest.Click("#power-mode-hard"), consoletest.Visible("#power-consent"))
+	if b.Eval(`String(document.querySelector("#power-submit").disabled)`) != "true" {
+		t.Errorf("a forced stop can be submitted without consent")
+	}
+	b.Screenshot("stop-dialog-force")
+	b.Do("agree", consoletest.Click("#power-consent"))
+	b.Do("submit", consoletest.Click("#power-submit"))
+	ended(b, hung, "succeeded")
+	if s := state(hung); s != apiv1.StateStopped {
+		t.Errorf("hung-01 after a forced stop: %s, want STOPPED", s)
+	}
+	if op := latest(hung); op.Kind != apiv1.KindStop {
+		t.Errorf("hung-01's latest operation: %+v, want a stop", op)
+	}
+
+	// Row menu: Instance status > Start.
+	b.Do("instances", chromedp.Navigate(b.Base+"/console/#/instances"))
+	b.WaitList()
+	b.OpenRowMenu(db.ID, ".menu-power", ".menu-start")
+	b.Do("Start", consoletest.Click(consoletest.Row(db.ID)+" .menu-start"), consoletest.Visible("#power-dialog #power-submit"))
+	if n := b.Eval(`String(document.querySelectorAll("#power-dialog input[type=radio]").length)`); n != "0" {
+		t.Errorf("Start offers %s stop modes", n)
+	}
+	b.Do("submit", consoletest.Click("#power-submit"))
+	ended(b, db, "succeeded")
+	if s := state(db); s != apiv1.StateRunning {
+		t.Errorf("db-01 after the start: %s", s)
+	}
+
+	// Detail page: a graceful stop the OS ignores fails with a reason.
+	b.Do("hung-02's page", chromedp.Navigate(b.Base+"/console/#/instances/"+stuck.ID), consoletest.Visible("#detail-stop"))
+	b.Do("Stop", consoletest.Click("#detail-stop"), consoletest.Visible("#power-dialog #power-submit"))
+	b.Do("submit", consoletest.Click("#power-submit"))
+	ended(b, stuck, "failed")
+	msg := b.Eval(`document.querySelector('#progress tr[data-instance="` + stuck.ID + `"] .item-message').textContent`)
+	if msg == "" {
+		t.Errorf("the failed stop shows no reason")
+	}
+	t.Logf("a graceful stop the OS ignored: %q", msg)
+	b.Screenshot("stop-ignored-by-os")
+
+	b.Do("web-01's page", chromedp.Navigate(b.Base+"/console/#/instances/"+web.ID), consoletest.Visible("#detail-reboot"))
+	b.Do("Reboot", consoletest.Click("#detail-reboot"), consoletest.Visible("#power-dialog #power-mode-soft"))
+	b.Do("submit", consoletest.Click("#power-submit"))
+	ended(b, web, "succeeded")
+	if op := latest(web); op.Kind != apiv1.KindReboot {
+		t.Errorf("web-01's latest operation: %+v, want a reboot", op)
+	}
+
+	// An admin's selection over two tenants: one stop per tenant.
+	e.consoleUser("root-power", core.AdminTenant, true)
+	admin := newBrowser(t, e, 1280, 900)
+	admin.SignIn("root-power", consolePassword)
+	admin.WaitList()
+	for _, in := range []apiv1.Instance{web, other} {
+		admin.Do("select "+in.Name, consoletest.Click(consoletest.Row(in.ID)+" .row-select"))
+	}
+	admin.Do("Stop", consoletest.Click("#batch-stop"), consoletest.Visible("#power-dialog #power-submit"))
+	admin.Do("submit", consoletest.Click("#power-submit"))
+	admin.WaitFor("split notice", `document.querySelectorAll("#split-notice li").length === 2`)
+	admin.Screenshot("stop-split-per-tenant")
+	for _, in := range []apiv1.Instance{web, other} {
+		op := e.wait(e.admin, latest(in).ID)
+		if op.Kind != apiv1.KindStop || op.Tenant != in.Tenant || op.Status != apiv1.OperationSucceeded {
+			t.Errorf("%s's latest operation: %+v, want a succeeded stop of tenant %s", in.Name, op, in.Tenant)
+		}
+	}
+}
