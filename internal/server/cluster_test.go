@@ -52,7 +52,7 @@ func listReplicas(t *testing.T, s *servertest.Server) map[string]apiv1.Replica {
 // or forget replicas, and a live replica cannot be forgotten.
 func TestReplicasListEveryServerOfTheDatabase(t *testing.T) {
 	pgtest.Shared(t)
-	dbURL, keyFile := storetest.PostgresURL(t), writeKey(t, 9)
+	dbURL, keyFile := storetest.PostgresURL(t), servertest.WriteSealingKey(t, 9)
 	a := startReplica(t, dbURL, keyFile, "alpha")
 	b := startReplica(t, dbURL, keyFile, "beta")
 
@@ -144,7 +144,7 @@ func TestAReplicaCutOffFromTheDatabaseFencesItselfAndComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	dbName := strings.TrimPrefix(u.Path, "/")
-	s := startReplica(t, dbURL, writeKey(t, 9), "gamma", func(c *server.Config) {
+	s := startReplica(t, dbURL, servertest.WriteSealingKey(t, 9), "gamma", func(c *server.Config) {
 		c.ReplicaHeartbeat, c.ReplicaTTL = 100*time.Millisecond, 1500*time.Millisecond
 	})
 	ready := func() (int, string) {
@@ -192,7 +192,7 @@ func TestAReplicaCutOffFromTheDatabaseFencesItselfAndComesBack(t *testing.T) {
 // by: three passes that each saw the live replica's job and left it.
 func TestAStartingReplicaLeavesALiveReplicasWorkAlone(t *testing.T) {
 	pgtest.Shared(t)
-	dbURL, keyFile := storetest.PostgresURL(t), writeKey(t, 9)
+	dbURL, keyFile := storetest.PostgresURL(t), servertest.WriteSealingKey(t, 9)
 	slow := servertest.FastEngine()
 	slow.ShutdownTimeout = time.Minute
 	a := startReplica(t, dbURL, keyFile, "alpha", func(c *server.Config) { c.Engine = slow })

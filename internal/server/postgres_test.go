@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,7 +17,6 @@ import (
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
-	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/server"
 	"github.com/fleetpass/fleetpass/internal/servertest"
 	"github.com/fleetpass/fleetpass/internal/store"
@@ -82,7 +80,7 @@ func TestPostgresNewerSchemaIsRefusedAndLeftAlone(t *testing.T) {
 func TestPostgresServersStartingTogetherMigrateOnce(t *testing.T) {
 	c := pgtest.Shared(t)
 	url := c.Database(t) // empty: both servers find nothing migrated
-	keyFile := writeKey(t, 7)
+	keyFile := servertest.WriteSealingKey(t, 7)
 	const n = 3
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -201,15 +199,6 @@ func TestPostgresRestartMidBatchFinishes(t *testing.T) {
 	e.assertNoSecret(password)
 }
 
-func writeKey(t testing.TB, b byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "sealing.key")
-	if err := os.WriteFile(path, bytes.Repeat([]byte{b}, sealer.KeySize), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // TestServersOfOneDatabaseNeedTheSameKey: servers that share a database
 // but not a data directory take the sealing key from --secret-key-file;
 // one with another key refuses to start, even with nothing sealed yet.
@@ -224,7 +213,7 @@ func TestServersOfOneDatabaseNeedTheSameKey(t *testing.T) {
 		}
 		return err
 	}
-	first, other := writeKey(t, 1), writeKey(t, 2)
+	first, other := servertest.WriteSealingKey(t, 1), servertest.WriteSealingKey(t, 2)
 	dataDir := t.TempDir()
 	if err := open(dataDir, first); err != nil {
 		t.Fatal(err)
@@ -260,7 +249,7 @@ func TestSecretKeyFileMustExistAndBePrivate(t *testing.T) {
 	if err := open(filepath.Join(t.TempDir(), "missing.key")); err == nil || !strings.Contains(err.Error(), "key file") {
 		t.Fatalf("a missing key file: %v", err)
 	}
-	loose := writeKey(t, 3)
+	loose := servertest.WriteSealingKey(t, 3)
 	if err := os.Chmod(loose, 0o644); err != nil {
 		t.Fatal(err)
 	}

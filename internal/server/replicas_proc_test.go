@@ -139,7 +139,7 @@ func TestReplicasKilledMidBatchLoseNothing(t *testing.T) {
 	}
 	c := pgtest.Shared(t)
 	r := &replicaProcs{t: t, bin: testutil.BuildBinary(t, "github.com/fleetpass/fleetpass/cmd/fleetpass"),
-		dbURL: c.Database(t), keyFile: writeKey(t, 21), logPath: filepath.Join(t.TempDir(), "replicas.log"),
+		dbURL: c.Database(t), keyFile: servertest.WriteSealingKey(t, 21), logPath: filepath.Join(t.TempDir(), "replicas.log"),
 		ids: []string{"ra", "rb", "rc"}, procs: map[string]*servertest.Proc{}, dirs: map[string]string{}}
 	r.db = c.DBURL(t, r.dbURL)
 	r.launch("--sim-instances", "100", "--sim-boot-time", "1500ms", "--sim-shutdown-time", "1500ms",
@@ -168,7 +168,7 @@ func TestReplicasKilledMidBatchLoseNothing(t *testing.T) {
 
 	// A replica with another sealing key refuses to start.
 	other := servertest.LaunchProc(t, r.bin, procAdmin, t.TempDir(), testutil.FreePort(t), filepath.Join(t.TempDir(), "other.log"),
-		"--database-url", r.dbURL, "--secret-key-file", writeKey(t, 22), "--replica-id", "rx")
+		"--database-url", r.dbURL, "--secret-key-file", servertest.WriteSealingKey(t, 22), "--replica-id", "rx")
 	if other.Wait(time.Minute) != nil || other.ExitErr() == nil {
 		t.Fatal("a replica with another sealing key started")
 	}
@@ -271,7 +271,7 @@ func TestReplicasKilledMidBatchLoseNothing(t *testing.T) {
 func BenchmarkFailover(b *testing.B) {
 	c := pgtest.Shared(b)
 	bin := testutil.BuildBinary(b, "github.com/fleetpass/fleetpass/cmd/fleetpass")
-	dbURL, keyFile := c.Database(b), writeKey(b, 23)
+	dbURL, keyFile := c.Database(b), servertest.WriteSealingKey(b, 23)
 	db := c.DBURL(b, dbURL)
 	logPath := filepath.Join(b.TempDir(), "replicas.log")
 	var mu sync.Mutex
@@ -358,7 +358,7 @@ func percentile(ds []time.Duration, p int) time.Duration {
 func BenchmarkReplicaThroughput(b *testing.B) {
 	for _, n := range []int{1, 3} {
 		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
-			dbURL, keyFile := storetest.PostgresURL(b), writeKey(b, 24)
+			dbURL, keyFile := storetest.PostgresURL(b), servertest.WriteSealingKey(b, 24)
 			var reps []*servertest.Server
 			for i := range n {
 				reps = append(reps, servertest.Start(b, servertest.WithAdminKey(procAdmin),

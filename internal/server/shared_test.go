@@ -7,12 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -584,47 +580,17 @@ func TestAHostsConcurrencyLimitHoldsAcrossReplicas(t *testing.T) {
 	})
 }
 
-// shBalancer is a load balancer in front of replicas: it forwards every
-// request to the current target.
-type shBalancer struct {
-	mu     sync.Mutex
-	target *httputil.ReverseProxy
-}
-
-func (l *shBalancer) point(srv *servertest.Server) {
-	u, err := url.Parse(srv.URL)
-	if err != nil {
-		panic(err)
-	}
-	p := httputil.NewSingleHostReverseProxy(u)
-	p.FlushInterval = -1
-	p.ErrorLog = log.New(io.Discard, "", 0)
-	l.mu.Lock()
-	l.target = p
-	l.mu.Unlock()
-}
-
-func (l *shBalancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	l.mu.Lock()
-	p := l.target
-	l.mu.Unlock()
-	p.ServeHTTP(w, r)
-}
-
 // Agents behind a load balancer whose replica dies reconnect to another
 // one, and the next reset reaches them: their commands and liveness are
 // rows, not the dead replica's memory.
 func TestAgentsOfAKilledReplicaReconnectToAnotherAndTheNextResetWorks(t *testing.T) {
 	rs := shReplicas(t, 2)
 	a, b := rs[0], rs[1]
-	lb := &shBalancer{}
-	lb.point(a)
-	front := httptest.NewServer(lb)
-	t.Cleanup(front.Close)
+	lb, front := servertest.NewBalancer(t, a.URL)
 	var ms []*shMachine
 	var ids []string
 	for i := range 3 {
-		m := shEnroll(t, a, front.URL, fmt.Sprintf("lb-%d", i))
+		m := shEnroll(t, a, front, fmt.Sprintf("lb-%d", i))
 		ms, ids = append(ms, m), append(ids, m.st.InstanceID)
 	}
 	shWaitAlive(t, b, ms)
@@ -642,7 +608,7 @@ func TestAgentsOfAKilledReplicaReconnectToAnotherAndTheNextResetWorks(t *testing
 		}
 	}
 	reset("with every agent on A")
-	lb.point(b)
+	lb.Point(b.URL)
 	a.Stop()
 	// A's end may have marked the agents gone; they are alive again once
 	// their next poll reached B.

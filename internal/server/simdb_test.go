@@ -34,7 +34,7 @@ import (
 func TestDemoOnPostgresIsSeededOnceByServersStartingTogether(t *testing.T) {
 	c := pgtest.Shared(t)
 	url := c.Database(t)
-	keyFile := writeKey(t, 12)
+	keyFile := servertest.WriteSealingKey(t, 12)
 	cfg := func(dataDir string) server.Config {
 		return server.Config{Listen: "127.0.0.1:0", DataDir: dataDir, DatabaseURL: url, SecretKeyFile: keyFile,
 			Demo: true, SimBoot: 200 * time.Millisecond, SimShutdown: 200 * time.Millisecond,
