@@ -266,6 +266,12 @@ func TestTestDriver(t *testing.T) {
 		if err := d.SetPassword(call(t), ref, "root", []byte("N3w-Passw0rd!")); err != nil {
 			t.Errorf("SetPassword: %v", err)
 		}
+		// A Linux guest's hash goes with VIR_DOMAIN_PASSWORD_ENCRYPTED.
+		linux := ref
+		linux.OSType = driver.OSLinux
+		if err := d.SetPassword(call(t), linux, "root", []byte("N3w-Passw0rd!")); err != nil {
+			t.Errorf("SetPassword of a Linux guest: %v", err)
+		}
 		withChannel := defineTestDomain(t, d, "h1", true)
 		if err := d.Preflight(call(t), withChannel); err != nil {
 			t.Errorf("Preflight with a channel: %v", err)
