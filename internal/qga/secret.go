@@ -19,8 +19,9 @@ const cryptPrefix = "$6$"
 // file gets, and a password a person chose may be guessable, so it costs
 // 20 times SHA-512's default of 5,000 rounds, at which one GPU tries
 // millions of guesses a second. The price is paid once per reset by the
-// server and at every password login by the guest: about 50 ms on one
-// core of a current x86 machine, unnoticeable next to an SSH handshake.
+// server and at every password login by the guest: about 30 ms on one
+// x86 core (measured on the test machines), unnoticeable next to an SSH
+// handshake.
 // musl accepts up to 9,999,999 rounds.
 const cryptRounds = 100_000
 
