@@ -191,8 +191,8 @@ func (a *API) poll(w http.ResponseWriter, r *http.Request) {
 			}
 			// The agent went away (killed, powered off, network cut).
 			gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if gone, err := a.agents.Gone(gctx, ag.ID, seq); err == nil && gone {
-				a.observe(gctx, ag, false)
+			if err := a.svc.AgentDisconnected(gctx, ag.ID, ag.InstanceID, seq); err != nil {
+				a.log.Warn("record an agent's disconnection", "agent_id", ag.ID, "err", err)
 			}
 			gcancel()
 			return

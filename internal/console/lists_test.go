@@ -100,3 +100,35 @@ func TestTheDialogSendsTheAPIsModes(t *testing.T) {
 		t.Errorf("reset.js sends modes %q, want %s or %s", m, apiv1.ModeOnline, apiv1.ModeOffline)
 	}
 }
+
+func TestThePowerDialogOffersTheAPIsActionsAndStopModes(t *testing.T) {
+	power := readWeb(t, "power.js")
+	m := regexp.MustCompile(`(?s)const words = \{(.*?)\n\};`).FindStringSubmatch(power)
+	if m == nil {
+		t.Fatal("no words for the actions in power.js")
+	}
+	var actions []string
+	for _, a := range regexp.MustCompile(`(?m)^\s*([a-z]+): \{`).FindAllStringSubmatch(m[1], -1) {
+		actions = append(actions, a[1])
+	}
+	if want := []string{apiv1.ActionStart, apiv1.ActionStop, apiv1.ActionReboot}; !slices.Equal(sorted(actions), sorted(want)) {
+		t.Errorf("power.js knows actions %v, the API's are %v", actions, want)
+	}
+	m = regexp.MustCompile(`(?s)const modes = \[(.*?)\n\];`).FindStringSubmatch(power)
+	if m == nil {
+		t.Fatal("no stop modes in power.js")
+	}
+	var modes []string
+	for _, v := range regexp.MustCompile(`value: "([a-z-]+)"`).FindAllStringSubmatch(m[1], -1) {
+		modes = append(modes, v[1])
+	}
+	if want := []string{apiv1.StopSoft, apiv1.StopSoftThenHard, apiv1.StopHard}; !slices.Equal(modes, want) {
+		t.Errorf("power.js offers stop modes %v, want %v (the API's, gentlest first)", modes, want)
+	}
+	app := readWeb(t, "app.js")
+	for _, a := range actions {
+		if !strings.Contains(app, `startPower("`+a+`"`) {
+			t.Errorf("app.js's row menu has no %s", a)
+		}
+	}
+}

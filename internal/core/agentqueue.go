@@ -71,11 +71,6 @@ func (q *AgentQueue) Polled(ctx context.Context, agentID, session string, ready 
 	return seq, changed, nil
 }
 
-// Gone marks an agent disconnected if seq is still its latest poll.
-func (q *AgentQueue) Gone(ctx context.Context, agentID string, seq int64) (bool, error) {
-	return q.store.AgentGone(ctx, q.store.DB, agentID, seq)
-}
-
 // Take marks the agent's waiting commands sent and returns them, oldest
 // first. It writes; Has only reads.
 func (q *AgentQueue) Take(ctx context.Context, agentID string) ([]store.AgentCommand, error) {

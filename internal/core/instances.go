@@ -240,6 +240,32 @@ func (s *Service) ListInstances(ctx context.Context, p Principal, q InstanceQuer
 	return out, nil
 }
 
+// AgentDisconnected records that an agent's poll seq ended with the agent
+// gone (killed, powered off, cut off): the agent is marked disconnected and
+// its instance's guest not alive, in one transaction and only if seq is
+// still its latest poll. A poll that reached any replica since wins: the
+// agent is not marked gone after it came back.
+func (s *Service) AgentDisconnected(ctx context.Context, agentID, instanceID string, seq int64) error {
+	changed := false
+	err := s.store.InTx(ctx, func(tx *sql.Tx) error {
+		gone, err := s.store.AgentGone(ctx, tx, agentID, seq)
+		if err != nil || !gone {
+			return err
+		}
+		if changed, err = s.store.SetGuestAlive(ctx, tx, instanceID, false, nil); err != nil || !changed {
+			return err
+		}
+		return events.EmitInstance(ctx, tx, s.store, instanceID)
+	})
+	if changed {
+		s.bus.Poke()
+	}
+	if err != nil {
+		return storeFailed(err)
+	}
+	return nil
+}
+
 // SetInstanceObserved records what a driver or the sync loop observed of an
 // idle instance (power state and guest liveness), emitting an event on
 // change. The state of an instance an operation holds is left to the engine.

@@ -105,7 +105,7 @@ func (e *Engine) execute(ctx context.Context, job *river.Job[ItemArgs]) error {
 		// operation too (or did: then this does nothing).
 		return e.endOperation(ctx, &w, log)
 	}
-	inst, err := e.store.GetInstance(ctx, e.store.DB, w.InstanceID)
+	inst, held, err := e.store.GetInstanceForWork(ctx, e.store.DB, w.InstanceID)
 	if errors.Is(err, store.ErrNotFound) {
 		w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, CodeInstanceGone, "the instance was removed"
 		return e.finish(ctx, &w, nil, log)
@@ -123,7 +123,7 @@ func (e *Engine) execute(ctx context.Context, job *river.Job[ItemArgs]) error {
 
 	// Defence in depth: the API refuses links that are not the
 	// instance's own, and the engine checks again before it acts.
-	if problem, err := e.linkProblem(ctx, w, inst); err != nil {
+	if problem, err := e.linkProblem(ctx, w, inst, held); err != nil {
 		return err
 	} else if problem != "" {
 		log.Warn("refusing to act on links that are not the instance's own", "problem", problem)
@@ -213,11 +213,11 @@ func (e *Engine) execute(ctx context.Context, job *river.Job[ItemArgs]) error {
 
 // linkProblem checks that the instance is the item's tenant's and that its
 // links are its own (see store.LinkOwnerProblem).
-func (e *Engine) linkProblem(ctx context.Context, w store.ItemWork, inst apiv1.Instance) (string, error) {
+func (e *Engine) linkProblem(ctx context.Context, w store.ItemWork, inst apiv1.Instance, held store.LinkHolding) (string, error) {
 	if inst.Tenant != w.Tenant {
 		return "the instance belongs to another tenant than its operation", nil
 	}
-	return e.store.LinkOwnerProblem(ctx, e.store.DB, inst, e.drivers.Links())
+	return e.store.LinkProblem(ctx, e.store.DB, inst, held, e.drivers.Links())
 }
 
 // to moves the item to step, recording it (and the instance state) before
@@ -243,20 +243,25 @@ func (e *Engine) save(ctx context.Context, w *store.ItemWork, m *machine, instSt
 		if err := e.store.SaveItem(ctx, tx, w); err != nil {
 			return err
 		}
-		if emit {
-			if err := events.EmitItem(ctx, tx, e.store, w); err != nil {
+		changed := false
+		if instState != "" && m != nil && m.inst.State != instState {
+			var err error
+			if changed, err = e.store.SetInstanceState(ctx, tx, w.InstanceID, instState, false); err != nil {
 				return err
 			}
+			if changed {
+				m.inst.State, m.inst.UpdatedAt = instState, e.store.Now().UTC()
+			}
 		}
-		if instState == "" || m == nil || m.inst.State == instState {
-			return nil
+		switch {
+		case emit && changed:
+			return events.EmitItemAndInstance(ctx, tx, e.store, w, m.inst)
+		case emit:
+			return events.EmitItem(ctx, tx, e.store, w)
+		case changed:
+			return events.EmitInstanceValue(ctx, tx, e.store, m.inst)
 		}
-		changed, err := e.store.SetInstanceState(ctx, tx, w.InstanceID, instState, false)
-		if err != nil || !changed {
-			return err
-		}
-		m.inst.State, m.inst.UpdatedAt = instState, e.store.Now().UTC()
-		return events.EmitInstanceValue(ctx, tx, e.store, m.inst)
+		return nil
 	})
 	if err == nil && emit {
 		e.bus.Poke()
@@ -289,11 +294,8 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 	}
 	err := e.store.InTx(ctx, func(tx *sql.Tx) error {
 		return e.store.FinishItem(ctx, tx, w, instState, func() error {
-			if err := events.EmitItem(ctx, tx, e.store, w); err != nil {
-				return err
-			}
 			if m == nil {
-				return nil
+				return events.EmitItem(ctx, tx, e.store, w)
 			}
 			// One instance event for all that changed: the lock, the state
 			// and the latest operation's state. m.inst was read after the
@@ -308,7 +310,8 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 					lo.State = apiv1.OpStateFailed
 				}
 			}
-			return events.EmitInstanceValue(ctx, tx, e.store, m.inst)
+			// Both events in one statement, the item's first.
+			return events.EmitItemAndInstance(ctx, tx, e.store, w, m.inst)
 		})
 	})
 	if err != nil {

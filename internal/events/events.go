@@ -233,15 +233,38 @@ func EmitOperation(ctx context.Context, tx *sql.Tx, s *store.Store, op apiv1.Ope
 
 // EmitItem records an item event.
 func EmitItem(ctx context.Context, tx *sql.Tx, s *store.Store, w *store.ItemWork) error {
+	ev, err := itemEvent(w)
+	if err != nil {
+		return err
+	}
+	return s.InsertEvent(ctx, tx, ev.Tenant, ev.Type, ev.Ref, ev.Data)
+}
+
+// EmitItemAndInstance records an item event, then an instance event with
+// in (kept up to date by the caller, as for EmitInstanceValue), in one
+// statement: what an item's end writes.
+func EmitItemAndInstance(ctx context.Context, tx *sql.Tx, s *store.Store, w *store.ItemWork, in apiv1.Instance) error {
+	item, err := itemEvent(w)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("event: %w", err)
+	}
+	return s.InsertEvents(ctx, tx, []store.NewEvent{item, {Tenant: in.Tenant, Type: TypeInstance, Ref: in.ID, Data: data}})
+}
+
+func itemEvent(w *store.ItemWork) (store.NewEvent, error) {
 	it := w.Item
 	// Events reach the tenant's every reader: the operator's detail stays
 	// in the operation record, where only an admin reads it.
 	it.Detail = ""
 	data, err := json.Marshal(apiv1.ItemEvent{OperationID: w.OperationID, Item: it})
 	if err != nil {
-		return fmt.Errorf("event: %w", err)
+		return store.NewEvent{}, fmt.Errorf("event: %w", err)
 	}
-	return s.InsertEvent(ctx, tx, w.Tenant, TypeItem, w.OperationID, data)
+	return store.NewEvent{Tenant: w.Tenant, Type: TypeItem, Ref: w.OperationID, Data: data}, nil
 }
 
 // EmitInstance records an instance event with the instance as it now is.

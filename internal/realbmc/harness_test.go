@@ -143,6 +143,7 @@ func (e *env) cli(stdin string, args ...string) cliResult {
 // whose power is a real BMC, ipmi_sim, through the chassis hook.
 type machine struct {
 	name     string
+	tenant   string // empty: the admin's
 	g        *guesttest.Guest
 	bmc      *ipmitest.BMC
 	chassis  *guestChassis
@@ -303,9 +304,21 @@ func (c *guestChassis) agentLogs() string { return c.agent.Logs() }
 // with a token bound to its name and waits until the agent is alive.
 func (e *env) newServer(name, password string) *machine {
 	e.t.Helper()
+	return e.newServerOf("", name, password)
+}
+
+// newServerOf is newServer for a server the operator registers in tenant
+// (empty: the admin's own).
+func (e *env) newServerOf(tenant, name, password string) *machine {
+	e.t.Helper()
 	s := e.newUnregistered(name, password)
-	res := e.cli(s.bmc.Password+"\n", "instances", "add", name, "--os", "linux", "--ipmi", s.bmc.Addr(),
-		"--ipmi-user", s.bmc.User, "--ipmi-password-stdin", "-o", "json")
+	s.tenant = tenant
+	args := []string{"instances", "add", name, "--os", "linux", "--ipmi", s.bmc.Addr(),
+		"--ipmi-user", s.bmc.User, "--ipmi-password-stdin", "-o", "json"}
+	if tenant != "" {
+		args = append(args, "--tenant", tenant)
+	}
+	res := e.cli(s.bmc.Password+"\n", args...)
 	if res.err != nil {
 		e.t.Fatalf("instances add: %v\n%s", res.err, res.stderr)
 	}
@@ -334,7 +347,7 @@ func (e *env) newUnregistered(name, password string) *machine {
 // (given on standard input, never in arguments) and starts it.
 func (e *env) enrol(s *machine) {
 	e.t.Helper()
-	if in, _ := agenttest.Enrol(e.t, e.client, s.g, e.agentBin, e.url, "", s.name); in != s.instance {
+	if in, _ := agenttest.Enrol(e.t, e.client, s.g, e.agentBin, e.url, s.tenant, s.name); in != s.instance {
 		e.t.Fatalf("the agent joined instance %s; want %s", in, s.instance)
 	}
 	s.chassis.mu.Lock()

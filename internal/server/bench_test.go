@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,26 +14,19 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/core"
-	"github.com/fleetpass/fleetpass/internal/demo"
-	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
-	"github.com/fleetpass/fleetpass/internal/store/storetest"
 	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // benchEnv is a server with n zero-latency simulated instances, on SQLite
-// or on PostgreSQL (the test binary's cluster, fsync on).
+// or on PostgreSQL (the test binary's cluster, fsync on). The simulated
+// machines keep their state in a file of their own on both, so that the
+// two figures differ by the server's database alone; what the fleet costs
+// in the server's database (the PostgreSQL default, for replicas to share
+// it) is BenchmarkResetThroughputSimFleet's.
 func benchEnv(b *testing.B, n int, db string) (*env, []apiv1.Instance) {
 	b.Helper()
-	o := envOpts{engine: engine.DefaultConfig(), sqlite: db == "sqlite"}
-	if db == "postgres" {
-		o.databaseURL = storetest.PostgresURL(b)
-	}
-	e := newEnv(b, o)
-	if _, err := demo.SeedLoad(context.Background(), e.srv.Service(), e.srv.Sim(), n, 0, 0); err != nil {
-		b.Fatal(err)
-	}
-	return e, listLoad(e)
+	return benchEnvFleet(b, n, db, "file")
 }
 
 // listLoad lists the instances of the load tenant.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/agentproto"
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/consoletest"
 	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
@@ -747,25 +748,25 @@ func TestSecurity_ConsoleSplitsAnAdminsSelectionPerTenant(t *testing.T) {
 	g := e.addMachine(machineOpts{name: "globex-01", tenant: "globex"})
 	e.consoleUser("root-op", core.AdminTenant, true)
 	b := newBrowser(t, e, 1280, 900)
-	b.signIn("root-op", consolePassword)
-	b.waitList()
+	b.SignIn("root-op", consolePassword)
+	b.WaitList()
 	for _, in := range []apiv1.Instance{a, g} {
-		b.do("select "+in.Name, click(rowSel(in.ID)+" .row-select"))
+		b.Do("select "+in.Name, consoletest.Click(consoletest.Row(in.ID)+" .row-select"))
 	}
-	b.do("batch reset", click("#batch-reset"), visible("#reset-dialog #reset-password"))
+	b.Do("batch reset", consoletest.Click("#batch-reset"), consoletest.Visible("#reset-dialog #reset-password"))
 	const pw = "Split-Tenants-2024"
-	b.do("type", typeIn("#reset-password", pw), typeIn("#reset-confirm", pw))
-	b.do("submit", click("#reset-submit"))
-	b.waitFor("split notice", `document.querySelector("#split-notice") !== null`)
-	b.screenshot("split-per-tenant")
-	if n := b.eval(`String(document.querySelectorAll("#split-notice li").length)`); n != "2" {
+	b.Do("type", consoletest.TypeIn("#reset-password", pw), consoletest.TypeIn("#reset-confirm", pw))
+	b.Do("submit", consoletest.Click("#reset-submit"))
+	b.WaitFor("split notice", `document.querySelector("#split-notice") !== null`)
+	b.Screenshot("split-per-tenant")
+	if n := b.Eval(`String(document.querySelectorAll("#split-notice li").length)`); n != "2" {
 		t.Errorf("the notice lists %s operations, want 2", n)
 	}
-	b.waitOperationEnd()
+	b.WaitOperationEnd()
 	// The other tenant's operation is one click away.
-	b.do("other operation", click("#split-notice a"))
-	b.waitFor("other operation's page", `document.querySelector("#split-notice li span") !== null && document.querySelectorAll("#progress tbody tr").length === 1`)
-	b.waitOperationEnd()
+	b.Do("other operation", consoletest.Click("#split-notice a"))
+	b.WaitFor("other operation's page", `document.querySelector("#split-notice li span") !== null && document.querySelectorAll("#progress tbody tr").length === 1`)
+	b.WaitOperationEnd()
 	for _, in := range []apiv1.Instance{a, g} {
 		if !e.checkPassword(in, "root", pw) {
 			t.Errorf("%s did not get the new password", in.Name)

@@ -343,6 +343,37 @@ func (s *Server) NewKey(tenant string) Key {
 	return Key{k.ID, k.Secret}
 }
 
+// ConsoleUser makes a console user of tenant who has already left the
+// initial password for password (as a user would at first sign-in), so a
+// browser can sign in straight to the instance list.
+func (s *Server) ConsoleUser(name, tenant string, admin bool, password string) {
+	s.t.Helper()
+	ctx := context.Background()
+	svc := s.Service()
+	if err := svc.EnsureTenant(ctx, tenant); err != nil {
+		s.t.Fatal(err)
+	}
+	const initial = "Initial-pass-1234"
+	sys := core.Principal{Kind: "system", ID: "test", Tenant: core.AdminTenant, Admin: true}
+	if _, err := svc.CreateConsoleUser(ctx, sys, name, tenant, admin, []byte(initial)); err != nil {
+		s.t.Fatal(err)
+	}
+	sess, err := svc.SignIn(ctx, name, []byte(initial), "setup", "")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	p, _, err := svc.SessionPrincipal(ctx, sess.Token, "setup", "")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := svc.ChangeConsolePassword(ctx, p, sess.Token, []byte(initial), []byte(password)); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := svc.SignOut(ctx, sess.Token); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
 // Machine describes a simulated machine for AddMachine.
 type Machine struct {
 	Name string

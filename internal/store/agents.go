@@ -101,26 +101,24 @@ func (s *Store) GetAgent(ctx context.Context, q Querier, id string) (Agent, erro
 
 // AgentPolled records a poll of the agent's session: it is connected, seen
 // now, ready or not. It returns the poll's sequence number and whether the
-// session or readiness changed.
+// session or readiness changed, or the agent was marked disconnected: one
+// statement, so a concurrent AgentGone is either before it (and this poll
+// is a change) or finds its poll superseded.
 func (s *Store) AgentPolled(ctx context.Context, q Querier, id, session string, ready bool, version string) (seq int64, changed bool, err error) {
-	var prevSession string
-	var prevReady, prevConnected int
-	err = s.c(q).QueryRowContext(ctx, `SELECT session, ready, connected FROM agents WHERE id = ?`, id).
-		Scan(&prevSession, &prevReady, &prevConnected)
+	var changedSeq int64
+	// SET's expressions read the row being replaced, on both databases.
+	err = s.c(q).QueryRowContext(ctx, `UPDATE agents SET
+		changed_seq = CASE WHEN session <> ? OR ready <> ? OR connected <> 1 THEN poll_seq + 1 ELSE changed_seq END,
+		session = ?, ready = ?, connected = 1, poll_seq = poll_seq + 1,
+		last_seen_at = ?, version = CASE WHEN ? = '' THEN version ELSE ? END WHERE id = ? RETURNING poll_seq, changed_seq`,
+		session, boolInt(ready), session, boolInt(ready), ms(s.now()), version, version, id).Scan(&seq, &changedSeq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, fmt.Errorf("agent %q: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("agent poll: %w", err)
 	}
-	err = s.c(q).QueryRowContext(ctx, `UPDATE agents SET session = ?, ready = ?, connected = 1, poll_seq = poll_seq + 1,
-		last_seen_at = ?, version = CASE WHEN ? = '' THEN version ELSE ? END WHERE id = ? RETURNING poll_seq`,
-		session, boolInt(ready), ms(s.now()), version, version, id).Scan(&seq)
-	if err != nil {
-		return 0, false, fmt.Errorf("agent poll: %w", err)
-	}
-	changed = prevSession != session || (prevReady == 1) != ready || prevConnected != 1
-	return seq, changed, nil
+	return seq, changedSeq == seq, nil
 }
 
 // AgentGone marks the agent disconnected if seq is still its latest poll,

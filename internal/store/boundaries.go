@@ -41,34 +41,6 @@ func linkConflict(err error) error {
 	return nil
 }
 
-// LinkHolders lists the ids of the instances whose power or guest link is
-// link (at most one, the unique indexes say; the engine checks anyway). An
-// empty address is no link, and nobody holds it.
-func (s *Store) LinkHolders(ctx context.Context, q Querier, which string, link apiv1.DriverLink) ([]string, error) {
-	col := "power"
-	if which == LinkGuest {
-		col = "guest"
-	}
-	// The "<> ''" repeats the guest index's own condition: without it
-	// SQLite cannot use that partial index and scans every instance, on
-	// every execution of every item.
-	rows, err := s.c(q).QueryContext(ctx, `SELECT id FROM instances WHERE `+col+`_driver = ? AND `+col+`_host = ? AND `+
-		col+`_address = ? AND `+col+`_address <> '' ORDER BY id LIMIT 5`, link.Driver, link.Host, link.Address)
-	if err != nil {
-		return nil, fmt.Errorf("link holders: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("link holders: %w", err)
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
-}
-
 // duplicateLinks describes the links that two or more instances share, for
 // the message of a migration that cannot make links unique.
 func (s *Store) duplicateLinks(ctx context.Context) ([]string, error) {
@@ -260,22 +232,90 @@ type LinkDrivers struct {
 // returns a description of the first problem, or "". The API refuses such
 // records already; this is the second line.
 func (s *Store) LinkOwnerProblem(ctx context.Context, q Querier, in apiv1.Instance, d LinkDrivers) (string, error) {
+	held, err := s.linkHolding(ctx, q, in)
+	if err != nil {
+		return "", err
+	}
+	return s.LinkProblem(ctx, q, in, held, d)
+}
+
+// LinkHolding is how many instances hold an instance's power and guest
+// links, and whether the instance itself is among them: a link is the
+// instance's alone when it holds it and nobody else does.
+type LinkHolding struct {
+	Power, Guest       int
+	OwnPower, OwnGuest bool
+}
+
+// The conditions that an address is not empty repeat the guest index's
+// own: without them SQLite cannot use that partial index and scans every
+// instance, on every execution of every item.
+const (
+	powerHolders = `SELECT count(*) FROM instances WHERE power_driver = ? AND power_host = ? AND power_address = ? AND power_address <> ''`
+	guestHolders = `SELECT count(*) FROM instances WHERE guest_driver = ? AND guest_host = ? AND guest_address = ? AND guest_address <> ''`
+)
+
+// linkHolding counts the holders of in's links, both in one statement.
+func (s *Store) linkHolding(ctx context.Context, q Querier, in apiv1.Instance) (LinkHolding, error) {
+	var h LinkHolding
+	var ownPower, ownGuest int
+	p, g := in.Power, in.Guest
+	err := s.c(q).QueryRowContext(ctx, `SELECT (`+powerHolders+`), (`+powerHolders+` AND id = ?), (`+guestHolders+`), (`+guestHolders+` AND id = ?)`,
+		p.Driver, p.Host, p.Address, p.Driver, p.Host, p.Address, in.ID,
+		g.Driver, g.Host, g.Address, g.Driver, g.Host, g.Address, in.ID).Scan(&h.Power, &ownPower, &h.Guest, &ownGuest)
+	if err != nil {
+		return h, fmt.Errorf("link holders: %w", err)
+	}
+	h.OwnPower, h.OwnGuest = ownPower > 0, ownGuest > 0
+	return h, nil
+}
+
+// GetInstanceForWork reads an instance and who holds its links, in one
+// statement: what the engine reads before it acts on the instance's
+// machine (LinkProblem checks the holding).
+func (s *Store) GetInstanceForWork(ctx context.Context, q Querier, id string) (apiv1.Instance, LinkHolding, error) {
+	var h LinkHolding
+	in, err := scanInstance(withCounts{s.c(q).QueryRowContext(ctx, `SELECT `+instanceColumns+`,
+		(SELECT count(*) FROM instances p WHERE p.power_driver = i.power_driver AND p.power_host = i.power_host
+			AND p.power_address = i.power_address AND p.power_address <> ''),
+		(SELECT count(*) FROM instances g WHERE g.guest_driver = i.guest_driver AND g.guest_host = i.guest_host
+			AND g.guest_address = i.guest_address AND g.guest_address <> '')
+		FROM instances i WHERE i.id = ?`, id), &h.Power, &h.Guest})
+	if errors.Is(err, sql.ErrNoRows) {
+		return in, h, fmt.Errorf("instance %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return in, h, fmt.Errorf("get instance: %w", err)
+	}
+	// The counts are of the very row read, which holds its own links.
+	h.OwnPower, h.OwnGuest = in.Power.Address != "", in.Guest.Address != ""
+	return in, h, nil
+}
+
+// withCounts scans a row's last two columns into a and b after the ones
+// its caller asks for.
+type withCounts struct {
+	row  interface{ Scan(...any) error }
+	a, b *int
+}
+
+func (w withCounts) Scan(dest ...any) error { return w.row.Scan(append(dest, w.a, w.b)...) }
+
+// LinkProblem is LinkOwnerProblem with the holding of in's links already
+// read (GetInstanceForWork).
+func (s *Store) LinkProblem(ctx context.Context, q Querier, in apiv1.Instance, held LinkHolding, d LinkDrivers) (string, error) {
 	hostDriver, agentDriver := d.Host, d.Agent
 	for _, which := range []string{LinkPower, LinkGuest} {
-		link := in.Power
+		link, holders, own := in.Power, held.Power, held.OwnPower
 		if which == LinkGuest {
-			link = in.Guest
+			link, holders, own = in.Guest, held.Guest, held.OwnGuest
 		}
 		if link.Address == "" {
 			// No link yet: a bare-metal server whose agent has not
 			// enrolled. Its channel says so itself.
 			continue
 		}
-		holders, err := s.LinkHolders(ctx, q, which, link)
-		if err != nil {
-			return "", err
-		}
-		if len(holders) != 1 || holders[0] != in.ID {
+		if holders != 1 || !own {
 			return fmt.Sprintf("the %s link of the instance is not its alone", which), nil
 		}
 		switch link.Driver {

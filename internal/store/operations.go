@@ -512,6 +512,7 @@ func (s *Store) InsertEvents(ctx context.Context, q Querier, evs []NewEvent) err
 		if _, err := s.c(q).ExecContext(ctx, query, args...); err != nil {
 			return fmt.Errorf("insert events: %w", err)
 		}
+		s.eventWritten(q)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import { h, clear, badge, stepWords, kindWords, when, announce } from "./dom.js"
 import { call, setCSRF, openEvents, APIError } from "./api.js";
 import { violations } from "./policy.js";
 import { openResetDialog } from "./reset.js";
+import { openPowerDialog } from "./power.js";
 
 const main = document.getElementById("main");
 const state = {
@@ -18,7 +19,7 @@ const state = {
   // The generated passwords of just accepted operations (id -> password),
   // each shown on its operation's page until the user leaves them.
   generated: null,
-  // The operations one reset became, one per tenant (an admin's selection
+  // The operations one request became, one per tenant (an admin's selection
   // over several tenants), listed on each of their pages.
   split: null,
 };
@@ -245,50 +246,96 @@ function latestOp(inst) {
   return h("span", {}, h("a", { href: "#/operations/" + encodeURIComponent(op.id) }, kindWords[op.kind] || op.kind), " ", badge(op.state));
 }
 
-// moreMenu is the row's More > Password/key > Reset Password menu.
+// moreMenu is the row's More menu: Instance status > Start, Stop,
+// Reboot, and Password/key > Reset Password. One submenu is open at a
+// time; arrow keys move into and out of them.
 function moreMenu(inst) {
   const wrap = h("div", { class: "menu-wrap" });
   const btn = h("button", { type: "button", class: "secondary more", "aria-haspopup": "menu", "aria-expanded": "false",
     "aria-label": "More actions for " + inst.name }, "More");
-  const resetItem = h("button", { type: "button", role: "menuitem", class: "menu-reset" }, "Reset Password");
-  const sub = h("div", { role: "menu", class: "menu submenu", "aria-label": "Password/key", hidden: true }, resetItem);
-  const pwItem = h("button", { type: "button", role: "menuitem", class: "menu-password", "aria-haspopup": "menu", "aria-expanded": "false" }, "Password/key ▸");
-  const menu = h("div", { role: "menu", class: "menu", "aria-label": "More", hidden: true }, pwItem, sub);
+  const groups = [
+    { label: "Instance status", cls: "menu-power", items: [
+      { label: "Start", cls: "menu-start", run: () => startPower("start", [inst]) },
+      { label: "Stop", cls: "menu-stop", run: () => startPower("stop", [inst]) },
+      { label: "Reboot", cls: "menu-reboot", run: () => startPower("reboot", [inst]) },
+    ] },
+    { label: "Password/key", cls: "menu-password", items: [
+      { label: "Reset Password", cls: "menu-reset", run: () => startReset([inst]) },
+    ] },
+  ];
+  const menu = h("div", { role: "menu", class: "menu", "aria-label": "More", hidden: true });
+  const heads = [];
+  const subs = [];
+  const closeSubs = () => {
+    subs.forEach((s) => (s.hidden = true));
+    heads.forEach((x) => x.setAttribute("aria-expanded", "false"));
+  };
+  // The menu floats over the page (fixed), so the table's scrolling box
+  // does not clip it; it opens upwards when there is no room below, and
+  // closes when the page scrolls away from it.
+  const place = () => {
+    const r = btn.getBoundingClientRect();
+    menu.style.position = "fixed";
+    menu.style.right = Math.max(0, document.documentElement.clientWidth - r.right) + "px";
+    const mh = menu.offsetHeight;
+    menu.style.top = (r.bottom + mh > window.innerHeight && r.top - mh > 0 ? r.top - mh : r.bottom) + "px";
+  };
   const close = (focusBtn) => {
     menu.hidden = true;
-    sub.hidden = true;
+    closeSubs();
     btn.setAttribute("aria-expanded", "false");
-    pwItem.setAttribute("aria-expanded", "false");
     document.removeEventListener("click", outside, true);
+    window.removeEventListener("scroll", onScroll, true);
     if (focusBtn) btn.focus();
   };
   const outside = (ev) => { if (!wrap.contains(ev.target)) close(false); };
-  const openSub = () => { sub.hidden = false; pwItem.setAttribute("aria-expanded", "true"); resetItem.focus(); };
+  const onScroll = (ev) => { if (!menu.contains(ev.target)) close(false); };
+  for (const g of groups) {
+    const head = h("button", { type: "button", role: "menuitem", class: g.cls, "aria-haspopup": "menu", "aria-expanded": "false" }, g.label + " ▸");
+    const items = g.items.map((it) => {
+      const b = h("button", { type: "button", role: "menuitem", class: it.cls }, it.label);
+      b.addEventListener("click", () => { close(true); it.run(); });
+      b.addEventListener("keydown", (ev) => { if (ev.key === "ArrowLeft") { ev.preventDefault(); sub.hidden = true; head.focus(); } });
+      return b;
+    });
+    const sub = h("div", { role: "menu", class: "menu submenu", "aria-label": g.label, hidden: true }, items);
+    const open = () => { closeSubs(); sub.hidden = false; head.setAttribute("aria-expanded", "true"); place(); items[0].focus(); };
+    head.addEventListener("click", open);
+    head.addEventListener("keydown", (ev) => { if (ev.key === "ArrowRight") { ev.preventDefault(); open(); } });
+    heads.push(head);
+    subs.push(sub);
+    menu.append(head, sub);
+  }
   btn.addEventListener("click", () => {
     if (!menu.hidden) { close(false); return; }
     for (const m of document.querySelectorAll(".menu:not([hidden])")) m.hidden = true;
     menu.hidden = false;
+    place();
     btn.setAttribute("aria-expanded", "true");
-    pwItem.focus();
+    heads[0].focus();
     document.addEventListener("click", outside, true);
+    window.addEventListener("scroll", onScroll, true);
   });
-  pwItem.addEventListener("click", openSub);
-  pwItem.addEventListener("keydown", (ev) => { if (ev.key === "ArrowRight") { ev.preventDefault(); openSub(); } });
-  resetItem.addEventListener("keydown", (ev) => { if (ev.key === "ArrowLeft") { ev.preventDefault(); sub.hidden = true; pwItem.focus(); } });
   wrap.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && !menu.hidden) { ev.stopPropagation(); close(true); } });
-  resetItem.addEventListener("click", () => {
-    close(true);
-    startReset([inst]);
-  });
   wrap.append(btn, menu);
   return wrap;
 }
 
-async function startReset(instances) {
+function startReset(instances) {
+  return startDialog(instances, (fresh, accepted) => openResetDialog(fresh, accepted));
+}
+
+function startPower(action, instances) {
+  return startDialog(instances, (fresh, accepted) => openPowerDialog(action, fresh, accepted));
+}
+
+// startDialog reads the instances again (a dialog's steps depend on
+// their current state) and opens a dialog on them; an instance deleted
+// since it was selected leaves the selection instead of breaking the
+// action on the others. What the dialog had accepted is shown on the
+// first operation's page.
+async function startDialog(instances, open) {
   try {
-    // Read them again: the dialog's steps depend on their current state.
-    // An instance deleted since it was selected leaves the selection
-    // instead of breaking the reset of the others.
     const got = await Promise.allSettled(instances.map((i) => call("GET", "/v1/instances/" + encodeURIComponent(i.id))));
     const fresh = [];
     const gone = [];
@@ -311,7 +358,7 @@ async function startReset(instances) {
       alertBox(msg);
     }
     if (!fresh.length) return;
-    await openResetDialog(fresh, (ops, failure) => {
+    await open(fresh, (ops, failure) => {
       state.selection.clear();
       state.generated = new Map();
       for (const op of ops) {
@@ -345,6 +392,8 @@ async function showInstances() {
     [["", "All OS types"], ["linux", "Linux"], ["windows", "Windows"]].map(([v, t]) => h("option", { value: v, selected: L.os === v }, t)));
   const sizeSel = h("select", { id: "page-size" }, [20, 50, 100].map((n) => h("option", { value: n, selected: L.limit === n }, String(n))));
   const resetBtn = h("button", { type: "button", id: "batch-reset" }, "Reset Password");
+  const powerBtns = ["start", "stop", "reboot"].map((a) => h("button", { type: "button", class: "secondary", id: "batch-" + a },
+    kindWords[a]));
   const selInfo = h("span", { id: "selection-info", class: "muted", "aria-live": "polite" });
   const tbody = h("tbody", {});
   const selectAll = h("input", { type: "checkbox", id: "select-page", "aria-label": "Select all instances on this page" });
@@ -359,7 +408,8 @@ async function showInstances() {
     rows = rows.filter((i) => tbody.querySelector(`tr[data-id="${CSS.escape(i.id)}"]`));
     const n = state.selection.size;
     resetBtn.disabled = n === 0;
-    selInfo.textContent = n === 0 ? "Select instances to reset several at once." : `${n} selected`;
+    for (const b of powerBtns) b.disabled = n === 0;
+    selInfo.textContent = n === 0 ? "Select instances to act on several at once." : `${n} selected`;
     selectAll.checked = rows.length > 0 && rows.every((i) => state.selection.has(i.id));
   };
   const load = async () => {
@@ -417,6 +467,16 @@ async function showInstances() {
     }
     startReset([...state.selection.values()]);
   });
+  for (const b of powerBtns) {
+    const action = b.id.replace("batch-", "");
+    b.addEventListener("click", () => {
+      if (state.selection.size > 100) {
+        alertBox(`At most 100 instances can take an action at once; select fewer.`);
+        return;
+      }
+      startPower(action, [...state.selection.values()]);
+    });
+  }
 
   state.refreshSelection = refresh;
   state.onEvent = (type, ev) => {
@@ -433,7 +493,7 @@ async function showInstances() {
   main.append(
     title("Instances"),
     h("div", { class: "toolbar" },
-      h("div", { class: "actions" }, resetBtn, selInfo),
+      h("div", { class: "actions" }, ...powerBtns, resetBtn, selInfo),
       h("div", { class: "filters", role: "search" },
         h("label", { for: search.id }, "Search"), search,
         h("label", { for: stateSel.id }, "State"), stateSel,
@@ -484,7 +544,10 @@ async function showInstance(id) {
   main.append(
     h("p", {}, h("a", { href: "#/instances" }, "← Instances")),
     title(inst.name),
-    h("div", { class: "actions" }, h("button", { type: "button", id: "detail-reset", onclick: () => startReset([inst]) }, "Reset Password")),
+    h("div", { class: "actions" },
+      ["start", "stop", "reboot"].map((a) => h("button", { type: "button", class: "secondary", id: "detail-" + a,
+        onclick: () => startPower(a, [inst]) }, kindWords[a])),
+      h("button", { type: "button", id: "detail-reset", onclick: () => startReset([inst]) }, "Reset Password")),
     h("dl", { class: "facts" },
       h("dt", {}, "ID"), h("dd", { class: "mono" }, inst.id),
       h("dt", {}, "State"), stateCell,
@@ -652,13 +715,13 @@ async function showOperation(id) {
       " ", copied);
     state.generated.delete(id);
   }
-  // A reset over several tenants became one operation per tenant: each of
+  // A request over several tenants became one operation per tenant: each of
   // their pages lists them all.
   let splitBox = "";
   if (state.split && state.split.ids.includes(id)) {
     const n = state.split.ids.length;
     splitBox = h("div", { class: "notice", id: "split-notice", role: "status" },
-      h("p", {}, n > 1 ? `The selected instances belong to ${n} tenants, so the reset became ${n} operations, one per tenant:` : "The reset was accepted for some tenants only:"),
+      h("p", {}, n > 1 ? `The selected instances belong to ${n} tenants, so the request became ${n} operations, one per tenant:` : "The request was accepted for some tenants only:"),
       h("ul", {}, ...state.split.ids.map((oid) => h("li", {}, oid === id ? h("span", { class: "mono" }, oid + " (this one)") :
         h("a", { href: "#/operations/" + encodeURIComponent(oid), class: "mono" }, oid)))),
       state.split.error ? h("p", { class: "form-error", role: "alert" }, "Not accepted for the other tenants: " + state.split.error) : "");

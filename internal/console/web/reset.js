@@ -8,7 +8,7 @@ import { violations } from "./policy.js";
 
 // Server refusals that concern instances, in words a user understands, and
 // where the server lists the instances concerned.
-const instanceErrors = {
+export const instanceErrors = {
   INSTANCE_BUSY: ["busyIds", "Another operation is already in progress on this instance. Wait for it to finish, then try again."],
   INSTANCE_NOT_FOUND: ["unknownIds", "This instance no longer exists, or you are not allowed to see it."],
   FORCED_SHUTDOWN_CONSENT_REQUIRED: ["instanceIds", "This instance is running: resetting it needs your agreement to shut it down."],

@@ -82,3 +82,57 @@ func testBMCLinkIsTheInstancesOwn(t *testing.T, s *store.Store) {
 		t.Error("a server whose BMC registration is gone passes")
 	}
 }
+
+// testInstanceForWork: the engine's one read before it acts counts who
+// holds the instance's links, and LinkProblem finds on it what
+// LinkOwnerProblem finds on its own reads; a link still unset (an agent
+// not enrolled yet) is held by nobody and is no problem.
+func testInstanceForWork(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	drivers := store.LinkDrivers{Host: "libvirt", Agent: "agent", BMC: "ipmi"}
+	tenant(t, s, "acme")
+	vm := apiv1.Instance{ID: "ins-work1", Tenant: "acme", Name: "vm-1", OSType: "linux", AdminUser: "root", State: apiv1.StateRunning,
+		Power: apiv1.DriverLink{Driver: "sim", Address: "m-1"}, Guest: apiv1.DriverLink{Driver: "sim", Address: "m-1"}}
+	bare := apiv1.Instance{ID: "ins-work2", Tenant: "acme", Name: "bm-1", OSType: "linux", AdminUser: "root", State: apiv1.StateRunning,
+		Power: apiv1.DriverLink{Driver: "sim", Address: "m-2"}, Guest: apiv1.DriverLink{Driver: "agent"}}
+	for _, in := range []apiv1.Instance{vm, bare} {
+		if err := s.CreateInstance(ctx, s.DB, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		in   apiv1.Instance
+		want store.LinkHolding
+	}{
+		{vm, store.LinkHolding{Power: 1, Guest: 1, OwnPower: true, OwnGuest: true}},
+		{bare, store.LinkHolding{Power: 1, OwnPower: true}},
+	} {
+		got, held, err := s.GetInstanceForWork(ctx, s.DB, tc.in.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != tc.in.ID || got.Power != tc.in.Power || got.Guest != tc.in.Guest {
+			t.Errorf("read %+v, want %+v", got, tc.in)
+		}
+		if held != tc.want {
+			t.Errorf("%s: holding %+v, want %+v", tc.in.Name, held, tc.want)
+		}
+		p, err := s.LinkProblem(ctx, s.DB, got, held, drivers)
+		if err != nil || p != "" {
+			t.Errorf("%s: problem %q, %v", tc.in.Name, p, err)
+		}
+		if p, err := s.LinkOwnerProblem(ctx, s.DB, got, drivers); err != nil || p != "" {
+			t.Errorf("%s: LinkOwnerProblem %q, %v", tc.in.Name, p, err)
+		}
+	}
+	// A record naming vm's machine that the unique links kept out of the
+	// store: the machine is vm's, not its.
+	twin := vm
+	twin.ID = "ins-work3"
+	if p, err := s.LinkOwnerProblem(ctx, s.DB, twin, drivers); err != nil || p == "" {
+		t.Errorf("a record on another instance's links: problem %q, %v", p, err)
+	}
+	if _, _, err := s.GetInstanceForWork(ctx, s.DB, "ins-nowhere"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an unknown instance: %v, want ErrNotFound", err)
+	}
+}

@@ -42,7 +42,9 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentInstanceLocksNeverOverlapNorDeadlock", testConcurrentLocks},
 		{"ConcurrentHostReconcilesAddADomainOnce", testConcurrentReconcile},
 		{"EventFollowerNeverSkipsALateCommit", testEventsNeverSkipped},
-		{"BMCLinkIsTheInstancesOwn", testBMCLinkIsTheInstancesOwn}, // links.go
+		{"BMCLinkIsTheInstancesOwn", testBMCLinkIsTheInstancesOwn},                    // links.go
+		{"AnInstanceReadForWorkCountsWhoHoldsItsLinks", testInstanceForWork},          // links.go
+		{"APollAfterTheAgentWasMarkedGoneIsAChange", testAgentPollAfterGoneIsAChange}, // agents.go
 		// shared.go: what replicas share through the database.
 		{"RateBudgetIsSharedPerKey", testRateBudget},
 		{"HostSlotsAreBoundedByTheHostsLimit", testHostSlots},
