@@ -31,6 +31,7 @@ const (
 	DefaultHeartbeat   = 2 * time.Second
 	DefaultTTL         = 10 * time.Second
 	DefaultForgetAfter = 24 * time.Hour
+	DefaultJanitor     = time.Minute
 )
 
 // Config configures a replica's membership.
@@ -44,6 +45,9 @@ type Config struct {
 	// a heartbeat may be before the replica counts as dead, ForgetAfter
 	// how long a dead replica stays listed.
 	Heartbeat, TTL, ForgetAfter time.Duration
+	// JanitorEvery is how often the replica holding the janitor's lease
+	// deletes expired rows of shared tables; default a minute.
+	JanitorEvery time.Duration
 	// Exclusive says no other process can share the database (SQLite, whose
 	// data directory is locked to one process): every other replica is
 	// dead, whatever its last heartbeat.
@@ -114,6 +118,9 @@ func New(s *store.Store, cfg Config) (*Membership, error) {
 	}
 	if cfg.ForgetAfter <= 0 {
 		cfg.ForgetAfter = DefaultForgetAfter
+	}
+	if cfg.JanitorEvery <= 0 {
+		cfg.JanitorEvery = DefaultJanitor
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -197,6 +204,8 @@ func (m *Membership) Run(ctx context.Context) {
 	defer beat.Stop()
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
+	janitor := time.NewTicker(m.cfg.JanitorEvery)
+	defer janitor.Stop()
 	m.pruneOnce(ctx)
 	for {
 		m.mu.Lock()
@@ -209,6 +218,8 @@ func (m *Membership) Run(ctx context.Context) {
 			return
 		case <-prune.C:
 			m.pruneOnce(ctx)
+		case <-janitor.C:
+			m.tidy(ctx)
 		case <-fence.C:
 			if !m.Trusted() {
 				m.setFenced(true, errors.New("the heartbeat could not be renewed within the trust window"))
@@ -258,6 +269,32 @@ func (m *Membership) pruneOnce(ctx context.Context) {
 	}
 	if n > 0 {
 		m.log.Info("forgot long-dead replicas", "count", n)
+	}
+}
+
+// JanitorLease names the lease of the replica that deletes what expired
+// in shared tables (replay keys), so that replicas do not each delete the
+// same rows and wait on each other's row locks.
+const JanitorLease = "janitor"
+
+// tidy deletes expired replay keys if this replica holds the janitor's
+// lease (taking it when it is free).
+func (m *Membership) tidy(ctx context.Context) {
+	if !m.Trusted() {
+		return
+	}
+	if _, ok, err := m.store.AcquireLease(ctx, JanitorLease, m.cfg.ID, 3*m.cfg.JanitorEvery); err != nil || !ok {
+		if err != nil && ctx.Err() == nil {
+			m.log.Warn("janitor: take the lease", "err", err)
+		}
+		return
+	}
+	n, err := m.store.PruneReplayKeys(ctx)
+	if err != nil && ctx.Err() == nil {
+		m.log.Warn("janitor: delete expired replay keys", "err", err)
+	}
+	if n > 0 {
+		m.log.Debug("janitor: deleted expired replay keys", "count", n)
 	}
 }
 

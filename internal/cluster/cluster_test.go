@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,5 +115,51 @@ func TestAReplicaWhoseHeartbeatFailsFencesItselfWithinItsTrustWindow(t *testing.
 	// only delays the observation, never the fence decision itself).
 	if d := time.Since(cut); d < 100*time.Millisecond {
 		t.Errorf("fenced %v after the cut, before its trust window could lapse", d)
+	}
+}
+
+// TestOneReplicaAtATimeDeletesExpiredReplayKeys: expired replay keys are
+// deleted by the holder of the janitor's lease, not by every signed
+// request on every replica; keys still in their window stay.
+func TestOneReplicaAtATimeDeletesExpiredReplayKeys(t *testing.T) {
+	s := storetest.OpenSQLite(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	now := time.Now()
+	if _, err := s.UseReplayKey(ctx, "zc2:old", now.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UseReplayKey(ctx, "zc2:live", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.LogBuffer
+	for _, id := range []string{"a", "b"} {
+		m, err := cluster.New(s, cluster.Config{ID: id, JanitorEvery: 50 * time.Millisecond, Log: logs.Logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		go m.Run(ctx)
+	}
+	testutil.WaitFor(t, time.Minute, "a janitor to delete the expired key", func() bool {
+		return logs.Contains("janitor: deleted expired replay keys")
+	})
+	if _, ok, err := s.AcquireLease(ctx, cluster.JanitorLease, "probe", time.Minute); err != nil || ok {
+		t.Errorf("the janitor's lease was free (%v) while a replica tidied", err)
+	}
+	if fresh, err := s.UseReplayKey(ctx, "zc2:live", now.Add(time.Hour)); err != nil || fresh {
+		t.Errorf("a key within its window was deleted: fresh %v, %v", fresh, err)
+	}
+	cancel()
+	var deleted []string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "janitor: deleted") {
+			deleted = append(deleted, line)
+		}
+	}
+	if len(deleted) != 1 {
+		t.Errorf("the one expired key was deleted %d times:\n%s", len(deleted), strings.Join(deleted, "\n"))
 	}
 }

@@ -13,29 +13,33 @@ import (
 
 // UseReplayKey records that a signed request identified by key was seen,
 // remembering it until expires. It returns false if the key was already
-// recorded and has not expired: the request is a replay. Expired keys are
-// pruned in the same transaction, so the table stays as small as the
-// traffic of the clock-skew window.
+// recorded and has not expired: the request is a replay. One statement: a
+// key whose record expired is taken again in place. Expired keys of other
+// requests are deleted by PruneReplayKeys, on one replica at a time, not
+// by every signed request.
 func (s *Store) UseReplayKey(ctx context.Context, key string, expires time.Time) (bool, error) {
-	fresh := false
-	err := s.InTx(ctx, func(tx *sql.Tx) error {
-		now := ms(s.now())
-		if _, err := s.c(tx).ExecContext(ctx, `DELETE FROM replay_keys WHERE expires_at < ?`, now); err != nil {
-			return fmt.Errorf("prune replay keys: %w", err)
-		}
-		res, err := s.c(tx).ExecContext(ctx,
-			`INSERT INTO replay_keys (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, key, ms(expires))
-		if err != nil {
-			return fmt.Errorf("record replay key: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return fmt.Errorf("record replay key: %w", err)
-		}
-		fresh = n == 1
-		return nil
-	})
-	return fresh, err
+	res, err := s.c(s.DB).ExecContext(ctx, `INSERT INTO replay_keys (key, expires_at) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay_keys.expires_at < ?`,
+		key, ms(expires), ms(s.now()))
+	if err != nil {
+		return false, fmt.Errorf("record replay key: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("record replay key: %w", err)
+	}
+	return n == 1, nil
+}
+
+// PruneReplayKeys deletes the replay keys that have expired and returns
+// how many.
+func (s *Store) PruneReplayKeys(ctx context.Context) (int64, error) {
+	res, err := s.c(s.DB).ExecContext(ctx, `DELETE FROM replay_keys WHERE expires_at < ?`, ms(s.now()))
+	if err != nil {
+		return 0, fmt.Errorf("prune replay keys: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
 }
 
 // NumberTask gives an operation the next bare-metal task id of tenant, in

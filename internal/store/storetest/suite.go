@@ -234,9 +234,23 @@ func testReplayKeys(t *testing.T, s *store.Store) {
 			t.Fatalf("use %d: fresh %v, %v; want %v", i+1, fresh, err, want)
 		}
 	}
+	if _, err := s.UseReplayKey(ctx, "zc2:other", now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
 	now = expires.Add(time.Second)
 	if fresh, err := s.UseReplayKey(ctx, "zc2:abc", now.Add(time.Minute)); err != nil || !fresh {
 		t.Fatalf("an expired key was refused: %v %v", fresh, err)
+	}
+	// Taken again, it is a replay until its new expiry; pruning deletes
+	// only the keys that expired (zc2:other).
+	if fresh, err := s.UseReplayKey(ctx, "zc2:abc", now.Add(time.Minute)); err != nil || fresh {
+		t.Fatalf("a key taken again after it expired: fresh %v, %v; want a replay", fresh, err)
+	}
+	if n, err := s.PruneReplayKeys(ctx); err != nil || n != 1 {
+		t.Fatalf("pruned %d, %v; want the one expired key", n, err)
+	}
+	if fresh, err := s.UseReplayKey(ctx, "zc2:abc", now.Add(time.Minute)); err != nil || fresh {
+		t.Fatalf("pruning forgot a key that has not expired: fresh %v, %v", fresh, err)
 	}
 }
 
