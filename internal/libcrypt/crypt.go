@@ -64,9 +64,6 @@ func cPassword(pw []byte) (*C.char, func(), error) {
 	}, nil
 }
 
-// Available reports whether Hash and Verify work in this build.
-func Available() bool { return true }
-
 // Hash hashes pw with the method of a crypt(3) prefix ("$y$" yescrypt,
 // "$6$" SHA-512, ...) and a fresh random salt; rounds 0 is the method's
 // default cost. The C copies of the password are wiped; the caller wipes

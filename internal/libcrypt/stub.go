@@ -2,9 +2,6 @@
 
 package libcrypt
 
-// Available reports false: this build has no libcrypt.
-func Available() bool { return false }
-
 // Hash fails: this build has no libcrypt.
 func Hash(pw []byte, prefix string, rounds int) (string, error) { return "", ErrUnavailable }
 

@@ -4,15 +4,17 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tredoe/osutil/user/crypt/sha512_crypt"
+
 	"github.com/fleetpass/fleetpass/internal/driver"
-	"github.com/fleetpass/fleetpass/internal/libcrypt"
 )
 
-// cryptPrefix is SHA-512 crypt: every glibc and musl guest verifies it
-// (yescrypt, the newer default, is glibc-with-libxcrypt only), and
+// The hash is SHA-512 crypt ("$6$"): every glibc and musl guest verifies
+// it (yescrypt, the newer default, is glibc-with-libxcrypt only), and
 // chpasswd -e stores it as it comes, so it is what ends up in the guest's
-// /etc/shadow.
-const cryptPrefix = "$6$"
+// /etc/shadow. It is computed in Go (tredoe/osutil's sha512_crypt), so
+// the server stays pure Go; the tests check it against the system's
+// crypt(3).
 
 // cryptRounds is the hash's cost. The hash is what someone who reads it on
 // the way (a debug log of libvirtd or qemu-ga) or in the guest's shadow
@@ -26,12 +28,11 @@ const cryptPrefix = "$6$"
 const cryptRounds = 100_000
 
 // GuestSecret returns what guest-set-user-password should carry to a guest
-// of osType (driver.Ref.OSType): for Linux a fresh crypt(3) SHA-512 hash of
+// of osType (driver.Ref.OSType): for Linux a fresh SHA-512 crypt hash of
 // password, with crypted true, so that the password itself never crosses
 // libvirtd, QEMU, the channel or the agent; for any other guest (Windows,
 // whose agent refuses hashes) a copy of password. The caller wipes secret
-// once it was sent. Without libcrypt (a build without cgo, or not for
-// Linux) a Linux guest gets an error, never the plain password.
+// once it was sent.
 func GuestSecret(osType string, password []byte) (secret []byte, crypted bool, err error) {
 	if len(password) == 0 {
 		return nil, false, errors.New("qga: empty password")
@@ -39,11 +40,9 @@ func GuestSecret(osType string, password []byte) (secret []byte, crypted bool, e
 	if osType != driver.OSLinux {
 		return append([]byte(nil), password...), false, nil
 	}
-	h, err := libcrypt.Hash(password, cryptPrefix, cryptRounds)
-	if errors.Is(err, libcrypt.ErrUnavailable) {
-		return nil, false, fmt.Errorf("qga: a Linux guest is sent a hash of the password, and this fleetpass cannot make one: "+
-			"rebuild it with cgo (CGO_ENABLED=1, on Linux, with libcrypt-dev): %w", err)
-	}
+	gen := sha512_crypt.GetSalt()
+	salt := gen.GenerateWRounds(sha512_crypt.SaltLenMax, cryptRounds)
+	h, err := sha512_crypt.New().Generate(password, salt)
 	if err != nil {
 		return nil, false, fmt.Errorf("qga: hash the password for a Linux guest: %w", err)
 	}

@@ -33,7 +33,6 @@ import (
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/httpx"
 	"github.com/fleetpass/fleetpass/internal/inventory"
-	"github.com/fleetpass/fleetpass/internal/libcrypt"
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
 	"github.com/fleetpass/fleetpass/internal/qga"
@@ -235,12 +234,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	// The QEMU guest agent on a unix socket the host exposes: the address
 	// of an instance's guest link is the socket's path.
 	drivers.Guest["qga"] = &qga.Channel{SocketDirs: qgaDirs}
-	if !libcrypt.Available() {
-		// Said once here rather than only in each failed item.
-		cfg.Log.Warn("password resets of Linux guests through the QEMU guest agent (qga, libvirt) will fail: " +
-			"this fleetpass was built without cgo, and a Linux guest is sent a crypt(3) hash of its password, never the password; " +
-			"rebuild with CGO_ENABLED=1 on Linux")
-	}
 	// libvirt hosts: power and the QEMU guest agent through libvirt. The
 	// driver always exists; it has nothing to do until a host is added.
 	lvcfg := cfg.Libvirt
