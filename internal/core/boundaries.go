@@ -69,7 +69,7 @@ func (s *Service) checkQuota(ctx context.Context, tx *sql.Tx, tenant string, n i
 // the operator (an admin) may name a power or guest link; the drivers must
 // exist and accept the address; a link to a registered host names a host of
 // the instance's own tenant.
-func (s *Service) checkLinks(ctx context.Context, q store.Querier, p Principal, tenant string, power, guest apiv1.DriverLink) error {
+func (s *Service) checkLinks(ctx context.Context, q store.Querier, p Principal, tenant, osType string, power, guest apiv1.DriverLink) error {
 	if !p.Admin {
 		return errorf(CodeLinkForbidden, "only the operator (an admin) may register an instance with, or change, a power or guest link; "+
 			"a tenant gets instances from the libvirt hosts assigned to it and from agents enrolled with its tokens")
@@ -91,7 +91,7 @@ func (s *Service) checkLinks(ctx context.Context, q store.Querier, p Principal, 
 		link apiv1.DriverLink
 	}{{"power", pd, power}, {"guest", gd, guest}} {
 		if v, ok := c.drv.(driver.AddressChecker); ok {
-			if err := v.CheckAddress(driver.Ref{Host: c.link.Host, Address: c.link.Address}); err != nil {
+			if err := v.CheckAddress(driver.Ref{Host: c.link.Host, Address: c.link.Address, OSType: osType}); err != nil {
 				return errorf(CodeInvalidArgument, "%s.address: %v", c.name, err)
 			}
 		}

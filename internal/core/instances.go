@@ -61,7 +61,7 @@ func (s *Service) RegisterInstance(ctx context.Context, p Principal, req apiv1.I
 			return apiv1.Instance{}, err
 		}
 		defer sealer.Wipe(bm.login.Password)
-	} else if err := s.checkLinks(ctx, s.store.DB, p, tenant, req.Power, req.Guest); err != nil {
+	} else if err := s.checkLinks(ctx, s.store.DB, p, tenant, req.OSType, req.Power, req.Guest); err != nil {
 		return apiv1.Instance{}, err
 	}
 	in := apiv1.Instance{ID: NewID("ins", 10), Tenant: tenant, Name: name, OSType: req.OSType, AdminUser: user,

@@ -37,7 +37,15 @@ type Ref struct {
 	// Address is the driver's own address of the machine: a sim machine id,
 	// a libvirt domain UUID, a guest agent socket path.
 	Address string
+	// OSType is the instance's operating system as fleetpass records it:
+	// OSLinux, "windows", or empty when the caller does not know. Guest
+	// channels that reach a QEMU guest agent hand a Linux guest a crypt(3)
+	// hash instead of the password, which a Windows agent refuses.
+	OSType string
 }
+
+// OSLinux is the OSType of a Linux instance.
+const OSLinux = "linux"
 
 // Power controls a machine's power. All methods return once the request was
 // accepted by the machine or its host; they do not wait for the transition to

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +34,8 @@ type fixture struct {
 }
 
 // newFixture starts the fixture; wrap, when given, wraps the simulated
-// power driver (tests that watch or steer the engine's power calls).
+// power driver (tests that watch or steer the engine's power calls). A
+// wrapper that is a driver.Guest too stands in for the guest channel.
 func newFixture(t *testing.T, cfg engine.Config, wrap ...func(driver.Power) driver.Power) *fixture {
 	t.Helper()
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "fleetpass.db"))
@@ -57,7 +59,11 @@ func newFixtureOn(t *testing.T, st *store.Store, cfg engine.Config, wrap ...func
 	for _, w := range wrap {
 		power = w(power)
 	}
-	drivers := engine.Drivers{Power: map[string]driver.Power{"sim": power}, Guest: map[string]driver.Guest{"sim": fleet}}
+	var guest driver.Guest = fleet
+	if g, ok := power.(driver.Guest); ok {
+		guest = g
+	}
+	drivers := engine.Drivers{Power: map[string]driver.Power{"sim": power}, Guest: map[string]driver.Guest{"sim": guest}}
 	bus := events.NewBus(st, log, 20*time.Millisecond)
 	if err := bus.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -187,5 +193,54 @@ func TestAUserThatDoesNotExistFailsTheItemAtOnce(t *testing.T) {
 	op := f.reset(in, apiv1.ModeOnline, "No-Such-User-1")
 	if it := op.Items[0]; op.Status != apiv1.OperationFailed || it.ErrorCode != engine.CodeUserNotFound || it.Attempts != 1 {
 		t.Fatalf("operation %s, item %+v; want failed with %s at the first attempt, no retry", op.Status, it, engine.CodeUserNotFound)
+	}
+}
+
+// osRecorder records the OS type of the refs the engine hands the drivers.
+type osRecorder struct {
+	driver.Power
+	guest driver.Guest
+
+	mu                 sync.Mutex
+	power, setPassword []string
+}
+
+func (r *osRecorder) State(ctx context.Context, ref driver.Ref) (driver.PowerState, error) {
+	r.mu.Lock()
+	r.power = append(r.power, ref.OSType)
+	r.mu.Unlock()
+	return r.Power.State(ctx, ref)
+}
+
+func (r *osRecorder) Ping(ctx context.Context, ref driver.Ref) error { return r.guest.Ping(ctx, ref) }
+
+func (r *osRecorder) SetPassword(ctx context.Context, ref driver.Ref, user string, password []byte) error {
+	r.mu.Lock()
+	r.setPassword = append(r.setPassword, ref.OSType)
+	r.mu.Unlock()
+	return r.guest.SetPassword(ctx, ref, user, password)
+}
+
+// Guest channels hash a Linux guest's password and send a Windows guest's
+// as it is, by the ref's OS type: the engine must fill it in.
+func TestTheDriversAreToldTheInstancesOSType(t *testing.T) {
+	rec := &osRecorder{}
+	f := newFixture(t, fast(), func(p driver.Power) driver.Power {
+		rec.Power, rec.guest = p, p.(driver.Guest)
+		return rec
+	})
+	in := f.add(sim.Machine{ID: "linux", Running: true})
+	if op := f.reset(in, apiv1.ModeOnline, "Os-Type-Told-1"); op.Status != apiv1.OperationSucceeded {
+		t.Fatalf("operation %s, items %+v", op.Status, op.Items)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.setPassword) == 0 || len(rec.power) == 0 {
+		t.Fatalf("the drivers were not called: power %v, set password %v", rec.power, rec.setPassword)
+	}
+	for _, got := range append(rec.power, rec.setPassword...) {
+		if got != core.OSLinux {
+			t.Fatalf("refs had OS types: power %q, set password %q; want %q", rec.power, rec.setPassword, core.OSLinux)
+		}
 	}
 }

@@ -114,8 +114,8 @@ func (e *Engine) execute(ctx context.Context, job *river.Job[ItemArgs]) error {
 		return err
 	}
 	m := machine{inst: inst,
-		ref:  driver.Ref{InstanceID: inst.ID, Host: inst.Power.Host, Address: inst.Power.Address},
-		gref: driver.Ref{InstanceID: inst.ID, Host: inst.Guest.Host, Address: inst.Guest.Address}}
+		ref:  driver.Ref{InstanceID: inst.ID, Host: inst.Power.Host, Address: inst.Power.Address, OSType: inst.OSType},
+		gref: driver.Ref{InstanceID: inst.ID, Host: inst.Guest.Host, Address: inst.Guest.Address, OSType: inst.OSType}}
 	if p := e.drivers.Power[inst.Power.Driver]; p != nil {
 		m.power = fencedPower{Power: p, check: func(ctx context.Context) error { return e.checkExec(ctx, &w) }}
 	}

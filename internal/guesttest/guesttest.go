@@ -80,6 +80,10 @@ type Options struct {
 	// QGA runs the real qemu-ga in the guest, listening on QGASocket(),
 	// restarted whenever it exits as Debian's systemd unit does.
 	QGA bool
+	// QGAVerbose runs that qemu-ga with -v: at debug level it logs every
+	// command line it reads, guest-set-user-password's base64 password
+	// included, so a test can look in QGALog for what the agent was sent.
+	QGAVerbose bool
 }
 
 // Guest is a throwaway Linux guest. Its methods are safe for concurrent
@@ -376,9 +380,9 @@ func (g *Guest) SSHAddr() string { return g.addr }
 // Options.QGA; use it as driver.Ref.Address of a qga.Channel.
 func (g *Guest) QGASocket() string { return filepath.Join(g.root, "qga", "qga.sock") }
 
-// Ref is a driver.Ref for the guest's qemu-ga.
+// Ref is a driver.Ref for the guest's qemu-ga, a Linux guest's.
 func (g *Guest) Ref() driver.Ref {
-	return driver.Ref{InstanceID: "guest-" + g.addr, Address: g.QGASocket()}
+	return driver.Ref{InstanceID: "guest-" + g.addr, Address: g.QGASocket(), OSType: driver.OSLinux}
 }
 
 // SSHDLog is what the guest's sshd wrote so far (across power cycles).
@@ -671,13 +675,17 @@ func sshAnswers(ctx context.Context, addr string) bool {
 }
 
 func (g *Guest) startQGA(ctx context.Context) error {
-	// Never -v: qemu-ga's debug log prints every command it reads,
-	// guest-set-user-password's base64 password included.
-	p, err := g.startDaemon("qemu-ga", &g.qgaLog, "/bin/sh", "-c", qgaSupervisor, "qemu-ga-supervisor",
+	args := []string{"/bin/sh", "-c", qgaSupervisor, "qemu-ga-supervisor",
 		g.tools.qemuGA,
 		"--method", "unix-listen", "--path", g.QGASocket(),
 		"--pidfile", "/run/qemu-ga.pid", "--statedir", "/run",
-		"--block-rpcs", hostRPCs)
+		"--block-rpcs", hostRPCs}
+	// -v only when asked: qemu-ga's debug log prints every command it
+	// reads, guest-set-user-password's base64 password included.
+	if g.opts.QGAVerbose {
+		args = append(args, "-v")
+	}
+	p, err := g.startDaemon("qemu-ga", &g.qgaLog, args...)
 	if err != nil {
 		return err
 	}

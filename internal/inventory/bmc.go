@@ -72,7 +72,7 @@ func (w *BMCWatcher) SyncAll(ctx context.Context) {
 func (w *BMCWatcher) SyncOne(ctx context.Context, in apiv1.Instance) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ps, err := w.power.State(ctx, driver.Ref{InstanceID: in.ID, Host: in.Power.Host, Address: in.Power.Address})
+	ps, err := w.power.State(ctx, driver.Ref{InstanceID: in.ID, Host: in.Power.Host, Address: in.Power.Address, OSType: in.OSType})
 	state, fault := "", ""
 	switch {
 	case err == nil:

@@ -254,7 +254,7 @@ func (y *Syncer) SyncOne(ctx context.Context, in apiv1.Instance) {
 	}
 	state := ""
 	if p := y.drivers.Power[in.Power.Driver]; p != nil && !y.watched[in.Power.Driver] {
-		ps, err := p.State(ctx, driver.Ref{InstanceID: in.ID, Host: in.Power.Host, Address: in.Power.Address})
+		ps, err := p.State(ctx, driver.Ref{InstanceID: in.ID, Host: in.Power.Host, Address: in.Power.Address, OSType: in.OSType})
 		switch {
 		case err == nil:
 			state = engine.InstanceState(ps)
@@ -269,7 +269,7 @@ func (y *Syncer) SyncOne(ctx context.Context, in apiv1.Instance) {
 	}
 	var alive *bool
 	if g := y.drivers.Guest[in.Guest.Driver]; g != nil && (state == apiv1.StateRunning || state == "") {
-		err := g.Ping(ctx, driver.Ref{InstanceID: in.ID, Host: in.Guest.Host, Address: in.Guest.Address})
+		err := g.Ping(ctx, driver.Ref{InstanceID: in.ID, Host: in.Guest.Host, Address: in.Guest.Address, OSType: in.OSType})
 		if err == nil || !driver.IsTransient(err) {
 			ok := err == nil
 			alive = &ok

@@ -112,7 +112,9 @@ func (c *Channel) Ping(ctx context.Context, ref driver.Ref) error {
 }
 
 // SetPassword sets user's password with guest-set-user-password and returns
-// nil once the agent confirmed it. It keeps no reference to password.
+// nil once the agent confirmed it. A Linux guest (ref.OSType) is sent a
+// crypt(3) hash of the password, any other the password (see GuestSecret).
+// It keeps no reference to password.
 func (c *Channel) SetPassword(ctx context.Context, ref driver.Ref, user string, password []byte) error {
 	// Refuse bad input before touching the guest.
 	if err := CheckUser(user); err != nil {
@@ -121,16 +123,23 @@ func (c *Channel) SetPassword(ctx context.Context, ref driver.Ref, user string, 
 	if len(password) == 0 {
 		return errors.New("qga: empty password")
 	}
-	err := c.call(ctx, ref, "set password", func(ctx context.Context, conn *Conn) error {
-		return SetUserPassword(ctx, conn, user, password)
+	secret, crypted, err := GuestSecret(ref.OSType, password)
+	if err != nil {
+		return err
+	}
+	defer clear(secret)
+	err = c.call(ctx, ref, "set password", func(ctx context.Context, conn *Conn) error {
+		return SetUserPassword(ctx, conn, user, secret, crypted)
 	})
 	var lost *transportError
 	if errors.As(err, &lost) && !errors.Is(err, driver.ErrGuestNotAlive) && !errors.Is(err, context.Canceled) {
 		// Synchronised, then the answer never came: the command may or
 		// may not have run.
-		return driver.Transient(fmt.Errorf("%w: %w", driver.ErrGuestNotAlive, err))
+		err = driver.Transient(fmt.Errorf("%w: %w", driver.ErrGuestNotAlive, err))
 	}
-	return err
+	// SetUserPassword withheld an answer that showed what it sent; when
+	// that was a hash, the password itself is looked for too.
+	return scrub(err, password)
 }
 
 func (c *Channel) call(ctx context.Context, ref driver.Ref, what string, fn func(context.Context, *Conn) error) error {

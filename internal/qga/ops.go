@@ -36,18 +36,19 @@ func Ping(ctx context.Context, d Doer) error {
 // turn a clear failure into a timeout.
 const probeTimeout = 10 * time.Second
 
-// SetUserPassword runs guest-set-user-password with the clear-text password
-// and returns nil once the agent confirmed it. A missing user gives an error
-// wrapping driver.ErrUserNotFound. The returned error never holds the
-// password, nor its base64 form, whatever the agent answers.
+// SetUserPassword runs guest-set-user-password with secret, the clear-text
+// password or with crypted its crypt(3) hash (see GuestSecret), and
+// returns nil once the agent confirmed it. A missing user gives an error
+// wrapping driver.ErrUserNotFound. The returned error never holds secret,
+// nor its base64 form, whatever the agent answers.
 //
 // qemu-ga up to 9.0 answers a failed chpasswd with the same bare "child
 // process has failed to set user password" whatever the reason; newer ones
 // add chpasswd's message, and Windows agents NetUserSetInfo's. When the
 // answer does not say, SetUserPassword asks the guest (guest-exec of getent
 // passwd USER) and reports ErrUserNotFound only when the guest says so.
-func SetUserPassword(ctx context.Context, d Doer, user string, password []byte) error {
-	cmd, err := SetUserPasswordCommand(user, password)
+func SetUserPassword(ctx context.Context, d Doer, user string, secret []byte, crypted bool) error {
+	cmd, err := SetUserPasswordCommand(user, secret, crypted)
 	if err != nil {
 		return err
 	}
@@ -62,7 +63,7 @@ func SetUserPassword(ctx context.Context, d Doer, user string, password []byte) 
 			err = fmt.Errorf("%w: %w", driver.ErrUserNotFound, err)
 		}
 	}
-	return scrub(fmt.Errorf("qga: guest-set-user-password for user %q: %w", user, err), password)
+	return scrub(fmt.Errorf("qga: guest-set-user-password for user %q: %w", user, err), secret)
 }
 
 // UserMissing recognises the answers of agents that say why chpasswd or
@@ -119,7 +120,11 @@ func ProbeUserMissing(ctx context.Context, d Doer, user string) bool {
 	}
 }
 
-// scrub withholds err when it shows the password (see driver.Scrub).
-func scrub(err error, password []byte) error {
-	return driver.Scrub(err, password, "qga: guest-set-user-password failed (the agent's answer is withheld: it contained the password)")
+// scrub withholds err when it shows the password or its hash (see
+// driver.Scrub).
+func scrub(err error, secrets ...[]byte) error {
+	for _, s := range secrets {
+		err = driver.Scrub(err, s, "qga: guest-set-user-password failed (the agent's answer is withheld: it contained the password)")
+	}
+	return err
 }

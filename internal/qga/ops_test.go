@@ -54,7 +54,7 @@ func TestSetUserPassword(t *testing.T) {
 	if err := c.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := SetUserPassword(ctx, c, "alice", password); err != nil {
+	if err := SetUserPassword(ctx, c, "alice", password, false); err != nil {
 		t.Fatalf("SetUserPassword: %v", err)
 	}
 	lines := f.lines()
@@ -111,7 +111,7 @@ func TestSetUserPasswordErrors(t *testing.T) {
 			if err := c.Sync(ctx); err != nil {
 				t.Fatal(err)
 			}
-			err := SetUserPassword(ctx, c, "bob", []byte("Secret-123"))
+			err := SetUserPassword(ctx, c, "bob", []byte("Secret-123"), false)
 			if err == nil {
 				t.Fatal("SetUserPassword succeeded")
 			}
@@ -149,7 +149,7 @@ func TestSetUserPasswordNeverLeaksPassword(t *testing.T) {
 			if err := c.Sync(ctx); err != nil {
 				t.Fatal(err)
 			}
-			err := SetUserPassword(ctx, c, "bob", password)
+			err := SetUserPassword(ctx, c, "bob", password, false)
 			if err == nil {
 				t.Fatal("SetUserPassword succeeded")
 			}

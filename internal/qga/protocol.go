@@ -70,15 +70,16 @@ func Command(execute string, args any) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// SetUserPasswordCommand encodes guest-set-user-password for a clear-text
-// password. The line is built by hand into one buffer so that the password's
-// base64 form exists only there: the caller wipes the result with clear()
-// once it has been sent.
-func SetUserPasswordCommand(user string, password []byte) ([]byte, error) {
+// SetUserPasswordCommand encodes guest-set-user-password for secret: the
+// clear-text password, or with crypted its crypt(3) hash (see
+// GuestSecret). The line is built by hand into one buffer so that the
+// secret's base64 form exists only there: the caller wipes the result with
+// clear() once it has been sent.
+func SetUserPasswordCommand(user string, secret []byte, crypted bool) ([]byte, error) {
 	if err := CheckUser(user); err != nil {
 		return nil, err
 	}
-	if len(password) == 0 {
+	if len(secret) == 0 {
 		return nil, errors.New("qga: empty password")
 	}
 	name, err := json.Marshal(user)
@@ -88,16 +89,19 @@ func SetUserPasswordCommand(user string, password []byte) ([]byte, error) {
 	const (
 		head = `{"execute":"guest-set-user-password","arguments":{"username":`
 		mid  = `,"password":"`
-		tail = `","crypted":false}}` + "\n"
 	)
-	n := base64.StdEncoding.EncodedLen(len(password))
+	tail := `","crypted":false}}` + "\n"
+	if crypted {
+		tail = `","crypted":true}}` + "\n"
+	}
+	n := base64.StdEncoding.EncodedLen(len(secret))
 	line := make([]byte, 0, len(head)+len(name)+len(mid)+n+len(tail))
 	line = append(line, head...)
 	line = append(line, name...)
 	line = append(line, mid...)
 	start := len(line)
 	line = line[:start+n]
-	base64.StdEncoding.Encode(line[start:], password)
+	base64.StdEncoding.Encode(line[start:], secret)
 	line = append(line, tail...)
 	return line, nil
 }

@@ -41,7 +41,7 @@ func TestCommand(t *testing.T) {
 
 func TestSetUserPasswordCommand(t *testing.T) {
 	password := []byte(`pa"ss\wörd!@#$%^+*()`)
-	line, err := SetUserPasswordCommand(`we"ird user`, password)
+	line, err := SetUserPasswordCommand(`we"ird user`, password, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestSetUserPasswordCommand(t *testing.T) {
 		{strings.Repeat("u", 300), "secret"},
 		{"root", ""},
 	} {
-		if _, err := SetUserPasswordCommand(tc.user, []byte(tc.password)); err == nil {
+		if _, err := SetUserPasswordCommand(tc.user, []byte(tc.password), false); err == nil {
 			t.Errorf("SetUserPasswordCommand(%q, %q) succeeded", tc.user, tc.password)
 		} else if tc.password != "" && strings.Contains(err.Error(), tc.password) {
 			t.Errorf("error holds the password: %v", err)

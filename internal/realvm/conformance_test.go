@@ -36,7 +36,7 @@ func (h *libvirtHarness) Config() drivertest.Config {
 	_, _ = rand.Read(uuid)
 	return drivertest.Config{TransitionTimeout: 3 * time.Minute, PollInterval: 250 * time.Millisecond,
 		CallTimeout: 90 * time.Second, User: "root", CanHangShutdown: true, CanKillAgent: true,
-		UnknownMachine: driver.Ref{Host: conformanceHost,
+		UnknownMachine: driver.Ref{Host: conformanceHost, OSType: driver.OSLinux,
 			Address: fmt.Sprintf("%x-%x-%x-%x-%x", uuid[0:4], uuid[4:6], uuid[6:8], uuid[8:10], uuid[10:16])}}
 }
 
@@ -51,7 +51,9 @@ func (h *libvirtHarness) NewMachine(t testing.TB, spec drivertest.MachineSpec) d
 	h.mu.Lock()
 	h.vms[v.UUID] = v
 	h.mu.Unlock()
-	ref := driver.Ref{InstanceID: v.Name, Host: conformanceHost, Address: v.UUID}
+	// The guest image is Linux: its agent is sent hashes, as the engine's
+	// would be.
+	ref := driver.Ref{InstanceID: v.Name, Host: conformanceHost, Address: v.UUID, OSType: driver.OSLinux}
 	if !spec.Running {
 		return ref
 	}

@@ -1,12 +1,16 @@
 package realvm
 
 import (
+	"bytes"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 	"github.com/fleetpass/fleetpass/internal/vmtest"
 )
 
@@ -240,4 +244,43 @@ func TestTheFleetpassAgentInsideAVMTakesOverItsGuestChannel(t *testing.T) {
 	checkLogins(t, v, "root", pws[2], pws[1])
 	stopWatch()
 	s.assertNoSecret(pws...)
+}
+
+// libvirtd at debug level logs every command it sends to a guest agent. An
+// online reset of a Linux VM through libvirt hands the agent a hash, so
+// neither the password nor its base64 form may show in that log, which
+// must show the command (else the level was too low for the scan to mean
+// anything).
+func TestAnOnlineResetThroughLibvirtShowsNoPasswordInLibvirtdsDebugLog(t *testing.T) {
+	s := startServer(t)
+	v := s.vm(vmtest.VMOptions{Name: "dbglog"})
+	v.Start(t)
+	v.WaitAgent(t, 3*time.Minute)
+	old, pw := newPassword(), newPassword()
+	stopWatch := watchArgv(t, pw)
+	v.SetPassword(t, "root", old)
+	in := s.instanceOf(v, "running with a live guest agent", running)
+	if in.Guest.Driver != "libvirt" || in.OSType != "linux" {
+		t.Fatalf("instance made by the inventory: %+v", in)
+	}
+
+	logPath := filepath.Join(s.dir, "libvirtd-debug.log")
+	stopDebug := s.lv.DebugQEMULog(t, logPath)
+	op := s.resetAndWait(apiv1.PasswordReset{InstanceIDs: []string{in.ID}, Mode: apiv1.ModeOnline}, pw)
+	stopDebug()
+	mustSucceed(t, op)
+	checkLogins(t, v, "root", pw, old)
+	stopWatch()
+
+	log, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(log, []byte("guest-set-user-password")) {
+		t.Fatalf("libvirtd's debug log (%d bytes) does not show guest-set-user-password: the scan would prove nothing", len(log))
+	}
+	if testutil.ContainsSecret(log, pw) {
+		t.Error("libvirtd's debug log holds the password")
+	}
+	s.assertNoSecret(pw)
 }

@@ -243,6 +243,20 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if lvcfg.Disk == nil && lvcfg.DiskUnavailable == "" {
 		lvcfg.Disk, lvcfg.DiskUnavailable = diskResets(ctx, cfg.DiskHelper, cfg.Log)
 	}
+	if lvcfg.Lookup == nil {
+		// A host another replica added a moment ago is in the table before
+		// its notice reaches this replica's pass.
+		lvcfg.Lookup = func(ctx context.Context, id string) (libvirt.Host, bool, error) {
+			h, err := s.store.GetHost(ctx, s.store.DB, id)
+			if errors.Is(err, store.ErrNotFound) {
+				return libvirt.Host{}, false, nil
+			}
+			if err != nil {
+				return libvirt.Host{}, false, err
+			}
+			return libvirt.Host{ID: h.ID, URI: h.URI, OnDemand: true}, true, nil
+		}
+	}
 	s.libvirt = libvirt.New(lvcfg)
 	drivers.Power[core.LibvirtDriver], drivers.Guest[core.LibvirtDriver] = s.libvirt, s.libvirt
 	if err := s.addAgentDrivers(&drivers); err != nil {

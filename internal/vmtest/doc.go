@@ -54,6 +54,10 @@
 // a go-libvirt client and VM.Domain names the domain. Restart restarts
 // libvirtd under running domains, for tests of a daemon restart in the
 // middle of an operation; it affects every test binary sharing libvirtd.
+// DebugQEMULog makes libvirtd log its QEMU driver (guest agent commands
+// included) at debug level to a file until the test stops it, then
+// restores libvirtd's previous log filters and outputs, so a test can look
+// for what crossed libvirtd.
 //
 // Note that libvirt's agent-mode shutdown of a guest that ignores it
 // (IgnoreShutdown) blocks for 60 s, waiting for the guest to stop, and then

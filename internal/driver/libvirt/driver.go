@@ -87,6 +87,11 @@ type Config struct {
 	// leaves disk resets unavailable, for the reason DiskUnavailable gives.
 	Disk            DiskResetter
 	DiskUnavailable string
+	// Lookup, when set, finds a host the driver was not told about: one
+	// added a moment ago through another replica, whose notice has not
+	// reached this one. The driver adds it on demand instead of failing
+	// the call as an unknown host. It reports false for no such host.
+	Lookup func(ctx context.Context, id string) (Host, bool, error)
 }
 
 // Defaults for Config's zero fields.
@@ -681,6 +686,44 @@ func (d *Driver) Domains(ctx context.Context, hostID string) ([]Domain, error) {
 // first (waiting for it at most until ctx ends). An empty id means the
 // only host, when there is exactly one.
 func (d *Driver) host(ctx context.Context, id string) (*host, *lv.Libvirt, error) {
+	h, l, err := d.knownHost(ctx, id)
+	if !errors.Is(err, errUnknownHost) || id == "" || d.cfg.Lookup == nil {
+		return h, l, err
+	}
+	found, ok, lerr := d.cfg.Lookup(ctx, id)
+	if lerr != nil {
+		return nil, nil, driver.Transientf("libvirt: look up host %q: %w", id, lerr)
+	}
+	if !ok {
+		return nil, nil, err
+	}
+	if err := d.addOnDemand(found); err != nil {
+		return nil, nil, err
+	}
+	return d.knownHost(ctx, id)
+}
+
+// errUnknownHost is a host the driver does not know.
+var errUnknownHost = errors.New("unknown host")
+
+// addOnDemand adds h, connected on demand, unless the driver knows it by
+// then (the pass that follows the hosts table may have added it
+// meanwhile, in the mode it chose: that one stays).
+func (d *Driver) addOnDemand(h Host) error {
+	t, err := parseURI(h.URI)
+	if err != nil {
+		return fmt.Errorf("libvirt: host %s: %w", h.ID, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.hosts[h.ID]; !ok {
+		d.hosts[h.ID] = &host{id: h.ID, t: t, onDemand: true,
+			status: HostStatus{Error: "connected on demand; not connected now", Since: time.Now()}}
+	}
+	return nil
+}
+
+func (d *Driver) knownHost(ctx context.Context, id string) (*host, *lv.Libvirt, error) {
 	d.mu.Lock()
 	h, ok := d.hosts[id]
 	if !ok && id == "" && len(d.hosts) == 1 {
@@ -690,7 +733,7 @@ func (d *Driver) host(ctx context.Context, id string) (*host, *lv.Libvirt, error
 	}
 	if !ok {
 		d.mu.Unlock()
-		return nil, nil, fmt.Errorf("libvirt: unknown host %q: %w", id, driver.ErrMachineNotFound)
+		return nil, nil, fmt.Errorf("libvirt: %w %q: %w", errUnknownHost, id, driver.ErrMachineNotFound)
 	}
 	h.mu.Lock()
 	if h.conn != nil {

@@ -65,7 +65,10 @@ func (d *Driver) Ping(ctx context.Context, ref driver.Ref) error {
 }
 
 // SetPassword implements driver.Guest with virDomainSetUserPassword, which
-// hands the password to the guest agent's guest-set-user-password.
+// hands the password to the guest agent's guest-set-user-password. A Linux
+// guest (ref.OSType) is handed a crypt(3) hash of it instead
+// (VIR_DOMAIN_PASSWORD_ENCRYPTED, see qga.GuestSecret), so that the
+// password crosses neither libvirtd, QEMU nor the channel.
 func (d *Driver) SetPassword(ctx context.Context, ref driver.Ref, user string, password []byte) error {
 	if err := qga.CheckUser(user); err != nil {
 		return fmt.Errorf("libvirt: set password: %w", err)
@@ -77,19 +80,28 @@ func (d *Driver) SetPassword(ctx context.Context, ref driver.Ref, user string, p
 	if err != nil {
 		return err
 	}
+	secret, crypted, err := qga.GuestSecret(ref.OSType, password)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.what, err)
+	}
+	defer clear(secret)
+	var flags lv.DomainSetUserPasswordFlags
+	if crypted {
+		flags = lv.DomainPasswordEncrypted
+	}
 	_, err = await(ctx, d.passwordTimeout, func() (struct{}, error) {
-		// go-libvirt takes the password as a string, which cannot be
+		// go-libvirt takes the secret as a string, which cannot be
 		// wiped, and its XDR encoder copies it again: the conversion is
 		// unavoidable, so it happens here, as late as possible, and the
 		// string is referenced nowhere else.
-		return struct{}{}, o.l.DomainSetUserPassword(o.dom, lv.OptString{user}, lv.OptString{string(password)}, 0)
+		return struct{}{}, o.l.DomainSetUserPassword(o.dom, lv.OptString{user}, lv.OptString{string(secret)}, flags)
 	})
 	if err == nil {
 		return nil
 	}
 	err = classifyAgent(o.what, err)
 	if !isAgentRefusal(err) {
-		return scrub(err, password)
+		return scrub(err, password, secret)
 	}
 	// The agent ran chpasswd (or NetUserSetInfo) and it failed. qemu-ga up
 	// to 9.0 says only "child process has failed to set user password",
@@ -98,7 +110,7 @@ func (d *Driver) SetPassword(ctx context.Context, ref driver.Ref, user string, p
 	if qga.UserMissing(err.Error()) || d.probeUserMissing(ctx, o, user) {
 		err = fmt.Errorf("%w: %w", driver.ErrUserNotFound, err)
 	}
-	return scrub(err, password)
+	return scrub(err, password, secret)
 }
 
 // isAgentRefusal reports whether err (classified) is the agent answering
@@ -128,9 +140,13 @@ func (d *Driver) probeUserMissing(ctx context.Context, o op, user string) bool {
 	return qga.ProbeUserMissing(ctx, agent{o: o, timeout: probeTimeout}, user)
 }
 
-// scrub withholds err when it shows the password (see driver.Scrub).
-func scrub(err error, password []byte) error {
-	return driver.Scrub(err, password, "libvirt: setting the password failed (the message is withheld: it contained the password)")
+// scrub withholds err when it shows the password or the hash sent for it
+// (see driver.Scrub).
+func scrub(err error, secrets ...[]byte) error {
+	for _, s := range secrets {
+		err = driver.Scrub(err, s, "libvirt: setting the password failed (the message is withheld: it contained the password)")
+	}
+	return err
 }
 
 // Preflight implements driver.Preflighter: a domain whose XML has no guest

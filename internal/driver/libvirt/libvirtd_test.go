@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 	"github.com/fleetpass/fleetpass/internal/vmtest"
 )
 
@@ -62,6 +63,13 @@ func startDriver(t *testing.T, cfg Config) *Driver {
 	t.Cleanup(func() {
 		cancel()
 		<-done
+	})
+	// On-demand hosts connect only once Run runs: wait for it, as a
+	// server's driver has long been running when it is first used.
+	testutil.WaitFor(t, 10*time.Second, "the driver to run", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.runCtx != nil
 	})
 	return d
 }
@@ -265,6 +273,12 @@ func TestTestDriver(t *testing.T) {
 		wantErrIs(t, "Preflight without a channel", d.Preflight(call(t), ref), driver.ErrNoGuestChannel)
 		if err := d.SetPassword(call(t), ref, "root", []byte("N3w-Passw0rd!")); err != nil {
 			t.Errorf("SetPassword: %v", err)
+		}
+		// A Linux guest's hash goes with VIR_DOMAIN_PASSWORD_ENCRYPTED.
+		linux := ref
+		linux.OSType = driver.OSLinux
+		if err := d.SetPassword(call(t), linux, "root", []byte("N3w-Passw0rd!")); err != nil {
+			t.Errorf("SetPassword of a Linux guest: %v", err)
 		}
 		withChannel := defineTestDomain(t, d, "h1", true)
 		if err := d.Preflight(call(t), withChannel); err != nil {
@@ -543,4 +557,41 @@ func TestAnOnDemandHostConnectsWhenUsedAndClosesWhenIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitConnected(t, lazy, "h1")
+}
+
+// TestAHostAddedElsewhereIsLookedUpInsteadOfUnknown: a replica whose pass
+// has not seen a host yet (another replica added it a moment ago) finds
+// it through Lookup and acts on it on demand; a host Lookup does not know
+// stays an unknown machine, and a host the pass added meanwhile keeps its
+// mode.
+func TestAHostAddedElsewhereIsLookedUpInsteadOfUnknown(t *testing.T) {
+	needLibvirtd(t)
+	follower := startDriver(t, Config{})
+	if err := follower.SetHost(Host{ID: "h1", URI: "test:///default"}); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, follower, "h1")
+	ref := defineTestDomain(t, follower, "h1", false)
+	var looked []string
+	late := startDriver(t, Config{Lookup: func(_ context.Context, id string) (Host, bool, error) {
+		looked = append(looked, id)
+		if id != "h1" {
+			return Host{}, false, nil
+		}
+		return Host{ID: "h1", URI: "test:///default", OnDemand: true}, true, nil
+	}})
+	if err := late.Start(call(t), ref); err != nil {
+		t.Fatalf("Start on a host only Lookup knows: %v", err)
+	}
+	wantState(t, follower, ref, driver.PowerRunning)
+	if ids := late.HostIDs(); len(ids) != 1 || ids[0] != "h1" {
+		t.Errorf("hosts after the lookup: %v", ids)
+	}
+	gone := ref
+	gone.Host = "h-nowhere"
+	_, err := late.State(call(t), gone)
+	wantErrIs(t, "a host nobody knows", err, driver.ErrMachineNotFound)
+	if len(looked) != 2 {
+		t.Errorf("lookups %v, want h1 once (then known) and h-nowhere", looked)
+	}
 }

@@ -51,7 +51,7 @@ func TestQEMU(t *testing.T) {
     <memballoon model='none'/>
   </devices>
 </domain>`, uuid[:8], uuid, emulator, dev))
-		return driver.Ref{InstanceID: "ins-" + uuid[:8], Host: "local", Address: uuid}
+		return driver.Ref{InstanceID: "ins-" + uuid[:8], Host: "local", Address: uuid, OSType: "windows"}
 	}
 	withChannel, without := define(true), define(false)
 	pw := []byte("pQemu1234TEST9x!")
