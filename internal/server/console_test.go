@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
 	"github.com/fleetpass/fleetpass/internal/console"
@@ -572,7 +573,9 @@ func TestConsoleUnknownUser(t *testing.T) {
 	// with the focus back where it was.
 	more := consoletest.Row(in.ID) + " button.more"
 	b.Do("focus More", chromedp.Focus(chromedp.CSS(more)), chromedp.KeyEvent("\r"))
-	b.WaitFor("menu focused", `document.activeElement.classList.contains("menu-password")`)
+	b.WaitFor("menu focused", `document.activeElement.classList.contains("menu-power")`)
+	b.Do("down to Password/key", chromedp.KeyEvent(kb.ArrowDown))
+	b.WaitFor("Password/key focused", `document.activeElement.classList.contains("menu-password")`)
 	b.Do("open submenu", chromedp.KeyEvent("\r"))
 	b.WaitFor("submenu focused", `document.activeElement.classList.contains("menu-reset")`)
 	b.Do("choose", chromedp.KeyEvent("\r"), consoletest.Visible("#reset-dialog #reset-password"))

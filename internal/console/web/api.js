@@ -60,8 +60,30 @@ export function openEvents(onEvent) {
   return es;
 }
 
-export function newIdempotencyKey() {
+function newIdempotencyKey() {
   const b = new Uint8Array(16);
   crypto.getRandomValues(b);
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+// postPerTenant sends body with the ids of instances to path, one request
+// per tenant (one operation belongs to one tenant: an admin's selection
+// over several tenants becomes one operation each), each with its own
+// Idempotency-Key. It returns the accepted operations and the refusal that
+// stopped the rest, if any.
+export async function postPerTenant(path, body, instances) {
+  const groups = new Map();
+  for (const i of instances) {
+    if (!groups.has(i.tenant)) groups.set(i.tenant, []);
+    groups.get(i.tenant).push(i.id);
+  }
+  const ops = [];
+  try {
+    for (const ids of groups.values()) {
+      ops.push(await call("POST", path, { ...body, instanceIds: ids }, { "Idempotency-Key": newIdempotencyKey() }));
+    }
+  } catch (e) {
+    return { ops, failure: e };
+  }
+  return { ops, failure: null };
 }

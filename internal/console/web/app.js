@@ -316,7 +316,17 @@ function moreMenu(inst) {
     document.addEventListener("click", outside, true);
     window.addEventListener("scroll", onScroll, true);
   });
-  wrap.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && !menu.hidden) { ev.stopPropagation(); close(true); } });
+  wrap.addEventListener("keydown", (ev) => {
+    if (menu.hidden) return;
+    if (ev.key === "Escape") { ev.stopPropagation(); close(true); return; }
+    if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
+    // Up and down move between the menu's visible items.
+    const items = [...menu.querySelectorAll('[role="menuitem"]')].filter((el) => el.offsetParent !== null);
+    const k = items.indexOf(document.activeElement);
+    if (k < 0 || !items.length) return;
+    ev.preventDefault();
+    items[(k + (ev.key === "ArrowDown" ? 1 : items.length - 1)) % items.length].focus();
+  });
   wrap.append(btn, menu);
   return wrap;
 }

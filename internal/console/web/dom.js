@@ -67,3 +67,16 @@ export function focusables(root) {
     'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])'
   )).filter((el) => el.offsetParent !== null || el === document.activeElement);
 }
+
+// trapFocus keeps keyboard focus inside a modal dialog: Tab from its last
+// control goes to its first, Shift+Tab from its first to its last.
+export function trapFocus(dlg) {
+  dlg.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Tab") return;
+    const f = focusables(dlg);
+    if (!f.length) return;
+    const first = f[0], last = f[f.length - 1];
+    if (ev.shiftKey && document.activeElement === first) { ev.preventDefault(); last.focus(); }
+    else if (!ev.shiftKey && document.activeElement === last) { ev.preventDefault(); first.focus(); }
+  });
+}

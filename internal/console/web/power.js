@@ -4,8 +4,8 @@
 // running, if the OS ignores it), a graceful shutdown forced when it does
 // not end in time, or a forced stop at once. Forcing needs the user's
 // explicit agreement, as in the Reset Password dialog.
-import { h, clear, focusables } from "./dom.js";
-import { call, newIdempotencyKey } from "./api.js";
+import { h, clear, trapFocus } from "./dom.js";
+import { postPerTenant } from "./api.js";
 import { instanceErrors } from "./reset.js";
 
 const words = {
@@ -108,22 +108,7 @@ export function openPowerDialog(action, instances, onAccepted) {
     renderFooter();
     const body = { action };
     if (stops) body.stopMode = mode();
-    // One operation belongs to one tenant: an admin's selection over
-    // several tenants is sent as one request per tenant.
-    const groups = new Map();
-    for (const i of instances) {
-      if (!groups.has(i.tenant)) groups.set(i.tenant, []);
-      groups.get(i.tenant).push(i.id);
-    }
-    const ops = [];
-    let failure = null;
-    try {
-      for (const ids of groups.values()) {
-        ops.push(await call("POST", "/v1/power-actions", { ...body, instanceIds: ids }, { "Idempotency-Key": newIdempotencyKey() }));
-      }
-    } catch (e) {
-      failure = e;
-    }
+    const { ops, failure } = await postPerTenant("/v1/power-actions", body, instances);
     busy = false;
     if (ops.length === 0) {
       renderFooter();
@@ -156,14 +141,7 @@ export function openPowerDialog(action, instances, onAccepted) {
     if (busy || (needConsent() && !consent.checked)) return;
     submit();
   });
-  dlg.addEventListener("keydown", (ev) => {
-    if (ev.key !== "Tab") return;
-    const f = focusables(dlg);
-    if (!f.length) return;
-    const first = f[0], last = f[f.length - 1];
-    if (ev.shiftKey && document.activeElement === first) { ev.preventDefault(); last.focus(); }
-    else if (!ev.shiftKey && document.activeElement === last) { ev.preventDefault(); first.focus(); }
-  });
+  trapFocus(dlg);
   dlg.addEventListener("close", () => {
     dlg.remove();
     if (opener && opener.isConnected) opener.focus();

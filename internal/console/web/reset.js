@@ -2,8 +2,8 @@
 // name, new password and its confirmation checked against the rule as the
 // user types, and, when a selected instance is running, a second step that
 // asks for consent to a forced shutdown.
-import { h, clear, focusables } from "./dom.js";
-import { call, newIdempotencyKey } from "./api.js";
+import { h, clear, trapFocus } from "./dom.js";
+import { call, postPerTenant } from "./api.js";
 import { violations } from "./policy.js";
 
 // Server refusals that concern instances, in words a user understands, and
@@ -253,24 +253,13 @@ export async function openResetDialog(instances, onAccepted) {
     if (needConsent()) body.forceStop = consent.checked;
     busy = true;
     renderFooter();
-    // One operation belongs to one tenant: an admin's selection over
-    // several tenants is sent as one request per tenant.
-    const groups = new Map();
-    for (const i of instances) {
-      if (!groups.has(i.tenant)) groups.set(i.tenant, []);
-      groups.get(i.tenant).push(i.id);
-    }
-    const ops = [];
-    let failure = null;
+    let result;
     try {
-      for (const ids of groups.values()) {
-        ops.push(await call("POST", "/v1/password-resets", { ...body, instanceIds: ids }, { "Idempotency-Key": newIdempotencyKey() }));
-      }
-    } catch (e) {
-      failure = e;
+      result = await postPerTenant("/v1/password-resets", body, instances);
     } finally {
       body.password = "";
     }
+    const { ops, failure } = result;
     busy = false;
     if (ops.length === 0) {
       renderFooter();
@@ -344,15 +333,7 @@ export async function openResetDialog(instances, onAccepted) {
       submit();
     }
   });
-  // Keep keyboard focus inside the dialog.
-  dlg.addEventListener("keydown", (ev) => {
-    if (ev.key !== "Tab") return;
-    const f = focusables(dlg);
-    if (!f.length) return;
-    const first = f[0], last = f[f.length - 1];
-    if (ev.shiftKey && document.activeElement === first) { ev.preventDefault(); last.focus(); }
-    else if (!ev.shiftKey && document.activeElement === last) { ev.preventDefault(); first.focus(); }
-  });
+  trapFocus(dlg);
   dlg.addEventListener("close", () => {
     // The password leaves the page with the dialog.
     pw.value = "";
