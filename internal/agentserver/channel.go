@@ -14,6 +14,8 @@ package agentserver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -150,25 +152,37 @@ func validUser(user string) error {
 	return nil
 }
 
-// command seals password for a and stores it as a command.
-func (c *Channel) command(ctx context.Context, a store.Agent, user string, password []byte, staged bool) (string, error) {
-	sealed, err := agentproto.Seal(a.PublicKey, password)
-	if err != nil {
-		return "", fmt.Errorf("agent %s: seal the password: %w", a.ID, err)
-	}
-	id := core.NewID("cmd", 16)
-	err = c.queue.Queue(ctx, store.AgentCommand{ID: id, AgentID: a.ID,
-		Kind: agentproto.KindSetPassword, User: user, Staged: staged, Sealed: sealed})
-	if err != nil {
-		return "", driver.Transient(fmt.Errorf("agent %s: store the command: %w", a.ID, err))
-	}
-	c.polls.notify(a.ID)
-	return id, nil
-}
-
 // Stage implements driver.Stager: the command waits in the database and
 // the agent applies it when it starts, before it reports ready.
 func (c *Channel) Stage(ctx context.Context, ref driver.Ref, user string, password []byte) error {
+	return c.stage(ctx, ref, user, password, func(string) string { return core.NewID("cmd", 16) })
+}
+
+// StageAs implements driver.StagedChecker: Stage, with the command's id
+// derived from the agent and key, so that StagedApplied finds this very
+// command and no other (an older staging has another key).
+func (c *Channel) StageAs(ctx context.Context, ref driver.Ref, user string, password []byte, key string) error {
+	return c.stage(ctx, ref, user, password, func(agentID string) string { return stagedID(agentID, key) })
+}
+
+// StagedApplied implements driver.StagedChecker from the agent's
+// acknowledgement of the command StageAs stored under key.
+func (c *Channel) StagedApplied(ctx context.Context, ref driver.Ref, user, key string) bool {
+	if ref.Address == "" {
+		return false
+	}
+	cmd, err := c.queue.Command(ctx, stagedID(ref.Address, key))
+	return err == nil && cmd.AgentID == ref.Address && cmd.Staged && cmd.User == user && cmd.State == agentproto.ResultOK
+}
+
+// stagedID is the id of the command staged for agentID under key. A hash,
+// so that the key (the caller's, of any form) cannot shape an id.
+func stagedID(agentID, key string) string {
+	sum := sha256.Sum256([]byte(agentID + "\x00" + key))
+	return "cmd-" + hex.EncodeToString(sum[:10])
+}
+
+func (c *Channel) stage(ctx context.Context, ref driver.Ref, user string, password []byte, id func(agentID string) string) error {
 	if err := validUser(user); err != nil {
 		return err
 	}
@@ -176,9 +190,15 @@ func (c *Channel) Stage(ctx context.Context, ref driver.Ref, user string, passwo
 	if err != nil {
 		return err
 	}
-	if _, err := c.command(ctx, a, user, password, true); err != nil {
-		return err
+	sealed, err := agentproto.Seal(a.PublicKey, password)
+	if err != nil {
+		return fmt.Errorf("agent %s: seal the password: %w", a.ID, err)
 	}
+	if err := c.queue.Queue(ctx, store.AgentCommand{ID: id(a.ID), AgentID: a.ID,
+		Kind: agentproto.KindSetPassword, User: user, Staged: true, Sealed: sealed}); err != nil {
+		return driver.Transient(fmt.Errorf("agent %s: store the command: %w", a.ID, err))
+	}
+	c.polls.notify(a.ID)
 	// A machine is staged for while it is off: whatever the database last
 	// heard from its agent is stale, and the guest must not count as alive
 	// before the agent has started again and applied the staged password.

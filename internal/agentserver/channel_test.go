@@ -40,7 +40,16 @@ type fixture struct {
 
 func newFixture(t *testing.T, cfg agentserver.Config) *fixture {
 	t.Helper()
-	ctx := context.Background()
+	return newFixtureOf(t, cfg, nil)
+}
+
+// newFixtureOf is newFixture with an engine when power is not nil: power
+// then stands in for the "manual" power driver (whose addresses are agent
+// ids, as the harness's are), so offline resets can power machines.
+func newFixtureOf(t *testing.T, cfg agentserver.Config, power driver.Power) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	dir := t.TempDir()
 	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "fleetpass.db"))
 	if err != nil {
@@ -54,9 +63,33 @@ func newFixture(t *testing.T, cfg agentserver.Config) *fixture {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ch := agentserver.NewChannel(st, cfg)
 	drivers := engine.Drivers{Power: map[string]driver.Power{core.ManualPowerDriver: agentserver.NewManual(ch)},
-		Guest: map[string]driver.Guest{core.AgentGuestDriver: ch}}
+		Guest: map[string]driver.Guest{core.AgentGuestDriver: ch}, AgentDriver: core.AgentGuestDriver}
 	bus := events.NewBus(st, log, time.Hour)
-	svc := core.New(st, nil, seal, bus, drivers, log)
+	var eng *engine.Engine
+	if power != nil {
+		drivers.Power[core.ManualPowerDriver] = power
+		if err := bus.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ecfg := engine.DefaultConfig()
+		ecfg.PollInterval, ecfg.RetryBase, ecfg.FetchPoll = 5*time.Millisecond, time.Millisecond, 10*time.Millisecond
+		ecfg.ShutdownTimeout, ecfg.BootTimeout, ecfg.GuestTimeout = 5*time.Second, 10*time.Second, 10*time.Second
+		eng, err = engine.New(ctx, st, drivers, seal, bus, metrics.New(), log, ecfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := eng.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		go bus.Run(ctx)
+		t.Cleanup(func() {
+			cancel()
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer scancel()
+			_ = eng.Stop(sctx)
+		})
+	}
+	svc := core.New(st, eng, seal, bus, drivers, log)
 	if err := svc.EnsureTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +120,7 @@ type fakeMachine struct {
 
 	mu        sync.Mutex
 	passwords map[string]string
+	sets      int // the agent's set-password applications
 	running   bool
 	stop      context.CancelFunc
 	done      chan struct{}
@@ -95,6 +129,7 @@ type fakeMachine struct {
 func (m *fakeMachine) set(ctx context.Context, user string, pw []byte) agent.Result {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.sets++
 	if _, ok := m.passwords[user]; !ok {
 		return agent.Result{Code: agentproto.ResultUserNotFound, Message: "no such user"}
 	}

@@ -80,10 +80,32 @@ type Guest interface {
 // Stager is implemented by guest channels that can hand a password to a
 // machine that is not running, to be applied while it boots (the fleetpass
 // agent applies staged passwords at start-up before it reports ready). The
-// engine stages the password while the machine is stopped and still calls
-// SetPassword once the guest is up, which then confirms the staged change.
+// engine stages the password while the machine is stopped and calls
+// SetPassword once the guest is up, which then confirms the staged change,
+// unless the channel is a StagedChecker that already has the guest's word.
 type Stager interface {
 	Stage(ctx context.Context, ref Ref, user string, password []byte) error
+}
+
+// StagedChecker is implemented by Stagers whose guest reports the result of
+// each staged password (the fleetpass agent acknowledges it at boot, before
+// it reports ready). The engine stages under a key of its own and, once the
+// guest is alive, asks whether that very staging was applied: if it was,
+// the guest's acknowledgement is the confirmation and SetPassword is not
+// called. In every other case (a failure, no answer yet, nothing found)
+// the engine calls SetPassword as for any Stager.
+type StagedChecker interface {
+	Stager
+	// StageAs is Stage under key: the caller's name for this one password,
+	// the same when it stages it again (after a crash), never reused for
+	// another password. Staging again under a key whose staging the guest
+	// already applied leaves that staging as it is.
+	StageAs(ctx context.Context, ref Ref, user string, password []byte, key string) error
+	// StagedApplied reports whether the guest acknowledged that it applied
+	// the password staged for user under key. It is false for a staging
+	// that failed, is not acknowledged yet, was never made (or made for
+	// another machine or user), or cannot be read now.
+	StagedApplied(ctx context.Context, ref Ref, user, key string) bool
 }
 
 // Errors drivers return, wrapped with %w and a message of their own. The

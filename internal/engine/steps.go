@@ -531,7 +531,11 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 			if err != nil {
 				return err
 			}
-			err = st.Stage(ctx, m.gref, w.User, pw)
+			if sc, ok := st.(driver.StagedChecker); ok {
+				err = sc.StageAs(ctx, m.gref, w.User, pw, stageKey(w))
+			} else {
+				err = st.Stage(ctx, m.gref, w.User, pw)
+			}
 			sealer.Wipe(pw)
 			if err := mapDriverError(err, "stage the password"); err != nil {
 				return err
@@ -557,6 +561,13 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 		}
 		err := m.guest.Ping(ctx, m.gref)
 		if err == nil {
+			if sc, ok := m.guest.(driver.StagedChecker); ok && sc.StagedApplied(ctx, m.gref, w.User, stageKey(w)) {
+				// The guest applied this item's staged password before it
+				// counted as alive, and said so: that is the confirmation,
+				// and setting it again would only repeat it.
+				w.Step = apiv1.StepDone
+				return nil
+			}
 			return e.to(ctx, w, m, apiv1.StepApplying, apiv1.StateResettingPassword, 0)
 		}
 		if !errors.Is(err, driver.ErrGuestNotAlive) && !driver.IsTransient(err) {
@@ -571,6 +582,11 @@ func (e *Engine) stepOfflineReset(ctx context.Context, w *store.ItemWork, m *mac
 	}
 	return fail(CodeDriverError, "offline reset in unexpected step %q", w.Step)
 }
+
+// stageKey is what an item stages its password under with a
+// driver.StagedChecker: the item's identity, which no other item (no other
+// password) has, and which stays the same when it stages again after a crash.
+func stageKey(w *store.ItemWork) string { return w.OperationID + "/" + w.InstanceID }
 
 func diskInUse(err error, what string) *itemFailure {
 	return &itemFailure{code: CodeDiskInUse, detail: err.Error(),

@@ -22,7 +22,8 @@ func (e *env) reset(s *machine, mode string, force bool, pw string) *apiv1.Opera
 // TestOfflineResetThroughTheNativeAPI: the server is shut down through its
 // BMC (soft), the password staged for the agent, the server powered on,
 // and the agent applies it at boot: the new password logs in, the old one
-// does not.
+// does not. The agent's acknowledgement of the staged command confirms
+// it: the agent sets the password once.
 func TestOfflineResetThroughTheNativeAPI(t *testing.T) {
 	e := newEnv(t)
 	old := newPassword()
@@ -31,6 +32,9 @@ func TestOfflineResetThroughTheNativeAPI(t *testing.T) {
 	wantItem(t, e.reset(s, apiv1.ModeOffline, true, pw), apiv1.ItemSucceeded, "")
 	wantPower(t, s, true)
 	wantLogins(t, s, pw, old)
+	if logs := s.chassis.agentLogs(); strings.Count(logs, "command applied") != 1 {
+		t.Errorf("the agent applied %d commands, want one (the staged one):\n%s", strings.Count(logs, "command applied"), logs)
+	}
 	// Down by the power button, up again: one soft off, one on.
 	if got := s.bmc.Commands(); !slices.Equal(got, []string{"set shutdown 1", "set power 1"}) {
 		t.Errorf("chassis commands %q, want a soft off and a power on", got)

@@ -151,7 +151,8 @@ const (
 
 // InsertAgentCommand adds a command, dropping the unacknowledged ones for
 // the same agent and user: a newer password supersedes an older one that
-// was never applied, which must then never be applied after it.
+// was never applied, which must then never be applied after it. A command
+// whose id is already acknowledged is kept as it is.
 func (s *Store) InsertAgentCommand(ctx context.Context, q Querier, c AgentCommand) error {
 	if db, ok := q.(*sql.DB); ok && db == s.DB {
 		// One transaction: the supersede and the insert land together,
@@ -172,8 +173,11 @@ func (s *Store) insertAgentCommand(ctx context.Context, q Querier, c AgentComman
 		c.AgentID, ms(s.now().Add(-24*time.Hour))); err != nil {
 		return fmt.Errorf("prune agent commands: %w", err)
 	}
+	// A command whose id exists is one staged again under the same key
+	// (the agent channel's StageAs) after the agent acknowledged it: the
+	// same password, so its result stands.
 	_, err := s.c(q).ExecContext(ctx, `INSERT INTO agent_commands (id, agent_id, kind, user_name, staged, sealed, state,
-		created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
 		c.ID, c.AgentID, c.Kind, c.User, boolInt(c.Staged), c.Sealed, CommandPending, ms(s.now()))
 	if err != nil {
 		return fmt.Errorf("insert agent command: %w", err)

@@ -2,6 +2,7 @@ package drivertest
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -161,6 +162,56 @@ func (s *suite) testStager(t *testing.T) {
 		s.waitGuest(t, ref)
 		s.checkPassword(t, ref, user, pw, true, "new")
 		s.checkPassword(t, ref, user, staged, false, "staged")
+	})
+
+	t.Run("StagedCheckerKnowsItsOwnStagingOnly", func(t *testing.T) {
+		// The engine's offline reset through a StagedChecker: the guest's
+		// word on this very staging, and nothing else, confirms it.
+		sc, ok := s.stager.(driver.StagedChecker)
+		if !ok {
+			t.Skip("guest channel does not implement driver.StagedChecker")
+		}
+		ref := s.machine(t, MachineSpec{})
+		key, missing := ref.InstanceID+"/"+t.Name(), ref.InstanceID+"/"+t.Name()+"/missing"
+		pw := newPassword()
+		stageAs := func(user string, pw []byte, key string) {
+			t.Helper()
+			buf := slices.Clone(pw)
+			defer clear(buf)
+			if err := sc.StageAs(s.call(t), ref, user, buf, key); err != nil {
+				t.Fatalf("StageAs(%q): %s", user, safe(err, pw))
+			}
+		}
+		stageAs(user, pw, key)
+		stageAs(UnknownUser, newPassword(), missing)
+		if sc.StagedApplied(s.call(t), ref, user, key) {
+			t.Error("StagedApplied before the boot: true, want false")
+		}
+		if err := s.power.Start(s.call(t), ref); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		s.waitState(t, ref, driver.PowerRunning, onTheWayUp...)
+		s.waitGuest(t, ref)
+		s.checkPassword(t, ref, user, pw, true, "staged")
+		for _, c := range []struct {
+			user, key string
+			want      bool
+		}{
+			{user, key, true},
+			{user, key + "/other", false},
+			{UnknownUser, key, false},
+			{UnknownUser, missing, false}, // applied at boot, and failed
+		} {
+			if got := sc.StagedApplied(s.call(t), ref, c.user, c.key); got != c.want {
+				t.Errorf("StagedApplied(%q, %q) = %v, want %v", c.user, c.key, got, c.want)
+			}
+		}
+		// Staged again under its key (a crash before the engine recorded
+		// the staging): what the guest acknowledged stands.
+		stageAs(user, pw, key)
+		if !sc.StagedApplied(s.call(t), ref, user, key) {
+			t.Error("StagedApplied after staging again under the same key: false, want true")
+		}
 	})
 
 	t.Run("UnknownMachine", func(t *testing.T) {
