@@ -32,6 +32,9 @@ type ItemWork struct {
 	// ExecSeq is the fencing token of the execution that read the item
 	// (BeginExecution); zero: writes are not fenced.
 	ExecSeq int64
+	// TokenAt is when BeginExecution sent the statement that took
+	// ExecSeq: the database confirmed the token no earlier than that.
+	TokenAt time.Time
 }
 
 // Terminal reports whether the item has ended.

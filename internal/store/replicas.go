@@ -153,6 +153,7 @@ func (s *Store) PruneReplicas(ctx context.Context, age time.Duration) (int, erro
 // while no later execution has begun.
 func (s *Store) BeginExecution(ctx context.Context, opID, instanceID string) (ItemWork, error) {
 	var seq int64
+	sent := time.Now()
 	w, err := scanItem(withExtra{s.c(s.DB).QueryRowContext(ctx, `UPDATE items SET exec_seq = exec_seq + 1
 		WHERE operation_id = ? AND instance_id = ? RETURNING `+beginColumns+`, exec_seq`, opID, instanceID), &seq})
 	if errors.Is(err, sql.ErrNoRows) {
@@ -161,7 +162,7 @@ func (s *Store) BeginExecution(ctx context.Context, opID, instanceID string) (It
 	if err != nil {
 		return w, fmt.Errorf("begin execution: %w", err)
 	}
-	w.ExecSeq = seq
+	w.ExecSeq, w.TokenAt = seq, sent
 	return w, nil
 }
 
