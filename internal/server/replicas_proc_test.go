@@ -355,14 +355,32 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // 100 online resets posted round-robin over the replicas, completed resets
 // per second, and CPU (this process and PostgreSQL) and statements (every
 // replica's pool) per reset.
+//
+// Each replica's pool and workers are either the defaults (32 connections,
+// 200 workers: three replicas bring three times the concurrency to the
+// same database) or "shared", the defaults divided among the replicas, as
+// an operator sizes replicas sharing one database server (docs/ha.md).
 func BenchmarkReplicaThroughput(b *testing.B) {
-	for _, n := range []int{1, 3} {
-		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
+	for _, tc := range []struct {
+		n      int
+		shared bool
+	}{{1, false}, {3, false}, {3, true}} {
+		name := fmt.Sprintf("replicas=%d", tc.n)
+		if tc.shared {
+			name += "/shared"
+		}
+		n := tc.n
+		b.Run(name, func(b *testing.B) {
 			dbURL, keyFile := storetest.PostgresURL(b), servertest.WriteSealingKey(b, 24)
+			cfg := engine.DefaultConfig()
+			if tc.shared {
+				dbURL += fmt.Sprintf("&pool_max_conns=%d", (store.DefaultMaxConns+n-1)/n)
+				cfg.MaxWorkers = (cfg.MaxWorkers + n - 1) / n
+			}
 			var reps []*servertest.Server
 			for i := range n {
 				reps = append(reps, servertest.Start(b, servertest.WithAdminKey(procAdmin),
-					servertest.WithEngine(engine.DefaultConfig()), servertest.WithConfig(func(c *server.Config) {
+					servertest.WithEngine(cfg), servertest.WithConfig(func(c *server.Config) {
 						c.DatabaseURL, c.SecretKeyFile, c.ReplicaID = dbURL, keyFile, fmt.Sprintf("t%d", i)
 					})))
 			}
