@@ -20,6 +20,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/drivertest"
 	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/enginetest"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/nativeapi"
@@ -68,26 +69,7 @@ func newFixtureOf(t *testing.T, cfg agentserver.Config, power driver.Power) *fix
 	var eng *engine.Engine
 	if power != nil {
 		drivers.Power[core.ManualPowerDriver] = power
-		if err := bus.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ecfg := engine.DefaultConfig()
-		ecfg.PollInterval, ecfg.RetryBase, ecfg.FetchPoll = 5*time.Millisecond, time.Millisecond, 10*time.Millisecond
-		ecfg.ShutdownTimeout, ecfg.BootTimeout, ecfg.GuestTimeout = 5*time.Second, 10*time.Second, 10*time.Second
-		eng, err = engine.New(ctx, st, drivers, seal, bus, metrics.New(), log, ecfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := eng.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		go bus.Run(ctx)
-		t.Cleanup(func() {
-			cancel()
-			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer scancel()
-			_ = eng.Stop(sctx)
-		})
+		eng = enginetest.Start(t, ctx, cancel, st, drivers, seal, bus, metrics.New(), log, enginetest.Fast())
 	}
 	svc := core.New(st, eng, seal, bus, drivers, log)
 	if err := svc.EnsureTenant(ctx, "acme"); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/driver"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/engine"
+	"github.com/fleetpass/fleetpass/internal/enginetest"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/metrics"
 	"github.com/fleetpass/fleetpass/internal/sealer"
@@ -64,26 +65,10 @@ func newFixtureOn(t *testing.T, st *store.Store, cfg engine.Config, wrap ...func
 		guest = g
 	}
 	drivers := engine.Drivers{Power: map[string]driver.Power{"sim": power}, Guest: map[string]driver.Guest{"sim": guest}}
-	bus := events.NewBus(st, log, 20*time.Millisecond)
-	if err := bus.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { st.Close() }) // after the engine's stop
 	m := metrics.New()
-	eng, err := engine.New(ctx, st, drivers, seal, bus, m, log, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go bus.Run(ctx)
-	t.Cleanup(func() {
-		cancel()
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		_ = eng.Stop(sctx)
-		st.Close()
-	})
+	bus := events.NewBus(st, log, 20*time.Millisecond)
+	eng := enginetest.Start(t, ctx, cancel, st, drivers, seal, bus, m, log, cfg)
 	svc := core.New(st, eng, seal, bus, drivers, log)
 	if err := svc.EnsureTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
@@ -140,9 +125,7 @@ func (f *fixture) passwordIs(in apiv1.Instance, pw string) bool {
 }
 
 func fast() engine.Config {
-	c := engine.DefaultConfig()
-	c.PollInterval, c.RetryBase, c.FetchPoll = 5*time.Millisecond, time.Millisecond, 10*time.Millisecond
-	c.ShutdownTimeout, c.BootTimeout, c.GuestTimeout = 5*time.Second, 10*time.Second, 10*time.Second
+	c := enginetest.Fast()
 	c.MaxAttempts = 4
 	return c
 }
