@@ -518,7 +518,7 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 				return err
 			}
 		}
-		busy, err := s.store.LockInstances(ctx, tx, op.ID, op.Kind, ids)
+		locked, busy, err := s.store.LockInstances(ctx, tx, op.ID, op.Kind, ids)
 		if err != nil {
 			return err
 		}
@@ -526,7 +526,9 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 			return &Error{Code: CodeInstanceBusy, Message: fmt.Sprintf("%d instance(s) already have an operation in progress", len(busy)),
 				Details: map[string]any{"busyIds": busy}}
 		}
-		if err := s.store.CreateOperation(ctx, tx, op, p.RequestID, items); err != nil {
+		created, err := s.store.CreateOperation(ctx, tx, op, p.RequestID, items, s.auditEntry(p, op.Tenant,
+			"operation."+op.Kind, strings.Join(ids, ","), op.ID))
+		if err != nil {
 			return err
 		}
 		if err := s.engine.EnqueueTx(ctx, tx, op.ID, ids); err != nil {
@@ -539,18 +541,8 @@ func (s *Service) createOperation(ctx context.Context, p Principal, op apiv1.Ope
 				return err
 			}
 		}
-		if err := s.audit(ctx, tx, p, op.Tenant, "operation."+op.Kind, strings.Join(ids, ","), op.ID); err != nil {
-			return err
-		}
-		full, err := s.store.GetOperation(ctx, tx, op.ID)
-		if err != nil {
-			return err
-		}
-		op = full
-		if err := events.EmitOperation(ctx, tx, s.store, op); err != nil {
-			return err
-		}
-		return events.EmitInstances(ctx, tx, s.store, ids)
+		op = created
+		return events.EmitAccepted(ctx, tx, s.store, op, locked)
 	}
 	err := s.store.InTx(ctx, accept)
 	for race := 0; errors.Is(err, errIdempotencyRace) && race < 3; race++ {

@@ -346,8 +346,13 @@ func (s *Service) ListTenants(ctx context.Context, p Principal) ([]apiv1.Tenant,
 // ---- audit
 
 func (s *Service) audit(ctx context.Context, q store.Querier, p Principal, tenant, action, target, opID string) error {
-	return s.store.InsertAudit(ctx, q, apiv1.AuditEntry{Tenant: tenant, Actor: p.requester(), Action: action,
-		Target: target, OperationID: opID, RequestID: p.RequestID})
+	return s.store.InsertAudit(ctx, q, s.auditEntry(p, tenant, action, target, opID))
+}
+
+// auditEntry is the audit line of p's action.
+func (s *Service) auditEntry(p Principal, tenant, action, target, opID string) apiv1.AuditEntry {
+	return apiv1.AuditEntry{Tenant: tenant, Actor: p.requester(), Action: action, Target: target, OperationID: opID,
+		RequestID: p.RequestID}
 }
 
 // ListAudit lists the audit trail p may see, newest first.

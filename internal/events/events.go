@@ -222,13 +222,41 @@ func Decode(row store.EventRow) (apiv1.Event, error) {
 // EmitOperation records an operation event (without its items: item events
 // carry those).
 func EmitOperation(ctx context.Context, tx *sql.Tx, s *store.Store, op apiv1.Operation) error {
+	ev, err := operationEvent(op)
+	if err != nil {
+		return err
+	}
+	return s.InsertEvent(ctx, tx, ev.Tenant, ev.Type, ev.Ref, ev.Data)
+}
+
+// EmitAccepted records what accepting op wrote, in one statement: its
+// operation event, then an instance event for each of ins, in that order,
+// with the instances as the caller's transaction left them.
+func EmitAccepted(ctx context.Context, tx *sql.Tx, s *store.Store, op apiv1.Operation, ins []apiv1.Instance) error {
+	ev, err := operationEvent(op)
+	if err != nil {
+		return err
+	}
+	evs := make([]store.NewEvent, 0, 1+len(ins))
+	evs = append(evs, ev)
+	for _, in := range ins {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("event: %w", err)
+		}
+		evs = append(evs, store.NewEvent{Tenant: in.Tenant, Type: TypeInstance, Ref: in.ID, Data: data})
+	}
+	return s.InsertEvents(ctx, tx, evs)
+}
+
+func operationEvent(op apiv1.Operation) (store.NewEvent, error) {
 	op.Items = nil
 	op.GeneratedPassword = ""
 	data, err := json.Marshal(op)
 	if err != nil {
-		return fmt.Errorf("event: %w", err)
+		return store.NewEvent{}, fmt.Errorf("event: %w", err)
 	}
-	return s.InsertEvent(ctx, tx, op.Tenant, TypeOperation, op.ID, data)
+	return store.NewEvent{Tenant: op.Tenant, Type: TypeOperation, Ref: op.ID, Data: data}, nil
 }
 
 // EmitItem records an item event.
@@ -274,28 +302,6 @@ func EmitInstance(ctx context.Context, q store.Querier, s *store.Store, id strin
 		return err
 	}
 	return EmitInstanceValue(ctx, q, s, in)
-}
-
-// EmitInstances records an instance event for each of ids, in that order,
-// with the instances as they now are: two statements for the lot.
-func EmitInstances(ctx context.Context, q store.Querier, s *store.Store, ids []string) error {
-	ins, err := s.GetInstances(ctx, q, ids)
-	if err != nil {
-		return err
-	}
-	evs := make([]store.NewEvent, 0, len(ids))
-	for _, id := range ids {
-		in, ok := ins[id]
-		if !ok {
-			return fmt.Errorf("instance %q: %w", id, store.ErrNotFound)
-		}
-		data, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("event: %w", err)
-		}
-		evs = append(evs, store.NewEvent{Tenant: in.Tenant, Type: TypeInstance, Ref: in.ID, Data: data})
-	}
-	return s.InsertEvents(ctx, q, evs)
 }
 
 // EmitInstanceValue records an instance event with in, which the caller

@@ -30,6 +30,7 @@ type Proc struct {
 	KilledAt time.Time
 
 	log    *os.File
+	client *http.Client
 	done   chan error
 	exited bool
 	err    error
@@ -54,7 +55,7 @@ func LaunchProc(t testing.TB, bin string, key Key, dataDir, addr, logPath string
 		logf.Close()
 		t.Fatal(err)
 	}
-	p := &Proc{t: t, Cmd: cmd, Addr: addr, Key: key, log: logf, done: make(chan error, 1)}
+	p := &Proc{t: t, Cmd: cmd, Addr: addr, Key: key, log: logf, done: make(chan error, 1), client: keepAliveClient(t)}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -142,7 +143,7 @@ func (p *Proc) API(method, path string, body any, out any) int {
 	req, _ := http.NewRequest(method, "http://"+p.Addr+path, rd)
 	req.SetBasicAuth(p.Key.ID, p.Key.Secret)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.client.Do(req)
 	if err != nil {
 		p.t.Fatal(err)
 	}

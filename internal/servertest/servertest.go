@@ -58,6 +58,7 @@ type Server struct {
 	Logs, Out *testutil.LogBuffer
 
 	http     *httptest.Server
+	client   *http.Client
 	cancel   context.CancelFunc
 	closed   bool
 	requests atomic.Int64
@@ -171,7 +172,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	if o.listen == "" {
 		o.listen = "127.0.0.1:0"
 	}
-	s := &Server{t: t, DataDir: o.cfg.DataDir, DatabaseURL: o.cfg.DatabaseURL, Logs: &testutil.LogBuffer{},
+	s := &Server{t: t, DataDir: o.cfg.DataDir, DatabaseURL: o.cfg.DatabaseURL, client: keepAliveClient(t), Logs: &testutil.LogBuffer{},
 		Out: &testutil.LogBuffer{}}
 	o.cfg.Listen = o.listen
 	o.cfg.Log = s.Logs.Logger()
@@ -304,7 +305,7 @@ func (s *Server) Do(k Key, method, path string, body any, headers ...string) Rep
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -509,4 +510,16 @@ func AssertNotInPostgres(t testing.TB, secret string) {
 // String names the server in test output.
 func (s *Server) String() string {
 	return fmt.Sprintf("fleetpass test server at %s (%s)", s.URL, s.DataDir)
+}
+
+// keepAliveClient is an HTTP client that keeps its connections to the
+// server: http.DefaultClient keeps two idle a host, so a test with more
+// requests in flight would open, and the server accept, a connection for
+// nearly every one, which no real client does and which a benchmark would
+// count as the server's latency.
+func keepAliveClient(t testing.TB) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 512, 512
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
 }

@@ -215,33 +215,63 @@ func (s *Store) SetGuestAlive(ctx context.Context, q Querier, id string, alive b
 }
 
 // LockInstances takes the per-instance lock of every id for operation opID
-// and marks the operation as their latest. It returns the ids that another
-// operation holds; if any, it changed nothing the caller's transaction will
-// keep (the caller rolls back).
-func (s *Store) LockInstances(ctx context.Context, tx *sql.Tx, opID, kind string, ids []string) (busy []string, err error) {
+// and marks the operation as their latest. It returns the instances as
+// locked, in the order of ids, or the ids that another operation holds;
+// if any, it changed nothing the caller's transaction will keep (the
+// caller rolls back). An instance that no longer exists is ErrNotFound.
+func (s *Store) LockInstances(ctx context.Context, tx *sql.Tx, opID, kind string, ids []string) (locked []apiv1.Instance, busy []string, err error) {
 	args := append([]any{opID, opID, kind, apiv1.OpStateOperating, ms(s.now())}, anys(ids)...)
-	res, err := s.c(tx).ExecContext(ctx, `UPDATE instances SET active_operation_id = ?, latest_op_id = ?, latest_op_kind = ?,
-		latest_op_state = ?, updated_at = ? WHERE active_operation_id IS NULL AND id IN (`+placeholders(len(ids))+`)`, args...)
+	rows, err := s.c(tx).QueryContext(ctx, `UPDATE instances SET active_operation_id = ?, latest_op_id = ?, latest_op_kind = ?,
+		latest_op_state = ?, updated_at = ? WHERE active_operation_id IS NULL AND id IN (`+placeholders(len(ids))+`)
+		RETURNING `+instanceColumns, args...)
 	if err != nil {
-		return nil, fmt.Errorf("lock instances: %w", err)
+		return nil, nil, fmt.Errorf("lock instances: %w", err)
 	}
-	if n, _ := res.RowsAffected(); int(n) == len(ids) {
-		return nil, nil
+	byID := make(map[string]apiv1.Instance, len(ids))
+	for rows.Next() {
+		in, err := scanInstance(rows)
+		if err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("lock instances: %w", err)
+		}
+		byID[in.ID] = in
 	}
-	rows, err := s.c(tx).QueryContext(ctx, `SELECT id FROM instances WHERE active_operation_id IS NOT NULL
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("lock instances: %w", err)
+	}
+	if len(byID) == len(ids) {
+		locked = make([]apiv1.Instance, len(ids))
+		for i, id := range ids {
+			locked[i] = byID[id]
+		}
+		return locked, nil, nil
+	}
+	rows, err = s.c(tx).QueryContext(ctx, `SELECT id FROM instances WHERE active_operation_id IS NOT NULL
 		AND active_operation_id <> ? AND id IN (`+placeholders(len(ids))+`) ORDER BY id`, append([]any{opID}, anys(ids)...)...)
 	if err != nil {
-		return nil, fmt.Errorf("lock instances: %w", err)
+		return nil, nil, fmt.Errorf("lock instances: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("lock instances: %w", err)
+			return nil, nil, fmt.Errorf("lock instances: %w", err)
 		}
 		busy = append(busy, id)
 	}
-	return busy, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("lock instances: %w", err)
+	}
+	if len(busy) == 0 {
+		// Neither locked nor held: gone since the caller read them.
+		for _, id := range ids {
+			if _, ok := byID[id]; !ok {
+				return nil, nil, fmt.Errorf("lock instances: instance %q: %w", id, ErrNotFound)
+			}
+		}
+	}
+	return nil, busy, nil
 }
 
 // ReleaseInstance clears the per-instance lock held by opID and records the

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,40 +44,89 @@ func (w *ItemWork) Terminal() bool {
 	return w.State == apiv1.ItemSucceeded || w.State == apiv1.ItemFailed
 }
 
-// CreateOperation inserts an operation and its items.
-func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operation, requestID string, items []ItemWork) error {
-	_, err := s.c(tx).ExecContext(ctx, `INSERT INTO operations (id, tenant_id, kind, status, requester_kind, requester_id,
-		requester_addr, request_id, total, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		op.ID, op.Tenant, op.Kind, op.Status, op.RequestedBy.Kind, op.RequestedBy.ID, op.RequestedBy.Address,
-		requestID, len(items), ms(op.CreatedAt))
-	if err != nil {
-		return fmt.Errorf("create operation: %w", err)
-	}
+// CreateOperation inserts an operation, its items and the audit line of
+// its acceptance, and returns the operation as GetOperation reads it back:
+// the caller's answer and its event need no second read of what was just
+// written. On PostgreSQL the operation, the audit line and the first
+// hundred items are one statement, so one round trip.
+func (s *Store) CreateOperation(ctx context.Context, tx *sql.Tx, op apiv1.Operation, requestID string, items []ItemWork,
+	audit apiv1.AuditEntry) (apiv1.Operation, error) {
 	now := ms(s.now())
-	// Many rows a statement: one statement per item was a third of the
-	// statements of a whole reset on PostgreSQL.
-	const row = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	for len(items) > 0 {
-		chunk := items[:min(len(items), insertChunk)]
-		items = items[len(chunk):]
+	opRow := []any{op.ID, op.Tenant, op.Kind, op.Status, op.RequestedBy.Kind, op.RequestedBy.ID, op.RequestedBy.Address,
+		requestID, len(items), ms(op.CreatedAt)}
+	auditRow := []any{now, audit.Tenant, audit.Actor.Kind, audit.Actor.ID, audit.Actor.Address, audit.Action, audit.Target,
+		audit.OperationID, audit.RequestID}
+	const (
+		insertOp = `INSERT INTO operations (id, tenant_id, kind, status, requester_kind, requester_id,
+			requester_addr, request_id, total, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		insertAudit = `INSERT INTO audit_log (at, tenant_id, actor_kind, actor_id, actor_addr, action, target, operation_id,
+			request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		insertItems = `INSERT INTO items (operation_id, instance_id, seq, instance_name, kind, state, step,
+			mode, method, user_name, force_stop, stop_mode, sealed_secret, updated_at, shutdown) VALUES `
+		// Many rows a statement: one statement per item was a third of
+		// the statements of a whole reset on PostgreSQL.
+		itemRow = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	)
+	itemRows := func(chunk []ItemWork) (string, []any) {
 		args := make([]any, 0, 15*len(chunk))
 		for _, it := range chunk {
 			args = append(args, op.ID, it.InstanceID, it.Seq, it.InstanceName, op.Kind, it.State, it.Step, it.Mode, it.Method, it.User,
 				boolInt(it.ForceStop), it.StopMode, it.SealedSecret, now, boolInt(it.Shutdown))
 		}
-		_, err := s.c(tx).ExecContext(ctx, `INSERT INTO items (operation_id, instance_id, seq, instance_name, kind, state, step,
-			mode, method, user_name, force_stop, stop_mode, sealed_secret, updated_at, shutdown) VALUES `+
-			strings.TrimSuffix(strings.Repeat(row+", ", len(chunk)), ", "), args...)
+		return insertItems + strings.TrimSuffix(strings.Repeat(itemRow+", ", len(chunk)), ", "), args
+	}
+	rest := items
+	if s.dialect == Postgres && len(items) > 0 {
+		// The items' foreign key is checked at the statement's end, when
+		// the operation's row is there.
+		first := items[:min(len(items), insertChunk)]
+		rest = items[len(first):]
+		q, args := itemRows(first)
+		_, err := s.c(tx).ExecContext(ctx, `WITH o AS (`+insertOp+`), a AS (`+insertAudit+`) `+q,
+			append(append(opRow, auditRow...), args...)...)
 		if err != nil {
-			return fmt.Errorf("create items: %w", err)
+			return apiv1.Operation{}, fmt.Errorf("create operation: %w", err)
+		}
+	} else {
+		if _, err := s.c(tx).ExecContext(ctx, insertOp, opRow...); err != nil {
+			return apiv1.Operation{}, fmt.Errorf("create operation: %w", err)
+		}
+		if _, err := s.c(tx).ExecContext(ctx, insertAudit, auditRow...); err != nil {
+			return apiv1.Operation{}, fmt.Errorf("audit: %w", err)
 		}
 	}
-	return nil
+	for len(rest) > 0 {
+		chunk := rest[:min(len(rest), insertChunk)]
+		rest = rest[len(chunk):]
+		q, args := itemRows(chunk)
+		if _, err := s.c(tx).ExecContext(ctx, q, args...); err != nil {
+			return apiv1.Operation{}, fmt.Errorf("create items: %w", err)
+		}
+	}
+	created := apiv1.Operation{ID: op.ID, Tenant: op.Tenant, Kind: op.Kind, Status: op.Status,
+		RequestedBy: apiv1.Requester{Kind: op.RequestedBy.Kind, ID: op.RequestedBy.ID, Address: op.RequestedBy.Address},
+		CreatedAt:   fromMS(ms(op.CreatedAt)), Summary: apiv1.Summary{Total: len(items)}, Items: make([]apiv1.Item, 0, len(items))}
+	bySeq := slices.Clone(items)
+	slices.SortStableFunc(bySeq, func(a, b ItemWork) int { return cmp.Compare(a.Seq, b.Seq) })
+	for _, it := range bySeq {
+		created.Items = append(created.Items, storedItem(it.Item))
+	}
+	fillSummary(&created)
+	return created, nil
 }
 
 // insertChunk bounds the rows of one multi-row INSERT, well within both
 // databases' limits on a statement's parameters.
 const insertChunk = 100
+
+// storedItem is it as the items table keeps it: the columns an Item is
+// read back from, times to the millisecond.
+func storedItem(it apiv1.Item) apiv1.Item {
+	return apiv1.Item{InstanceID: it.InstanceID, InstanceName: it.InstanceName, State: it.State, Step: it.Step,
+		Mode: it.Mode, Shutdown: it.Shutdown, Method: it.Method, User: it.User, ErrorCode: it.ErrorCode,
+		Message: it.Message, Detail: it.Detail, Attempts: it.Attempts,
+		StartedAt: fromNullMS(nullMS(it.StartedAt)), FinishedAt: fromNullMS(nullMS(it.FinishedAt))}
+}
 
 const itemColumns = `i.operation_id, o.tenant_id, i.instance_id, i.seq, i.instance_name, i.kind, i.state, i.step, i.mode,
 	i.user_name, i.force_stop, i.stop_mode, i.deadline, i.error_code, i.message, i.detail, i.attempts, i.sealed_secret,
@@ -184,7 +235,8 @@ func (s *Store) FinishItem(ctx context.Context, tx *sql.Tx, w *ItemWork, instSta
 
 // EndOperation ends operation opID if it is running and every item of it
 // has ended: it records the status and the summary, runs then in the same
-// transaction (the caller's event) and reports ended. Exactly one caller
+// transaction (the caller's event) with the ended operation, its summary
+// but not its items, and reports ended. Exactly one caller
 // ends an operation, however many call at once.
 //
 // Call it after the transaction that ended an item has committed, never
@@ -226,22 +278,22 @@ func (s *Store) EndOperation(ctx context.Context, opID string, then func(tx *sql
 		case succeeded == 0:
 			status = apiv1.OperationFailed
 		}
-		res, err := s.c(tx).ExecContext(ctx, `UPDATE operations SET status = ?, succeeded = ?, failed = ?, finished_at = ?
-			WHERE id = ? AND status = ?`, status, succeeded, failed, ms(s.now()), opID, apiv1.OperationRunning)
+		op, err := scanOperation(s.c(tx).QueryRowContext(ctx, `UPDATE operations SET status = ?, succeeded = ?, failed = ?,
+			finished_at = ? WHERE id = ? AND status = ? RETURNING `+operationColumns,
+			status, succeeded, failed, ms(s.now()), opID, apiv1.OperationRunning))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // another caller ended it first
+		}
 		if err != nil {
 			return fmt.Errorf("end operation: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil // another caller ended it first
 		}
 		ended = true
 		if then == nil {
 			return nil
 		}
-		op, err := s.GetOperation(ctx, tx, opID)
-		if err != nil {
-			return err
-		}
+		// Every item has ended: the summary is the counts, and the items
+		// are not read (an operation's event carries none).
+		op.Summary = apiv1.Summary{Total: total, Succeeded: succeeded, Failed: failed}
 		return then(tx, op)
 	})
 	return ended, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +31,9 @@ func Run(t *testing.T, open Opener) {
 		{"ReplayKeyIsRefusedUntilItExpires", testReplayKeys},
 		{"IdempotencyKeyIsTakenOnce", testIdempotency},
 		{"InstanceLockIsHeldByOneOperation", testInstanceLock},
+		{"LockedInstancesAreReturnedAsStored", testLockedInstancesAsStored},
+		{"ACreatedOperationIsWhatIsReadBack", testCreatedOperationAsReadBack},
+		{"AnEndedOperationIsWhatIsReadBackWithoutItems", testEndedOperationAsReadBack},
 		{"FinishedItemCountsOnce", testFinishItem},
 		{"AnOperationOfManyItemsKeepsThemAll", testManyItems},
 		{"EventsInsertedTogetherKeepTheirOrder", testInsertEvents},
@@ -277,7 +281,7 @@ func testIdempotency(t *testing.T, s *store.Store) {
 
 func lock(ctx context.Context, s *store.Store, opID string, ids []string) (busy []string, err error) {
 	err = s.InTx(ctx, func(tx *sql.Tx) error {
-		b, err := s.LockInstances(ctx, tx, opID, apiv1.KindResetPassword, ids)
+		_, b, err := s.LockInstances(ctx, tx, opID, apiv1.KindResetPassword, ids)
 		if err != nil {
 			return err
 		}
@@ -330,10 +334,12 @@ func createOp(t *testing.T, s *store.Store, opID, tenantID string, ids []string)
 		items[i] = store.ItemWork{Item: apiv1.Item{InstanceID: id, InstanceName: id, State: apiv1.ItemPending, Step: "queued"}, Seq: i}
 	}
 	mustTx(t, s, func(tx *sql.Tx) error {
-		if busy, err := s.LockInstances(ctx, tx, opID, op.Kind, ids); err != nil || len(busy) > 0 {
+		if _, busy, err := s.LockInstances(ctx, tx, opID, op.Kind, ids); err != nil || len(busy) > 0 {
 			return fmt.Errorf("lock: %v %v", busy, err)
 		}
-		return s.CreateOperation(ctx, tx, op, "req-1", items)
+		_, err := s.CreateOperation(ctx, tx, op, "req-1", items, apiv1.AuditEntry{Tenant: tenantID, Actor: op.RequestedBy,
+			Action: "operation." + op.Kind, Target: strings.Join(ids, ","), OperationID: opID, RequestID: "req-1"})
+		return err
 	})
 }
 

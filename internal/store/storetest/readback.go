@@ -1,0 +1,170 @@
+package storetest
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/store"
+)
+
+// What a write returns stands for a read of what it wrote: the callers
+// answer and emit events from it without reading again, so it must be
+// exactly what a read gives.
+
+// testLockedInstancesAsStored: LockInstances returns the instances as a
+// read in the same transaction gives them, in the order asked; a refused
+// lock returns none, and a vanished instance is ErrNotFound.
+func testLockedInstancesAsStored(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	tenant(t, s, "acme")
+	ids := instances(t, s, "acme", 4)
+	asked := []string{ids[2], ids[0], ids[3]}
+	mustTx(t, s, func(tx *sql.Tx) error {
+		locked, busy, err := s.LockInstances(ctx, tx, "op-1", apiv1.KindResetPassword, asked)
+		if err != nil || len(busy) > 0 {
+			t.Fatalf("lock: busy %v, %v", busy, err)
+		}
+		read, err := s.GetInstances(ctx, tx, asked)
+		if err != nil {
+			return err
+		}
+		if len(locked) != len(asked) {
+			t.Fatalf("%d instances returned, want %d", len(locked), len(asked))
+		}
+		for i, id := range asked {
+			if !reflect.DeepEqual(locked[i], read[id]) {
+				t.Errorf("instance %d returned as\n%+v\nread as\n%+v", i, locked[i], read[id])
+			}
+			if lo := locked[i].LatestOperation; !locked[i].Busy || lo == nil || lo.ID != "op-1" {
+				t.Errorf("instance %s returned without its lock: %+v", id, locked[i])
+			}
+		}
+		return nil
+	})
+	err := s.InTx(ctx, func(tx *sql.Tx) error {
+		locked, busy, err := s.LockInstances(ctx, tx, "op-2", apiv1.KindResetPassword, ids[:2])
+		if err != nil {
+			return err
+		}
+		if locked != nil || len(busy) != 1 || busy[0] != ids[0] {
+			t.Errorf("a refused lock returned %d instances, busy %v; want none, busy [%s]", len(locked), busy, ids[0])
+		}
+		return errRolledBack
+	})
+	if !errors.Is(err, errRolledBack) {
+		t.Fatal(err)
+	}
+	err = s.InTx(ctx, func(tx *sql.Tx) error {
+		_, _, err := s.LockInstances(ctx, tx, "op-3", apiv1.KindResetPassword, []string{ids[1], "ins-acme-gone"})
+		return err
+	})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("locking an instance that does not exist: %v, want ErrNotFound", err)
+	}
+}
+
+// testCreatedOperationAsReadBack: CreateOperation returns the operation as
+// GetOperation reads it: times to the millisecond in UTC, items in their
+// sequence, the summary counted, fields the table does not keep left out.
+func testCreatedOperationAsReadBack(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	tenant(t, s, "acme")
+	ids := instances(t, s, "acme", 3)
+	at := time.Date(2031, 5, 6, 7, 8, 9, 123_456_789, time.FixedZone("UTC+2", 2*3600))
+	op := apiv1.Operation{ID: "op-1", Tenant: "acme", Kind: apiv1.KindResetPassword, Status: apiv1.OperationRunning,
+		CreatedAt: at, RequestedBy: apiv1.Requester{Kind: "user", ID: "alice", Name: "Alice", Address: "192.0.2.7"}}
+	items := []store.ItemWork{
+		{Item: apiv1.Item{InstanceID: ids[2], InstanceName: "vm-c", State: apiv1.ItemPending, Step: apiv1.StepQueued,
+			Mode: apiv1.ModeOffline, Method: apiv1.MethodDisk, User: "root", Shutdown: true}, Seq: 2, ForceStop: true,
+			SealedSecret: []byte("sealed")},
+		{Item: apiv1.Item{InstanceID: ids[0], InstanceName: "vm-a", State: apiv1.ItemPending, Step: apiv1.StepQueued,
+			Mode: apiv1.ModeOnline, Method: apiv1.MethodGuest, User: "Administrator"}, Seq: 0},
+		{Item: apiv1.Item{InstanceID: ids[1], InstanceName: "vm-b", State: apiv1.ItemPending, Step: apiv1.StepQueued,
+			Mode: apiv1.ModeOnline, Method: apiv1.MethodGuest, User: "root"}, Seq: 1},
+	}
+	for i := range items {
+		items[i].OperationID, items[i].Tenant, items[i].Kind = op.ID, op.Tenant, op.Kind
+	}
+	accepted := apiv1.AuditEntry{Tenant: "acme", Actor: apiv1.Requester{Kind: "user", ID: "alice", Address: "192.0.2.7"}, Action: "operation.reset_password",
+		Target: ids[0] + "," + ids[1] + "," + ids[2], OperationID: op.ID, RequestID: "req-1"}
+	var created apiv1.Operation
+	mustTx(t, s, func(tx *sql.Tx) error {
+		var err error
+		if created, err = s.CreateOperation(ctx, tx, op, "req-1", items, accepted); err != nil {
+			return err
+		}
+		read, err := s.GetOperation(ctx, tx, op.ID)
+		if err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(created, read) {
+			t.Errorf("created operation\n%+v\nread back in its transaction as\n%+v", created, read)
+		}
+		return nil
+	})
+	read, err := s.GetOperation(ctx, s.DB, op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(created, read) {
+		t.Errorf("created operation\n%+v\nread back after its commit as\n%+v", created, read)
+	}
+	trail, err := s.ListAudit(ctx, "acme", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trail) != 1 {
+		t.Fatalf("%d audit lines after one operation, want 1: %+v", len(trail), trail)
+	}
+	got := trail[0]
+	got.ID, got.Time = 0, time.Time{}
+	if !reflect.DeepEqual(got, accepted) {
+		t.Errorf("audit line\n%+v\nwant\n%+v", got, accepted)
+	}
+}
+
+// testEndedOperationAsReadBack: the operation EndOperation hands to its
+// caller is what GetOperation reads once it has ended, without its items.
+func testEndedOperationAsReadBack(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	tenant(t, s, "acme")
+	ids := instances(t, s, "acme", 3)
+	createOp(t, s, "op-1", "acme", ids)
+	for i, id := range ids {
+		mustTx(t, s, func(tx *sql.Tx) error {
+			w, err := s.GetItem(ctx, tx, "op-1", id)
+			if err != nil {
+				return err
+			}
+			w.State, w.Step = apiv1.ItemSucceeded, apiv1.StepDone
+			if i == 1 {
+				w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, "GUEST_ERROR", "no"
+			}
+			return s.FinishItem(ctx, tx, &w, "", nil)
+		})
+	}
+	var handed apiv1.Operation
+	ended, err := s.EndOperation(ctx, "op-1", func(tx *sql.Tx, op apiv1.Operation) error {
+		handed = op
+		return nil
+	})
+	if err != nil || !ended {
+		t.Fatalf("ended %v, %v", ended, err)
+	}
+	read, err := s.GetOperation(ctx, s.DB, "op-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read.Items = nil
+	if !reflect.DeepEqual(handed, read) {
+		t.Errorf("ended operation handed as\n%+v\nread back as\n%+v", handed, read)
+	}
+	if handed.Status != apiv1.OperationPartial || handed.FinishedAt == nil || handed.Summary.Failed != 1 {
+		t.Errorf("ended operation %+v, want partial with one failure and an end time", handed)
+	}
+}
