@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/store"
 	"github.com/fleetpass/fleetpass/internal/store/storetest"
+	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
 // startBus starts a Bus that polls rarely: the tests see events at once
@@ -165,5 +167,44 @@ func TestNextPagesByLimitInOrder(t *testing.T) {
 func TestDecodeRefusesAnUnknownType(t *testing.T) {
 	if _, err := events.Decode(store.EventRow{ID: 1, Type: "gossip", Data: []byte(`{}`)}); err == nil {
 		t.Error("an unknown event type decoded")
+	}
+}
+
+// TestAReaderGetsTheEventsAfterItsPositionWhereverItIs: a bus that has
+// followed more events than its ring keeps gives each reader, from the
+// ring or from the log, the events right after its position, in order,
+// up to its limit.
+func TestAReaderGetsTheEventsAfterItsPositionWhereverItIs(t *testing.T) {
+	s := storetest.OpenSQLite(t)
+	b := startBus(t, s)
+	start := b.Last()
+	const n = 20_000 // more than twice the ring
+	for done := 0; done < n; done += 2_000 {
+		evs := make([]store.NewEvent, 2_000)
+		for i := range evs {
+			evs[i] = store.NewEvent{Tenant: "acme", Type: events.TypeOperation, Ref: fmt.Sprint(done + i), Data: []byte(`{}`)}
+		}
+		if err := s.InTx(context.Background(), func(tx *sql.Tx) error { return s.InsertEvents(context.Background(), tx, evs) }); err != nil {
+			t.Fatal(err)
+		}
+		b.Poke()
+		testutil.WaitFor(t, 30*time.Second, "the bus to read the batch", func() bool { return b.Last() >= start+int64(done+2_000) })
+	}
+	end := b.Last()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, after := range []int64{start, start + 1, end - 15_000, end - 8_000, end - 1_000, end - 500, end - 1} {
+		rows, err := b.Next(ctx, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := min(1000, int(end-after)); len(rows) != want {
+			t.Fatalf("after %d: %d events, want %d", after, len(rows), want)
+		}
+		for i, r := range rows {
+			if r.ID != after+1+int64(i) {
+				t.Fatalf("after %d: event %d has id %d, want %d", after, i, r.ID, after+1+int64(i))
+			}
+		}
 	}
 }
