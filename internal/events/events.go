@@ -239,11 +239,11 @@ func EmitAccepted(ctx context.Context, tx *sql.Tx, s *store.Store, op apiv1.Oper
 	evs := make([]store.NewEvent, 0, 1+len(ins))
 	evs = append(evs, ev)
 	for _, in := range ins {
-		data, err := json.Marshal(in)
+		ev, err := instanceEvent(in)
 		if err != nil {
-			return fmt.Errorf("event: %w", err)
+			return err
 		}
-		evs = append(evs, store.NewEvent{Tenant: in.Tenant, Type: TypeInstance, Ref: in.ID, Data: data})
+		evs = append(evs, ev)
 	}
 	return s.InsertEvents(ctx, tx, evs)
 }
@@ -275,11 +275,11 @@ func EmitItemAndInstance(ctx context.Context, tx *sql.Tx, s *store.Store, w *sto
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(in)
+	ev, err := instanceEvent(in)
 	if err != nil {
-		return fmt.Errorf("event: %w", err)
+		return err
 	}
-	return s.InsertEvents(ctx, tx, []store.NewEvent{item, {Tenant: in.Tenant, Type: TypeInstance, Ref: in.ID, Data: data}})
+	return s.InsertEvents(ctx, tx, []store.NewEvent{item, ev})
 }
 
 func itemEvent(w *store.ItemWork) (store.NewEvent, error) {
@@ -306,9 +306,17 @@ func EmitInstance(ctx context.Context, q store.Querier, s *store.Store, id strin
 // EmitInstanceValue records an instance event with in, which the caller
 // keeps up to date with what its transaction changed (saving a read).
 func EmitInstanceValue(ctx context.Context, q store.Querier, s *store.Store, in apiv1.Instance) error {
+	ev, err := instanceEvent(in)
+	if err != nil {
+		return err
+	}
+	return s.InsertEvent(ctx, q, ev.Tenant, ev.Type, ev.Ref, ev.Data)
+}
+
+func instanceEvent(in apiv1.Instance) (store.NewEvent, error) {
 	data, err := json.Marshal(in)
 	if err != nil {
-		return fmt.Errorf("event: %w", err)
+		return store.NewEvent{}, fmt.Errorf("event: %w", err)
 	}
-	return s.InsertEvent(ctx, q, in.Tenant, TypeInstance, in.ID, data)
+	return store.NewEvent{Tenant: in.Tenant, Type: TypeInstance, Ref: in.ID, Data: data}, nil
 }
