@@ -92,7 +92,7 @@ func (e *Engine) work(ctx context.Context, job *river.Job[ItemArgs]) error {
 func (e *Engine) execute(ctx context.Context, job *river.Job[ItemArgs]) error {
 	args := job.Args
 	log := e.log.With("operation_id", args.OperationID, "instance_id", args.InstanceID)
-	w, err := e.store.BeginExecution(ctx, args.OperationID, args.InstanceID)
+	w, found, held, err := e.store.BeginWork(ctx, args.OperationID, args.InstanceID)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("job for an unknown item; dropping it")
 		return nil
@@ -105,14 +105,11 @@ func (e *Engine) execute(ctx context.Context, job *river.Job[ItemArgs]) error {
 		// operation too (or did: then this does nothing).
 		return e.endOperation(ctx, &w, log)
 	}
-	inst, held, err := e.store.GetInstanceForWork(ctx, e.store.DB, w.InstanceID)
-	if errors.Is(err, store.ErrNotFound) {
+	if found == nil {
 		w.State, w.ErrorCode, w.Message = apiv1.ItemFailed, CodeInstanceGone, "the instance was removed"
 		return e.finish(ctx, &w, nil, log)
 	}
-	if err != nil {
-		return err
-	}
+	inst := *found
 	m := machine{inst: inst,
 		ref:  driver.Ref{InstanceID: inst.ID, Host: inst.Power.Host, Address: inst.Power.Address, OSType: inst.OSType},
 		gref: driver.Ref{InstanceID: inst.ID, Host: inst.Guest.Host, Address: inst.Guest.Address, OSType: inst.OSType}}
@@ -292,10 +289,23 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 	if w.State == apiv1.ItemSucceeded {
 		w.Step, w.ErrorCode, w.Message = apiv1.StepDone, "", ""
 	}
+	// The operation of one item ends with it, in its transaction; a
+	// larger one is ended by its last item after that item's commit.
+	var ended *apiv1.Operation
 	err := e.store.InTx(ctx, func(tx *sql.Tx) error {
+		ended = nil
 		return e.store.FinishItem(ctx, tx, w, instState, func() error {
+			if w.OperationTotal == 1 {
+				op, ok, err := e.store.EndOperationIn(ctx, tx, w.OperationID)
+				if err != nil {
+					return err
+				}
+				if ok {
+					ended = &op
+				}
+			}
 			if m == nil {
-				return events.EmitItem(ctx, tx, e.store, w)
+				return events.EmitItemEnd(ctx, tx, e.store, w, nil, ended)
 			}
 			// One instance event for all that changed: the lock, the state
 			// and the latest operation's state. m.inst was read after the
@@ -310,14 +320,15 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 					lo.State = apiv1.OpStateFailed
 				}
 			}
-			// Both events in one statement, the item's first.
-			return events.EmitItemAndInstance(ctx, tx, e.store, w, m.inst)
+			return events.EmitItemEnd(ctx, tx, e.store, w, &m.inst, ended)
 		})
 	})
 	if err != nil {
 		return err
 	}
-	if err := e.endOperation(ctx, w, log); err != nil {
+	if ended != nil {
+		e.operationEnded(w, ended.Status, log)
+	} else if err := e.endOperation(ctx, w, log); err != nil {
 		return err
 	}
 	e.bus.Poke()
@@ -344,10 +355,15 @@ func (e *Engine) endOperation(ctx context.Context, w *store.ItemWork, log *slog.
 	if err != nil || !ended {
 		return err
 	}
+	e.operationEnded(w, status, log)
+	return nil
+}
+
+// operationEnded counts and logs the end of w's operation with status.
+func (e *Engine) operationEnded(w *store.ItemWork, status string, log *slog.Logger) {
 	e.bus.Poke()
 	e.metrics.Operations.WithLabelValues(w.Kind, status).Inc()
 	log.Info("operation ended", "status", status)
-	return nil
 }
 
 // InstanceState is the instance state that a power state reads as.

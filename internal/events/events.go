@@ -282,6 +282,30 @@ func EmitItemAndInstance(ctx context.Context, tx *sql.Tx, s *store.Store, w *sto
 	return s.InsertEvents(ctx, tx, []store.NewEvent{item, ev})
 }
 
+// EmitItemEnd records what an item's end wrote, in one statement: the
+// item's event, then the instance's if in is not nil (kept up to date by
+// the caller), then the operation's if op is not nil (the item ended it).
+func EmitItemEnd(ctx context.Context, tx *sql.Tx, s *store.Store, w *store.ItemWork, in *apiv1.Instance, op *apiv1.Operation) error {
+	ev, err := itemEvent(w)
+	if err != nil {
+		return err
+	}
+	evs := []store.NewEvent{ev}
+	if in != nil {
+		if ev, err = instanceEvent(*in); err != nil {
+			return err
+		}
+		evs = append(evs, ev)
+	}
+	if op != nil {
+		if ev, err = operationEvent(*op); err != nil {
+			return err
+		}
+		evs = append(evs, ev)
+	}
+	return s.InsertEvents(ctx, tx, evs)
+}
+
 func itemEvent(w *store.ItemWork) (store.NewEvent, error) {
 	it := w.Item
 	// Events reach the tenant's every reader: the operator's detail stays

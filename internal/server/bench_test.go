@@ -165,10 +165,14 @@ func BenchmarkResetPostLatency(b *testing.B) {
 		// the steady state, not of the pool's first connections.
 		postResetsAtRate(b, e, insts, rps, 2*rps)
 		b.ResetTimer()
+		m := &costMeter{e: e}
 		var lat []time.Duration
 		for i := 0; i < b.N; i++ {
+			m.start()
 			lat = append(lat, postResetsAtRate(b, e, insts, rps, rps*seconds)...)
+			m.stop()
 		}
+		m.report(b, len(lat))
 		slices.Sort(lat)
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")

@@ -275,11 +275,7 @@ func (s *Store) linkHolding(ctx context.Context, q Querier, in apiv1.Instance) (
 // machine (LinkProblem checks the holding).
 func (s *Store) GetInstanceForWork(ctx context.Context, q Querier, id string) (apiv1.Instance, LinkHolding, error) {
 	var h LinkHolding
-	in, err := scanInstance(withCounts{s.c(q).QueryRowContext(ctx, `SELECT `+instanceColumns+`,
-		(SELECT count(*) FROM instances p WHERE p.power_driver = i.power_driver AND p.power_host = i.power_host
-			AND p.power_address = i.power_address AND p.power_address <> ''),
-		(SELECT count(*) FROM instances g WHERE g.guest_driver = i.guest_driver AND g.guest_host = i.guest_host
-			AND g.guest_address = i.guest_address AND g.guest_address <> '')
+	in, err := scanInstance(withCounts{s.c(q).QueryRowContext(ctx, `SELECT `+instanceForWork+`
 		FROM instances i WHERE i.id = ?`, id), &h.Power, &h.Guest})
 	if errors.Is(err, sql.ErrNoRows) {
 		return in, h, fmt.Errorf("instance %q: %w", id, ErrNotFound)
@@ -287,9 +283,31 @@ func (s *Store) GetInstanceForWork(ctx context.Context, q Querier, id string) (a
 	if err != nil {
 		return in, h, fmt.Errorf("get instance: %w", err)
 	}
-	// The counts are of the very row read, which holds its own links.
-	h.OwnPower, h.OwnGuest = in.Power.Address != "", in.Guest.Address != ""
+	ownLinks(in, &h)
 	return in, h, nil
+}
+
+// instanceForWork is what GetInstanceForWork reads of instance i: its
+// columns, then how many instances hold its power link and its guest link.
+var instanceForWork = qualify("i", instanceColumns) + `,
+	(SELECT count(*) FROM instances p WHERE p.power_driver = i.power_driver AND p.power_host = i.power_host
+		AND p.power_address = i.power_address AND p.power_address <> ''),
+	(SELECT count(*) FROM instances g WHERE g.guest_driver = i.guest_driver AND g.guest_host = i.guest_host
+		AND g.guest_address = i.guest_address AND g.guest_address <> '')`
+
+// qualify names each of the columns cols as one of table's.
+func qualify(table, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = table + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ownLinks completes h for in: the counts are of the very row read, which
+// holds its own links.
+func ownLinks(in apiv1.Instance, h *LinkHolding) {
+	h.OwnPower, h.OwnGuest = in.Power.Address != "", in.Guest.Address != ""
 }
 
 // withCounts scans a row's last two columns into a and b after the ones

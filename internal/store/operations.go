@@ -37,6 +37,10 @@ type ItemWork struct {
 	// TokenAt is when BeginExecution sent the statement that took
 	// ExecSeq: the database confirmed the token no earlier than that.
 	TokenAt time.Time
+	// OperationTotal is the number of items of the operation. An
+	// operation of one item can end in the transaction that ends the item
+	// (EndOperationIn): no other item can end beside it.
+	OperationTotal int
 }
 
 // Terminal reports whether the item has ended.
@@ -130,7 +134,7 @@ func storedItem(it apiv1.Item) apiv1.Item {
 
 const itemColumns = `i.operation_id, o.tenant_id, i.instance_id, i.seq, i.instance_name, i.kind, i.state, i.step, i.mode,
 	i.user_name, i.force_stop, i.stop_mode, i.deadline, i.error_code, i.message, i.detail, i.attempts, i.sealed_secret,
-	i.started_at, i.finished_at, i.updated_at, i.method, i.was_running, i.shutdown`
+	i.started_at, i.finished_at, i.updated_at, i.method, i.was_running, i.shutdown, o.total`
 
 func scanItem(sc interface{ Scan(...any) error }) (ItemWork, error) {
 	var w ItemWork
@@ -139,7 +143,7 @@ func scanItem(sc interface{ Scan(...any) error }) (ItemWork, error) {
 	var updated int64
 	err := sc.Scan(&w.OperationID, &w.Tenant, &w.InstanceID, &w.Seq, &w.InstanceName, &w.Kind, &w.State, &w.Step,
 		&w.Mode, &w.User, &force, &w.StopMode, &deadline, &w.ErrorCode, &w.Message, &w.Detail, &w.Attempts, &w.SealedSecret,
-		&started, &finished, &updated, &w.Method, &wasRunning, &shutdown)
+		&started, &finished, &updated, &w.Method, &wasRunning, &shutdown, &w.OperationTotal)
 	if err != nil {
 		return w, err
 	}
@@ -261,42 +265,42 @@ func (s *Store) EndOperation(ctx context.Context, opID string, then func(tx *sql
 		return false, fmt.Errorf("end operation: %w", err)
 	}
 	err = s.InTx(ctx, func(tx *sql.Tx) error {
-		ended = false
-		var total, succeeded, failed int
-		if err := s.c(tx).QueryRowContext(ctx, `SELECT count(*), coalesce(sum(CASE WHEN state = ? THEN 1 ELSE 0 END), 0),
-			coalesce(sum(CASE WHEN state = ? THEN 1 ELSE 0 END), 0) FROM items WHERE operation_id = ?`,
-			apiv1.ItemSucceeded, apiv1.ItemFailed, opID).Scan(&total, &succeeded, &failed); err != nil {
-			return fmt.Errorf("end operation: %w", err)
+		op, ok, err := s.EndOperationIn(ctx, tx, opID)
+		if ended = ok; err != nil || !ok || then == nil {
+			return err
 		}
-		if succeeded+failed < total {
-			return nil
-		}
-		status := apiv1.OperationPartial
-		switch {
-		case failed == 0:
-			status = apiv1.OperationSucceeded
-		case succeeded == 0:
-			status = apiv1.OperationFailed
-		}
-		op, err := scanOperation(s.c(tx).QueryRowContext(ctx, `UPDATE operations SET status = ?, succeeded = ?, failed = ?,
-			finished_at = ? WHERE id = ? AND status = ? RETURNING `+operationColumns,
-			status, succeeded, failed, ms(s.now()), opID, apiv1.OperationRunning))
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // another caller ended it first
-		}
-		if err != nil {
-			return fmt.Errorf("end operation: %w", err)
-		}
-		ended = true
-		if then == nil {
-			return nil
-		}
-		// Every item has ended: the summary is the counts, and the items
-		// are not read (an operation's event carries none).
-		op.Summary = apiv1.Summary{Total: total, Succeeded: succeeded, Failed: failed}
 		return then(tx, op)
 	})
 	return ended, err
+}
+
+// EndOperationIn ends operation opID in tx if it is running and every item
+// of it has ended, as seen from tx, in one statement. It returns the ended
+// operation, its summary but not its items, and whether it ended it.
+//
+// EndOperation calls it after an item's end has committed. The engine
+// calls it in the transaction that ends the only item of an operation:
+// with one item, no other end can be committing beside it.
+func (s *Store) EndOperationIn(ctx context.Context, tx *sql.Tx, opID string) (apiv1.Operation, bool, error) {
+	const ok, failed = `'` + apiv1.ItemSucceeded + `'`, `'` + apiv1.ItemFailed + `'`
+	// The counts are named apart from the operation's columns, which
+	// RETURNING names bare.
+	op, err := scanOperation(s.c(tx).QueryRowContext(ctx, `UPDATE operations SET
+		status = CASE WHEN c.n_failed = 0 THEN '`+apiv1.OperationSucceeded+`'
+			WHEN c.n_ok = 0 THEN '`+apiv1.OperationFailed+`' ELSE '`+apiv1.OperationPartial+`' END,
+		succeeded = c.n_ok, failed = c.n_failed, finished_at = ?
+		FROM (SELECT count(*) AS n_items, coalesce(sum(CASE WHEN state = `+ok+` THEN 1 ELSE 0 END), 0) AS n_ok,
+			coalesce(sum(CASE WHEN state = `+failed+` THEN 1 ELSE 0 END), 0) AS n_failed
+			FROM items WHERE operation_id = ?) AS c
+		WHERE operations.id = ? AND operations.status = '`+apiv1.OperationRunning+`' AND c.n_ok + c.n_failed = c.n_items
+		RETURNING `+operationColumns, ms(s.now()), opID, opID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return op, false, nil // an item is still to end, or another caller ended it first
+	}
+	if err != nil {
+		return op, false, fmt.Errorf("end operation: %w", err)
+	}
+	return op, true, nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/fleetpass/fleetpass/internal/apiv1"
 )
 
 // Replica is one server process's row in the membership table.
@@ -166,10 +168,70 @@ func (s *Store) BeginExecution(ctx context.Context, opID, instanceID string) (It
 	return w, nil
 }
 
+// BeginWork is BeginExecution, then GetInstanceForWork of the item's
+// instance: what an execution reads before it acts. On PostgreSQL it is
+// one statement. The instance is nil when it was removed.
+func (s *Store) BeginWork(ctx context.Context, opID, instanceID string) (ItemWork, *apiv1.Instance, LinkHolding, error) {
+	if s.dialect != Postgres {
+		// SQLite cannot modify rows in a WITH; its statements cost no
+		// round trip.
+		return s.beginWorkApart(ctx, opID, instanceID)
+	}
+	var h LinkHolding
+	sent := time.Now()
+	row := s.c(s.DB).QueryRowContext(ctx, `WITH w AS (UPDATE items SET exec_seq = exec_seq + 1
+		WHERE operation_id = ? AND instance_id = ? RETURNING `+beginColumns+`, exec_seq)
+		SELECT w.*, `+instanceForWork+` FROM w JOIN instances i ON i.id = w.instance_id`, opID, instanceID)
+	// One row, scanned by the item's and the instance's scanners nested:
+	// each converts its own columns once the row is read.
+	var w ItemWork
+	var seq int64
+	in, err := scanInstance(withCounts{scanFunc(func(instance ...any) error {
+		var err error
+		w, err = scanItem(scanFunc(func(item ...any) error {
+			return row.Scan(append(append(item, &seq), instance...)...)
+		}))
+		return err
+	}), &h.Power, &h.Guest})
+	if errors.Is(err, sql.ErrNoRows) {
+		// The item, or only its instance, is gone: the two statements
+		// tell which (and take the token again, which costs nothing).
+		return s.beginWorkApart(ctx, opID, instanceID)
+	}
+	if err != nil {
+		return w, nil, h, fmt.Errorf("begin execution: %w", err)
+	}
+	w.ExecSeq, w.TokenAt = seq, sent
+	ownLinks(in, &h)
+	return w, &in, h, nil
+}
+
+// beginWorkApart is BeginWork in two statements.
+func (s *Store) beginWorkApart(ctx context.Context, opID, instanceID string) (ItemWork, *apiv1.Instance, LinkHolding, error) {
+	w, err := s.BeginExecution(ctx, opID, instanceID)
+	if err != nil {
+		return w, nil, LinkHolding{}, err
+	}
+	in, h, err := s.GetInstanceForWork(ctx, s.DB, instanceID)
+	if errors.Is(err, ErrNotFound) {
+		return w, nil, h, nil
+	}
+	if err != nil {
+		return w, nil, h, err
+	}
+	return w, &in, h, nil
+}
+
+type scanFunc func(dest ...any) error
+
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
+
 // beginColumns are itemColumns as an UPDATE of items returns them (the
-// operation's tenant by a subquery: RETURNING sees only the updated table).
-var beginColumns = strings.Replace(strings.ReplaceAll(itemColumns, "i.", ""), "o.tenant_id",
-	"(SELECT o.tenant_id FROM operations o WHERE o.id = items.operation_id)", 1)
+// operation's tenant and item count by subqueries: RETURNING sees only
+// the updated table).
+var beginColumns = strings.NewReplacer("i.", "",
+	"o.tenant_id", "(SELECT o.tenant_id FROM operations o WHERE o.id = items.operation_id) AS op_tenant",
+	"o.total", "(SELECT o.total FROM operations o WHERE o.id = items.operation_id) AS op_total").Replace(itemColumns)
 
 // withExtra scans a row's last columns into extra after the ones its
 // caller asks for.

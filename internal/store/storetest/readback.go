@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -166,5 +167,146 @@ func testEndedOperationAsReadBack(t *testing.T, s *store.Store) {
 	}
 	if handed.Status != apiv1.OperationPartial || handed.FinishedAt == nil || handed.Summary.Failed != 1 {
 		t.Errorf("ended operation %+v, want partial with one failure and an end time", handed)
+	}
+}
+
+// testOperationEndsInItsOnlyItemsTransaction: EndOperationIn ends an
+// operation in the transaction that ended its last item, sees that
+// transaction's own writes, and does not end one with an item to go.
+func testOperationEndsInItsOnlyItemsTransaction(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	tenant(t, s, "acme")
+	ids := instances(t, s, "acme", 3)
+	createOp(t, s, "op-1", "acme", ids[:1])
+	createOp(t, s, "op-2", "acme", ids[1:])
+
+	// The execution begins outside the transaction, as the engine's does
+	// (SQLite has one writer connection).
+	finish := func(tx *sql.Tx, opID, id string) (store.ItemWork, error) {
+		w, err := s.GetItem(ctx, tx, opID, id)
+		if err != nil {
+			return w, err
+		}
+		w.State, w.Step = apiv1.ItemSucceeded, apiv1.StepDone
+		return w, s.FinishItem(ctx, tx, &w, "", nil)
+	}
+	if w, err := s.BeginExecution(ctx, "op-1", ids[0]); err != nil || w.OperationTotal != 1 {
+		t.Fatalf("an execution of the item of an operation of one reads OperationTotal %d (%v)", w.OperationTotal, err)
+	}
+	// A rolled-back end leaves the operation running.
+	errRollback := errors.New("roll back")
+	err := s.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := finish(tx, "op-1", ids[0]); err != nil {
+			return err
+		}
+		if _, ok, err := s.EndOperationIn(ctx, tx, "op-1"); err != nil || !ok {
+			return fmt.Errorf("ended %v, %w", ok, err)
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+	if op, err := s.GetOperation(ctx, s.DB, "op-1"); err != nil || op.Status != apiv1.OperationRunning {
+		t.Fatalf("after a rolled-back end: %s, %v; want running", op.Status, err)
+	}
+
+	var handed apiv1.Operation
+	mustTx(t, s, func(tx *sql.Tx) error {
+		w, err := finish(tx, "op-1", ids[0])
+		if err != nil {
+			return err
+		}
+		if w.OperationTotal != 1 {
+			return fmt.Errorf("an item of an operation of one reads OperationTotal %d", w.OperationTotal)
+		}
+		op, ok, err := s.EndOperationIn(ctx, tx, "op-1")
+		if err != nil || !ok {
+			return fmt.Errorf("the only item's transaction did not end its operation (%v, %w)", ok, err)
+		}
+		handed = op
+		return nil
+	})
+	read, err := s.GetOperation(ctx, s.DB, "op-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read.Items = nil
+	if !reflect.DeepEqual(handed, read) {
+		t.Errorf("ended operation handed as\n%+v\nread back as\n%+v", handed, read)
+	}
+	if handed.Status != apiv1.OperationSucceeded || handed.Summary != (apiv1.Summary{Total: 1, Succeeded: 1}) {
+		t.Errorf("ended operation %s %+v, want succeeded 1 of 1", handed.Status, handed.Summary)
+	}
+
+	mustTx(t, s, func(tx *sql.Tx) error {
+		w, err := finish(tx, "op-2", ids[1])
+		if err != nil {
+			return err
+		}
+		if w.OperationTotal != 2 {
+			return fmt.Errorf("OperationTotal %d, want 2", w.OperationTotal)
+		}
+		if _, ok, err := s.EndOperationIn(ctx, tx, "op-2"); err != nil || ok {
+			return fmt.Errorf("an operation with an item to go was ended (%v, %w)", ok, err)
+		}
+		return nil
+	})
+}
+
+// testBeginWorkIsBeginExecutionThenTheInstance: BeginWork reads what
+// BeginExecution and GetInstanceForWork read, takes the next fencing
+// token, and tells a removed instance (nil) from an unknown item
+// (ErrNotFound).
+func testBeginWorkIsBeginExecutionThenTheInstance(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	tenant(t, s, "acme")
+	vm := apiv1.Instance{ID: "ins-work1", Tenant: "acme", Name: "vm-1", OSType: "linux", AdminUser: "root", State: apiv1.StateRunning,
+		Power: apiv1.DriverLink{Driver: "sim", Address: "m-1"}, Guest: apiv1.DriverLink{Driver: "sim", Address: "m-1"}}
+	if err := s.CreateInstance(ctx, s.DB, &vm); err != nil {
+		t.Fatal(err)
+	}
+	other := instances(t, s, "acme", 1)
+	createOp(t, s, "op-1", "acme", []string{vm.ID, other[0]})
+
+	before, err := s.BeginExecution(ctx, "op-1", vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, in, held, err := s.BeginWork(ctx, "op-1", vm.ID)
+	if err != nil || in == nil {
+		t.Fatalf("BeginWork: %v, %v", in, err)
+	}
+	if w.ExecSeq != before.ExecSeq+1 {
+		t.Errorf("token %d after %d, want the next", w.ExecSeq, before.ExecSeq)
+	}
+	if w.TokenAt.IsZero() || w.OperationTotal != 2 {
+		t.Errorf("token taken at %v, operation total %d; want a time and 2", w.TokenAt, w.OperationTotal)
+	}
+	want, wantHeld, err := s.GetInstanceForWork(ctx, s.DB, vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(*in, want) || held != wantHeld {
+		t.Errorf("BeginWork read\n%+v %+v\nGetInstanceForWork reads\n%+v %+v", *in, held, want, wantHeld)
+	}
+	w.ExecSeq, before.ExecSeq, w.TokenAt, before.TokenAt = 0, 0, time.Time{}, time.Time{}
+	if !reflect.DeepEqual(w, before) {
+		t.Errorf("BeginWork read the item\n%+v\nBeginExecution reads\n%+v", w, before)
+	}
+
+	// Removed while its item is pending: the API refuses that, but the
+	// engine still meets an item whose instance is gone.
+	if err := s.ReleaseInstance(ctx, s.DB, other[0], "op-1", apiv1.OpStateFailed, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteInstance(ctx, s.DB, other[0]); err != nil {
+		t.Fatal(err)
+	}
+	if w, in, _, err := s.BeginWork(ctx, "op-1", other[0]); err != nil || in != nil || w.InstanceID != other[0] {
+		t.Errorf("the item of a removed instance: %q, %v, %v; want its item, no instance", w.InstanceID, in, err)
+	}
+	if _, _, _, err := s.BeginWork(ctx, "op-1", "ins-nowhere"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an unknown item: %v, want ErrNotFound", err)
 	}
 }

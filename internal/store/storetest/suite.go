@@ -34,6 +34,8 @@ func Run(t *testing.T, open Opener) {
 		{"LockedInstancesAreReturnedAsStored", testLockedInstancesAsStored},
 		{"ACreatedOperationIsWhatIsReadBack", testCreatedOperationAsReadBack},
 		{"AnEndedOperationIsWhatIsReadBackWithoutItems", testEndedOperationAsReadBack},
+		{"AnOperationEndsInItsOnlyItemsTransaction", testOperationEndsInItsOnlyItemsTransaction},
+		{"BeginWorkIsBeginExecutionThenTheInstance", testBeginWorkIsBeginExecutionThenTheInstance},
 		{"FinishedItemCountsOnce", testFinishItem},
 		{"AnOperationOfManyItemsKeepsThemAll", testManyItems},
 		{"EventsInsertedTogetherKeepTheirOrder", testInsertEvents},
