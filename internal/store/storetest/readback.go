@@ -180,15 +180,23 @@ func testOperationEndsInItsOnlyItemsTransaction(t *testing.T, s *store.Store) {
 	createOp(t, s, "op-1", "acme", ids[:1])
 	createOp(t, s, "op-2", "acme", ids[1:])
 
-	// The execution begins outside the transaction, as the engine's does
-	// (SQLite has one writer connection).
-	finish := func(tx *sql.Tx, opID, id string) (store.ItemWork, error) {
+	// finishAndEnd ends the item of id in tx, then its operation of total
+	// items if that can be ended there. (It reads the item in tx: an
+	// execution begun outside it, as the engine's, would wait forever for
+	// SQLite's one writer connection.)
+	finishAndEnd := func(tx *sql.Tx, opID, id string, total int) (apiv1.Operation, bool, error) {
 		w, err := s.GetItem(ctx, tx, opID, id)
 		if err != nil {
-			return w, err
+			return apiv1.Operation{}, false, err
+		}
+		if w.OperationTotal != total {
+			return apiv1.Operation{}, false, fmt.Errorf("an item of an operation of %d reads OperationTotal %d", total, w.OperationTotal)
 		}
 		w.State, w.Step = apiv1.ItemSucceeded, apiv1.StepDone
-		return w, s.FinishItem(ctx, tx, &w, "", nil)
+		if err := s.FinishItem(ctx, tx, &w, "", nil); err != nil {
+			return apiv1.Operation{}, false, err
+		}
+		return s.EndOperationIn(ctx, tx, opID)
 	}
 	if w, err := s.BeginExecution(ctx, "op-1", ids[0]); err != nil || w.OperationTotal != 1 {
 		t.Fatalf("an execution of the item of an operation of one reads OperationTotal %d (%v)", w.OperationTotal, err)
@@ -196,10 +204,7 @@ func testOperationEndsInItsOnlyItemsTransaction(t *testing.T, s *store.Store) {
 	// A rolled-back end leaves the operation running.
 	errRollback := errors.New("roll back")
 	err := s.InTx(ctx, func(tx *sql.Tx) error {
-		if _, err := finish(tx, "op-1", ids[0]); err != nil {
-			return err
-		}
-		if _, ok, err := s.EndOperationIn(ctx, tx, "op-1"); err != nil || !ok {
+		if _, ok, err := finishAndEnd(tx, "op-1", ids[0], 1); err != nil || !ok {
 			return fmt.Errorf("ended %v, %w", ok, err)
 		}
 		return errRollback
@@ -213,14 +218,7 @@ func testOperationEndsInItsOnlyItemsTransaction(t *testing.T, s *store.Store) {
 
 	var handed apiv1.Operation
 	mustTx(t, s, func(tx *sql.Tx) error {
-		w, err := finish(tx, "op-1", ids[0])
-		if err != nil {
-			return err
-		}
-		if w.OperationTotal != 1 {
-			return fmt.Errorf("an item of an operation of one reads OperationTotal %d", w.OperationTotal)
-		}
-		op, ok, err := s.EndOperationIn(ctx, tx, "op-1")
+		op, ok, err := finishAndEnd(tx, "op-1", ids[0], 1)
 		if err != nil || !ok {
 			return fmt.Errorf("the only item's transaction did not end its operation (%v, %w)", ok, err)
 		}
@@ -240,14 +238,7 @@ func testOperationEndsInItsOnlyItemsTransaction(t *testing.T, s *store.Store) {
 	}
 
 	mustTx(t, s, func(tx *sql.Tx) error {
-		w, err := finish(tx, "op-2", ids[1])
-		if err != nil {
-			return err
-		}
-		if w.OperationTotal != 2 {
-			return fmt.Errorf("OperationTotal %d, want 2", w.OperationTotal)
-		}
-		if _, ok, err := s.EndOperationIn(ctx, tx, "op-2"); err != nil || ok {
+		if _, ok, err := finishAndEnd(tx, "op-2", ids[1], 2); err != nil || ok {
 			return fmt.Errorf("an operation with an item to go was ended (%v, %w)", ok, err)
 		}
 		return nil
