@@ -252,9 +252,9 @@ func (e *Engine) save(ctx context.Context, w *store.ItemWork, m *machine, instSt
 		}
 		switch {
 		case emit && changed:
-			return events.EmitItemAndInstance(ctx, tx, e.store, w, m.inst)
+			return events.EmitItem(ctx, tx, e.store, w, &m.inst, nil)
 		case emit:
-			return events.EmitItem(ctx, tx, e.store, w)
+			return events.EmitItem(ctx, tx, e.store, w, nil, nil)
 		case changed:
 			return events.EmitInstanceValue(ctx, tx, e.store, m.inst)
 		}
@@ -304,23 +304,25 @@ func (e *Engine) finish(ctx context.Context, w *store.ItemWork, m *machine, log 
 					ended = &op
 				}
 			}
-			if m == nil {
-				return events.EmitItemEnd(ctx, tx, e.store, w, nil, ended)
-			}
-			// One instance event for all that changed: the lock, the state
-			// and the latest operation's state. m.inst was read after the
-			// operation took the lock, so it only needs these updates.
-			if instState != "" {
-				m.inst.State = instState
-			}
-			m.inst.Busy, m.inst.UpdatedAt = false, e.store.Now().UTC()
-			if lo := m.inst.LatestOperation; lo != nil && lo.ID == w.OperationID {
-				lo.State = apiv1.OpStateSuccess
-				if w.State == apiv1.ItemFailed {
-					lo.State = apiv1.OpStateFailed
+			var in *apiv1.Instance
+			if m != nil {
+				// One instance event for all that changed: the lock, the
+				// state and the latest operation's state. m.inst was read
+				// after the operation took the lock, so it only needs these
+				// updates.
+				if instState != "" {
+					m.inst.State = instState
 				}
+				m.inst.Busy, m.inst.UpdatedAt = false, e.store.Now().UTC()
+				if lo := m.inst.LatestOperation; lo != nil && lo.ID == w.OperationID {
+					lo.State = apiv1.OpStateSuccess
+					if w.State == apiv1.ItemFailed {
+						lo.State = apiv1.OpStateFailed
+					}
+				}
+				in = &m.inst
 			}
-			return events.EmitItemEnd(ctx, tx, e.store, w, &m.inst, ended)
+			return events.EmitItem(ctx, tx, e.store, w, in, ended)
 		})
 	})
 	if err != nil {

@@ -258,34 +258,10 @@ func operationEvent(op apiv1.Operation) (store.NewEvent, error) {
 	return store.NewEvent{Tenant: op.Tenant, Type: TypeOperation, Ref: op.ID, Data: data}, nil
 }
 
-// EmitItem records an item event.
-func EmitItem(ctx context.Context, tx *sql.Tx, s *store.Store, w *store.ItemWork) error {
-	ev, err := itemEvent(w)
-	if err != nil {
-		return err
-	}
-	return s.InsertEvent(ctx, tx, ev.Tenant, ev.Type, ev.Ref, ev.Data)
-}
-
-// EmitItemAndInstance records an item event, then an instance event with
-// in (kept up to date by the caller, as for EmitInstanceValue), in one
-// statement: what an item's end writes.
-func EmitItemAndInstance(ctx context.Context, tx *sql.Tx, s *store.Store, w *store.ItemWork, in apiv1.Instance) error {
-	item, err := itemEvent(w)
-	if err != nil {
-		return err
-	}
-	ev, err := instanceEvent(in)
-	if err != nil {
-		return err
-	}
-	return s.InsertEvents(ctx, tx, []store.NewEvent{item, ev})
-}
-
-// EmitItemEnd records what an item's end wrote, in one statement: the
-// item's event, then the instance's if in is not nil (kept up to date by
-// the caller), then the operation's if op is not nil (the item ended it).
-func EmitItemEnd(ctx context.Context, tx *sql.Tx, s *store.Store, w *store.ItemWork, in *apiv1.Instance, op *apiv1.Operation) error {
+// EmitItem records an item event, then the instance's if in is not nil
+// (kept up to date by the caller, as for EmitInstanceValue), then the
+// operation's if op is not nil (the item ended it), in one statement.
+func EmitItem(ctx context.Context, tx *sql.Tx, s *store.Store, w *store.ItemWork, in *apiv1.Instance, op *apiv1.Operation) error {
 	ev, err := itemEvent(w)
 	if err != nil {
 		return err

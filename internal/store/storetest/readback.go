@@ -157,14 +157,7 @@ func testEndedOperationAsReadBack(t *testing.T, s *store.Store) {
 	if err != nil || !ended {
 		t.Fatalf("ended %v, %v", ended, err)
 	}
-	read, err := s.GetOperation(ctx, s.DB, "op-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	read.Items = nil
-	if !reflect.DeepEqual(handed, read) {
-		t.Errorf("ended operation handed as\n%+v\nread back as\n%+v", handed, read)
-	}
+	endedAsReadBack(t, s, handed)
 	if handed.Status != apiv1.OperationPartial || handed.FinishedAt == nil || handed.Summary.Failed != 1 {
 		t.Errorf("ended operation %+v, want partial with one failure and an end time", handed)
 	}
@@ -205,7 +198,7 @@ func testOperationEndsInItsOnlyItemsTransaction(t *testing.T, s *store.Store) {
 	errRollback := errors.New("roll back")
 	err := s.InTx(ctx, func(tx *sql.Tx) error {
 		if _, ok, err := finishAndEnd(tx, "op-1", ids[0], 1); err != nil || !ok {
-			return fmt.Errorf("ended %v, %w", ok, err)
+			return fmt.Errorf("ended %v, %v", ok, err)
 		}
 		return errRollback
 	})
@@ -220,26 +213,19 @@ func testOperationEndsInItsOnlyItemsTransaction(t *testing.T, s *store.Store) {
 	mustTx(t, s, func(tx *sql.Tx) error {
 		op, ok, err := finishAndEnd(tx, "op-1", ids[0], 1)
 		if err != nil || !ok {
-			return fmt.Errorf("the only item's transaction did not end its operation (%v, %w)", ok, err)
+			return fmt.Errorf("the only item's transaction did not end its operation (%v, %v)", ok, err)
 		}
 		handed = op
 		return nil
 	})
-	read, err := s.GetOperation(ctx, s.DB, "op-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	read.Items = nil
-	if !reflect.DeepEqual(handed, read) {
-		t.Errorf("ended operation handed as\n%+v\nread back as\n%+v", handed, read)
-	}
+	endedAsReadBack(t, s, handed)
 	if handed.Status != apiv1.OperationSucceeded || handed.Summary != (apiv1.Summary{Total: 1, Succeeded: 1}) {
 		t.Errorf("ended operation %s %+v, want succeeded 1 of 1", handed.Status, handed.Summary)
 	}
 
 	mustTx(t, s, func(tx *sql.Tx) error {
 		if _, ok, err := finishAndEnd(tx, "op-2", ids[1], 2); err != nil || ok {
-			return fmt.Errorf("an operation with an item to go was ended (%v, %w)", ok, err)
+			return fmt.Errorf("an operation with an item to go was ended (%v, %v)", ok, err)
 		}
 		return nil
 	})
@@ -299,5 +285,19 @@ func testBeginWorkIsBeginExecutionThenTheInstance(t *testing.T, s *store.Store) 
 	}
 	if _, _, _, err := s.BeginWork(ctx, "op-1", "ins-nowhere"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("an unknown item: %v, want ErrNotFound", err)
+	}
+}
+
+// endedAsReadBack checks that the ended operation handed to its caller is
+// what GetOperation reads of it, without its items.
+func endedAsReadBack(t *testing.T, s *store.Store, handed apiv1.Operation) {
+	t.Helper()
+	read, err := s.GetOperation(context.Background(), s.DB, handed.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read.Items = nil
+	if !reflect.DeepEqual(handed, read) {
+		t.Errorf("ended operation handed as\n%+v\nread back as\n%+v", handed, read)
 	}
 }
