@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -225,5 +226,67 @@ func TestTheDriversAreToldTheInstancesOSType(t *testing.T) {
 		if got != core.OSLinux {
 			t.Fatalf("refs had OS types: power %q, set password %q; want %q", rec.power, rec.setPassword, core.OSLinux)
 		}
+	}
+}
+
+// slowGuest is the simulated guest channel, taking delay to confirm each
+// password.
+type slowGuest struct {
+	driver.Power
+	guest driver.Guest
+	delay time.Duration
+}
+
+func (g slowGuest) Ping(ctx context.Context, ref driver.Ref) error { return g.guest.Ping(ctx, ref) }
+
+func (g slowGuest) SetPassword(ctx context.Context, ref driver.Ref, user string, password []byte) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(g.delay):
+	}
+	return g.guest.SetPassword(ctx, ref, user, password)
+}
+
+// People watching an online reset see it applying only when the guest takes
+// long enough to be seen: a guest that confirms at once goes straight from
+// queued to done, one that takes seconds shows the applying step first.
+func TestAnOnlineResetShowsApplyingOnlyWhileTheGuestIsSlowToConfirm(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		delay time.Duration
+		want  []string
+	}{
+		{"at once", 0, []string{apiv1.StepDone}},
+		{"after a second", time.Second, []string{apiv1.StepApplying, apiv1.StepDone}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, fast(), func(p driver.Power) driver.Power {
+				return slowGuest{Power: p, guest: p.(driver.Guest), delay: tc.delay}
+			})
+			in := f.add(sim.Machine{ID: "web", Running: true})
+			op := f.reset(in, apiv1.ModeOnline, "Shown-When-Slow-1")
+			if op.Status != apiv1.OperationSucceeded || !f.passwordIs(in, "Shown-When-Slow-1") {
+				t.Fatalf("operation %s, items %+v", op.Status, op.Items)
+			}
+			rows, err := f.store.EventsAfter(context.Background(), 0, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var steps []string
+			for _, row := range rows {
+				if row.Type != events.TypeItem || row.Ref != op.ID {
+					continue
+				}
+				ev, err := events.Decode(row)
+				if err != nil {
+					t.Fatal(err)
+				}
+				steps = append(steps, ev.Item.Step)
+			}
+			if !slices.Equal(steps, tc.want) {
+				t.Errorf("the item's events had steps %q, want %q", steps, tc.want)
+			}
+		})
 	}
 }

@@ -365,9 +365,14 @@ func BenchmarkReplicaThroughput(b *testing.B) {
 		n      int
 		shared bool
 	}{{1, false}, {3, false}, {3, true}} {
+		// Three levels of name, so that -bench selects each variant alone
+		// (scripts/bench-replicas.sh runs them in processes of their own).
 		name := fmt.Sprintf("replicas=%d", tc.n)
-		if tc.shared {
+		switch {
+		case tc.shared:
 			name += "/shared"
+		case tc.n > 1:
+			name += "/defaults"
 		}
 		n := tc.n
 		b.Run(name, func(b *testing.B) {
