@@ -237,17 +237,20 @@ func (e *Engine) reap(ctx context.Context, why string) error {
 	// What the pass saw: running item jobs of live replicas left alone, and
 	// of dead ones resumed (a debug line, which tests wait on).
 	var leftAlone, resumed int
-	for {
+	const page = 500
+	for full := true; full; {
 		stuck, err := exec.JobGetStuck(ctx, &riverdriver.JobGetStuckParams{
-			AfterID: after, Max: 500, StuckHorizon: now.Add(time.Hour),
+			AfterID: after, Max: page, StuckHorizon: now.Add(time.Hour),
 		})
 		if err != nil {
 			return fmt.Errorf("find orphaned jobs: %w", err)
 		}
-		if len(stuck) == 0 {
-			e.log.Debug("reaper pass", "live_replicas_jobs", leftAlone, "resumed", resumed)
-			return nil
-		}
+		// A short page is the end. Paging on until an empty one chased the
+		// jobs that began since the last page (under load they start in id
+		// order all the time): another read of live replicas' jobs each
+		// time, seven or more a pass with three busy replicas. What began
+		// after the page was read is the next pass's.
+		full = len(stuck) == page
 		p := riverdriver.JobRescueManyParams{StuckHorizon: now.Add(time.Hour)}
 		owners := map[string]int{}
 		for _, j := range stuck {
@@ -283,6 +286,8 @@ func (e *Engine) reap(ctx context.Context, why string) error {
 			e.log.Info("resumed work left by a dead replica", "dead_replica", owner, "jobs", n)
 		}
 	}
+	e.log.Debug("reaper pass", "live_replicas_jobs", leftAlone, "resumed", resumed)
+	return nil
 }
 
 // guard runs one execution of an item inside the fence, turning a
