@@ -16,11 +16,13 @@ bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go test -c -o "$bin/server.test" ./internal/server
 
-# run VARIANT prints the run's benchmark line and leaves its resets/s in $rate.
+# run VARIANT prints the run's benchmark line and leaves its resets/s in
+# $rate; a run that fails prints all it wrote and stops the script.
 run() {
-	local line
-	line=$(cd internal/server && "$bin/server.test" -test.run '^$' -test.bench "ReplicaThroughput/$1" \
-		-test.benchtime 1x -test.timeout 20m | grep '^Benchmark')
+	local out line
+	out=$(cd internal/server && "$bin/server.test" -test.run '^$' -test.bench "ReplicaThroughput/$1" \
+		-test.benchtime 1x -test.timeout 20m 2>&1) || { echo "$out" >&2; exit 1; }
+	line=$(grep '^Benchmark' <<<"$out") || { echo "$out" >&2; exit 1; }
 	echo "$line"
 	rate=$(awk '{for (i = 2; i <= NF; i++) if ($i == "resets/s") print $(i-1)}' <<<"$line")
 }

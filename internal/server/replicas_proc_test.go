@@ -365,8 +365,9 @@ func BenchmarkReplicaThroughput(b *testing.B) {
 		n      int
 		shared bool
 	}{{1, false}, {3, false}, {3, true}} {
-		// Three levels of name, so that -bench selects each variant alone
-		// (scripts/bench-replicas.sh runs them in processes of their own).
+		// replicas=1, replicas=3/defaults and replicas=3/shared: names
+		// that -bench can select one at a time (scripts/bench-replicas.sh
+		// runs each in a process of its own).
 		name := fmt.Sprintf("replicas=%d", tc.n)
 		switch {
 		case tc.shared:
