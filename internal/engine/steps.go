@@ -240,23 +240,22 @@ func (e *Engine) save(ctx context.Context, w *store.ItemWork, m *machine, instSt
 		if err := e.store.SaveItem(ctx, tx, w); err != nil {
 			return err
 		}
-		changed := false
+		var in *apiv1.Instance // the instance, when its state changed
 		if instState != "" && m != nil && m.inst.State != instState {
-			var err error
-			if changed, err = e.store.SetInstanceState(ctx, tx, w.InstanceID, instState, false); err != nil {
+			changed, err := e.store.SetInstanceState(ctx, tx, w.InstanceID, instState, false)
+			if err != nil {
 				return err
 			}
 			if changed {
 				m.inst.State, m.inst.UpdatedAt = instState, e.store.Now().UTC()
+				in = &m.inst
 			}
 		}
 		switch {
-		case emit && changed:
-			return events.EmitItem(ctx, tx, e.store, w, &m.inst, nil)
 		case emit:
-			return events.EmitItem(ctx, tx, e.store, w, nil, nil)
-		case changed:
-			return events.EmitInstanceValue(ctx, tx, e.store, m.inst)
+			return events.EmitItem(ctx, tx, e.store, w, in, nil)
+		case in != nil:
+			return events.EmitInstanceValue(ctx, tx, e.store, *in)
 		}
 		return nil
 	})
