@@ -658,7 +658,16 @@ func (s *Service) ListOperations(ctx context.Context, p Principal, q OperationQu
 func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, timeout time.Duration) (apiv1.Operation, error) {
 	ctx2, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cursor := s.bus.Last()
+	// An operation that has ended is answered as GET would answer it,
+	// without a position in the event log.
+	op, err := s.GetOperation(ctx, p, id)
+	if err != nil || op.Status != apiv1.OperationRunning {
+		return op, err
+	}
+	cursor, err := s.EventPosition(ctx)
+	if err != nil {
+		return apiv1.Operation{}, err
+	}
 	// A revocation between the request's authentication and the cursor
 	// would be missed: look once more, now that later ones will be seen.
 	if ok, err := s.StillAuthorized(ctx, p); err != nil {
@@ -666,8 +675,8 @@ func (s *Service) WaitOperation(ctx context.Context, p Principal, id string, tim
 	} else if !ok {
 		return apiv1.Operation{}, revokedError()
 	}
-	op, err := s.GetOperation(ctx, p, id)
-	if err != nil || op.Status != apiv1.OperationRunning {
+	// The end may have come before the cursor: read again after it.
+	if op, err = s.GetOperation(ctx, p, id); err != nil || op.Status != apiv1.OperationRunning {
 		return op, err
 	}
 	for {

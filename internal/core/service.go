@@ -111,6 +111,16 @@ func New(s *store.Store, e *engine.Engine, seal *sealer.Sealer, bus *events.Bus,
 // Bus is the event bus (for /v1/events).
 func (s *Service) Bus() *events.Bus { return s.bus }
 
+// EventPosition is where a reader of the event log starting now begins
+// (events.Bus.Last).
+func (s *Service) EventPosition(ctx context.Context) (int64, error) {
+	pos, err := s.bus.Last(ctx)
+	if err != nil {
+		return 0, storeFailed(err)
+	}
+	return pos, nil
+}
+
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // NewID makes a random id: prefix, a dash, n lowercase base32 characters.

@@ -54,7 +54,10 @@ func BenchmarkCrossReplicaEventLatency(b *testing.B) {
 			}
 			const samples = 200
 			lat := make([]time.Duration, 0, samples)
-			after := bus.Last()
+			after, err := bus.Last(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
 			b.ResetTimer()
 			for i := range samples {
 				if err := a.InTx(ctx, func(tx *sql.Tx) error {

@@ -7,7 +7,9 @@
 // follows the log and wakes its readers: a local write pokes it so readers
 // of the same process see changes at once, another replica's write by a
 // database notification (PostgreSQL), and a slow poll catches anything
-// both missed.
+// both missed. A Bus with no reader waiting reads nothing: behind a load
+// balancer most replicas have none at any moment, and every one of them
+// reading every event was work for nobody.
 package events
 
 import (
@@ -50,9 +52,14 @@ type Bus struct {
 	poke chan struct{}
 
 	mu      sync.Mutex
-	last    int64
-	ring    []store.EventRow // ascending ids, ringSize to twice that
+	last    int64            // every event up to it is settled (see Last)
+	ring    []store.EventRow // ascending ids without a hole, ending at last
 	changed chan struct{}    // closed and replaced when last moves
+	readers int              // goroutines waiting in Next or Wait
+	// behind is set when the log may have grown while no reader waited
+	// (nothing was read); skipped counts those times.
+	behind  bool
+	skipped uint64
 }
 
 // NewBus makes a Bus reading s's event log every poll, and whenever poked:
@@ -94,6 +101,18 @@ func (b *Bus) Run(ctx context.Context) {
 			}
 			continue
 		}
+		b.mu.Lock()
+		idle := b.readers == 0
+		b.behind = idle
+		if idle {
+			b.skipped++
+		}
+		b.mu.Unlock()
+		if idle {
+			// Nobody to wake. The first reader to wait reads on from
+			// last; one starting afresh jumps to the log's end (Last).
+			continue
+		}
 		if err := b.fetch(ctx); err != nil && ctx.Err() == nil {
 			b.log.Warn("read event log", "err", err)
 		}
@@ -121,6 +140,11 @@ func (b *Bus) fetch(ctx context.Context) error {
 			return err
 		}
 		b.mu.Lock()
+		if b.last != after {
+			// Last jumped meanwhile: these rows are behind it.
+			b.mu.Unlock()
+			continue
+		}
 		b.ring = append(b.ring, rows...)
 		// Trimmed by halves: copying the whole ring at every read (under
 		// load, a few dozen events each) was most of a busy bus's work.
@@ -145,11 +169,62 @@ func (b *Bus) Poke() {
 	}
 }
 
-// Last is the id of the newest event the Bus has seen.
-func (b *Bus) Last() int64 {
+// Last is a position for a reader starting now: every event after it that
+// is committed, or commits later, is one Next returns; every event up to it
+// has committed (or never will). A Bus that read nothing while it had no
+// readers jumps to the log's end rather than read what nobody waited for.
+func (b *Bus) Last(ctx context.Context) (int64, error) {
+	b.mu.Lock()
+	last, behind, skipped := b.last, b.behind, b.skipped
+	b.mu.Unlock()
+	if !behind {
+		return last, nil
+	}
+	end, ok, err := b.store.SettledLastEventID(ctx, last, settleWait)
+	if err != nil {
+		return 0, err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.last
+	if !ok {
+		// A transaction open for long may still add an event below the
+		// end: start from last, which the Bus reads on from.
+		return b.last, nil
+	}
+	if end > b.last {
+		// The ring must have no hole: readers behind the jump read the log.
+		b.last, b.ring = end, nil
+		close(b.changed)
+		b.changed = make(chan struct{})
+	}
+	if b.skipped == skipped {
+		b.behind = false // no wake-up went unread since the end was read
+	}
+	return b.last, nil
+}
+
+// settleWait bounds how long Last waits for the transactions that could
+// still add an event below the log's end (usually a few milliseconds).
+const settleWait = 250 * time.Millisecond
+
+// await waits, as a reader, for last to move past what it was when ch was
+// taken, or for ctx to end. The caller holds b.mu, which await releases.
+func (b *Bus) await(ctx context.Context, ch chan struct{}) error {
+	b.readers++
+	if b.behind {
+		b.Poke() // read on from last: there is a reader now
+	}
+	b.mu.Unlock()
+	var err error
+	select {
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-ch:
+	}
+	b.mu.Lock()
+	b.readers--
+	b.mu.Unlock()
+	return err
 }
 
 // Next returns up to limit events with id > after, waiting until there is
@@ -171,12 +246,8 @@ func (b *Bus) Next(ctx context.Context, after int64, limit int) ([]store.EventRo
 			// before the ring's start): read the log itself.
 			return b.store.EventsAfter(ctx, after, limit)
 		}
-		ch := b.changed
-		b.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-ch:
+		if err := b.await(ctx, b.changed); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -188,14 +259,7 @@ func (b *Bus) Wait(ctx context.Context, after int64) error {
 		b.mu.Unlock()
 		return nil
 	}
-	ch := b.changed
-	b.mu.Unlock()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-ch:
-		return nil
-	}
+	return b.await(ctx, b.changed)
 }
 
 // Decode turns a stored event into its wire form.

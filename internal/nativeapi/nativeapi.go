@@ -573,7 +573,10 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request, p core.Principal
 // tenant as Server-Sent Events. Last-Event-ID resumes after a reconnect.
 func (a *API) events(w http.ResponseWriter, r *http.Request, p core.Principal) error {
 	bus := a.svc.Bus()
-	after := bus.Last()
+	after, err := a.svc.EventPosition(r.Context())
+	if err != nil {
+		return err
+	}
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
 		last = r.URL.Query().Get("after")

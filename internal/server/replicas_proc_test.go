@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -360,14 +361,15 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // 200 workers: three replicas bring three times the concurrency to the
 // same database) or "shared", the defaults divided among the replicas, as
 // an operator sizes replicas sharing one database server (docs/ha.md).
+// BenchmarkOneAgainstThreeReplicas compares one replica with three shared
+// more fairly.
 func BenchmarkReplicaThroughput(b *testing.B) {
 	for _, tc := range []struct {
 		n      int
 		shared bool
 	}{{1, false}, {3, false}, {3, true}} {
 		// replicas=1, replicas=3/defaults and replicas=3/shared: names
-		// that -bench can select one at a time (scripts/bench-replicas.sh
-		// runs each in a process of its own).
+		// that -bench can select one at a time.
 		name := fmt.Sprintf("replicas=%d", tc.n)
 		switch {
 		case tc.shared:
@@ -375,73 +377,189 @@ func BenchmarkReplicaThroughput(b *testing.B) {
 		case tc.n > 1:
 			name += "/defaults"
 		}
-		n := tc.n
 		b.Run(name, func(b *testing.B) {
 			dbURL, keyFile := storetest.PostgresURL(b), servertest.WriteSealingKey(b, 24)
-			cfg := engine.DefaultConfig()
-			if tc.shared {
-				dbURL += fmt.Sprintf("&pool_max_conns=%d", (store.DefaultMaxConns+n-1)/n)
-				cfg.MaxWorkers = (cfg.MaxWorkers + n - 1) / n
-			}
-			var reps []*servertest.Server
-			for i := range n {
-				reps = append(reps, servertest.Start(b, servertest.WithAdminKey(procAdmin),
-					servertest.WithEngine(cfg), servertest.WithConfig(func(c *server.Config) {
-						c.DatabaseURL, c.SecretKeyFile, c.ReplicaID = dbURL, keyFile, fmt.Sprintf("t%d", i)
-					})))
-			}
-			if _, err := demo.SeedLoad(b.Context(), reps[0].Service(), reps[0].Sim(), 10000, 0, 0); err != nil {
-				b.Fatal(err)
-			}
-			e := &env{t: b, s: reps[0], srv: reps[0].Server, url: reps[0].URL, admin: key{procAdmin.ID, procAdmin.Secret}}
-			e.http.URL = reps[0].URL
-			insts := listLoad(e)
-			stmts := func() int64 {
-				var s int64
-				for _, r := range reps {
-					s += r.Store().DatabaseStatements()
-				}
-				return s
-			}
-			pg := pgtest.Shared(b)
-			// round resets batches*100 instances, the POSTs spread over
-			// the replicas and each operation waited for on the next one.
-			round := func(batches int, tag string) {
-				var wg sync.WaitGroup
-				opIDs := make([]string, batches)
-				for j := range batches {
-					wg.Go(func() {
-						var op apiv1.Operation
-						reps[j%n].MustDo(procAdmin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(insts[j*100 : (j+1)*100]...),
-							Mode: apiv1.ModeOnline, Password: fmt.Sprintf("Bench-pw-%s-%d!", tag, j)}, 202, &op)
-						opIDs[j] = op.ID
-					})
-				}
-				wg.Wait()
-				for j, id := range opIDs {
-					if op := reps[(j+1)%n].Wait(procAdmin, id); op.Status != apiv1.OperationSucceeded {
-						b.Fatalf("operation %s: %s", id, op.Status)
-					}
-				}
-			}
+			reps := startReplicaSet(b, tc.n, tc.shared, dbURL, keyFile, "t")
+			insts := seedReplicaLoad(b, reps[0])
 			// Untimed first: the steady state, not every pool's first
 			// connections and plans.
-			round(10, "warm-up")
-			var total, cpu time.Duration
-			var st int64
+			resetRound(b, reps, insts, 10, "warm-up")
+			var sum replicaRun
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				cpu0, pg0, st0 := processCPU(), pg.CPU(), stmts()
-				start := time.Now()
-				round(100, fmt.Sprint(i))
-				total += time.Since(start)
-				cpu += processCPU() - cpu0 + pg.CPU() - pg0
-				st += stmts() - st0
+				r := timedRound(b, reps, insts, fmt.Sprint(i))
+				sum.resets, sum.elapsed, sum.cpu, sum.stmts = sum.resets+r.resets, sum.elapsed+r.elapsed, sum.cpu+r.cpu, sum.stmts+r.stmts
 			}
-			resets := float64(10000 * b.N)
-			b.ReportMetric(resets/total.Seconds(), "resets/s")
-			b.ReportMetric(float64(cpu)/1e6/resets, "cpu-ms/reset")
-			b.ReportMetric(float64(st)/resets, "pg-stmts/reset")
+			b.ReportMetric(sum.rate(), "resets/s")
+			b.ReportMetric(sum.cpuPerReset(), "cpu-ms/reset")
+			b.ReportMetric(sum.stmtsPerReset(), "pg-stmts/reset")
 		})
 	}
+}
+
+var replicaPairs = flag.Int("replica-pairs", 6, "pairs of rounds of BenchmarkOneAgainstThreeReplicas")
+
+// BenchmarkOneAgainstThreeReplicas compares one replica with three shared
+// (BenchmarkReplicaThroughput's replicas=1 and replicas=3/shared) in
+// -replica-pairs pairs of rounds, in this process and on one database.
+// Each round starts its replicas, warms them up (1,000 resets, untimed),
+// times 10,000 resets and stops them; one replica goes first in odd pairs
+// and three in even ones. The two rounds of a pair are seconds apart on
+// the same cluster, so neither a warmer cluster nor this shared machine's
+// drift (a third of its speed within minutes) favours either side, as
+// they did runs minutes apart. It reports each side's median and the
+// median of the pairs' ratios:
+//
+//	go test -run '^$' -bench OneAgainstThreeReplicas -benchtime 1x ./internal/server/ -replica-pairs 10
+func BenchmarkOneAgainstThreeReplicas(b *testing.B) {
+	dbURL, keyFile := storetest.PostgresURL(b), servertest.WriteSealingKey(b, 24)
+	seed := startReplicaSet(b, 1, false, dbURL, keyFile, "seed")
+	insts := seedReplicaLoad(b, seed[0])
+	seed[0].Stop()
+	var ones, threes []replicaRun
+	var ratios []float64
+	round := func(p, n int) replicaRun {
+		b.StopTimer()
+		reps := startReplicaSet(b, n, n > 1, dbURL, keyFile, fmt.Sprintf("p%d-%d-", p, n))
+		resetRound(b, reps, insts, 10, "warm-up")
+		b.StartTimer()
+		r := timedRound(b, reps, insts, fmt.Sprintf("%d-%d", p, n))
+		b.StopTimer()
+		for _, rep := range reps {
+			rep.Stop()
+		}
+		return r
+	}
+	b.ResetTimer()
+	for p := range *replicaPairs {
+		var one, three replicaRun
+		if p%2 == 0 {
+			one = round(p, 1)
+			three = round(p, 3)
+		} else {
+			three = round(p, 3)
+			one = round(p, 1)
+		}
+		ones, threes = append(ones, one), append(threes, three)
+		ratios = append(ratios, three.rate()/one.rate())
+		b.Logf("pair %d (%s first): 1 replica %s; 3 shared %s; 3 shared / 1 = %.2f", p+1, map[bool]string{true: "1", false: "3"}[p%2 == 0],
+			one, three, ratios[p])
+	}
+	b.StopTimer()
+	med := func(f func(replicaRun) float64, rs []replicaRun) float64 {
+		vs := make([]float64, len(rs))
+		for i, r := range rs {
+			vs[i] = f(r)
+		}
+		return median(vs)
+	}
+	b.ReportMetric(med(replicaRun.rate, ones), "1-resets/s")
+	b.ReportMetric(med(replicaRun.rate, threes), "3shared-resets/s")
+	b.ReportMetric(med(replicaRun.cpuPerReset, ones), "1-cpu-ms/reset")
+	b.ReportMetric(med(replicaRun.cpuPerReset, threes), "3shared-cpu-ms/reset")
+	b.ReportMetric(med(replicaRun.stmtsPerReset, ones), "1-pg-stmts/reset")
+	b.ReportMetric(med(replicaRun.stmtsPerReset, threes), "3shared-pg-stmts/reset")
+	b.ReportMetric(median(ratios), "3shared/1-median")
+	b.ReportMetric(0, "ns/op")
+}
+
+// median is the middle of vs (the mean of the two middle ones for an even
+// count).
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// startReplicaSet starts n in-process replicas of the database at dbURL,
+// with the defaults' pool and workers each, or (shared) those divided
+// among the n; their ids start with tag.
+func startReplicaSet(b *testing.B, n int, shared bool, dbURL, keyFile, tag string) []*servertest.Server {
+	cfg := engine.DefaultConfig()
+	if shared {
+		dbURL += fmt.Sprintf("&pool_max_conns=%d", (store.DefaultMaxConns+n-1)/n)
+		cfg.MaxWorkers = (cfg.MaxWorkers + n - 1) / n
+	}
+	var reps []*servertest.Server
+	for i := range n {
+		reps = append(reps, servertest.Start(b, servertest.WithAdminKey(procAdmin),
+			servertest.WithEngine(cfg), servertest.WithConfig(func(c *server.Config) {
+				c.DatabaseURL, c.SecretKeyFile, c.ReplicaID = dbURL, keyFile, fmt.Sprintf("%s%d", tag, i)
+			})))
+	}
+	return reps
+}
+
+// seedReplicaLoad adds 10,000 simulated machines to the database (the
+// simulated fleet lives there, shared by every replica) and lists them.
+func seedReplicaLoad(b *testing.B, rep *servertest.Server) []apiv1.Instance {
+	if _, err := demo.SeedLoad(b.Context(), rep.Service(), rep.Sim(), 10000, 0, 0); err != nil {
+		b.Fatal(err)
+	}
+	e := &env{t: b, s: rep, srv: rep.Server, url: rep.URL, admin: key{procAdmin.ID, procAdmin.Secret}}
+	e.http.URL = rep.URL
+	return listLoad(e)
+}
+
+// resetRound resets batches*100 of insts, the POSTs spread round-robin
+// over reps and each operation waited for on the next replica.
+func resetRound(b *testing.B, reps []*servertest.Server, insts []apiv1.Instance, batches int, tag string) {
+	n := len(reps)
+	var wg sync.WaitGroup
+	opIDs := make([]string, batches)
+	for j := range batches {
+		wg.Go(func() {
+			var op apiv1.Operation
+			reps[j%n].MustDo(procAdmin, "POST", "/v1/password-resets", apiv1.PasswordReset{InstanceIDs: ids(insts[j*100 : (j+1)*100]...),
+				Mode: apiv1.ModeOnline, Password: fmt.Sprintf("Bench-pw-%s-%d!", tag, j)}, 202, &op)
+			opIDs[j] = op.ID
+		})
+	}
+	wg.Wait()
+	for j, id := range opIDs {
+		if op := reps[(j+1)%n].Wait(procAdmin, id); op.Status != apiv1.OperationSucceeded {
+			b.Fatalf("operation %s: %s", id, op.Status)
+		}
+	}
+}
+
+// replicaRun is what a timed round of resets cost.
+type replicaRun struct {
+	resets       float64
+	elapsed, cpu time.Duration // cpu: this process's and PostgreSQL's
+	pgCPU        time.Duration // PostgreSQL's share of cpu
+	stmts        int64         // every replica's pool's
+}
+
+func (r replicaRun) rate() float64          { return r.resets / r.elapsed.Seconds() }
+func (r replicaRun) cpuPerReset() float64   { return float64(r.cpu) / 1e6 / r.resets }
+func (r replicaRun) stmtsPerReset() float64 { return float64(r.stmts) / r.resets }
+
+func (r replicaRun) String() string {
+	return fmt.Sprintf("%.1f/s (%.2f ms of CPU, %.2f of it PostgreSQL's, %.2f statements per reset)", r.rate(), r.cpuPerReset(),
+		float64(r.pgCPU)/1e6/r.resets, r.stmtsPerReset())
+}
+
+// timedRound resets all 10,000 machines of insts (100 batches) on reps
+// and measures it.
+func timedRound(b *testing.B, reps []*servertest.Server, insts []apiv1.Instance, tag string) replicaRun {
+	pg := pgtest.Shared(b)
+	stmts := func() int64 {
+		var s int64
+		for _, r := range reps {
+			s += r.Store().DatabaseStatements()
+		}
+		return s
+	}
+	cpu0, pg0, st0 := processCPU(), pg.CPU(), stmts()
+	start := time.Now()
+	resetRound(b, reps, insts, 100, tag)
+	elapsed, pgCPU := time.Since(start), pg.CPU()-pg0
+	return replicaRun{resets: 10000, elapsed: elapsed, cpu: processCPU() - cpu0 + pgCPU, pgCPU: pgCPU, stmts: stmts() - st0}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -625,6 +626,59 @@ func (s *Store) LastEventID(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("last event: %w", err)
 	}
 	return id.Int64, nil
+}
+
+// SettledLastEventID is the newest event's id once no event with a
+// smaller id can still appear: a position a reader can start from without
+// reading the log up to it. On PostgreSQL an id below the newest may
+// belong to a transaction still open (see gapWatch), so it waits, for at
+// most wait, until every transaction that could hold one has ended; ok is
+// false if one had not. A log that ends at or before known (a position
+// the caller already knows to be settled) returns known at once.
+func (s *Store) SettledLastEventID(ctx context.Context, known int64, wait time.Duration) (id int64, ok bool, err error) {
+	if s.dialect != Postgres {
+		// One writer at a time: an id visible means every smaller one
+		// committed or rolled back.
+		id, err := s.LastEventID(ctx)
+		return max(id, known), err == nil, err
+	}
+	var end sql.NullInt64
+	var xmin, xmax string
+	if err := s.DB.QueryRowContext(ctx, `SELECT max(id), pg_snapshot_xmin(pg_current_snapshot())::text,
+		pg_snapshot_xmax(pg_current_snapshot())::text FROM events`).Scan(&end, &xmin, &xmax); err != nil {
+		return 0, false, fmt.Errorf("last event: %w", err)
+	}
+	if end.Int64 <= known {
+		return known, true, nil
+	}
+	// Every transaction that took an id below end had a transaction id by
+	// then (InsertEvent makes sure), below this snapshot's xmax: once a
+	// snapshot's xmin reaches it, they have all ended.
+	target, err := strconv.ParseUint(xmax, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("last event: snapshot xmax %q: %w", xmax, err)
+	}
+	deadline := time.Now().Add(wait)
+	for pause := time.Millisecond; ; pause = min(2*pause, 20*time.Millisecond) {
+		low, err := strconv.ParseUint(xmin, 10, 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("last event: snapshot xmin %q: %w", xmin, err)
+		}
+		if low >= target {
+			return end.Int64, true, nil
+		}
+		if time.Until(deadline) < pause {
+			return known, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		case <-time.After(pause):
+		}
+		if err := s.DB.QueryRowContext(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&xmin); err != nil {
+			return 0, false, fmt.Errorf("last event: %w", err)
+		}
+	}
 }
 
 // PruneEvents deletes events older than before.
