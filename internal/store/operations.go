@@ -270,7 +270,12 @@ func (s *Store) EndOperation(ctx context.Context, opID string, then func(tx *sql
 		return false, fmt.Errorf("end operation: %w", err)
 	}
 	err = s.InTx(ctx, func(tx *sql.Tx) error {
-		op, ok, err := s.EndOperationIn(ctx, tx, opID)
+		// Another caller holding the operation's row is ending it: its
+		// probe, like this one's, saw every item ended, and its statement
+		// sees no less. Waiting for its commit to find that out held a
+		// connection and a worker for nothing (on PostgreSQL; SQLite's
+		// one writer never meets another).
+		op, ok, err := s.endOperation(ctx, tx, opID, true)
 		if ended = ok; err != nil || !ok || then == nil {
 			return err
 		}
@@ -287,20 +292,33 @@ func (s *Store) EndOperation(ctx context.Context, opID string, then func(tx *sql
 // calls it in the transaction that ends the only item of an operation:
 // with one item, no other end can be committing beside it.
 func (s *Store) EndOperationIn(ctx context.Context, tx *sql.Tx, opID string) (apiv1.Operation, bool, error) {
+	return s.endOperation(ctx, tx, opID, false)
+}
+
+// endOperation is EndOperationIn; with skipLocked, on PostgreSQL, it also
+// leaves an operation whose row another transaction holds (only another
+// ending caller writes a running operation's row) without waiting for it.
+func (s *Store) endOperation(ctx context.Context, tx *sql.Tx, opID string, skipLocked bool) (apiv1.Operation, bool, error) {
 	const ok, failed = `'` + apiv1.ItemSucceeded + `'`, `'` + apiv1.ItemFailed + `'`
+	running := `'` + apiv1.OperationRunning + `'`
+	with, from, args := "", "", []any{}
+	if skipLocked && s.dialect == Postgres {
+		with = `WITH free AS (SELECT id AS free_id FROM operations WHERE id = ? AND status = ` + running + ` FOR NO KEY UPDATE SKIP LOCKED) `
+		from, args = "free, ", append(args, opID)
+	}
 	// The counts are named apart from the operation's columns, which
 	// RETURNING names bare.
-	op, err := scanOperation(s.c(tx).QueryRowContext(ctx, `UPDATE operations SET
+	op, err := scanOperation(s.c(tx).QueryRowContext(ctx, with+`UPDATE operations SET
 		status = CASE WHEN c.n_failed = 0 THEN '`+apiv1.OperationSucceeded+`'
 			WHEN c.n_ok = 0 THEN '`+apiv1.OperationFailed+`' ELSE '`+apiv1.OperationPartial+`' END,
 		succeeded = c.n_ok, failed = c.n_failed, finished_at = ?
-		FROM (SELECT count(*) AS n_items, coalesce(sum(CASE WHEN state = `+ok+` THEN 1 ELSE 0 END), 0) AS n_ok,
+		FROM `+from+`(SELECT count(*) AS n_items, coalesce(sum(CASE WHEN state = `+ok+` THEN 1 ELSE 0 END), 0) AS n_ok,
 			coalesce(sum(CASE WHEN state = `+failed+` THEN 1 ELSE 0 END), 0) AS n_failed
 			FROM items WHERE operation_id = ?) AS c
-		WHERE operations.id = ? AND operations.status = '`+apiv1.OperationRunning+`' AND c.n_ok + c.n_failed = c.n_items
-		RETURNING `+operationColumns, ms(s.now()), opID, opID))
+		WHERE operations.id = ? AND operations.status = `+running+` AND c.n_ok + c.n_failed = c.n_items
+		RETURNING `+operationColumns, append(args, ms(s.now()), opID, opID)...))
 	if errors.Is(err, sql.ErrNoRows) {
-		return op, false, nil // an item is still to end, or another caller ended it first
+		return op, false, nil // an item is still to end, or another caller ended (or is ending) it
 	}
 	if err != nil {
 		return op, false, fmt.Errorf("end operation: %w", err)

@@ -45,6 +45,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentIdempotencyGivesOneWinner", testConcurrentIdempotency},
 		{"ConcurrentSignInFailuresAllCount", testConcurrentSignInFailures},
 		{"ConcurrentLastItemsEndTheOperationOnce", testConcurrentEnds},
+		{"ALateEndingCallerLeavesTheOperationToTheOneEndingIt", testEndWhileAnotherEnds},
 		{"ConcurrentInstanceLocksNeverOverlapNorDeadlock", testConcurrentLocks},
 		{"ConcurrentHostReconcilesAddADomainOnce", testConcurrentReconcile},
 		{"EventFollowerNeverSkipsALateCommit", testEventsNeverSkipped},
@@ -582,6 +583,55 @@ func testConcurrentEnds(t *testing.T, s *store.Store) {
 }
 
 var errNotEnded = errors.New("not ended by this caller")
+
+// testEndWhileAnotherEnds: a caller of EndOperation that finds another
+// ending the operation (its transaction open, holding the row) returns at
+// once without ending it, rather than wait for that transaction's commit;
+// the other's end stands. SQLite has one writer: the case cannot arise.
+func testEndWhileAnotherEnds(t *testing.T, s *store.Store) {
+	if s.Dialect() != store.Postgres {
+		t.Skip("one writer at a time on SQLite")
+	}
+	ctx := context.Background()
+	tenant(t, s, "acme")
+	ids := instances(t, s, "acme", 2)
+	createOp(t, s, "op-1", "acme", ids)
+	for _, id := range ids {
+		if err := s.InTx(ctx, func(tx *sql.Tx) error {
+			w, err := s.GetItem(ctx, tx, "op-1", id)
+			if err != nil {
+				return err
+			}
+			w.State, w.Step = apiv1.ItemSucceeded, "done"
+			return s.FinishItem(ctx, tx, &w, "", nil)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, ok, err := s.EndOperationIn(ctx, tx, "op-1"); err != nil || !ok {
+		t.Fatalf("the first caller did not end the operation (%v, %v)", ok, err)
+	}
+	late, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if ended, err := s.EndOperation(late, "op-1", nil); err != nil || ended {
+		t.Fatalf("a caller beside the one ending the operation: ended %v, %v; want not ended, at once", ended, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	op, err := s.GetOperation(ctx, s.DB, "op-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Status != apiv1.OperationSucceeded || op.Summary.Succeeded != 2 {
+		t.Fatalf("operation %s, summary %+v; want succeeded, 2 succeeded", op.Status, op.Summary)
+	}
+}
 
 func testConcurrentSignInFailures(t *testing.T, s *store.Store) {
 	ctx := context.Background()
