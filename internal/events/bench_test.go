@@ -13,8 +13,6 @@ import (
 
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/pgtest"
-	"github.com/fleetpass/fleetpass/internal/store"
-	"github.com/fleetpass/fleetpass/internal/store/storetest"
 	"github.com/fleetpass/fleetpass/internal/testutil"
 )
 
@@ -30,16 +28,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 func BenchmarkCrossReplicaEventLatency(b *testing.B) {
 	for _, mode := range []string{"notify", "poll"} {
 		b.Run(mode, func(b *testing.B) {
-			url := storetest.PostgresURL(b)
-			open := func() *store.Store {
-				s, err := store.OpenPostgres(context.Background(), url)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { s.Close() })
-				return s
-			}
-			a, c := open(), open()
+			a, c := openPair(b)
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

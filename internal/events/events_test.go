@@ -19,9 +19,17 @@ import (
 
 // startBus starts a Bus that polls rarely: the tests see events at once
 // only where a Poke says the log grew.
-func startBus(t *testing.T, s *store.Store) *events.Bus {
+func startBus(t *testing.T, s *store.Store) *events.Bus { return startBusEvery(t, s, time.Hour) }
+
+// startPolling starts a Bus that polls every 5 ms: one with no reader
+// soon has wake-ups it did not read.
+func startPolling(t *testing.T, s *store.Store) *events.Bus {
+	return startBusEvery(t, s, 5*time.Millisecond)
+}
+
+func startBusEvery(t *testing.T, s *store.Store, poll time.Duration) *events.Bus {
 	t.Helper()
-	b := events.NewBus(s, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Hour)
+	b := events.NewBus(s, slog.New(slog.NewTextHandler(io.Discard, nil)), poll)
 	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +229,7 @@ func TestAReaderGetsTheEventsAfterItsPositionWhereverItIs(t *testing.T) {
 
 // openPair opens two stores on one fresh PostgreSQL database, as two
 // replicas see it.
-func openPair(t *testing.T) (a, c *store.Store) {
+func openPair(t testing.TB) (a, c *store.Store) {
 	t.Helper()
 	url := storetest.PostgresURL(t)
 	open := func() *store.Store {
@@ -233,21 +241,6 @@ func openPair(t *testing.T) (a, c *store.Store) {
 		return s
 	}
 	return open(), open()
-}
-
-// startPolling is startBus with a bus that polls every 5 ms: one with
-// no reader soon has wake-ups it did not read.
-func startPolling(t *testing.T, s *store.Store) *events.Bus {
-	t.Helper()
-	b := events.NewBus(s, slog.New(slog.NewTextHandler(io.Discard, nil)), 5*time.Millisecond)
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); b.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return b
 }
 
 // TestABusWithNoReaderReadsNothingAndItsNextReaderStartsAtTheEnd: a
