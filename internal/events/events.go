@@ -56,11 +56,15 @@ type Bus struct {
 	ring    []store.EventRow // ascending ids without a hole, ending at last
 	changed chan struct{}    // closed and replaced when last moves
 	readers int              // goroutines waiting in Next or Wait
-	// behind is set when the log may have grown while no reader waited
-	// (nothing was read); skipped counts those times.
-	behind  bool
-	skipped uint64
+	// skipped counts wake-ups left unread for want of a reader; covered
+	// is how many of those a later read or jump has caught up with. While
+	// they differ, the log may have grown past last.
+	skipped, covered uint64
 }
+
+// behind reports whether the log may have grown past last unread. The
+// caller holds b.mu.
+func (b *Bus) behind() bool { return b.skipped != b.covered }
 
 // NewBus makes a Bus reading s's event log every poll, and whenever poked:
 // by a local commit, or by another replica's through the store's
@@ -103,9 +107,10 @@ func (b *Bus) Run(ctx context.Context) {
 		}
 		b.mu.Lock()
 		idle := b.readers == 0
-		b.behind = idle
 		if idle {
 			b.skipped++
+		} else {
+			b.covered = b.skipped // the read below covers them
 		}
 		b.mu.Unlock()
 		if idle {
@@ -175,7 +180,7 @@ func (b *Bus) Poke() {
 // readers jumps to the log's end rather than read what nobody waited for.
 func (b *Bus) Last(ctx context.Context) (int64, error) {
 	b.mu.Lock()
-	last, behind, skipped := b.last, b.behind, b.skipped
+	last, behind, skipped := b.last, b.behind(), b.skipped
 	b.mu.Unlock()
 	if !behind {
 		return last, nil
@@ -197,9 +202,8 @@ func (b *Bus) Last(ctx context.Context) (int64, error) {
 		close(b.changed)
 		b.changed = make(chan struct{})
 	}
-	if b.skipped == skipped {
-		b.behind = false // no wake-up went unread since the end was read
-	}
+	// The end read covers what was skipped before it, not after.
+	b.covered = max(b.covered, skipped)
 	return b.last, nil
 }
 
@@ -211,7 +215,7 @@ const settleWait = 250 * time.Millisecond
 // taken, or for ctx to end. The caller holds b.mu, which await releases.
 func (b *Bus) await(ctx context.Context, ch chan struct{}) error {
 	b.readers++
-	if b.behind {
+	if b.behind() {
 		b.Poke() // read on from last: there is a reader now
 	}
 	b.mu.Unlock()

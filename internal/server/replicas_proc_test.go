@@ -387,8 +387,7 @@ func BenchmarkReplicaThroughput(b *testing.B) {
 			var sum replicaRun
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				r := timedRound(b, reps, insts, fmt.Sprint(i))
-				sum.resets, sum.elapsed, sum.cpu, sum.stmts = sum.resets+r.resets, sum.elapsed+r.elapsed, sum.cpu+r.cpu, sum.stmts+r.stmts
+				sum.add(timedRound(b, reps, insts, fmt.Sprint(i)))
 			}
 			b.ReportMetric(sum.rate(), "resets/s")
 			b.ReportMetric(sum.cpuPerReset(), "cpu-ms/reset")
@@ -433,17 +432,15 @@ func BenchmarkOneAgainstThreeReplicas(b *testing.B) {
 	b.ResetTimer()
 	for p := range *replicaPairs {
 		var one, three replicaRun
+		first := 1
 		if p%2 == 0 {
-			one = round(p, 1)
-			three = round(p, 3)
+			one, three = round(p, 1), round(p, 3)
 		} else {
-			three = round(p, 3)
-			one = round(p, 1)
+			first, three, one = 3, round(p, 3), round(p, 1)
 		}
 		ones, threes = append(ones, one), append(threes, three)
 		ratios = append(ratios, three.rate()/one.rate())
-		b.Logf("pair %d (%s first): 1 replica %s; 3 shared %s; 3 shared / 1 = %.2f", p+1, map[bool]string{true: "1", false: "3"}[p%2 == 0],
-			one, three, ratios[p])
+		b.Logf("pair %d (%d first): 1 replica %s; 3 shared %s; 3 shared / 1 = %.2f", p+1, first, one, three, ratios[p])
 	}
 	b.StopTimer()
 	med := func(f func(replicaRun) float64, rs []replicaRun) float64 {
@@ -535,6 +532,10 @@ type replicaRun struct {
 	elapsed, cpu time.Duration // cpu: this process's and PostgreSQL's
 	pgCPU        time.Duration // PostgreSQL's share of cpu
 	stmts        int64         // every replica's pool's
+}
+
+func (r *replicaRun) add(o replicaRun) {
+	r.resets, r.elapsed, r.cpu, r.pgCPU, r.stmts = r.resets+o.resets, r.elapsed+o.elapsed, r.cpu+o.cpu, r.pgCPU+o.pgCPU, r.stmts+o.stmts
 }
 
 func (r replicaRun) rate() float64          { return r.resets / r.elapsed.Seconds() }
