@@ -121,6 +121,22 @@ func (s *Service) EventPosition(ctx context.Context) (int64, error) {
 	return pos, nil
 }
 
+// OperationEventPosition is where a reader following operation id begins:
+// just before the operation's first event, so that it gets the operation's
+// whole story however late it came. An operation p may not see, or one
+// whose events were pruned, gets EventPosition: the stream then shows
+// nothing of it, as it would of any other tenant's.
+func (s *Service) OperationEventPosition(ctx context.Context, p Principal, id string) (int64, error) {
+	first, tenant, ok, err := s.store.FirstOperationEvent(ctx, id)
+	if err != nil {
+		return 0, storeFailed(err)
+	}
+	if !ok || !EventVisible(p, tenant) {
+		return s.EventPosition(ctx)
+	}
+	return first - 1, nil
+}
+
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // NewID makes a random id: prefix, a dash, n lowercase base32 characters.

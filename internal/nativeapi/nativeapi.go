@@ -573,6 +573,9 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request, p core.Principal
 // tenant as Server-Sent Events. Last-Event-ID resumes after a reconnect.
 func (a *API) events(w http.ResponseWriter, r *http.Request, p core.Principal) error {
 	bus := a.svc.Bus()
+	opFilter := r.URL.Query().Get("operationId")
+	// Taken even when the client names a position: it brings an idle bus
+	// to the log's end, so it need not read its way there.
 	after, err := a.svc.EventPosition(r.Context())
 	if err != nil {
 		return err
@@ -581,12 +584,19 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p core.Principal) e
 	if last == "" {
 		last = r.URL.Query().Get("after")
 	}
-	if last != "" {
+	switch {
+	case last != "":
 		n, err := strconv.ParseInt(last, 10, 64)
 		if err != nil || n < 0 {
 			return &core.Error{Code: core.CodeInvalidArgument, Message: "Last-Event-ID: must be an event id"}
 		}
 		after = n
+	case opFilter != "":
+		// Following an operation from its start: a client that accepted it
+		// a moment ago must not miss what happened before it connected.
+		if after, err = a.svc.OperationEventPosition(r.Context(), p, opFilter); err != nil {
+			return err
+		}
 	}
 	// A revocation between the authentication and the position taken
 	// above would be missed: look once more, now that later ones are seen.
@@ -596,7 +606,6 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p core.Principal) e
 		}
 		return &core.Error{Code: core.CodeUnauthenticated, Message: "the credentials of this request were revoked or signed out"}
 	}
-	opFilter := r.URL.Query().Get("operationId")
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{})
 	w.Header().Set("Content-Type", "text/event-stream")

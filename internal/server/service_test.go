@@ -657,3 +657,82 @@ func TestInstancesShowTheirResetMethodsAndItemsTheMethodUsed(t *testing.T) {
 		}
 	}
 }
+
+// A client that follows an operation it has just accepted connects after
+// the operation began, or even ended: the stream still tells the whole
+// story, from the acceptance on. Another tenant naming the operation gets
+// none of it.
+func TestAStreamFollowingAnOperationStartsAtItsAcceptance(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	in := e.addMachine(machineOpts{name: "late", tenant: "blue", running: true})
+	blue, red := e.newKey("blue"), e.newKey("red")
+	op := e.wait(blue, e.reset(blue, apiv1.PasswordReset{InstanceIDs: ids(in), Password: goodPW}).ID)
+	if op.Status != apiv1.OperationSucceeded {
+		t.Fatalf("operation %s", op.Status)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	follow := func(k key) (*bufio.Scanner, func()) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/events?operationId="+op.ID, nil)
+		req.SetBasicAuth(k.id, k.secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		return bufio.NewScanner(resp.Body), func() { resp.Body.Close() }
+	}
+	sc, closeBlue := follow(blue)
+	defer closeBlue()
+	var got []string
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var ev apiv1.Event
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			t.Fatalf("event %s: %v", data, err)
+		}
+		if ev.Operation != nil {
+			got = append(got, "operation:"+string(ev.Operation.Status))
+			if ev.Operation.Status != apiv1.OperationRunning {
+				break
+			}
+		}
+		if ev.Item != nil && len(got) > 0 && !strings.HasPrefix(got[len(got)-1], "item") {
+			got = append(got, "item")
+		}
+	}
+	want := "operation:running item operation:succeeded"
+	if strings.Join(got, " ") != want {
+		t.Errorf("the stream told %q, want %q (%v)", got, want, sc.Err())
+	}
+
+	// Red's stream would show blue's events at once, from the log: a
+	// second of nothing is a stream that started where red's own would.
+	scRed, closeRed := follow(red)
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		for scRed.Scan() {
+			lines <- scRed.Text()
+		}
+	}()
+	timer := time.After(time.Second)
+	for quiet := false; !quiet; {
+		select {
+		case l := <-lines:
+			if strings.HasPrefix(l, "data: ") || strings.HasPrefix(l, "id: ") {
+				t.Fatalf("red followed blue's operation: %s", l)
+			}
+		case <-timer:
+			quiet = true
+		}
+	}
+	closeRed()
+	for range lines {
+	}
+}

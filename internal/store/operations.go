@@ -646,6 +646,21 @@ func (s *Store) LastEventID(ctx context.Context) (int64, error) {
 	return id.Int64, nil
 }
 
+// FirstOperationEvent is the id and tenant of operation ref's first event
+// (the one its acceptance wrote); ok is false when the log holds none,
+// because there is no such operation or its events were pruned.
+func (s *Store) FirstOperationEvent(ctx context.Context, ref string) (id int64, tenant string, ok bool, err error) {
+	err = s.c(s.DB).QueryRowContext(ctx, `SELECT id, tenant_id FROM events WHERE type = 'operation' AND ref = ?
+		ORDER BY id LIMIT 1`, ref).Scan(&id, &tenant)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", false, nil
+	}
+	if err != nil {
+		return 0, "", false, fmt.Errorf("first operation event: %w", err)
+	}
+	return id, tenant, true, nil
+}
+
 // SettledLastEventID is the newest event's id once no event with a
 // smaller id can still appear: a position a reader can start from without
 // reading the log up to it. On PostgreSQL an id below the newest may

@@ -41,6 +41,7 @@ func Run(t *testing.T, open Opener) {
 		{"EventsInsertedTogetherKeepTheirOrder", testInsertEvents},
 		{"SignInFailuresCountInAWindow", testSignInFailures},
 		{"EventsAreReadInIDOrder", testEvents},
+		{"AnOperationsFirstEventIsFoundByItsID", testFirstOperationEvent},
 		{"AFailedStatementRollsTheTransactionBack", testRollback},
 		{"ConcurrentIdempotencyGivesOneWinner", testConcurrentIdempotency},
 		{"ConcurrentSignInFailuresAllCount", testConcurrentSignInFailures},
@@ -457,6 +458,35 @@ func testEvents(t *testing.T, s *store.Store) {
 	last, err := s.LastEventID(ctx)
 	if err != nil || last != rest[1].ID {
 		t.Fatalf("last %d %v, want %d", last, err, rest[1].ID)
+	}
+}
+
+func testFirstOperationEvent(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	for _, ev := range []struct{ tenant, typ, ref string }{
+		{"acme", "instance", "op-1"}, // an instance event with the same ref is not the operation's
+		{"acme", "operation", "op-1"},
+		{"acme", "item", "op-1"},
+		{"other", "operation", "op-2"},
+		{"acme", "operation", "op-1"},
+	} {
+		if err := s.InsertEvent(ctx, s.DB, ev.tenant, ev.typ, ev.ref, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := s.EventsAfter(ctx, 0, 10)
+	if err != nil || len(rows) != 5 {
+		t.Fatalf("%d rows, %v", len(rows), err)
+	}
+	id, tenant, ok, err := s.FirstOperationEvent(ctx, "op-1")
+	if err != nil || !ok || id != rows[1].ID || tenant != "acme" {
+		t.Errorf("op-1: %d %q %v %v, want %d acme", id, tenant, ok, err, rows[1].ID)
+	}
+	if id, tenant, ok, err = s.FirstOperationEvent(ctx, "op-2"); err != nil || !ok || id != rows[3].ID || tenant != "other" {
+		t.Errorf("op-2: %d %q %v %v, want %d other", id, tenant, ok, err, rows[3].ID)
+	}
+	if _, _, ok, err = s.FirstOperationEvent(ctx, "op-none"); err != nil || ok {
+		t.Errorf("an operation without events: ok %v, %v", ok, err)
 	}
 }
 
