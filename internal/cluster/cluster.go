@@ -340,15 +340,15 @@ func (m *Membership) Alive(ctx context.Context) ([]Member, error) {
 	return live, nil
 }
 
-// AliveIDs is the set of live replicas' ids.
-func (m *Membership) AliveIDs(ctx context.Context) (map[string]bool, error) {
-	live, err := m.Alive(ctx)
+// Liveness is every listed replica's id and whether it is alive.
+func (m *Membership) Liveness(ctx context.Context) (map[string]bool, error) {
+	all, err := m.Members(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ids := make(map[string]bool, len(live))
-	for _, r := range live {
-		ids[r.ID] = true
+	ids := make(map[string]bool, len(all))
+	for _, r := range all {
+		ids[r.ID] = r.Alive
 	}
 	return ids, nil
 }

@@ -65,9 +65,9 @@ func TestAnExclusiveReplicaCountsEveryOtherAsDead(t *testing.T) {
 	if err != nil || len(all) != 2 {
 		t.Fatalf("members %+v (%v)", all, err)
 	}
-	alive, err := m.AliveIDs(ctx)
-	if err != nil || len(alive) != 1 || !alive["this-run"] {
-		t.Fatalf("alive %v (%v), want this-run alone", alive, err)
+	live, err := m.Liveness(ctx)
+	if err != nil || len(live) != 2 || !live["this-run"] || live["previous-run"] {
+		t.Fatalf("liveness %v (%v), want this-run alive and previous-run dead", live, err)
 	}
 	if err := m.Forget(ctx, "this-run"); !errors.Is(err, cluster.ErrAlive) {
 		t.Errorf("forget self: %v", err)

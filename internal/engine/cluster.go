@@ -18,10 +18,11 @@ import (
 
 // Members is the cluster membership the engine works in (package cluster):
 // this replica's id (River's client id, recorded in each job's
-// attempted_by), the live replicas, and whether this one may act.
+// attempted_by), every listed replica and whether it is alive, and
+// whether this one may act.
 type Members interface {
 	ID() string
-	AliveIDs(ctx context.Context) (map[string]bool, error)
+	Liveness(ctx context.Context) (map[string]bool, error)
 	Trusted() bool
 }
 
@@ -197,7 +198,7 @@ func (retryPolicy) NextRetry(job *rivertype.JobRow) time.Time {
 // are dead or unknown: a replica killed mid-execution leaves its jobs
 // running in River's table, and River's own rescuer would wait for
 // RescueStuckJobsAfter (minutes). It stays as the backstop.
-func (e *Engine) reapLoop(ctx context.Context) {
+func (e *Engine) reapLoop(ctx context.Context, r *reaper) {
 	for {
 		// 2-3 s, jittered so replicas started together do not reap in step.
 		d := 2*time.Second + rand.N(time.Second)
@@ -206,38 +207,88 @@ func (e *Engine) reapLoop(ctx context.Context) {
 			return
 		case <-time.After(d):
 		}
-		if err := e.reap(ctx, "orphaned by a dead replica"); err != nil && ctx.Err() == nil {
+		if _, err := e.reapPass(ctx, r, "orphaned by a dead replica", reapPage); err != nil && ctx.Err() == nil {
 			e.log.Warn("resume dead replicas' work", "err", err)
 		}
 	}
 }
 
-// reap makes the running jobs whose last attempt belongs to a dead or
-// unknown replica available again. It never takes a live replica's jobs,
-// this one's included.
-func (e *Engine) reap(ctx context.Context, why string) error {
+// reapPage is how many running jobs the reaper reads at a time.
+const reapPage = 500
+
+// reaper is what the reaper remembers between its passes.
+type reaper struct {
+	// alive and dead are the replicas seen alive since, and dead at, the
+	// last read of the running jobs: one of the first not alive any more,
+	// or a dead one not among the second, is a death to act on.
+	alive, dead map[string]bool
+	// read is when the running jobs were last read whole; zero before the
+	// first read, and again after a pass this replica could not trust.
+	read time.Time
+}
+
+// reapPass makes the running jobs whose last attempt belongs to a dead or
+// unknown replica available again, and reports whether it read the
+// running jobs. It never takes a live replica's jobs, this one's
+// included. It reads them on its first pass, when a replica died since the
+// last read (a replica stays listed dead until it is forgotten, so even
+// one that joined and died between two passes is seen), and every
+// ReaperBackstop; otherwise a pass costs one read of the membership.
+func (e *Engine) reapPass(ctx context.Context, r *reaper, why string, page int) (bool, error) {
 	if e.members != nil && !e.members.Trusted() {
 		// A replica that cannot renew its own heartbeat cannot judge the
-		// others' either.
-		return nil
+		// others' either; once it can again, it reads afresh.
+		r.read = time.Time{}
+		return false, nil
 	}
-	alive := map[string]bool{e.river.ID(): true}
+	alive, dead := map[string]bool{e.river.ID(): true}, map[string]bool{}
 	if e.members != nil {
-		ids, err := e.members.AliveIDs(ctx)
+		live, err := e.members.Liveness(ctx)
 		if err != nil {
-			return err
+			return false, err
 		}
-		for id := range ids {
-			alive[id] = true
+		for id, ok := range live {
+			if ok {
+				alive[id] = true
+			} else if id != e.river.ID() {
+				dead[id] = true
+			}
 		}
 	}
+	died := false
+	for id := range r.alive {
+		died = died || !alive[id]
+	}
+	for id := range dead {
+		died = died || !r.dead[id]
+	}
+	now := time.Now()
+	if !died && !r.read.IsZero() && now.Sub(r.read) < e.cfg.ReaperBackstop {
+		// Nobody died: the jobs were live replicas' at the last read, and
+		// whatever began since is a live replica's too. Replicas that
+		// joined count from now on.
+		for id := range alive {
+			r.alive[id] = true
+		}
+		return false, nil
+	}
+	if err := e.reapRead(ctx, alive, why, page); err != nil {
+		// r keeps the last read's view: the next pass sees the death too.
+		return true, err
+	}
+	r.alive, r.dead, r.read = alive, dead, now
+	return true, nil
+}
+
+// reapRead reads the running jobs, page by page, and resumes the item
+// jobs of owners not in alive.
+func (e *Engine) reapRead(ctx context.Context, alive map[string]bool, why string, page int) error {
 	exec := e.river.Driver().GetExecutor()
 	now := time.Now().UTC()
 	var after int64
 	// What the pass saw: running item jobs of live replicas left alone, and
 	// of dead ones resumed (a debug line, which tests wait on).
 	var leftAlone, resumed int
-	const page = 500
 	for full := true; full; {
 		stuck, err := exec.JobGetStuck(ctx, &riverdriver.JobGetStuckParams{
 			AfterID: after, Max: page, StuckHorizon: now.Add(time.Hour),
@@ -249,7 +300,7 @@ func (e *Engine) reap(ctx context.Context, why string) error {
 		// jobs that began since the last page (under load they start in id
 		// order all the time): another read of live replicas' jobs each
 		// time, seven or more a pass with three busy replicas. What began
-		// after the page was read is the next pass's.
+		// after the page was read is a live replica's.
 		full = len(stuck) == page
 		p := riverdriver.JobRescueManyParams{StuckHorizon: now.Add(time.Hour)}
 		owners := map[string]int{}

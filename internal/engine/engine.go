@@ -70,6 +70,14 @@ type Config struct {
 	// list alive. Nil: a process alone on its database (every other
 	// client id is a previous run's).
 	Members Members
+	// ReaperBackstop is how long the reaper goes without reading the
+	// running jobs while no replica died (default 30 s). Every pass (2-3
+	// s) reads the live replicas; only a death, or this backstop, makes it
+	// read every running job, which with many running items was the
+	// largest cost a replica added to the database. The backstop catches
+	// what no death announces: a job whose owner was never a member, or
+	// one a cut-off replica's transaction committed late.
+	ReaperBackstop time.Duration
 }
 
 // DefaultConfig returns the production defaults.
@@ -85,6 +93,7 @@ func DefaultConfig() Config {
 		PerHostLimit:    100,
 		MaxAttempts:     6,
 		RetryBase:       500 * time.Millisecond,
+		ReaperBackstop:  30 * time.Second,
 	}
 }
 
@@ -102,6 +111,7 @@ func (c Config) withDefaults() Config {
 	set(&c.PollInterval, d.PollInterval)
 	set(&c.ExecBudget, d.ExecBudget)
 	set(&c.RetryBase, d.RetryBase)
+	set(&c.ReaperBackstop, d.ReaperBackstop)
 	if c.MaxWorkers <= 0 {
 		c.MaxWorkers = d.MaxWorkers
 	}
@@ -265,13 +275,14 @@ func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
 // SQLite) left running, and starts working and reaping: every few seconds
 // the jobs of replicas that died since are resumed too.
 func (e *Engine) Start(ctx context.Context) error {
-	if err := e.reap(ctx, "orphaned by a stopped server"); err != nil {
+	r := new(reaper)
+	if _, err := e.reapPass(ctx, r, "orphaned by a stopped server", reapPage); err != nil {
 		return err
 	}
 	if err := e.river.Start(ctx); err != nil {
 		return fmt.Errorf("river start: %w", err)
 	}
-	go e.reapLoop(ctx)
+	go e.reapLoop(ctx, r)
 	return nil
 }
 

@@ -54,7 +54,7 @@ type trustedMembers struct{}
 
 func (trustedMembers) ID() string { return "trusted" }
 
-func (trustedMembers) AliveIDs(context.Context) (map[string]bool, error) {
+func (trustedMembers) Liveness(context.Context) (map[string]bool, error) {
 	return map[string]bool{"trusted": true}, nil
 }
 

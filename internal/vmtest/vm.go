@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-libvirt"
+
+	"github.com/fleetpass/fleetpass/internal/driver"
+	"github.com/fleetpass/fleetpass/internal/qga"
 )
 
 const (
@@ -454,11 +457,19 @@ func (v *VM) sshBanner() error {
 
 // SetPassword sets user's password through the guest agent with libvirt's
 // API (virDomainSetUserPassword). Never through virsh: the password would
-// be in virsh's argv, readable by every process on the machine.
+// be in virsh's argv, readable by every process on the machine. The guests
+// are Linux, so, as the libvirt driver does, only a crypt(3) hash of it
+// crosses libvirtd, QEMU and the channel.
 func (v *VM) SetPassword(t testing.TB, user, password string) {
 	t.Helper()
 	start := time.Now()
-	err := v.client(t).DomainSetUserPassword(v.Domain, libvirt.OptString{user}, libvirt.OptString{password}, 0)
+	secret, crypted, err := qga.GuestSecret(driver.OSLinux, []byte(password))
+	if err != nil || !crypted {
+		v.fatalf(t, "hash the password of %s for %s: crypted %v, %v", user, v.Name, crypted, err)
+	}
+	err = v.client(t).DomainSetUserPassword(v.Domain, libvirt.OptString{user}, libvirt.OptString{string(secret)},
+		libvirt.DomainPasswordEncrypted)
+	clear(secret)
 	if err != nil {
 		v.fatalf(t, "set the password of %s on %s: %v", user, v.Name, err)
 	}
