@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -57,27 +56,7 @@ func (p *gatedPower) Start(ctx context.Context, ref driver.Ref) error {
 // ends first. On PostgreSQL too, where the items' transactions commit
 // concurrently rather than one after the other.
 func TestLastItemsEndingTogetherEndTheOperationOnce(t *testing.T) {
-	for _, db := range []struct {
-		name string
-		open func(t *testing.T) *store.Store
-	}{
-		{"sqlite", func(t *testing.T) *store.Store {
-			st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "fleetpass.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		}},
-		{"postgres", func(t *testing.T) *store.Store {
-			st, err := store.OpenPostgres(context.Background(), pgtest.Shared(t).Database(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		}},
-	} {
-		t.Run(db.name, func(t *testing.T) { lastItemsEndTogether(t, db.open(t)) })
-	}
+	bothStores(t, lastItemsEndTogether)
 }
 
 func lastItemsEndTogether(t *testing.T, st *store.Store) {
