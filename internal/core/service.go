@@ -121,18 +121,31 @@ func (s *Service) EventPosition(ctx context.Context) (int64, error) {
 	return pos, nil
 }
 
-// OperationEventPosition is where a reader following operation id begins:
-// just before the operation's first event, so that it gets the operation's
-// whole story however late it came. An operation p may not see, or one
-// whose events were pruned, gets EventPosition: the stream then shows
-// nothing of it, as it would of any other tenant's.
-func (s *Service) OperationEventPosition(ctx context.Context, p Principal, id string) (int64, error) {
-	first, tenant, ok, err := s.store.FirstOperationEvent(ctx, id)
+// StreamStart is where p's event stream begins: after *resume when the
+// client names a position (Last-Event-ID); else, when it follows operation
+// opID, just before that operation's first event, so that a client
+// connecting after it accepted the operation, or after its end, still gets
+// its whole story; else at the log's end. An operation p may not see, or
+// one whose events were pruned, starts at the end too: the stream then
+// shows nothing of it, as it would of any other tenant's.
+func (s *Service) StreamStart(ctx context.Context, p Principal, resume *int64, opID string) (int64, error) {
+	// Taken whatever the answer: it brings an idle bus to the log's end, so
+	// that it need not read its way there.
+	end, err := s.EventPosition(ctx)
+	switch {
+	case err != nil:
+		return 0, err
+	case resume != nil:
+		return *resume, nil
+	case opID == "":
+		return end, nil
+	}
+	first, tenant, ok, err := s.store.FirstOperationEvent(ctx, opID)
 	if err != nil {
 		return 0, storeFailed(err)
 	}
 	if !ok || !EventVisible(p, tenant) {
-		return s.EventPosition(ctx)
+		return end, nil
 	}
 	return first - 1, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/fleetpass/fleetpass/internal/enginetest"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/metrics"
+	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 	"github.com/fleetpass/fleetpass/internal/testutil"
@@ -75,6 +76,24 @@ func newFixtureOn(t *testing.T, st *store.Store, cfg engine.Config, wrap ...func
 		t.Fatal(err)
 	}
 	return &fixture{t: t, svc: svc, fleet: fleet, store: st, engine: eng, metrics: m}
+}
+
+// bothStores runs fn on SQLite and on PostgreSQL.
+func bothStores(t *testing.T, fn func(t *testing.T, st *store.Store)) {
+	t.Run("sqlite", func(t *testing.T) {
+		st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "fleetpass.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(t, st)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		st, err := store.OpenPostgres(context.Background(), pgtest.Shared(t).Database(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(t, st)
+	})
 }
 
 var admin = core.Principal{Kind: "key", ID: "test", Tenant: "acme", Admin: true}

@@ -18,7 +18,6 @@ import (
 	"github.com/fleetpass/fleetpass/internal/engine"
 	"github.com/fleetpass/fleetpass/internal/events"
 	"github.com/fleetpass/fleetpass/internal/metrics"
-	"github.com/fleetpass/fleetpass/internal/pgtest"
 	"github.com/fleetpass/fleetpass/internal/sealer"
 	"github.com/fleetpass/fleetpass/internal/store"
 )
@@ -29,7 +28,6 @@ type listedMembers struct {
 	mu      sync.Mutex
 	live    map[string]bool
 	trusted bool
-	reads   int
 }
 
 func (m *listedMembers) ID() string { return "me" }
@@ -37,7 +35,6 @@ func (m *listedMembers) ID() string { return "me" }
 func (m *listedMembers) Liveness(context.Context) (map[string]bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.reads++
 	return maps.Clone(m.live), nil
 }
 
@@ -96,24 +93,6 @@ func jobState(t *testing.T, e *engine.Engine, id int64) rivertype.JobState {
 		t.Fatal(err)
 	}
 	return j.State
-}
-
-// bothStores runs fn on SQLite and on PostgreSQL.
-func bothStores(t *testing.T, fn func(t *testing.T, st *store.Store)) {
-	t.Run("sqlite", func(t *testing.T) {
-		st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "fleetpass.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fn(t, st)
-	})
-	t.Run("postgres", func(t *testing.T) {
-		st, err := store.OpenPostgres(context.Background(), pgtest.Shared(t).Database(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fn(t, st)
-	})
 }
 
 // A dead replica's running items are resumed however many pages of

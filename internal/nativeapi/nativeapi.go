@@ -574,29 +574,21 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request, p core.Principal
 func (a *API) events(w http.ResponseWriter, r *http.Request, p core.Principal) error {
 	bus := a.svc.Bus()
 	opFilter := r.URL.Query().Get("operationId")
-	// Taken even when the client names a position: it brings an idle bus
-	// to the log's end, so it need not read its way there.
-	after, err := a.svc.EventPosition(r.Context())
-	if err != nil {
-		return err
-	}
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
 		last = r.URL.Query().Get("after")
 	}
-	switch {
-	case last != "":
+	var resume *int64
+	if last != "" {
 		n, err := strconv.ParseInt(last, 10, 64)
 		if err != nil || n < 0 {
 			return &core.Error{Code: core.CodeInvalidArgument, Message: "Last-Event-ID: must be an event id"}
 		}
-		after = n
-	case opFilter != "":
-		// Following an operation from its start: a client that accepted it
-		// a moment ago must not miss what happened before it connected.
-		if after, err = a.svc.OperationEventPosition(r.Context(), p, opFilter); err != nil {
-			return err
-		}
+		resume = &n
+	}
+	after, err := a.svc.StreamStart(r.Context(), p, resume, opFilter)
+	if err != nil {
+		return err
 	}
 	// A revocation between the authentication and the position taken
 	// above would be missed: look once more, now that later ones are seen.

@@ -432,11 +432,13 @@ func BenchmarkOneAgainstThreeReplicas(b *testing.B) {
 	b.ResetTimer()
 	for p := range *replicaPairs {
 		var one, three replicaRun
-		first := 1
-		if p%2 == 0 {
-			one, three = round(p, 1), round(p, 3)
+		first := 1 + 2*(p%2) // one replica first in odd pairs, three in even ones
+		if first == 1 {
+			one = round(p, 1)
+			three = round(p, 3)
 		} else {
-			first, three, one = 3, round(p, 3), round(p, 1)
+			three = round(p, 3)
+			one = round(p, 1)
 		}
 		ones, threes = append(ones, one), append(threes, three)
 		ratios = append(ratios, three.rate()/one.rate())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fleetpass/fleetpass/internal/apiv1"
+	"github.com/fleetpass/fleetpass/internal/core"
 	"github.com/fleetpass/fleetpass/internal/driver/sim"
 	"github.com/fleetpass/fleetpass/internal/server"
 )
@@ -734,5 +736,38 @@ func TestAStreamFollowingAnOperationStartsAtItsAcceptance(t *testing.T) {
 	}
 	closeRed()
 	for range lines {
+	}
+}
+
+// A position that is not an event id is refused in the API's own error
+// format before the stream opens, in the header or the query alike.
+func TestAStreamPositionThatIsNotAnEventIDIsRefused(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	for _, tc := range []struct{ header, query string }{
+		{header: "abc"}, {header: "-1"}, {header: "1e3"}, {query: "abc"}, {query: "-5"},
+	} {
+		path := "/v1/events"
+		if tc.query != "" {
+			path += "?after=" + tc.query
+		}
+		// A stream opened by mistake ends with the context, not the test.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.url+path, nil)
+		req.SetBasicAuth(e.admin.id, e.admin.secret)
+		if tc.header != "" {
+			req.Header.Set("Last-Event-ID", tc.header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var eb apiv1.ErrorBody
+		_ = json.Unmarshal(body, &eb)
+		if resp.StatusCode != 400 || eb.Error.Code != core.CodeInvalidArgument {
+			t.Errorf("Last-Event-ID %q, after %q: %d %s, want 400 %s", tc.header, tc.query, resp.StatusCode, body, core.CodeInvalidArgument)
+		}
 	}
 }
